@@ -1,0 +1,249 @@
+//! The agent: wires the netlink source, the detectors and the sinks together,
+//! and handles start, signals and stop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::alert::{Alert, Finding};
+use crate::baseline;
+use crate::config::{Config, JournaldMode};
+use crate::detect::coalesce::Coalescer;
+use crate::detect::lifecycle;
+use crate::detect::net::{NetDetector, NetSettings};
+use crate::kernel::Observation;
+use crate::sink::journald::{self, JournaldSink};
+use crate::sink::webhook::WebhookSink;
+use crate::sink::{console_line, format};
+use crate::source::netlink::{self, SourceEvent};
+
+/// How long queued webhook deliveries may take once a stop was asked for.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Sets up logging: journald when it is there (or asked for), else stderr.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETSENTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("netsentry={}", config.log.level.as_str())));
+    let journal = match use_journald(config.log.journald) {
+        true => tracing_journald::layer().ok().map(|l| l.with_syslog_identifier("netsentry".into())),
+        false => None,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(journal) = journal {
+        let _ = registry.with(journal).try_init();
+    } else {
+        let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init();
+    }
+}
+
+fn use_journald(mode: JournaldMode) -> bool {
+    match mode {
+        JournaldMode::Off => false,
+        JournaldMode::On => true,
+        JournaldMode::Auto => Path::new(journald::SOCKET_PATH).exists(),
+    }
+}
+
+/// Where alerts go, and the coalescing in front of them.
+struct Outputs {
+    host: String,
+    journal: Option<JournaldSink>,
+    webhooks: Vec<WebhookSink>,
+    coalescer: Coalescer,
+}
+
+impl Outputs {
+    fn emit(&mut self, findings: Vec<Finding>) {
+        for finding in findings {
+            for admitted in self.coalescer.admit(finding) {
+                self.deliver(Alert::from_finding(admitted, &self.host));
+            }
+        }
+    }
+
+    fn deliver(&mut self, alert: Alert) {
+        let alert = Arc::new(alert);
+        match &self.journal {
+            Some(j) => {
+                if let Err(e) = j.send(&alert) {
+                    tracing::warn!("cannot write to the journal at {}: {e}", j.path().display());
+                    eprintln!("{}", console_line(&alert));
+                }
+            }
+            None => eprintln!("{}", console_line(&alert)),
+        }
+        for hook in &self.webhooks {
+            hook.send(alert.clone());
+        }
+    }
+}
+
+/// Creates `state_dir` (mode 0700) if needed and checks that it is usable.
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("cannot create state_dir {}: run as root or set [agent] state_dir to a writable directory", dir.display())
+    })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").with_context(|| format!("state_dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Reads a `whsec_` secret, refusing files that everyone can read.
+fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        bail!("webhook secret_file {} is readable by everyone: run `chmod 600 {}`", path.display(), path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    format::secret_key(&text).with_context(|| format!("webhook secret_file {}", path.display()))
+}
+
+fn open_journal(mode: JournaldMode) -> Option<JournaldSink> {
+    if !use_journald(mode) {
+        return None;
+    }
+    match JournaldSink::connect(Path::new(journald::SOCKET_PATH)) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::warn!("journald is not available ({e}); alerts go to stderr");
+            None
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let host = config.host_id();
+    let state_dir = config.agent.state_dir.clone();
+    prepare_state_dir(&state_dir)?;
+    let mut webhooks = Vec::new();
+    for hook in &config.webhooks {
+        let key = hook.secret_file.as_deref().map(read_secret).transpose()?;
+        if hook.url.is_cleartext_remote() {
+            tracing::warn!("webhook {} is plain http to another host: alerts can be read and altered on the way", hook.url.0);
+        }
+        webhooks.push(WebhookSink::start(hook.clone(), key)?);
+    }
+    let (stored, baseline_problem) = match baseline::load(&state_dir) {
+        Ok(b) => (b, None),
+        Err(e) => {
+            tracing::warn!("{e}");
+            (None, Some(e.to_string()))
+        }
+    };
+    let baseline_loaded = stored.is_some();
+    if config.arp.enabled {
+        tracing::info!("packet capture ([arp]) is not part of this version; watching through netlink");
+    }
+    let mut out = Outputs {
+        host,
+        journal: open_journal(config.log.journald),
+        webhooks,
+        coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0),
+    };
+    let settings = NetSettings {
+        interfaces: config.agent.interfaces.iter().map(|i| i.0.clone()).collect(),
+        ignore_links: config.agent.ignore_links.clone(),
+    };
+    let mut detector = NetDetector::new(settings, stored);
+
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(1024);
+    let reconcile = config.agent.reconcile_interval.0;
+    std::thread::Builder::new().name("netlink".into()).spawn(move || netlink::run(tx, reconcile))?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let heartbeat_every = config.agent.heartbeat_interval.0;
+    let mut heartbeat = tokio::time::interval(if heartbeat_every.is_zero() { Duration::from_secs(3600) } else { heartbeat_every });
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let started = tokio::time::Instant::now();
+    let mut failure = None;
+
+    let reason = loop {
+        let coalesce_wait = out
+            .coalescer
+            .next_deadline()
+            .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(SourceEvent::Observations(batch)) => {
+                    for obs in batch {
+                        let findings = detector.observe(obs, Utc::now());
+                        out.emit(findings);
+                    }
+                }
+                Some(SourceEvent::Resynced { reason, view }) => {
+                    let first = !detector.is_ready();
+                    if !first {
+                        tracing::info!("netlink: full dump after {reason}; reconciling");
+                    }
+                    let findings = detector.observe(Observation::Snapshot(view), Utc::now());
+                    if first {
+                        let watching = detector.watched_interfaces();
+                        tracing::info!("baseline ready ({}); watching {}", if baseline_loaded { "loaded" } else { "new" }, watching.join(", "));
+                        out.emit(vec![lifecycle::agent_started(Utc::now(), baseline_loaded, &watching, baseline_problem.as_deref())]);
+                    }
+                    out.emit(findings);
+                }
+                Some(SourceEvent::Failed(why)) => {
+                    tracing::error!("{why}");
+                    failure = Some(why.clone());
+                    break format!("netlink source failed: {why}");
+                }
+                None => {
+                    failure = Some("netlink source stopped".into());
+                    break "netlink source stopped".to_string();
+                }
+            },
+            _ = sigterm.recv() => break "SIGTERM".to_string(),
+            _ = sigint.recv() => break "SIGINT".to_string(),
+            _ = sighup.recv() => tracing::info!("SIGHUP: configuration reload is not supported yet; carrying on"),
+            _ = heartbeat.tick(), if !heartbeat_every.is_zero() => {
+                out.emit(vec![lifecycle::agent_heartbeat(Utc::now(), started.elapsed().as_secs())]);
+            }
+            _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => {
+                let summaries = out.coalescer.flush(Utc::now());
+                out.emit(summaries);
+            }
+        }
+        if detector.take_dirty()
+            && let Err(e) = baseline::save(&state_dir, detector.baseline())
+        {
+            tracing::error!("{e}");
+        }
+    };
+
+    tracing::info!("stopping: {reason}");
+    let mut last = out.coalescer.close_all(Utc::now());
+    last.push(lifecycle::agent_stopping(Utc::now(), &reason));
+    out.emit(last);
+    if detector.is_ready()
+        && let Err(e) = baseline::save(&state_dir, detector.baseline())
+    {
+        tracing::error!("{e}");
+    }
+    let pending: Vec<_> = out.webhooks.into_iter().map(|w| tokio::spawn(async move {
+        let url = w.url.clone();
+        if !w.finish(STOP_GRACE).await {
+            tracing::warn!(receiver = %url, "stopped with alerts still undelivered");
+        }
+    })).collect();
+    for p in pending {
+        let _ = p.await;
+    }
+    match failure {
+        Some(why) => bail!(why),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,192 @@
+//! Alerts: the kinds and severities of SPEC.md and the JSON a receiver gets.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// How bad an alert is. Ordered: `Info < Warning < Critical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// syslog priority as journald wants it (crit, warning, info).
+    pub fn syslog_priority(self) -> u8 {
+        match self {
+            Severity::Critical => 2,
+            Severity::Warning => 4,
+            Severity::Info => 6,
+        }
+    }
+}
+
+macro_rules! kinds {
+    ($($variant:ident => $name:literal, $sev:ident;)*) => {
+        /// Every alert kind of SPEC.md. The names are part of the contract.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Kind { $($variant,)* }
+
+        impl Kind {
+            /// The name on the wire (`gateway_mac_changed`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Kind::$variant => $name,)* }
+            }
+            /// The fixed severity of this kind.
+            pub fn severity(self) -> Severity {
+                match self { $(Kind::$variant => Severity::$sev,)* }
+            }
+        }
+    };
+}
+
+kinds! {
+    AgentStarted => "agent_started", Info;
+    AgentStopping => "agent_stopping", Info;
+    AgentHeartbeat => "agent_heartbeat", Info;
+    GatewayMacChanged => "gateway_mac_changed", Critical;
+    GatewayChanged => "gateway_changed", Warning;
+    GatewayUnreachable => "gateway_unreachable", Warning;
+    LinkDown => "link_down", Warning;
+    LinkUp => "link_up", Info;
+    LinkAdded => "link_added", Warning;
+    LinkRemoved => "link_removed", Warning;
+    LinkMacChanged => "link_mac_changed", Warning;
+    LinkPromisc => "link_promisc", Warning;
+    LinkMtuChanged => "link_mtu_changed", Info;
+    AlertsSuppressed => "alerts_suppressed", Warning;
+}
+
+/// What a detector found: an alert before it gets an id and a host name.
+/// Detectors are pure, so identity (random) and host are added by the agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub time: DateTime<Utc>,
+    pub summary: String,
+    pub details: Map<String, Value>,
+}
+
+impl Finding {
+    pub fn new(kind: Kind, time: DateTime<Utc>, summary: impl Into<String>, details: Value) -> Self {
+        let details = match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Finding { kind, time, summary: summary.into(), details }
+    }
+
+    /// A detail as text, for tests and messages.
+    pub fn detail_str(&self, key: &str) -> Option<&str> {
+        self.details.get(key).and_then(Value::as_str)
+    }
+}
+
+/// One alert as SPEC.md defines it; serializes to exactly the JSON of `format = "netsentry"`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub id: String,
+    pub host: String,
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub time: DateTime<Utc>,
+    pub kind: Kind,
+    pub severity: Severity,
+    pub summary: String,
+    pub details: Map<String, Value>,
+}
+
+impl Alert {
+    /// Gives a finding its identity: a fresh ULID (sortable, unique) and the host name.
+    pub fn from_finding(finding: Finding, host: &str) -> Alert {
+        Alert {
+            id: ulid::Ulid::generate().to_string(),
+            host: host.to_string(),
+            time: finding.time,
+            kind: finding.kind,
+            severity: finding.kind.severity(),
+            summary: finding.summary,
+            details: finding.details,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain maps and strings cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// RFC 3339 UTC with microseconds, as in SPEC.md (`2026-11-28T12:00:00.123456Z`).
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(t))
+}
+
+/// Formats a MAC address as SPEC.md wants it: lowercase, colon-separated.
+pub fn format_mac(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    #[test]
+    fn alert_json_has_the_fields_of_spec_in_order() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+            + chrono::Duration::microseconds(123_456);
+        let f = Finding::new(Kind::GatewayMacChanged, t, "s", json!({"interface": "eth0"}));
+        let mut a = Alert::from_finding(f, "web1");
+        a.id = "01JDZ9W5V6Q4S2K8M3T7R1X0AB".into();
+        assert_eq!(
+            a.to_json(),
+            r#"{"id":"01JDZ9W5V6Q4S2K8M3T7R1X0AB","host":"web1","time":"2026-11-28T12:00:00.123456Z","kind":"gateway_mac_changed","severity":"critical","summary":"s","details":{"interface":"eth0"}}"#
+        );
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let t = Utc::now();
+        let a = Alert::from_finding(Finding::new(Kind::LinkUp, t, "", json!({})), "h");
+        let b = Alert::from_finding(Finding::new(Kind::LinkUp, t, "", json!({})), "h");
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 26);
+    }
+
+    #[test]
+    fn severities_follow_spec() {
+        assert_eq!(Kind::GatewayMacChanged.severity(), Severity::Critical);
+        assert_eq!(Kind::LinkDown.severity(), Severity::Warning);
+        assert_eq!(Kind::LinkMtuChanged.severity(), Severity::Info);
+        assert_eq!(Kind::AlertsSuppressed.as_str(), "alerts_suppressed");
+        assert!(Severity::Info < Severity::Critical);
+    }
+
+    #[test]
+    fn macs_are_lowercase_with_colons() {
+        assert_eq!(format_mac(&[0x02, 0xDE, 0xAD, 0xbe, 0xef, 1]), "02:de:ad:be:ef:01");
+    }
+}

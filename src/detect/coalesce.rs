@@ -1,0 +1,206 @@
+//! Coalescing: one flapping thing must not flood the receiver.
+//!
+//! Identical findings (same kind and details, ignoring measured values such as
+//! `down_ms`) pass `burst` times per `window`; the rest are counted, and when the
+//! window closes one `alerts_suppressed` says how many were held back. A finding
+//! that differs in any identifying detail (a *new* MAC, another interface) is a
+//! different key and is never held back by this one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::alert::{Finding, Kind};
+
+/// Keys tracked at once; when full, the oldest window is closed early.
+pub const MAX_KEYS: usize = 4_096;
+/// Details that measure rather than identify.
+const VOLATILE_DETAILS: &[&str] = &["down_ms", "uptime_s", "packets_per_s", "days_left"];
+
+struct Window {
+    kind: Kind,
+    started: DateTime<Utc>,
+    passed: u32,
+    suppressed: u64,
+    example: String,
+}
+
+pub struct Coalescer {
+    burst: u32,
+    window: chrono::Duration,
+    windows: HashMap<String, Window>,
+}
+
+impl Coalescer {
+    pub fn new(burst: u32, window: Duration) -> Coalescer {
+        Coalescer {
+            burst: burst.max(1),
+            window: chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX).max(chrono::Duration::milliseconds(1)),
+            windows: HashMap::new(),
+        }
+    }
+
+    /// Lets a finding through or holds it back. May also return the summary of
+    /// an earlier window of the same key that has just closed.
+    pub fn admit(&mut self, finding: Finding) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if matches!(finding.kind, Kind::AgentStarted | Kind::AgentStopping | Kind::AgentHeartbeat | Kind::AlertsSuppressed) {
+            out.push(finding);
+            return out;
+        }
+        let now = finding.time;
+        let key = key_of(&finding);
+        if let Some(w) = self.windows.get(&key)
+            && now - w.started >= self.window
+            && let Some(w) = self.windows.remove(&key)
+        {
+            out.extend(self.summary(w, now));
+        }
+        if !self.windows.contains_key(&key) && self.windows.len() >= MAX_KEYS {
+            out.extend(self.flush(now));
+            if self.windows.len() >= MAX_KEYS
+                && let Some(oldest) = self.windows.iter().min_by_key(|(_, w)| w.started).map(|(k, _)| k.clone())
+                && let Some(w) = self.windows.remove(&oldest)
+            {
+                out.extend(self.summary(w, now));
+            }
+        }
+        let w = self.windows.entry(key).or_insert_with(|| Window {
+            kind: finding.kind,
+            started: now,
+            passed: 0,
+            suppressed: 0,
+            example: finding.summary.clone(),
+        });
+        if w.passed < self.burst {
+            w.passed += 1;
+            out.push(finding);
+        } else {
+            w.suppressed += 1;
+        }
+        out
+    }
+
+    /// Closes the windows that have ended; returns their `alerts_suppressed`.
+    pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+        let window = self.window;
+        let ended: Vec<String> =
+            self.windows.iter().filter(|(_, w)| now - w.started >= window).map(|(k, _)| k.clone()).collect();
+        let mut out = Vec::new();
+        for key in ended {
+            if let Some(w) = self.windows.remove(&key) {
+                out.extend(self.summary(w, now));
+            }
+        }
+        out.sort_by_key(|f| f.time);
+        out
+    }
+
+    /// Closes every window (at stop), so no held-back count is lost.
+    pub fn close_all(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+        let windows: Vec<Window> = self.windows.drain().map(|(_, w)| w).collect();
+        windows.into_iter().filter_map(|w| self.summary(w, now)).collect()
+    }
+
+    /// When the next window ends and `flush` has something to do (no polling).
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.windows.values().map(|w| w.started + self.window).min()
+    }
+
+    fn summary(&self, w: Window, now: DateTime<Utc>) -> Option<Finding> {
+        if w.suppressed == 0 {
+            return None;
+        }
+        let window_s = self.window.num_milliseconds() as f64 / 1000.0;
+        Some(Finding::new(
+            Kind::AlertsSuppressed,
+            now,
+            format!(
+                "{} more {} alerts like \"{}\" were held back within {window_s} s",
+                w.suppressed,
+                w.kind.as_str(),
+                w.example
+            ),
+            json!({"kind": w.kind.as_str(), "count": w.suppressed, "window_s": window_s, "example": w.example}),
+        ))
+    }
+}
+
+fn key_of(f: &Finding) -> String {
+    let mut details = f.details.clone();
+    for k in VOLATILE_DETAILS {
+        details.remove(*k);
+    }
+    format!("{}|{}", f.kind.as_str(), serde_json::Value::Object(details))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+    fn down(at: i64) -> Finding {
+        Finding::new(Kind::LinkDown, t(at), "link eth0 is down", json!({"interface": "eth0", "reason": "carrier"}))
+    }
+    fn up(at: i64, ms: i64) -> Finding {
+        Finding::new(Kind::LinkUp, t(at), "link eth0 is up", json!({"interface": "eth0", "down_ms": ms}))
+    }
+
+    #[test]
+    fn a_flapping_link_is_coalesced_and_summarised() {
+        let mut c = Coalescer::new(3, Duration::from_secs(60));
+        let mut passed = 0;
+        for i in 0..50 {
+            passed += c.admit(down(i)).len();
+            passed += c.admit(up(i, 100 + i)).len();
+        }
+        assert_eq!(passed, 6, "3 downs and 3 ups (down_ms does not make them different)");
+        assert_eq!(c.next_deadline(), Some(t(60)));
+        assert!(c.flush(t(59)).is_empty());
+        let s = c.flush(t(60));
+        assert_eq!(s.len(), 2);
+        assert!(s.iter().all(|f| f.kind == Kind::AlertsSuppressed && f.details["count"] == 47));
+        assert_eq!(s[0].details["window_s"], 60.0);
+        assert!(c.flush(t(1000)).is_empty());
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_new_window_reports_the_old_one_first() {
+        let mut c = Coalescer::new(1, Duration::from_secs(10));
+        assert_eq!(c.admit(down(0)).len(), 1);
+        assert!(c.admit(down(1)).is_empty());
+        let out = c.admit(down(11));
+        assert_eq!(out.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::AlertsSuppressed, Kind::LinkDown]);
+        assert_eq!(out[0].details["count"], 1);
+    }
+
+    #[test]
+    fn different_details_are_never_held_back() {
+        let mut c = Coalescer::new(1, Duration::from_secs(60));
+        for i in 0..100u8 {
+            let f = Finding::new(Kind::GatewayMacChanged, t(0), "x", json!({"ip": "192.0.2.1", "new_mac": format!("02:00:00:00:00:{i:02x}")}));
+            assert_eq!(c.admit(f).len(), 1);
+        }
+        for _ in 0..10 {
+            let f = Finding::new(Kind::AgentHeartbeat, t(0), "x", json!({}));
+            assert_eq!(c.admit(f).len(), 1);
+        }
+    }
+
+    #[test]
+    fn the_key_table_is_capped() {
+        let mut c = Coalescer::new(1, Duration::from_secs(60));
+        for i in 0..(MAX_KEYS + 10) {
+            let f = Finding::new(Kind::LinkAdded, t(0), "x", json!({"interface": format!("x{i}")}));
+            c.admit(f.clone());
+            c.admit(f);
+        }
+        assert!(c.windows.len() <= MAX_KEYS);
+    }
+}

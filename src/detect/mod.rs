@@ -1,0 +1,5 @@
+//! Pure detectors: observations and time in, findings out. No I/O here.
+
+pub mod coalesce;
+pub mod lifecycle;
+pub mod net;

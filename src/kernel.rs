@@ -1,0 +1,222 @@
+//! The kernel's view of the network, as the netlink source reports it: links,
+//! neighbour entries, default routes and addresses. Plain data, no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::format_mac;
+
+/// Address family of a route or gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Inet,
+    Inet6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() { Family::Inet } else { Family::Inet6 }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+        }
+    }
+}
+
+/// A link (network interface) as `RTM_NEWLINK` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND` (`bridge`, `veth`, `ifb`, ...); `None` for physical NICs.
+    pub kind: Option<String>,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    /// IFF_UP: administratively up.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP: carrier present.
+    pub carrier: bool,
+    /// IFF_PROMISC set by a user, or a packet socket holding it in promiscuous mode.
+    pub promisc: bool,
+    pub loopback: bool,
+}
+
+/// A hardware address; printed lowercase with colons.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub Vec<u8>);
+
+impl Mac {
+    /// `None` for an absent or all-zero address (the kernel reports zeros for "none").
+    pub fn from_bytes(bytes: &[u8]) -> Option<Mac> {
+        if bytes.is_empty() || bytes.iter().all(|b| *b == 0) { None } else { Some(Mac(bytes.to_vec())) }
+    }
+    pub fn parse(text: &str) -> Option<Mac> {
+        let bytes: Option<Vec<u8>> = text.split(':').map(|p| u8::from_str_radix(p, 16).ok()).collect();
+        bytes.filter(|b| !b.is_empty() && b.len() <= 32).map(Mac)
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_mac(&self.0))
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Mac::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("bad MAC address {text:?}")))
+    }
+}
+
+/// Neighbour cache states (`NUD_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeighbourState {
+    Incomplete,
+    Reachable,
+    Stale,
+    Delay,
+    Probe,
+    Failed,
+    Noarp,
+    Permanent,
+    None,
+}
+
+impl NeighbourState {
+    /// States in which the entry's link-layer address is the kernel's current belief.
+    pub fn has_valid_address(self) -> bool {
+        matches!(
+            self,
+            NeighbourState::Reachable
+                | NeighbourState::Stale
+                | NeighbourState::Delay
+                | NeighbourState::Probe
+                | NeighbourState::Permanent
+                | NeighbourState::Noarp
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NeighbourState::Incomplete => "incomplete",
+            NeighbourState::Reachable => "reachable",
+            NeighbourState::Stale => "stale",
+            NeighbourState::Delay => "delay",
+            NeighbourState::Probe => "probe",
+            NeighbourState::Failed => "failed",
+            NeighbourState::Noarp => "noarp",
+            NeighbourState::Permanent => "permanent",
+            NeighbourState::None => "none",
+        }
+    }
+}
+
+/// A neighbour (ARP / NDP) cache entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub mac: Option<Mac>,
+    pub state: NeighbourState,
+}
+
+/// Identifies one default route: the kernel replaces a route with the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct RouteKey {
+    pub family: Family,
+    pub table: u32,
+    pub metric: u32,
+    pub tos: u8,
+}
+
+/// One next hop of a default route (a route with several is multipath).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NextHop {
+    /// `None` for a device route (`default dev ppp0`).
+    pub gateway: Option<IpAddr>,
+    pub ifindex: u32,
+}
+
+/// A default route (destination prefix length 0) in the main table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DefaultRoute {
+    pub key: RouteKey,
+    pub nexthops: Vec<NextHop>,
+}
+
+/// An address assigned to a link.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Address {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// Everything the netlink source reports, as of one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelView {
+    pub links: BTreeMap<u32, Link>,
+    pub neighbours: HashMap<(u32, IpAddr), Neighbour>,
+    pub routes: BTreeMap<RouteKey, Vec<NextHop>>,
+    pub addresses: Vec<Address>,
+}
+
+impl KernelView {
+    /// The interface name of an index, or `if<N>` when the link is unknown.
+    pub fn link_name(&self, index: u32) -> String {
+        self.links.get(&index).map(|l| l.name.clone()).unwrap_or_else(|| format!("if{index}"))
+    }
+
+    pub fn link_by_name(&self, name: &str) -> Option<&Link> {
+        self.links.values().find(|l| l.name == name)
+    }
+
+    /// Default next hops of one family, lowest metric first (the one the kernel uses).
+    pub fn default_nexthops(&self, family: Family) -> Vec<(IpAddr, u32)> {
+        self.default_routes(family)
+            .flat_map(|(_, hops)| hops.iter())
+            .filter_map(|h| h.gateway.map(|g| (g, h.ifindex)))
+            .collect()
+    }
+
+    /// Default routes of one family in the order the kernel prefers them.
+    pub fn default_routes(&self, family: Family) -> impl Iterator<Item = (&RouteKey, &Vec<NextHop>)> {
+        let mut routes: Vec<_> = self.routes.iter().filter(|(k, _)| k.family == family).collect();
+        routes.sort_by_key(|(k, _)| (k.metric, k.tos));
+        routes.into_iter()
+    }
+}
+
+/// One thing the netlink source saw. Events are idempotent upserts and removals;
+/// `Snapshot` is a complete dump (at start, after lost events, and on a timer).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    Link(Link),
+    LinkRemoved { index: u32, name: String },
+    Neighbour(Neighbour),
+    NeighbourRemoved { ifindex: u32, ip: IpAddr },
+    Route(DefaultRoute),
+    RouteRemoved(RouteKey),
+    Address(Address),
+    AddressRemoved(Address),
+    Snapshot(KernelView),
+}

@@ -1,0 +1,115 @@
+//! Command line of netsentry. Parsing only; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netsentry::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "netsentry", version, about = "Host-level network integrity agent: gateway, routes, links, and who answers for them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent in the foreground until SIGTERM or SIGINT
+    Run {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml, or built-in defaults when it does not exist]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Parse and validate the configuration; print the effective configuration
+    CheckConfig {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Show default routes, gateway neighbour entries, watched links and the stored baseline
+    Status {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Loads `-c FILE`, else the default file, else the built-in defaults (and says which).
+fn load(explicit: Option<&Path>) -> Result<(Config, String), config::ConfigError> {
+    match explicit {
+        Some(path) => Ok((Config::load(path)?, format!("configuration {}", path.display()))),
+        None if Path::new(config::DEFAULT_PATH).exists() => {
+            Ok((Config::load(Path::new(config::DEFAULT_PATH))?, format!("configuration {}", config::DEFAULT_PATH)))
+        }
+        None => Ok((Config::default(), format!("built-in defaults ({} does not exist)", config::DEFAULT_PATH))),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match load(config.as_deref()) {
+            Ok((c, source)) => {
+                println!("# {source}: OK\n{}", c.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Status { config, json } => {
+            let c = match load(config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match netsentry::status::collect(&c) {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{}", netsentry::status::render(&s));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("netsentry status: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run { config } => {
+            let (c, source) = match load(config.as_deref()) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            netsentry::agent::init_logging(&c);
+            tracing::info!("netsentry {} starting with {source}", env!("CARGO_PKG_VERSION"));
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("netsentry: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(netsentry::agent::run(c)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("netsentry: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

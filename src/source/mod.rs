@@ -1,0 +1,3 @@
+//! Sources: turn the outside world into observations, and nothing else.
+
+pub mod netlink;

@@ -1,0 +1,503 @@
+//! Netlink source: the kernel's links, neighbours, default routes and addresses.
+//!
+//! One socket is subscribed to the link, neighbour, route and address groups
+//! *before* a second socket dumps everything, so no change falls between the dump
+//! and the first event. Events are idempotent upserts; when the kernel reports
+//! that events were lost (`ENOBUFS`, an overrun), and on a timer, everything is
+//! dumped again and the detector reconciles.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState as NlState};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::kernel::{
+    Address, DefaultRoute, Family, KernelView, Link, Mac, Neighbour, NeighbourState, NextHop, Observation, RouteKey,
+};
+
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+/// Receive buffer asked for on the event socket: a burst of ~100k neighbour
+/// updates fits before the kernel has to drop (and we have to re-dump).
+const EVENT_RCVBUF: usize = 8 << 20;
+const RECV_BUFFER: usize = 256 << 10;
+
+/// What the source sends to the agent.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Observations(Vec<Observation>),
+    /// Events were lost (or the timer fired) and this is a fresh full dump.
+    Resynced { reason: &'static str, view: KernelView },
+    /// The source cannot go on.
+    Failed(String),
+}
+
+/// Counters for `status` and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ParseStats {
+    pub messages: u64,
+    pub undecodable: u64,
+}
+
+/// Opens the event socket: subscribed to every group the detectors need.
+pub fn open_event_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    socket.bind(&SocketAddr::new(0, groups))?;
+    enlarge_receive_buffer(&socket, EVENT_RCVBUF);
+    Ok(socket)
+}
+
+/// SO_RCVBUFFORCE (root/CAP_NET_ADMIN) goes past `net.core.rmem_max`; without it,
+/// SO_RCVBUF gets as much as the system allows. Lost events are recovered by a
+/// re-dump either way, so this only makes that rarer.
+fn enlarge_receive_buffer(socket: &Socket, bytes: usize) {
+    let value = bytes as libc::c_int;
+    let set = |opt| unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        let _ = set(libc::SO_RCVBUF);
+    }
+}
+
+/// Dumps links, addresses, neighbours and routes into one view. A dump that the
+/// kernel marks as interrupted (`NLM_F_DUMP_INTR`) is repeated.
+pub fn dump() -> io::Result<KernelView> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut last_err = None;
+    for _attempt in 0..5 {
+        match dump_once(&socket) {
+            Ok(view) => return Ok(view),
+            Err(DumpError::Interrupted) => last_err = Some(io::Error::other("netlink dump kept being interrupted")),
+            Err(DumpError::Io(e)) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("netlink dump failed")))
+}
+
+enum DumpError {
+    Interrupted,
+    Io(io::Error),
+}
+
+impl From<io::Error> for DumpError {
+    fn from(e: io::Error) -> Self {
+        DumpError::Io(e)
+    }
+}
+
+fn dump_once(socket: &Socket) -> Result<KernelView, DumpError> {
+    let mut view = KernelView::default();
+    let requests = [
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+        RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+    ];
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    let mut stats = ParseStats::default();
+    for (seq, request) in requests.into_iter().enumerate() {
+        let seq = seq as u32 + 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = seq;
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
+        msg.finalize();
+        let mut out = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut out);
+        socket.send(&out, 0)?;
+        'recv: loop {
+            buf.clear();
+            socket.recv(&mut buf, 0)?;
+            let mut interrupted = false;
+            let mut done = false;
+            for_each_message(&buf, &mut stats, |header, payload| {
+                if header.sequence_number != seq {
+                    return;
+                }
+                if header.flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match payload {
+                    NetlinkPayload::InnerMessage(m) => {
+                        for obs in observations_of(m) {
+                            apply(&mut view, obs);
+                        }
+                    }
+                    NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => done = true,
+                    _ => {}
+                }
+            });
+            if interrupted {
+                return Err(DumpError::Interrupted);
+            }
+            if done {
+                break 'recv;
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// Applies one observation to a view (used to assemble a dump).
+fn apply(view: &mut KernelView, obs: Observation) {
+    match obs {
+        Observation::Link(l) => {
+            view.links.insert(l.index, l);
+        }
+        Observation::Neighbour(n) => {
+            view.neighbours.insert((n.ifindex, n.ip), n);
+        }
+        Observation::Route(r) => {
+            view.routes.insert(r.key, r.nexthops);
+        }
+        Observation::Address(a) => view.addresses.push(a),
+        _ => {}
+    }
+}
+
+/// Walks the netlink messages in one datagram. Undecodable messages are counted
+/// and skipped: a kernel newer than this parser must not stop the agent.
+fn for_each_message(bytes: &[u8], stats: &mut ParseStats, mut f: impl FnMut(&NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>)) {
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let Ok(buffer) = NetlinkBuffer::new_checked(rest) else {
+            stats.undecodable += 1;
+            return;
+        };
+        let len = buffer.length() as usize;
+        if len < 16 || len > rest.len() {
+            stats.undecodable += 1;
+            return;
+        }
+        stats.messages += 1;
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) {
+            Ok(msg) => {
+                let (header, payload) = msg.into_parts();
+                f(&header, payload);
+            }
+            Err(_) => stats.undecodable += 1,
+        }
+        offset += (len + 3) & !3;
+    }
+}
+
+/// Parses one datagram of events into observations (pure; fuzzable).
+pub fn parse_events(bytes: &[u8], stats: &mut ParseStats) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for_each_message(bytes, stats, |_, payload| {
+        if let NetlinkPayload::InnerMessage(m) = payload {
+            out.extend(observations_of(m));
+        }
+    });
+    out
+}
+
+fn observations_of(message: RouteNetlinkMessage) -> Vec<Observation> {
+    match message {
+        RouteNetlinkMessage::NewLink(m) => vec![Observation::Link(link_of(&m))],
+        RouteNetlinkMessage::DelLink(m) => {
+            let l = link_of(&m);
+            vec![Observation::LinkRemoved { index: l.index, name: l.name }]
+        }
+        RouteNetlinkMessage::NewNeighbour(m) => neighbour_of(&m).map(Observation::Neighbour).into_iter().collect(),
+        RouteNetlinkMessage::DelNeighbour(m) => neighbour_of(&m)
+            .map(|n| Observation::NeighbourRemoved { ifindex: n.ifindex, ip: n.ip })
+            .into_iter()
+            .collect(),
+        RouteNetlinkMessage::NewRoute(m) => default_route_of(&m).map(Observation::Route).into_iter().collect(),
+        RouteNetlinkMessage::DelRoute(m) => default_route_of(&m).map(|r| Observation::RouteRemoved(r.key)).into_iter().collect(),
+        RouteNetlinkMessage::NewAddress(m) => address_of(&m).map(Observation::Address).into_iter().collect(),
+        RouteNetlinkMessage::DelAddress(m) => address_of(&m).map(Observation::AddressRemoved).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn link_of(m: &LinkMessage) -> Link {
+    let flags = m.header.flags;
+    let mut link = Link {
+        index: m.header.index,
+        name: format!("if{}", m.header.index),
+        kind: None,
+        mac: None,
+        mtu: 0,
+        admin_up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
+        promisc: flags.contains(LinkFlags::Promisc),
+        loopback: flags.contains(LinkFlags::Loopback),
+    };
+    for attr in &m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(a) => link.mac = Mac::from_bytes(a),
+            LinkAttribute::Mtu(v) => link.mtu = *v,
+            // Packet sockets (tcpdump) raise this counter without setting IFF_PROMISC.
+            LinkAttribute::Promiscuity(n) => link.promisc |= *n > 0,
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = Some(match kind {
+                            InfoKind::Other(s) => s.clone(),
+                            k => k.to_string(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn neighbour_of(m: &NeighbourMessage) -> Option<Neighbour> {
+    if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &m.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(IpAddr::V6(*a)),
+            NeighbourAttribute::LinkLayerAddress(a) => mac = Mac::from_bytes(a),
+            _ => {}
+        }
+    }
+    let state = match m.header.state {
+        NlState::Incomplete => NeighbourState::Incomplete,
+        NlState::Reachable => NeighbourState::Reachable,
+        NlState::Stale => NeighbourState::Stale,
+        NlState::Delay => NeighbourState::Delay,
+        NlState::Probe => NeighbourState::Probe,
+        NlState::Failed => NeighbourState::Failed,
+        NlState::Noarp => NeighbourState::Noarp,
+        NlState::Permanent => NeighbourState::Permanent,
+        _ => NeighbourState::None,
+    };
+    Some(Neighbour { ifindex: m.header.ifindex, ip: ip?, mac, state })
+}
+
+fn address_of(m: &AddressMessage) -> Option<Address> {
+    let ip = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip = ip.or_else(|| {
+        m.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    Some(Address { ifindex: m.header.index, ip, prefix_len: m.header.prefix_len })
+}
+
+fn route_gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        RouteAttribute::Via(RouteVia::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        RouteAttribute::Via(RouteVia::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })
+}
+
+/// A unicast default route of the main table, or `None` for any other route.
+fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
+    let family = match m.header.address_family {
+        AddressFamily::Inet => Family::Inet,
+        AddressFamily::Inet6 => Family::Inet6,
+        _ => return None,
+    };
+    if m.header.destination_prefix_length != 0 || m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut table = m.header.table as u32;
+    let mut metric = 0;
+    let mut oif = 0;
+    let mut nexthops = Vec::new();
+    for attr in &m.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Oif(i) => oif = *i,
+            RouteAttribute::MultiPath(hops) => {
+                for hop in hops {
+                    nexthops.push(NextHop { gateway: route_gateway(&hop.attributes), ifindex: hop.interface_index });
+                }
+            }
+            _ => {}
+        }
+    }
+    if table != RouteHeader::RT_TABLE_MAIN as u32 {
+        return None;
+    }
+    if nexthops.is_empty() {
+        nexthops.push(NextHop { gateway: route_gateway(&m.attributes), ifindex: oif });
+    }
+    Some(DefaultRoute { key: RouteKey { family, table, metric, tos: m.header.tos }, nexthops })
+}
+
+/// Runs the source on the calling thread until the receiver goes away: a dump,
+/// then events, a re-dump after lost events and every `reconcile` interval.
+/// Blocks in `poll` between events; there is no polling loop.
+pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
+    let socket = match open_event_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.blocking_send(SourceEvent::Failed(format!("cannot open a netlink socket: {e}")));
+            return;
+        }
+    };
+    let resync = |reason: &'static str| -> bool {
+        match dump() {
+            Ok(view) => tx.blocking_send(SourceEvent::Resynced { reason, view }).is_ok(),
+            Err(e) => {
+                let _ = tx.blocking_send(SourceEvent::Failed(format!("netlink dump failed: {e}")));
+                false
+            }
+        }
+    };
+    if !resync("start") {
+        return;
+    }
+    let mut next_reconcile = Instant::now() + reconcile;
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    let mut stats = ParseStats::default();
+    loop {
+        let wait = next_reconcile.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
+        let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            let _ = tx.blocking_send(SourceEvent::Failed(format!("poll on the netlink socket failed: {e}")));
+            return;
+        }
+        if ready == 0 {
+            if !resync("timer") {
+                return;
+            }
+            next_reconcile = Instant::now() + reconcile;
+            continue;
+        }
+        buf.clear();
+        match socket.recv(&mut buf, 0) {
+            Ok(_) => {
+                let obs = parse_events(&buf, &mut stats);
+                if !obs.is_empty() && tx.blocking_send(SourceEvent::Observations(obs)).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // The kernel dropped events: our picture is no longer exact.
+                if !resync("overrun") {
+                    return;
+                }
+                next_reconcile = Instant::now() + reconcile;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.blocking_send(SourceEvent::Failed(format!("netlink receive failed: {e}")));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::neighbour::NeighbourHeader;
+
+    fn encode(message: RouteNetlinkMessage) -> Vec<u8> {
+        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(message));
+        msg.finalize();
+        let mut out = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut out);
+        out
+    }
+
+    #[test]
+    fn parses_a_neighbour_event() {
+        let mut m = NeighbourMessage::default();
+        m.header = NeighbourHeader { family: AddressFamily::Inet, ifindex: 2, state: NlState::Stale, ..Default::default() };
+        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet("192.0.2.1".parse().unwrap())));
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![2, 0xde, 0xad, 0xbe, 0xef, 1]));
+        let mut bytes = encode(RouteNetlinkMessage::NewNeighbour(m));
+        // Two messages in one datagram.
+        bytes.extend(bytes.clone());
+        let mut stats = ParseStats::default();
+        let obs = parse_events(&bytes, &mut stats);
+        assert_eq!(obs.len(), 2);
+        match &obs[0] {
+            Observation::Neighbour(n) => {
+                assert_eq!(n.ip.to_string(), "192.0.2.1");
+                assert_eq!(n.mac.as_ref().unwrap().to_string(), "02:de:ad:be:ef:01");
+                assert_eq!(n.state, NeighbourState::Stale);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_routes_only_from_the_main_table() {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.kind = RouteType::Unicast;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet("192.0.2.1".parse().unwrap())));
+        m.attributes.push(RouteAttribute::Oif(2));
+        let r = default_route_of(&m).unwrap();
+        assert_eq!(r.nexthops, vec![NextHop { gateway: Some("192.0.2.1".parse().unwrap()), ifindex: 2 }]);
+        let mut other_table = m.clone();
+        other_table.header.table = 100;
+        assert!(default_route_of(&other_table).is_none());
+        let mut not_default = m.clone();
+        not_default.header.destination_prefix_length = 24;
+        assert!(default_route_of(&not_default).is_none());
+    }
+
+    #[test]
+    fn garbage_is_counted_not_fatal() {
+        let mut stats = ParseStats::default();
+        for junk in [&[][..], &[1, 2, 3], &[0xff; 64], &[16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]] {
+            let _ = parse_events(junk, &mut stats);
+        }
+        assert!(stats.undecodable > 0);
+        // Truncations of a valid message never panic.
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6("2001:db8::1".parse().unwrap())));
+        let bytes = encode(RouteNetlinkMessage::NewNeighbour(m));
+        for cut in 0..bytes.len() {
+            let _ = parse_events(&bytes[..cut], &mut stats);
+        }
+    }
+}

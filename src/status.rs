@@ -1,0 +1,178 @@
+//! `netsentry status`: one look at what the kernel says and what the baseline holds.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::baseline::{self, Baseline};
+use crate::config::Config;
+use crate::kernel::{Family, KernelView};
+use crate::source::netlink;
+
+#[derive(Debug, Serialize)]
+pub struct RouteRow {
+    pub family: Family,
+    pub metric: u32,
+    pub nexthops: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GatewayRow {
+    pub family: Family,
+    pub interface: String,
+    pub ip: String,
+    pub mac: Option<String>,
+    pub state: String,
+    pub baseline_mac: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkRow {
+    pub name: String,
+    pub kind: Option<String>,
+    pub mac: Option<String>,
+    pub state: &'static str,
+    pub flags: Vec<&'static str>,
+    pub mtu: u32,
+    pub watched: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub default_routes: Vec<RouteRow>,
+    pub gateways: Vec<GatewayRow>,
+    pub links: Vec<LinkRow>,
+    pub baseline: Option<Baseline>,
+    pub baseline_problem: Option<String>,
+}
+
+/// Builds the status from a fresh netlink dump and the stored baseline.
+pub fn collect(config: &Config) -> anyhow::Result<Status> {
+    let view = netlink::dump().map_err(|e| anyhow::anyhow!("cannot read the kernel's network state over netlink: {e}"))?;
+    let (baseline, baseline_problem) = match baseline::load(&config.agent.state_dir) {
+        Ok(b) => (b, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(build(config, &view, baseline, baseline_problem))
+}
+
+/// Pure part of [`collect`].
+pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, baseline_problem: Option<String>) -> Status {
+    let mut default_routes = Vec::new();
+    let mut gateways = Vec::new();
+    let mut route_links = Vec::new();
+    for family in [Family::Inet, Family::Inet6] {
+        for (key, hops) in view.default_routes(family) {
+            let nexthops = hops
+                .iter()
+                .map(|h| json!({"gateway": h.gateway.map(|g| g.to_string()), "interface": view.link_name(h.ifindex)}))
+                .collect();
+            default_routes.push(RouteRow { family, metric: key.metric, nexthops });
+            for hop in hops {
+                route_links.push(view.link_name(hop.ifindex));
+                let Some(ip) = hop.gateway else { continue };
+                let interface = view.link_name(hop.ifindex);
+                let entry = view.neighbours.get(&(hop.ifindex, ip));
+                gateways.push(GatewayRow {
+                    family,
+                    ip: ip.to_string(),
+                    mac: entry.and_then(|n| n.mac.as_ref()).map(|m| m.to_string()),
+                    state: entry.map(|n| n.state.as_str()).unwrap_or("no entry").to_string(),
+                    baseline_mac: baseline
+                        .as_ref()
+                        .and_then(|b| b.gateway_mac(family, &interface, &ip))
+                        .map(|m| m.to_string()),
+                    interface,
+                });
+            }
+        }
+    }
+    let explicit: Vec<&str> = config.agent.interfaces.iter().map(|i| i.0.as_str()).collect();
+    let links = view
+        .links
+        .values()
+        .filter(|l| !l.loopback && !config.is_ignored_link(&l.name))
+        .map(|l| {
+            let mut flags = Vec::new();
+            if l.admin_up {
+                flags.push("UP");
+            }
+            if l.carrier {
+                flags.push("LOWER_UP");
+            }
+            if l.promisc {
+                flags.push("PROMISC");
+            }
+            LinkRow {
+                name: l.name.clone(),
+                kind: l.kind.clone(),
+                mac: l.mac.as_ref().map(|m| m.to_string()),
+                state: if l.admin_up && l.carrier { "up" } else { "down" },
+                flags,
+                mtu: l.mtu,
+                watched: if explicit.is_empty() { route_links.contains(&l.name) } else { explicit.contains(&l.name.as_str()) },
+            }
+        })
+        .collect();
+    Status { default_routes, gateways, links, baseline, baseline_problem }
+}
+
+/// The human-readable form.
+pub fn render(status: &Status) -> String {
+    let mut s = String::new();
+    s.push_str("Default routes:\n");
+    if status.default_routes.is_empty() {
+        s.push_str("  (none)\n");
+    }
+    for r in &status.default_routes {
+        let hops: Vec<String> = r
+            .nexthops
+            .iter()
+            .map(|h| format!("via {} dev {}", h["gateway"].as_str().unwrap_or("-"), h["interface"].as_str().unwrap_or("?")))
+            .collect();
+        s.push_str(&format!("  {:<5} metric {:<5} {}\n", r.family.as_str(), r.metric, hops.join(", ")));
+    }
+    s.push_str("Gateways:\n");
+    if status.gateways.is_empty() {
+        s.push_str("  (none)\n");
+    }
+    for g in &status.gateways {
+        let known = match (&g.baseline_mac, &g.mac) {
+            (Some(b), Some(m)) if b != m => format!("  BASELINE {b} DIFFERS"),
+            (Some(_), _) => "  (matches baseline)".to_string(),
+            (None, _) => "  (not in baseline)".to_string(),
+        };
+        s.push_str(&format!(
+            "  {:<24} dev {:<10} mac {:<17} {:<10}{}\n",
+            g.ip,
+            g.interface,
+            g.mac.as_deref().unwrap_or("-"),
+            g.state,
+            known
+        ));
+    }
+    s.push_str("Links:\n");
+    for l in &status.links {
+        s.push_str(&format!(
+            "  {}{:<15} {:<5} mac {:<17} mtu {:<6} <{}>{}\n",
+            if l.watched { "*" } else { " " },
+            l.name,
+            l.state,
+            l.mac.as_deref().unwrap_or("-"),
+            l.mtu,
+            l.flags.join(","),
+            l.kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
+        ));
+    }
+    s.push_str("  (* watched)\nBaseline: ");
+    match (&status.baseline, &status.baseline_problem) {
+        (_, Some(p)) => s.push_str(&format!("unusable: {p}\n")),
+        (None, None) => s.push_str("none yet (the agent has not run with this state_dir)\n"),
+        (Some(b), None) => {
+            s.push_str(&format!("{} gateways, {} links\n", b.gateways.len(), b.links.len()));
+            for g in &b.gateways {
+                s.push_str(&format!("  {:<5} {:<24} dev {:<10} mac {}\n", g.family.as_str(), g.ip, g.interface, g.mac));
+            }
+        }
+    }
+    s
+}
