@@ -29,17 +29,27 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Sets up logging: journald when it is there (or asked for), else stderr.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETSENTRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("netsentry={}", config.log.level.as_str())));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NETSENTRY_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("netsentry={}", config.log.level.as_str()))
+        });
     let journal = match use_journald(config.log.journald) {
-        true => tracing_journald::layer().ok().map(|l| l.with_syslog_identifier("netsentry".into())),
+        true => tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_syslog_identifier("netsentry".into())),
         false => None,
     };
     let registry = tracing_subscriber::registry().with(filter);
     if let Some(journal) = journal {
         let _ = registry.with(journal).try_init();
     } else {
-        let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init();
+        let _ = registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .try_init();
     }
 }
 
@@ -92,18 +102,25 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
     })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("state_dir {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
 /// Reads a `whsec_` secret, refusing files that everyone can read.
 fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
     if meta.permissions().mode() & 0o004 != 0 {
-        bail!("webhook secret_file {} is readable by everyone: run `chmod 600 {}`", path.display(), path.display());
+        bail!(
+            "webhook secret_file {} is readable by everyone: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
     format::secret_key(&text).with_context(|| format!("webhook secret_file {}", path.display()))
 }
 
@@ -129,7 +146,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for hook in &config.webhooks {
         let key = hook.secret_file.as_deref().map(read_secret).transpose()?;
         if hook.url.is_cleartext_remote() {
-            tracing::warn!("webhook {} is plain http to another host: alerts can be read and altered on the way", hook.url.0);
+            tracing::warn!(
+                "webhook {} is plain http to another host: alerts can be read and altered on the way",
+                hook.url.0
+            );
         }
         webhooks.push(WebhookSink::start(hook.clone(), key)?);
     }
@@ -142,7 +162,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let baseline_loaded = stored.is_some();
     if config.arp.enabled {
-        tracing::info!("packet capture ([arp]) is not part of this version; watching through netlink");
+        tracing::info!(
+            "packet capture ([arp]) is not part of this version; watching through netlink"
+        );
     }
     let mut out = Outputs {
         host,
@@ -151,20 +173,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0),
     };
     let settings = NetSettings {
-        interfaces: config.agent.interfaces.iter().map(|i| i.0.clone()).collect(),
+        interfaces: config
+            .agent
+            .interfaces
+            .iter()
+            .map(|i| i.0.clone())
+            .collect(),
         ignore_links: config.agent.ignore_links.clone(),
     };
     let mut detector = NetDetector::new(settings, stored);
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(1024);
     let reconcile = config.agent.reconcile_interval.0;
-    std::thread::Builder::new().name("netlink".into()).spawn(move || netlink::run(tx, reconcile))?;
+    std::thread::Builder::new()
+        .name("netlink".into())
+        .spawn(move || netlink::run(tx, reconcile))?;
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let heartbeat_every = config.agent.heartbeat_interval.0;
-    let mut heartbeat = tokio::time::interval(if heartbeat_every.is_zero() { Duration::from_secs(3600) } else { heartbeat_every });
+    let mut heartbeat = tokio::time::interval(if heartbeat_every.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        heartbeat_every
+    });
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
     let started = tokio::time::Instant::now();
@@ -179,6 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             event = rx.recv() => match event {
                 Some(SourceEvent::Observations(batch)) => {
                     for obs in batch {
+                        tracing::trace!(?obs, "netlink");
                         let findings = detector.observe(obs, Utc::now());
                         out.emit(findings);
                     }
@@ -233,12 +267,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::error!("{e}");
     }
-    let pending: Vec<_> = out.webhooks.into_iter().map(|w| tokio::spawn(async move {
-        let url = w.url.clone();
-        if !w.finish(STOP_GRACE).await {
-            tracing::warn!(receiver = %url, "stopped with alerts still undelivered");
-        }
-    })).collect();
+    let pending: Vec<_> = out
+        .webhooks
+        .into_iter()
+        .map(|w| {
+            tokio::spawn(async move {
+                let url = w.url.clone();
+                if !w.finish(STOP_GRACE).await {
+                    tracing::warn!(receiver = %url, "stopped with alerts still undelivered");
+                }
+            })
+        })
+        .collect();
     for p in pending {
         let _ = p.await;
     }

@@ -80,12 +80,22 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(kind: Kind, time: DateTime<Utc>, summary: impl Into<String>, details: Value) -> Self {
+    pub fn new(
+        kind: Kind,
+        time: DateTime<Utc>,
+        summary: impl Into<String>,
+        details: Value,
+    ) -> Self {
         let details = match details {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        Finding { kind, time, summary: summary.into(), details }
+        Finding {
+            kind,
+            time,
+            summary: summary.into(),
+            details,
+        }
     }
 
     /// A detail as text, for tests and messages.
@@ -158,7 +168,12 @@ mod tests {
     fn alert_json_has_the_fields_of_spec_in_order() {
         let t = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
             + chrono::Duration::microseconds(123_456);
-        let f = Finding::new(Kind::GatewayMacChanged, t, "s", json!({"interface": "eth0"}));
+        let f = Finding::new(
+            Kind::GatewayMacChanged,
+            t,
+            "s",
+            json!({"interface": "eth0"}),
+        );
         let mut a = Alert::from_finding(f, "web1");
         a.id = "01JDZ9W5V6Q4S2K8M3T7R1X0AB".into();
         assert_eq!(
@@ -187,6 +202,9 @@ mod tests {
 
     #[test]
     fn macs_are_lowercase_with_colons() {
-        assert_eq!(format_mac(&[0x02, 0xDE, 0xAD, 0xbe, 0xef, 1]), "02:de:ad:be:ef:01");
+        assert_eq!(
+            format_mac(&[0x02, 0xDE, 0xAD, 0xbe, 0xef, 1]),
+            "02:de:ad:be:ef:01"
+        );
     }
 }

@@ -50,6 +50,9 @@ pub struct LinkRecord {
     pub promisc: bool,
     /// When the link was seen going down, while it stays down.
     pub down_since: Option<DateTime<Utc>>,
+    /// The kernel's carrier-loss counter when last seen (see `kernel::Link`).
+    #[serde(default)]
+    pub carrier_downs: Option<u32>,
 }
 
 impl LinkRecord {
@@ -77,7 +80,14 @@ impl Baseline {
     }
 
     /// Records the MAC of a gateway, keeping at most [`MAX_GATEWAYS`] records.
-    pub fn set_gateway_mac(&mut self, family: Family, interface: &str, ip: IpAddr, mac: Mac, now: DateTime<Utc>) {
+    pub fn set_gateway_mac(
+        &mut self,
+        family: Family,
+        interface: &str,
+        ip: IpAddr,
+        mac: Mac,
+        now: DateTime<Utc>,
+    ) {
         if let Some(g) = self
             .gateways
             .iter_mut()
@@ -88,11 +98,22 @@ impl Baseline {
             return;
         }
         if self.gateways.len() >= MAX_GATEWAYS
-            && let Some(oldest) = self.gateways.iter().enumerate().min_by_key(|(_, g)| g.seen).map(|(i, _)| i)
+            && let Some(oldest) = self
+                .gateways
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, g)| g.seen)
+                .map(|(i, _)| i)
         {
             self.gateways.remove(oldest);
         }
-        self.gateways.push(GatewayRecord { family, interface: interface.to_string(), ip, mac, seen: now });
+        self.gateways.push(GatewayRecord {
+            family,
+            interface: interface.to_string(),
+            ip,
+            mac,
+            seen: now,
+        });
     }
 }
 
@@ -100,11 +121,17 @@ impl Baseline {
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is corrupt ({reason}); starting a new baseline")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Loads the baseline. `Ok(None)` when there is none yet.
@@ -115,10 +142,15 @@ pub fn load(state_dir: &Path) -> Result<Option<Baseline>, BaselineError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(BaselineError::Read { path, source }),
     };
-    let baseline: Baseline =
-        serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
     if baseline.version != FORMAT_VERSION {
-        return Err(BaselineError::Corrupt { path, reason: format!("unknown format version {}", baseline.version) });
+        return Err(BaselineError::Corrupt {
+            path,
+            reason: format!("unknown format version {}", baseline.version),
+        });
     }
     Ok(Some(baseline))
 }
@@ -151,10 +183,25 @@ mod tests {
 
     fn sample() -> Baseline {
         let mut b = Baseline::default();
-        b.set_gateway_mac(Family::Inet, "eth0", "192.0.2.1".parse().unwrap(), Mac(vec![2, 0, 0, 0, 0, 1]), Utc::now());
+        b.set_gateway_mac(
+            Family::Inet,
+            "eth0",
+            "192.0.2.1".parse().unwrap(),
+            Mac(vec![2, 0, 0, 0, 0, 1]),
+            Utc::now(),
+        );
         b.links.insert(
             "eth0".into(),
-            LinkRecord { kind: None, mac: Mac::parse("02:00:00:00:00:10"), mtu: 1500, admin_up: true, carrier: true, promisc: false, down_since: None },
+            LinkRecord {
+                kind: None,
+                mac: Mac::parse("02:00:00:00:00:10"),
+                mtu: 1500,
+                admin_up: true,
+                carrier: true,
+                promisc: false,
+                down_since: None,
+                carrier_downs: Some(0),
+            },
         );
         b
     }
@@ -174,7 +221,13 @@ mod tests {
     #[test]
     fn corrupt_files_are_errors_not_panics() {
         let dir = tempfile::tempdir().unwrap();
-        for junk in [&b"{"[..], b"", b"\xff\xfe", b"[]", b"{\"version\":9,\"gateways\":[],\"default_routes\":{},\"links\":{}}"] {
+        for junk in [
+            &b"{"[..],
+            b"",
+            b"\xff\xfe",
+            b"[]",
+            b"{\"version\":9,\"gateways\":[],\"default_routes\":{},\"links\":{}}",
+        ] {
             std::fs::write(dir.path().join(FILE_NAME), junk).unwrap();
             let err = load(dir.path()).unwrap_err();
             assert!(matches!(err, BaselineError::Corrupt { .. }), "{err}");
@@ -187,11 +240,23 @@ mod tests {
         let t0 = Utc::now();
         for i in 0..(MAX_GATEWAYS as u32 + 10) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC000_0200 + i));
-            b.set_gateway_mac(Family::Inet, "eth0", ip, Mac(vec![2, 0, 0, 0, 0, 1]), t0 + chrono::Duration::seconds(i as i64));
+            b.set_gateway_mac(
+                Family::Inet,
+                "eth0",
+                ip,
+                Mac(vec![2, 0, 0, 0, 0, 1]),
+                t0 + chrono::Duration::seconds(i as i64),
+            );
         }
         assert_eq!(b.gateways.len(), MAX_GATEWAYS);
         // The oldest went first.
-        assert!(b.gateway_mac(Family::Inet, "eth0", &"192.0.2.0".parse().unwrap()).is_none());
-        assert!(b.gateway_mac(Family::Inet, "eth0", &"192.0.2.73".parse().unwrap()).is_some());
+        assert!(
+            b.gateway_mac(Family::Inet, "eth0", &"192.0.2.0".parse().unwrap())
+                .is_none()
+        );
+        assert!(
+            b.gateway_mac(Family::Inet, "eth0", &"192.0.2.73".parse().unwrap())
+                .is_some()
+        );
     }
 }

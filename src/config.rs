@@ -181,7 +181,10 @@ impl Interval {
             }
             let number: u128 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+            let unit_len = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .len();
             let millis_per_unit: u128 = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1_000,
@@ -204,7 +207,13 @@ impl Interval {
 impl fmt::Display for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s"), (1, "ms")];
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+            (1, "ms"),
+        ];
         if ms == 0 {
             return write!(f, "0s");
         }
@@ -243,7 +252,9 @@ impl<'de> Deserialize<'de> for InterfaceName {
             && name.len() <= 15
             && name != "."
             && name != ".."
-            && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace());
         if ok {
             Ok(InterfaceName(name))
         } else {
@@ -321,7 +332,9 @@ impl<'de> Deserialize<'de> for WebhookUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let url = reqwest::Url::parse(&text).map_err(|e| {
-            de::Error::custom(format!("invalid url {text:?} ({e}): write it like \"https://alerts.example.net/netsentry\""))
+            de::Error::custom(format!(
+                "invalid url {text:?} ({e}): write it like \"https://alerts.example.net/netsentry\""
+            ))
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(de::Error::custom(format!(
@@ -361,7 +374,11 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let position = e.span().map(|span| line_col(text, span.start));
-            ConfigError { file: file.to_string(), position, message: tidy_message(e.message()) }
+            ConfigError {
+                file: file.to_string(),
+                position,
+                message: tidy_message(e.message()),
+            }
         })?;
         let position_of = |needle: &str| text.find(needle).map(|at| line_col(text, at));
         if config.agent.coalesce_burst == 0 {
@@ -375,14 +392,17 @@ impl Config {
             return Err(ConfigError {
                 file: file.to_string(),
                 position: position_of("reconcile_interval"),
-                message: "reconcile_interval must be at least \"1s\" (a full netlink dump is not free)".into(),
+                message:
+                    "reconcile_interval must be at least \"1s\" (a full netlink dump is not free)"
+                        .into(),
             });
         }
         for hook in &config.webhooks {
             if hook.timeout.0.is_zero() || hook.queue_size == 0 {
                 return Err(ConfigError {
                     file: file.to_string(),
-                    position: position_of(hook.url.0.as_str()).or_else(|| position_of("[[webhook]]")),
+                    position: position_of(hook.url.0.as_str())
+                        .or_else(|| position_of("[[webhook]]")),
                     message: format!(
                         "webhook {}: timeout and queue_size must be greater than zero",
                         hook.url.0
@@ -513,41 +533,109 @@ format = "alertmanager"
         let cases: &[(&str, &str)] = &[
             ("[agent]\nbogus = 1\n", "f:2:1: unknown field `bogus`"),
             ("[agnet]\n", "f:1:2: unknown field `agnet`"),
-            ("[agent]\nheartbeat_interval = \"5x\"\n", "f:2:22: invalid duration \"5x\""),
-            ("[agent]\nheartbeat_interval = \"\"\n", "f:2:22: invalid duration"),
-            ("[agent]\nheartbeat_interval = 30\n", "f:2:22: invalid type: integer `30`"),
-            ("[agent]\nreconcile_interval = \"10ms\"\n", "f:2:1: reconcile_interval must be at least"),
-            ("[agent]\ninterfaces = [\"eth0\", \"this-name-is-too-long\"]\n", "f:2:14: \"this-name-is-too-long\" is not an interface name"),
-            ("[agent]\nignore_links = [\"\"]\n", "f:2:16: \"\" is not a link pattern"),
-            ("[agent]\ncoalesce_burst = 0\n", "f:2:1: coalesce_burst must be at least 1"),
-            ("[log]\njournald = \"maybe\"\n", "f:2:12: unknown variant `maybe`"),
+            (
+                "[agent]\nheartbeat_interval = \"5x\"\n",
+                "f:2:22: invalid duration \"5x\"",
+            ),
+            (
+                "[agent]\nheartbeat_interval = \"\"\n",
+                "f:2:22: invalid duration",
+            ),
+            (
+                "[agent]\nheartbeat_interval = 30\n",
+                "f:2:22: invalid type: integer `30`",
+            ),
+            (
+                "[agent]\nreconcile_interval = \"10ms\"\n",
+                "f:2:1: reconcile_interval must be at least",
+            ),
+            (
+                "[agent]\ninterfaces = [\"eth0\", \"this-name-is-too-long\"]\n",
+                "f:2:14: \"this-name-is-too-long\" is not an interface name",
+            ),
+            (
+                "[agent]\nignore_links = [\"\"]\n",
+                "f:2:16: \"\" is not a link pattern",
+            ),
+            (
+                "[agent]\ncoalesce_burst = 0\n",
+                "f:2:1: coalesce_burst must be at least 1",
+            ),
+            (
+                "[log]\njournald = \"maybe\"\n",
+                "f:2:12: unknown variant `maybe`",
+            ),
             ("[log]\nlevel = \"loud\"\n", "f:2:9: unknown variant `loud`"),
-            ("[[webhook]]\nformat = \"slack\"\n", "f:1:1: missing field `url`"),
-            ("[[webhook]]\nurl = \"ftp://x/\"\n", "f:2:7: url \"ftp://x/\" must start with https://"),
-            ("[[webhook]]\nurl = \"not a url\"\n", "f:2:7: invalid url \"not a url\""),
-            ("[[webhook]]\nurl = \"https://a.example/\"\nmin_severity = \"urgent\"\n", "f:3:16: unknown variant `urgent`"),
-            ("[[webhook]]\nurl = \"https://a.example/\"\nformat = \"teams\"\n", "f:3:10: unknown variant `teams`"),
-            ("[[webhook]]\nurl = \"https://a.example/\"\ntimeout = \"0s\"\n", "f:2:8: webhook https://a.example/: timeout and queue_size"),
-            ("[[webhook]]\nurl = \"https://a.example/\"\nsecret = \"x\"\n", "f:3:1: unknown field `secret`"),
-            ("[arp]\nenabled = \"yes\"\n", "f:2:11: invalid type: string \"yes\", expected a boolean"),
+            (
+                "[[webhook]]\nformat = \"slack\"\n",
+                "f:1:1: missing field `url`",
+            ),
+            (
+                "[[webhook]]\nurl = \"ftp://x/\"\n",
+                "f:2:7: url \"ftp://x/\" must start with https://",
+            ),
+            (
+                "[[webhook]]\nurl = \"not a url\"\n",
+                "f:2:7: invalid url \"not a url\"",
+            ),
+            (
+                "[[webhook]]\nurl = \"https://a.example/\"\nmin_severity = \"urgent\"\n",
+                "f:3:16: unknown variant `urgent`",
+            ),
+            (
+                "[[webhook]]\nurl = \"https://a.example/\"\nformat = \"teams\"\n",
+                "f:3:10: unknown variant `teams`",
+            ),
+            (
+                "[[webhook]]\nurl = \"https://a.example/\"\ntimeout = \"0s\"\n",
+                "f:2:8: webhook https://a.example/: timeout and queue_size",
+            ),
+            (
+                "[[webhook]]\nurl = \"https://a.example/\"\nsecret = \"x\"\n",
+                "f:3:1: unknown field `secret`",
+            ),
+            (
+                "[arp]\nenabled = \"yes\"\n",
+                "f:2:11: invalid type: string \"yes\", expected a boolean",
+            ),
             ("[agent\n", "f:1:7: "),
             ("agent = 5\n", "f:1:9: invalid type: integer `5`"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text, "f").expect_err(text).to_string();
-            assert!(err.starts_with(expected), "config {text:?}\n  got:  {err}\n  want: {expected}...");
+            assert!(
+                err.starts_with(expected),
+                "config {text:?}\n  got:  {err}\n  want: {expected}..."
+            );
         }
     }
 
     #[test]
     fn durations() {
-        let ok = [("30s", 30_000), ("5m", 300_000), ("24h", 86_400_000), ("1h30m", 5_400_000), ("250ms", 250), ("0s", 0), ("7d", 604_800_000)];
+        let ok = [
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("24h", 86_400_000),
+            ("1h30m", 5_400_000),
+            ("250ms", 250),
+            ("0s", 0),
+            ("7d", 604_800_000),
+        ];
         for (text, ms) in ok {
             let i = Interval::parse(text).unwrap();
             assert_eq!(i.0.as_millis(), ms, "{text}");
             assert_eq!(Interval::parse(&i.to_string()).unwrap(), i);
         }
-        for bad in ["", "5", "s", "5 s", "-1s", "1.5s", "5sec", "99999999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-1s",
+            "1.5s",
+            "5sec",
+            "99999999999999999999999d",
+        ] {
             assert!(Interval::parse(bad).is_err(), "{bad}");
         }
     }

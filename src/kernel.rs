@@ -19,7 +19,11 @@ pub enum Family {
 
 impl Family {
     pub fn of(ip: &IpAddr) -> Family {
-        if ip.is_ipv4() { Family::Inet } else { Family::Inet6 }
+        if ip.is_ipv4() {
+            Family::Inet
+        } else {
+            Family::Inet6
+        }
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +49,10 @@ pub struct Link {
     /// IFF_PROMISC set by a user, or a packet socket holding it in promiscuous mode.
     pub promisc: bool,
     pub loopback: bool,
+    /// IFLA_CARRIER_DOWN_COUNT: carrier losses since boot. The kernel may fold a
+    /// short flap into one notification (linkwatch batches them for up to 1 s);
+    /// this counter still shows it.
+    pub carrier_downs: Option<u32>,
 }
 
 /// A hardware address; printed lowercase with colons.
@@ -54,10 +62,17 @@ pub struct Mac(pub Vec<u8>);
 impl Mac {
     /// `None` for an absent or all-zero address (the kernel reports zeros for "none").
     pub fn from_bytes(bytes: &[u8]) -> Option<Mac> {
-        if bytes.is_empty() || bytes.iter().all(|b| *b == 0) { None } else { Some(Mac(bytes.to_vec())) }
+        if bytes.is_empty() || bytes.iter().all(|b| *b == 0) {
+            None
+        } else {
+            Some(Mac(bytes.to_vec()))
+        }
     }
     pub fn parse(text: &str) -> Option<Mac> {
-        let bytes: Option<Vec<u8>> = text.split(':').map(|p| u8::from_str_radix(p, 16).ok()).collect();
+        let bytes: Option<Vec<u8>> = text
+            .split(':')
+            .map(|p| u8::from_str_radix(p, 16).ok())
+            .collect();
         bytes.filter(|b| !b.is_empty() && b.len() <= 32).map(Mac)
     }
 }
@@ -83,7 +98,8 @@ impl Serialize for Mac {
 impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Mac::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("bad MAC address {text:?}")))
+        Mac::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("bad MAC address {text:?}")))
     }
 }
 
@@ -183,7 +199,10 @@ pub struct KernelView {
 impl KernelView {
     /// The interface name of an index, or `if<N>` when the link is unknown.
     pub fn link_name(&self, index: u32) -> String {
-        self.links.get(&index).map(|l| l.name.clone()).unwrap_or_else(|| format!("if{index}"))
+        self.links
+            .get(&index)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| format!("if{index}"))
     }
 
     pub fn link_by_name(&self, name: &str) -> Option<&Link> {
@@ -199,8 +218,15 @@ impl KernelView {
     }
 
     /// Default routes of one family in the order the kernel prefers them.
-    pub fn default_routes(&self, family: Family) -> impl Iterator<Item = (&RouteKey, &Vec<NextHop>)> {
-        let mut routes: Vec<_> = self.routes.iter().filter(|(k, _)| k.family == family).collect();
+    pub fn default_routes(
+        &self,
+        family: Family,
+    ) -> impl Iterator<Item = (&RouteKey, &Vec<NextHop>)> {
+        let mut routes: Vec<_> = self
+            .routes
+            .iter()
+            .filter(|(k, _)| k.family == family)
+            .collect();
         routes.sort_by_key(|(k, _)| (k.metric, k.tos));
         routes.into_iter()
     }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use netsentry::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "netsentry", version, about = "Host-level network integrity agent: gateway, routes, links, and who answers for them")]
+#[command(
+    name = "netsentry",
+    version,
+    about = "Host-level network integrity agent: gateway, routes, links, and who answers for them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,11 +45,21 @@ enum Command {
 /// Loads `-c FILE`, else the default file, else the built-in defaults (and says which).
 fn load(explicit: Option<&Path>) -> Result<(Config, String), config::ConfigError> {
     match explicit {
-        Some(path) => Ok((Config::load(path)?, format!("configuration {}", path.display()))),
-        None if Path::new(config::DEFAULT_PATH).exists() => {
-            Ok((Config::load(Path::new(config::DEFAULT_PATH))?, format!("configuration {}", config::DEFAULT_PATH)))
-        }
-        None => Ok((Config::default(), format!("built-in defaults ({} does not exist)", config::DEFAULT_PATH))),
+        Some(path) => Ok((
+            Config::load(path)?,
+            format!("configuration {}", path.display()),
+        )),
+        None if Path::new(config::DEFAULT_PATH).exists() => Ok((
+            Config::load(Path::new(config::DEFAULT_PATH))?,
+            format!("configuration {}", config::DEFAULT_PATH),
+        )),
+        None => Ok((
+            Config::default(),
+            format!(
+                "built-in defaults ({} does not exist)",
+                config::DEFAULT_PATH
+            ),
+        )),
     }
 }
 
@@ -94,8 +108,14 @@ fn main() -> ExitCode {
                 }
             };
             netsentry::agent::init_logging(&c);
-            tracing::info!("netsentry {} starting with {source}", env!("CARGO_PKG_VERSION"));
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            tracing::info!(
+                "netsentry {} starting with {source}",
+                env!("CARGO_PKG_VERSION")
+            );
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("netsentry: cannot start the runtime: {e}");

@@ -47,7 +47,8 @@ pub struct Status {
 
 /// Builds the status from a fresh netlink dump and the stored baseline.
 pub fn collect(config: &Config) -> anyhow::Result<Status> {
-    let view = netlink::dump().map_err(|e| anyhow::anyhow!("cannot read the kernel's network state over netlink: {e}"))?;
+    let view = netlink::dump()
+        .map_err(|e| anyhow::anyhow!("cannot read the kernel's network state over netlink: {e}"))?;
     let (baseline, baseline_problem) = match baseline::load(&config.agent.state_dir) {
         Ok(b) => (b, None),
         Err(e) => (None, Some(e.to_string())),
@@ -56,7 +57,12 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
 }
 
 /// Pure part of [`collect`].
-pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, baseline_problem: Option<String>) -> Status {
+pub fn build(
+    config: &Config,
+    view: &KernelView,
+    baseline: Option<Baseline>,
+    baseline_problem: Option<String>,
+) -> Status {
     let mut default_routes = Vec::new();
     let mut gateways = Vec::new();
     let mut route_links = Vec::new();
@@ -66,7 +72,11 @@ pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, bas
                 .iter()
                 .map(|h| json!({"gateway": h.gateway.map(|g| g.to_string()), "interface": view.link_name(h.ifindex)}))
                 .collect();
-            default_routes.push(RouteRow { family, metric: key.metric, nexthops });
+            default_routes.push(RouteRow {
+                family,
+                metric: key.metric,
+                nexthops,
+            });
             for hop in hops {
                 route_links.push(view.link_name(hop.ifindex));
                 let Some(ip) = hop.gateway else { continue };
@@ -76,7 +86,10 @@ pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, bas
                     family,
                     ip: ip.to_string(),
                     mac: entry.and_then(|n| n.mac.as_ref()).map(|m| m.to_string()),
-                    state: entry.map(|n| n.state.as_str()).unwrap_or("no entry").to_string(),
+                    state: entry
+                        .map(|n| n.state.as_str())
+                        .unwrap_or("no entry")
+                        .to_string(),
                     baseline_mac: baseline
                         .as_ref()
                         .and_then(|b| b.gateway_mac(family, &interface, &ip))
@@ -86,7 +99,12 @@ pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, bas
             }
         }
     }
-    let explicit: Vec<&str> = config.agent.interfaces.iter().map(|i| i.0.as_str()).collect();
+    let explicit: Vec<&str> = config
+        .agent
+        .interfaces
+        .iter()
+        .map(|i| i.0.as_str())
+        .collect();
     let links = view
         .links
         .values()
@@ -106,14 +124,28 @@ pub fn build(config: &Config, view: &KernelView, baseline: Option<Baseline>, bas
                 name: l.name.clone(),
                 kind: l.kind.clone(),
                 mac: l.mac.as_ref().map(|m| m.to_string()),
-                state: if l.admin_up && l.carrier { "up" } else { "down" },
+                state: if l.admin_up && l.carrier {
+                    "up"
+                } else {
+                    "down"
+                },
                 flags,
                 mtu: l.mtu,
-                watched: if explicit.is_empty() { route_links.contains(&l.name) } else { explicit.contains(&l.name.as_str()) },
+                watched: if explicit.is_empty() {
+                    route_links.contains(&l.name)
+                } else {
+                    explicit.contains(&l.name.as_str())
+                },
             }
         })
         .collect();
-    Status { default_routes, gateways, links, baseline, baseline_problem }
+    Status {
+        default_routes,
+        gateways,
+        links,
+        baseline,
+        baseline_problem,
+    }
 }
 
 /// The human-readable form.
@@ -127,9 +159,20 @@ pub fn render(status: &Status) -> String {
         let hops: Vec<String> = r
             .nexthops
             .iter()
-            .map(|h| format!("via {} dev {}", h["gateway"].as_str().unwrap_or("-"), h["interface"].as_str().unwrap_or("?")))
+            .map(|h| {
+                format!(
+                    "via {} dev {}",
+                    h["gateway"].as_str().unwrap_or("-"),
+                    h["interface"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
-        s.push_str(&format!("  {:<5} metric {:<5} {}\n", r.family.as_str(), r.metric, hops.join(", ")));
+        s.push_str(&format!(
+            "  {:<5} metric {:<5} {}\n",
+            r.family.as_str(),
+            r.metric,
+            hops.join(", ")
+        ));
     }
     s.push_str("Gateways:\n");
     if status.gateways.is_empty() {
@@ -168,9 +211,19 @@ pub fn render(status: &Status) -> String {
         (_, Some(p)) => s.push_str(&format!("unusable: {p}\n")),
         (None, None) => s.push_str("none yet (the agent has not run with this state_dir)\n"),
         (Some(b), None) => {
-            s.push_str(&format!("{} gateways, {} links\n", b.gateways.len(), b.links.len()));
+            s.push_str(&format!(
+                "{} gateways, {} links\n",
+                b.gateways.len(),
+                b.links.len()
+            ));
             for g in &b.gateways {
-                s.push_str(&format!("  {:<5} {:<24} dev {:<10} mac {}\n", g.family.as_str(), g.ip, g.interface, g.mac));
+                s.push_str(&format!(
+                    "  {:<5} {:<24} dev {:<10} mac {}\n",
+                    g.family.as_str(),
+                    g.ip,
+                    g.interface,
+                    g.mac
+                ));
             }
         }
     }

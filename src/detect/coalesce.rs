@@ -37,7 +37,9 @@ impl Coalescer {
     pub fn new(burst: u32, window: Duration) -> Coalescer {
         Coalescer {
             burst: burst.max(1),
-            window: chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX).max(chrono::Duration::milliseconds(1)),
+            window: chrono::Duration::from_std(window)
+                .unwrap_or(chrono::Duration::MAX)
+                .max(chrono::Duration::milliseconds(1)),
             windows: HashMap::new(),
         }
     }
@@ -46,7 +48,13 @@ impl Coalescer {
     /// an earlier window of the same key that has just closed.
     pub fn admit(&mut self, finding: Finding) -> Vec<Finding> {
         let mut out = Vec::new();
-        if matches!(finding.kind, Kind::AgentStarted | Kind::AgentStopping | Kind::AgentHeartbeat | Kind::AlertsSuppressed) {
+        if matches!(
+            finding.kind,
+            Kind::AgentStarted
+                | Kind::AgentStopping
+                | Kind::AgentHeartbeat
+                | Kind::AlertsSuppressed
+        ) {
             out.push(finding);
             return out;
         }
@@ -61,7 +69,11 @@ impl Coalescer {
         if !self.windows.contains_key(&key) && self.windows.len() >= MAX_KEYS {
             out.extend(self.flush(now));
             if self.windows.len() >= MAX_KEYS
-                && let Some(oldest) = self.windows.iter().min_by_key(|(_, w)| w.started).map(|(k, _)| k.clone())
+                && let Some(oldest) = self
+                    .windows
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(k, _)| k.clone())
                 && let Some(w) = self.windows.remove(&oldest)
             {
                 out.extend(self.summary(w, now));
@@ -86,8 +98,12 @@ impl Coalescer {
     /// Closes the windows that have ended; returns their `alerts_suppressed`.
     pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
         let window = self.window;
-        let ended: Vec<String> =
-            self.windows.iter().filter(|(_, w)| now - w.started >= window).map(|(k, _)| k.clone()).collect();
+        let ended: Vec<String> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| now - w.started >= window)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut out = Vec::new();
         for key in ended {
             if let Some(w) = self.windows.remove(&key) {
@@ -101,7 +117,10 @@ impl Coalescer {
     /// Closes every window (at stop), so no held-back count is lost.
     pub fn close_all(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
         let windows: Vec<Window> = self.windows.drain().map(|(_, w)| w).collect();
-        windows.into_iter().filter_map(|w| self.summary(w, now)).collect()
+        windows
+            .into_iter()
+            .filter_map(|w| self.summary(w, now))
+            .collect()
     }
 
     /// When the next window ends and `flush` has something to do (no polling).
@@ -145,10 +164,20 @@ mod tests {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
     }
     fn down(at: i64) -> Finding {
-        Finding::new(Kind::LinkDown, t(at), "link eth0 is down", json!({"interface": "eth0", "reason": "carrier"}))
+        Finding::new(
+            Kind::LinkDown,
+            t(at),
+            "link eth0 is down",
+            json!({"interface": "eth0", "reason": "carrier"}),
+        )
     }
     fn up(at: i64, ms: i64) -> Finding {
-        Finding::new(Kind::LinkUp, t(at), "link eth0 is up", json!({"interface": "eth0", "down_ms": ms}))
+        Finding::new(
+            Kind::LinkUp,
+            t(at),
+            "link eth0 is up",
+            json!({"interface": "eth0", "down_ms": ms}),
+        )
     }
 
     #[test]
@@ -159,12 +188,18 @@ mod tests {
             passed += c.admit(down(i)).len();
             passed += c.admit(up(i, 100 + i)).len();
         }
-        assert_eq!(passed, 6, "3 downs and 3 ups (down_ms does not make them different)");
+        assert_eq!(
+            passed, 6,
+            "3 downs and 3 ups (down_ms does not make them different)"
+        );
         assert_eq!(c.next_deadline(), Some(t(60)));
         assert!(c.flush(t(59)).is_empty());
         let s = c.flush(t(60));
         assert_eq!(s.len(), 2);
-        assert!(s.iter().all(|f| f.kind == Kind::AlertsSuppressed && f.details["count"] == 47));
+        assert!(
+            s.iter()
+                .all(|f| f.kind == Kind::AlertsSuppressed && f.details["count"] == 47)
+        );
         assert_eq!(s[0].details["window_s"], 60.0);
         assert!(c.flush(t(1000)).is_empty());
         assert_eq!(c.next_deadline(), None);
@@ -176,7 +211,10 @@ mod tests {
         assert_eq!(c.admit(down(0)).len(), 1);
         assert!(c.admit(down(1)).is_empty());
         let out = c.admit(down(11));
-        assert_eq!(out.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::AlertsSuppressed, Kind::LinkDown]);
+        assert_eq!(
+            out.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            vec![Kind::AlertsSuppressed, Kind::LinkDown]
+        );
         assert_eq!(out[0].details["count"], 1);
     }
 
@@ -184,7 +222,12 @@ mod tests {
     fn different_details_are_never_held_back() {
         let mut c = Coalescer::new(1, Duration::from_secs(60));
         for i in 0..100u8 {
-            let f = Finding::new(Kind::GatewayMacChanged, t(0), "x", json!({"ip": "192.0.2.1", "new_mac": format!("02:00:00:00:00:{i:02x}")}));
+            let f = Finding::new(
+                Kind::GatewayMacChanged,
+                t(0),
+                "x",
+                json!({"ip": "192.0.2.1", "new_mac": format!("02:00:00:00:00:{i:02x}")}),
+            );
             assert_eq!(c.admit(f).len(), 1);
         }
         for _ in 0..10 {
@@ -197,7 +240,12 @@ mod tests {
     fn the_key_table_is_capped() {
         let mut c = Coalescer::new(1, Duration::from_secs(60));
         for i in 0..(MAX_KEYS + 10) {
-            let f = Finding::new(Kind::LinkAdded, t(0), "x", json!({"interface": format!("x{i}")}));
+            let f = Finding::new(
+                Kind::LinkAdded,
+                t(0),
+                "x",
+                json!({"interface": format!("x{i}")}),
+            );
             c.admit(f.clone());
             c.admit(f);
         }

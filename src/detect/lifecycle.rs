@@ -5,9 +5,18 @@ use serde_json::json;
 
 use crate::alert::{Finding, Kind};
 
-pub fn agent_started(now: DateTime<Utc>, baseline_loaded: bool, watching: &[String], problem: Option<&str>) -> Finding {
+pub fn agent_started(
+    now: DateTime<Utc>,
+    baseline_loaded: bool,
+    watching: &[String],
+    problem: Option<&str>,
+) -> Finding {
     let baseline = if baseline_loaded { "loaded" } else { "new" };
-    let list = if watching.is_empty() { "no default route yet".to_string() } else { watching.join(", ") };
+    let list = if watching.is_empty() {
+        "no default route yet".to_string()
+    } else {
+        watching.join(", ")
+    };
     let mut details = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "baseline": baseline,
@@ -19,13 +28,21 @@ pub fn agent_started(now: DateTime<Utc>, baseline_loaded: bool, watching: &[Stri
     Finding::new(
         Kind::AgentStarted,
         now,
-        format!("netsentry {} started ({baseline} baseline; watching {list})", env!("CARGO_PKG_VERSION")),
+        format!(
+            "netsentry {} started ({baseline} baseline; watching {list})",
+            env!("CARGO_PKG_VERSION")
+        ),
         details,
     )
 }
 
 pub fn agent_stopping(now: DateTime<Utc>, reason: &str) -> Finding {
-    Finding::new(Kind::AgentStopping, now, format!("netsentry is stopping ({reason})"), json!({"reason": reason}))
+    Finding::new(
+        Kind::AgentStopping,
+        now,
+        format!("netsentry is stopping ({reason})"),
+        json!({"reason": reason}),
+    )
 }
 
 pub fn agent_heartbeat(now: DateTime<Utc>, uptime_s: u64) -> Finding {

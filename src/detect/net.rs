@@ -92,8 +92,13 @@ impl NetDetector {
         if !self.settings.interfaces.is_empty() {
             return self.settings.interfaces.clone();
         }
-        let names: BTreeSet<String> =
-            self.baseline.default_routes.values().flatten().map(|h| h.interface.clone()).collect();
+        let names: BTreeSet<String> = self
+            .baseline
+            .default_routes
+            .values()
+            .flatten()
+            .map(|h| h.interface.clone())
+            .collect();
         names.into_iter().collect()
     }
 
@@ -116,7 +121,12 @@ impl NetDetector {
                 self.update_link(&name, record, now, false, &mut out);
             }
             Observation::LinkRemoved { index, name } => {
-                let name = self.view.links.remove(&index).map(|l| l.name).unwrap_or(name);
+                let name = self
+                    .view
+                    .links
+                    .remove(&index)
+                    .map(|l| l.name)
+                    .unwrap_or(name);
                 self.update_link(&name, None, now, false, &mut out);
             }
             Observation::Neighbour(n) => {
@@ -124,7 +134,9 @@ impl NetDetector {
                 if self.store_neighbour(n) {
                     for (family, ifindex, ip) in self.gateways() {
                         if (ifindex, ip) == key {
-                            self.check_gateway(family, ifindex, ip, now, "netlink", false, &mut out);
+                            self.check_gateway(
+                                family, ifindex, ip, now, "netlink", false, &mut out,
+                            );
                         }
                     }
                 }
@@ -184,11 +196,15 @@ impl NetDetector {
         let quiet = !self.started && !self.loaded;
         let source = if self.started { "netlink" } else { "startup" };
         if view.neighbours.len() > MAX_NEIGHBOURS {
-            let gateways: HashSet<(u32, IpAddr)> = gateways_of(&view).into_iter().map(|(_, i, ip)| (i, ip)).collect();
+            let gateways: HashSet<(u32, IpAddr)> = gateways_of(&view)
+                .into_iter()
+                .map(|(_, i, ip)| (i, ip))
+                .collect();
             let before = view.neighbours.len();
             let mut kept = 0usize;
             view.neighbours.retain(|k, _| {
-                let keep = gateways.contains(k) || kept < MAX_NEIGHBOURS - gateways.len().min(MAX_NEIGHBOURS);
+                let keep = gateways.contains(k)
+                    || kept < MAX_NEIGHBOURS - gateways.len().min(MAX_NEIGHBOURS);
                 kept += keep as usize;
                 keep
             });
@@ -197,9 +213,18 @@ impl NetDetector {
         view.addresses.truncate(MAX_ADDRESSES);
         self.view = view;
         let mut names: BTreeSet<String> = self.baseline.links.keys().cloned().collect();
-        names.extend(self.view.links.values().filter(|l| !l.loopback).map(|l| l.name.clone()));
+        names.extend(
+            self.view
+                .links
+                .values()
+                .filter(|l| !l.loopback)
+                .map(|l| l.name.clone()),
+        );
         for name in names {
-            let record = self.view.link_by_name(&name).and_then(|l| self.record_of(l));
+            let record = self
+                .view
+                .link_by_name(&name)
+                .and_then(|l| self.record_of(l));
             self.update_link(&name, record, now, quiet, out);
         }
         self.update_gateways(now, source, quiet, out);
@@ -240,11 +265,19 @@ impl NetDetector {
             carrier: link.carrier,
             promisc: link.promisc,
             down_since: None,
+            carrier_downs: link.carrier_downs,
         })
     }
 
     /// Compares the last reported state of link `name` with its new state.
-    fn update_link(&mut self, name: &str, new: Option<LinkRecord>, now: DateTime<Utc>, quiet: bool, out: &mut Vec<Finding>) {
+    fn update_link(
+        &mut self,
+        name: &str,
+        new: Option<LinkRecord>,
+        now: DateTime<Utc>,
+        quiet: bool,
+        out: &mut Vec<Finding>,
+    ) {
         let old = self.baseline.links.get(name).cloned();
         match (old, new) {
             (None, None) => {}
@@ -259,7 +292,10 @@ impl NetDetector {
                     out.push(Finding::new(
                         Kind::LinkAdded,
                         now,
-                        format!("new link {name} ({kind}{})", mac.as_ref().map(|m| format!(", {m}")).unwrap_or_default()),
+                        format!(
+                            "new link {name} ({kind}{})",
+                            mac.as_ref().map(|m| format!(", {m}")).unwrap_or_default()
+                        ),
                         json!({"interface": name, "link_kind": kind, "mac": mac}),
                     ));
                 }
@@ -271,7 +307,12 @@ impl NetDetector {
             }
             (Some(_), None) => {
                 if !quiet {
-                    out.push(Finding::new(Kind::LinkRemoved, now, format!("link {name} was removed"), json!({"interface": name})));
+                    out.push(Finding::new(
+                        Kind::LinkRemoved,
+                        now,
+                        format!("link {name} was removed"),
+                        json!({"interface": name}),
+                    ));
                 }
                 self.baseline.links.remove(name);
                 self.dirty = true;
@@ -279,10 +320,40 @@ impl NetDetector {
             (Some(old), Some(mut new)) => {
                 new.down_since = old.down_since;
                 let alerts = !quiet && self.wants_state_alerts(name);
-                if old.is_up() && !new.is_up() {
+                let unseen_flaps = match (old.carrier_downs, new.carrier_downs) {
+                    (Some(before), Some(now_count)) if now_count > before => now_count - before,
+                    _ => 0,
+                };
+                if old.is_up() && new.is_up() && unseen_flaps > 0 {
+                    // Down and up again between two notifications (or while the
+                    // agent was stopped): the counter is all that shows it.
+                    if alerts {
+                        let times = if unseen_flaps == 1 {
+                            String::new()
+                        } else {
+                            format!(" {unseen_flaps} times")
+                        };
+                        out.push(Finding::new(
+                            Kind::LinkDown,
+                            now,
+                            format!("link {name} lost carrier{times} and got it back before it could be timed"),
+                            json!({"interface": name, "reason": "carrier", "flaps": unseen_flaps}),
+                        ));
+                        out.push(Finding::new(
+                            Kind::LinkUp,
+                            now,
+                            format!("link {name} is up again (short carrier loss{times})"),
+                            json!({"interface": name, "down_ms": null, "flaps": unseen_flaps}),
+                        ));
+                    }
+                } else if old.is_up() && !new.is_up() {
                     new.down_since = Some(now);
                     let reason = if new.admin_up { "carrier" } else { "admin" };
-                    let why = if reason == "carrier" { "carrier lost" } else { "set down" };
+                    let why = if reason == "carrier" {
+                        "carrier lost"
+                    } else {
+                        "set down"
+                    };
                     if alerts {
                         out.push(Finding::new(
                             Kind::LinkDown,
@@ -295,7 +366,9 @@ impl NetDetector {
                     let down_ms = old.down_since.map(|t| (now - t).num_milliseconds().max(0));
                     new.down_since = None;
                     if alerts {
-                        let after = down_ms.map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0)).unwrap_or_default();
+                        let after = down_ms
+                            .map(|ms| format!(" after {:.1} s", ms as f64 / 1000.0))
+                            .unwrap_or_default();
                         out.push(Finding::new(
                             Kind::LinkUp,
                             now,
@@ -347,15 +420,29 @@ impl NetDetector {
         gateways_of(&self.view)
     }
 
-    fn update_gateways(&mut self, now: DateTime<Utc>, source: &str, quiet: bool, out: &mut Vec<Finding>) {
+    fn update_gateways(
+        &mut self,
+        now: DateTime<Utc>,
+        source: &str,
+        quiet: bool,
+        out: &mut Vec<Finding>,
+    ) {
         for family in [Family::Inet, Family::Inet6] {
             let new: Vec<NextHopRecord> = self
                 .view
                 .default_routes(family)
                 .flat_map(|(_, hops)| hops.iter())
-                .map(|h| NextHopRecord { ip: h.gateway, interface: self.view.link_name(h.ifindex) })
+                .map(|h| NextHopRecord {
+                    ip: h.gateway,
+                    interface: self.view.link_name(h.ifindex),
+                })
                 .collect();
-            let old = self.baseline.default_routes.get(&family).cloned().unwrap_or_default();
+            let old = self
+                .baseline
+                .default_routes
+                .get(&family)
+                .cloned()
+                .unwrap_or_default();
             if new == old {
                 continue;
             }
@@ -386,7 +473,9 @@ impl NetDetector {
         quiet: bool,
         out: &mut Vec<Finding>,
     ) {
-        let Some(entry) = self.view.neighbours.get(&(ifindex, ip)) else { return };
+        let Some(entry) = self.view.neighbours.get(&(ifindex, ip)) else {
+            return;
+        };
         let interface = self.view.link_name(ifindex);
         if entry.state == NeighbourState::Failed {
             if self.unreachable.insert((ifindex, ip)) && !quiet {
@@ -419,7 +508,8 @@ impl NetDetector {
             }
             None => {}
         }
-        self.baseline.set_gateway_mac(family, &interface, ip, mac, now);
+        self.baseline
+            .set_gateway_mac(family, &interface, ip, mac, now);
         self.dirty = true;
     }
 }
@@ -427,7 +517,11 @@ impl NetDetector {
 fn gateways_of(view: &KernelView) -> Vec<(Family, u32, IpAddr)> {
     [Family::Inet, Family::Inet6]
         .into_iter()
-        .flat_map(|f| view.default_nexthops(f).into_iter().map(move |(ip, ifindex)| (f, ifindex, ip)))
+        .flat_map(|f| {
+            view.default_nexthops(f)
+                .into_iter()
+                .map(move |(ip, ifindex)| (f, ifindex, ip))
+        })
         .collect()
 }
 
@@ -445,7 +539,12 @@ fn hop_text(hop: &NextHopRecord) -> String {
     }
 }
 
-fn gateway_changed(family: Family, old: &[NextHopRecord], new: &[NextHopRecord], now: DateTime<Utc>) -> Finding {
+fn gateway_changed(
+    family: Family,
+    old: &[NextHopRecord],
+    new: &[NextHopRecord],
+    now: DateTime<Utc>,
+) -> Finding {
     let f = family.as_str();
     let summary = match (old.first(), new.first()) {
         (Some(o), Some(n)) if o == n => format!(
@@ -453,12 +552,17 @@ fn gateway_changed(family: Family, old: &[NextHopRecord], new: &[NextHopRecord],
             new.iter().map(hop_text).collect::<Vec<_>>().join(", "),
             old.iter().map(hop_text).collect::<Vec<_>>().join(", ")
         ),
-        (Some(o), Some(n)) => format!("default {f} gateway changed to {} (was {})", hop_text(n), hop_text(o)),
+        (Some(o), Some(n)) => format!(
+            "default {f} gateway changed to {} (was {})",
+            hop_text(n),
+            hop_text(o)
+        ),
         (None, Some(n)) => format!("new default {f} gateway {}", hop_text(n)),
         (Some(o), None) => format!("default {f} route removed (was via {})", hop_text(o)),
         (None, None) => format!("default {f} route changed"),
     };
-    let mut details = json!({"family": f, "old": hop_json(old.first()), "new": hop_json(new.first())});
+    let mut details =
+        json!({"family": f, "old": hop_json(old.first()), "new": hop_json(new.first())});
     if old.len() > 1 || new.len() > 1 {
         details["old_nexthops"] = Value::Array(old.iter().map(|h| hop_json(Some(h))).collect());
         details["new_nexthops"] = Value::Array(new.iter().map(|h| hop_json(Some(h))).collect());
@@ -489,20 +593,37 @@ mod tests {
             carrier: true,
             promisc: false,
             loopback: false,
+            carrier_downs: Some(0),
         }
     }
     fn v4(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
     fn key(family: Family) -> RouteKey {
-        RouteKey { family, table: 254, metric: 0, tos: 0 }
+        RouteKey {
+            family,
+            table: 254,
+            metric: 0,
+            tos: 0,
+        }
     }
     fn route(gw: &str, ifindex: u32) -> DefaultRoute {
         let ip = v4(gw);
-        DefaultRoute { key: key(Family::of(&ip)), nexthops: vec![NextHop { gateway: Some(ip), ifindex }] }
+        DefaultRoute {
+            key: key(Family::of(&ip)),
+            nexthops: vec![NextHop {
+                gateway: Some(ip),
+                ifindex,
+            }],
+        }
     }
     fn neigh(ifindex: u32, ip: &str, m: Option<Mac>, state: NeighbourState) -> Neighbour {
-        Neighbour { ifindex, ip: v4(ip), mac: m, state }
+        Neighbour {
+            ifindex,
+            ip: v4(ip),
+            mac: m,
+            state,
+        }
     }
     /// lo + eth0, default route via 192.0.2.1 at 02::01.
     fn lan() -> KernelView {
@@ -513,12 +634,18 @@ mod tests {
         v.links.insert(2, link(2, "eth0"));
         let r = route("192.0.2.1", 2);
         v.routes.insert(r.key, r.nexthops);
-        v.neighbours.insert((2, v4("192.0.2.1")), neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Reachable));
+        v.neighbours.insert(
+            (2, v4("192.0.2.1")),
+            neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Reachable),
+        );
         v
     }
     fn started(settings: NetSettings) -> NetDetector {
         let mut d = NetDetector::new(settings, None);
-        assert!(d.observe(Observation::Snapshot(lan()), t(0)).is_empty(), "a first start without baseline is quiet");
+        assert!(
+            d.observe(Observation::Snapshot(lan()), t(0)).is_empty(),
+            "a first start without baseline is quiet"
+        );
         assert!(d.is_ready());
         assert!(d.take_dirty());
         d
@@ -532,9 +659,20 @@ mod tests {
         let mut d = started(NetSettings::default());
         assert_eq!(d.watched_interfaces(), vec!["eth0".to_string()]);
         // Same MAC again (a state change): nothing.
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Stale)), t(10));
+        let f = d.observe(
+            Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Stale)),
+            t(10),
+        );
         assert!(f.is_empty());
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(0x99)), NeighbourState::Stale)), t(20));
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.1",
+                Some(mac(0x99)),
+                NeighbourState::Stale,
+            )),
+            t(20),
+        );
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
         assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:99"));
@@ -543,20 +681,58 @@ mod tests {
         assert_eq!(f[0].detail_str("ip"), Some("192.0.2.1"));
         assert_eq!(f[0].time, t(20));
         // Reported once; and back to the old one is a change again.
-        assert!(d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(0x99)), NeighbourState::Reachable)), t(30)).is_empty());
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Reachable)), t(40));
+        assert!(
+            d.observe(
+                Observation::Neighbour(neigh(
+                    2,
+                    "192.0.2.1",
+                    Some(mac(0x99)),
+                    NeighbourState::Reachable
+                )),
+                t(30)
+            )
+            .is_empty()
+        );
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.1",
+                Some(mac(1)),
+                NeighbourState::Reachable,
+            )),
+            t(40),
+        );
         assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:01"));
     }
 
     #[test]
     fn neighbours_that_are_not_gateways_do_not_alert() {
         let mut d = started(NetSettings::default());
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.50", Some(mac(5)), NeighbourState::Reachable)), t(1));
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.50",
+                Some(mac(5)),
+                NeighbourState::Reachable,
+            )),
+            t(1),
+        );
         assert!(f.is_empty());
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.50", Some(mac(6)), NeighbourState::Reachable)), t(2));
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.50",
+                Some(mac(6)),
+                NeighbourState::Reachable,
+            )),
+            t(2),
+        );
         assert!(f.is_empty());
         // An incomplete entry for the gateway carries no MAC: nothing.
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)), t(3));
+        let f = d.observe(
+            Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)),
+            t(3),
+        );
         assert!(f.is_empty());
     }
 
@@ -567,10 +743,30 @@ mod tests {
         let f = d.observe(failed(), t(1));
         assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
         assert_eq!(f[0].detail_str("state"), Some("failed"));
-        assert!(d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)), t(2)).is_empty());
+        assert!(
+            d.observe(
+                Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)),
+                t(2)
+            )
+            .is_empty()
+        );
         assert!(d.observe(failed(), t(3)).is_empty());
-        assert!(d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Reachable)), t(4)).is_empty());
-        assert_eq!(kinds(&d.observe(failed(), t(5))), vec![Kind::GatewayUnreachable]);
+        assert!(
+            d.observe(
+                Observation::Neighbour(neigh(
+                    2,
+                    "192.0.2.1",
+                    Some(mac(1)),
+                    NeighbourState::Reachable
+                )),
+                t(4)
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            kinds(&d.observe(failed(), t(5))),
+            vec![Kind::GatewayUnreachable]
+        );
     }
 
     #[test]
@@ -579,49 +775,120 @@ mod tests {
         let f = d.observe(Observation::Route(route("192.0.2.2", 2)), t(1));
         assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
         assert_eq!(f[0].details["family"], "inet");
-        assert_eq!(f[0].details["old"], json!({"ip": "192.0.2.1", "interface": "eth0"}));
-        assert_eq!(f[0].details["new"], json!({"ip": "192.0.2.2", "interface": "eth0"}));
+        assert_eq!(
+            f[0].details["old"],
+            json!({"ip": "192.0.2.1", "interface": "eth0"})
+        );
+        assert_eq!(
+            f[0].details["new"],
+            json!({"ip": "192.0.2.2", "interface": "eth0"})
+        );
         // The same route again (idempotent event): nothing.
-        assert!(d.observe(Observation::Route(route("192.0.2.2", 2)), t(2)).is_empty());
+        assert!(
+            d.observe(Observation::Route(route("192.0.2.2", 2)), t(2))
+                .is_empty()
+        );
         let f = d.observe(Observation::RouteRemoved(key(Family::Inet)), t(3));
         assert_eq!(f[0].details["new"], Value::Null);
-        assert!(d.observe(Observation::RouteRemoved(key(Family::Inet)), t(4)).is_empty());
+        assert!(
+            d.observe(Observation::RouteRemoved(key(Family::Inet)), t(4))
+                .is_empty()
+        );
     }
 
     #[test]
     fn new_gateway_mac_is_learned_not_alerted() {
         let mut d = started(NetSettings::default());
-        d.observe(Observation::Neighbour(neigh(2, "192.0.2.2", Some(mac(2)), NeighbourState::Reachable)), t(1));
+        d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.2",
+                Some(mac(2)),
+                NeighbourState::Reachable,
+            )),
+            t(1),
+        );
         let f = d.observe(Observation::Route(route("192.0.2.2", 2)), t(2));
         assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
-        assert_eq!(d.baseline().gateway_mac(Family::Inet, "eth0", &v4("192.0.2.2")), Some(&mac(2)));
+        assert_eq!(
+            d.baseline()
+                .gateway_mac(Family::Inet, "eth0", &v4("192.0.2.2")),
+            Some(&mac(2))
+        );
     }
 
     #[test]
     fn multipath_and_ipv6_link_local_gateways() {
         let mut d = started(NetSettings::default());
         let gw6: IpAddr = "fe80::1".parse().unwrap();
-        d.observe(Observation::Neighbour(Neighbour { ifindex: 2, ip: gw6, mac: Some(mac(6)), state: NeighbourState::Reachable }), t(1));
-        let r6 = DefaultRoute { key: key(Family::Inet6), nexthops: vec![NextHop { gateway: Some(gw6), ifindex: 2 }] };
+        d.observe(
+            Observation::Neighbour(Neighbour {
+                ifindex: 2,
+                ip: gw6,
+                mac: Some(mac(6)),
+                state: NeighbourState::Reachable,
+            }),
+            t(1),
+        );
+        let r6 = DefaultRoute {
+            key: key(Family::Inet6),
+            nexthops: vec![NextHop {
+                gateway: Some(gw6),
+                ifindex: 2,
+            }],
+        };
         let f = d.observe(Observation::Route(r6), t(2));
         assert_eq!(f[0].details["family"], "inet6");
-        assert_eq!(f[0].details["new"], json!({"ip": "fe80::1", "interface": "eth0"}));
-        let f = d.observe(Observation::Neighbour(Neighbour { ifindex: 2, ip: gw6, mac: Some(mac(7)), state: NeighbourState::Stale }), t(3));
+        assert_eq!(
+            f[0].details["new"],
+            json!({"ip": "fe80::1", "interface": "eth0"})
+        );
+        let f = d.observe(
+            Observation::Neighbour(Neighbour {
+                ifindex: 2,
+                ip: gw6,
+                mac: Some(mac(7)),
+                state: NeighbourState::Stale,
+            }),
+            t(3),
+        );
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("ip"), Some("fe80::1"));
         // A multipath v4 default: the second next hop is followed too.
         let mp = DefaultRoute {
             key: key(Family::Inet),
             nexthops: vec![
-                NextHop { gateway: Some(v4("192.0.2.1")), ifindex: 2 },
-                NextHop { gateway: Some(v4("192.0.2.3")), ifindex: 2 },
+                NextHop {
+                    gateway: Some(v4("192.0.2.1")),
+                    ifindex: 2,
+                },
+                NextHop {
+                    gateway: Some(v4("192.0.2.3")),
+                    ifindex: 2,
+                },
             ],
         };
         let f = d.observe(Observation::Route(mp), t(4));
         assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
         assert_eq!(f[0].details["new_nexthops"].as_array().unwrap().len(), 2);
-        d.observe(Observation::Neighbour(neigh(2, "192.0.2.3", Some(mac(3)), NeighbourState::Reachable)), t(5));
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.3", Some(mac(0x33)), NeighbourState::Reachable)), t(6));
+        d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.3",
+                Some(mac(3)),
+                NeighbourState::Reachable,
+            )),
+            t(5),
+        );
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.3",
+                Some(mac(0x33)),
+                NeighbourState::Reachable,
+            )),
+            t(6),
+        );
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("ip"), Some("192.0.2.3"));
     }
@@ -647,6 +914,33 @@ mod tests {
     }
 
     #[test]
+    fn a_flap_folded_into_one_notification_is_still_reported() {
+        let mut d = started(NetSettings::default());
+        let mut l = link(2, "eth0");
+        l.carrier_downs = Some(1);
+        let f = d.observe(Observation::Link(l.clone()), t(1_000));
+        assert_eq!(kinds(&f), vec![Kind::LinkDown, Kind::LinkUp]);
+        assert_eq!(f[0].detail_str("reason"), Some("carrier"));
+        assert_eq!(f[1].details["down_ms"], Value::Null);
+        assert_eq!(f[1].details["flaps"], 1);
+        // The same counter again: nothing new.
+        assert!(d.observe(Observation::Link(l.clone()), t(2_000)).is_empty());
+        // A seen flap moves the counter by one and is timed as usual.
+        l.carrier = false;
+        l.carrier_downs = Some(2);
+        assert_eq!(
+            kinds(&d.observe(Observation::Link(l.clone()), t(3_000))),
+            vec![Kind::LinkDown]
+        );
+        l.carrier = true;
+        let f = d.observe(Observation::Link(l.clone()), t(4_000));
+        assert_eq!(f[0].details["down_ms"], 1000);
+        // A reboot resets the counter: not a flap.
+        l.carrier_downs = Some(0);
+        assert!(d.observe(Observation::Link(l), t(5_000)).is_empty());
+    }
+
+    #[test]
     fn link_mac_promisc_mtu() {
         let mut d = started(NetSettings::default());
         let mut l = link(2, "eth0");
@@ -655,11 +949,20 @@ mod tests {
         assert_eq!(kinds(&f), vec![Kind::LinkPromisc]);
         assert_eq!(f[0].details["enabled"], true);
         l.promisc = false;
-        assert_eq!(d.observe(Observation::Link(l.clone()), t(2))[0].details["enabled"], false);
+        assert_eq!(
+            d.observe(Observation::Link(l.clone()), t(2))[0].details["enabled"],
+            false
+        );
         l.mtu = 1400;
         let f = d.observe(Observation::Link(l.clone()), t(3));
         assert_eq!(kinds(&f), vec![Kind::LinkMtuChanged]);
-        assert_eq!((f[0].details["old_mtu"].as_u64(), f[0].details["new_mtu"].as_u64()), (Some(1500), Some(1400)));
+        assert_eq!(
+            (
+                f[0].details["old_mtu"].as_u64(),
+                f[0].details["new_mtu"].as_u64()
+            ),
+            (Some(1500), Some(1400))
+        );
         l.mac = Some(mac(0xaa));
         let f = d.observe(Observation::Link(l.clone()), t(4));
         assert_eq!(kinds(&f), vec![Kind::LinkMacChanged]);
@@ -683,18 +986,39 @@ mod tests {
         dummy.name = "uplink2".into();
         let f = d.observe(Observation::Link(dummy), t(2));
         assert_eq!(kinds(&f), vec![Kind::LinkRemoved, Kind::LinkAdded]);
-        assert_eq!(kinds(&d.observe(Observation::LinkRemoved { index: 7, name: "uplink2".into() }, t(3))), vec![Kind::LinkRemoved]);
+        assert_eq!(
+            kinds(&d.observe(
+                Observation::LinkRemoved {
+                    index: 7,
+                    name: "uplink2".into()
+                },
+                t(3)
+            )),
+            vec![Kind::LinkRemoved]
+        );
         // Ignored links: silence in every direction.
         let mut v = link(8, "veth1234");
         assert!(d.observe(Observation::Link(v.clone()), t(4)).is_empty());
         v.carrier = false;
         assert!(d.observe(Observation::Link(v), t(5)).is_empty());
-        assert!(d.observe(Observation::LinkRemoved { index: 8, name: "veth1234".into() }, t(6)).is_empty());
+        assert!(
+            d.observe(
+                Observation::LinkRemoved {
+                    index: 8,
+                    name: "veth1234".into()
+                },
+                t(6)
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn configured_interfaces_limit_state_alerts() {
-        let mut d = started(NetSettings { interfaces: vec!["eth1".into()], ignore_links: vec![] });
+        let mut d = started(NetSettings {
+            interfaces: vec!["eth1".into()],
+            ignore_links: vec![],
+        });
         let mut l = link(2, "eth0");
         l.carrier = false;
         assert!(d.observe(Observation::Link(l), t(1)).is_empty());
@@ -710,15 +1034,28 @@ mod tests {
         assert!(d.observe(Observation::Snapshot(lan()), t(5)).is_empty());
         // While stopped: gateway at a new MAC, MTU changed, a link added.
         let mut view = lan();
-        view.neighbours.insert((2, v4("192.0.2.1")), neigh(2, "192.0.2.1", Some(mac(0xee)), NeighbourState::Stale));
+        view.neighbours.insert(
+            (2, v4("192.0.2.1")),
+            neigh(2, "192.0.2.1", Some(mac(0xee)), NeighbourState::Stale),
+        );
         view.links.get_mut(&2).unwrap().mtu = 9000;
         view.links.insert(3, link(3, "eth1"));
         let mut d = NetDetector::new(NetSettings::default(), Some(stored));
         let f = d.observe(Observation::Snapshot(view.clone()), t(10));
         let mut k = kinds(&f);
         k.sort();
-        assert_eq!(k, vec![Kind::GatewayMacChanged, Kind::LinkAdded, Kind::LinkMtuChanged]);
-        let mac_alert = f.iter().find(|f| f.kind == Kind::GatewayMacChanged).unwrap();
+        assert_eq!(
+            k,
+            vec![
+                Kind::GatewayMacChanged,
+                Kind::LinkAdded,
+                Kind::LinkMtuChanged
+            ]
+        );
+        let mac_alert = f
+            .iter()
+            .find(|f| f.kind == Kind::GatewayMacChanged)
+            .unwrap();
         assert_eq!(mac_alert.detail_str("source"), Some("startup"));
         assert_eq!(mac_alert.detail_str("new_mac"), Some("02:00:00:00:00:ee"));
         // A later reconcile with the same state finds nothing.
@@ -731,12 +1068,18 @@ mod tests {
         let mut d = started(NetSettings::default());
         let mut view = lan();
         view.links.get_mut(&2).unwrap().carrier = false;
-        view.neighbours.insert((2, v4("192.0.2.1")), neigh(2, "192.0.2.1", Some(mac(0x42)), NeighbourState::Stale));
+        view.neighbours.insert(
+            (2, v4("192.0.2.1")),
+            neigh(2, "192.0.2.1", Some(mac(0x42)), NeighbourState::Stale),
+        );
         let f = d.observe(Observation::Snapshot(view), t(100));
         let mut k = kinds(&f);
         k.sort();
         assert_eq!(k, vec![Kind::GatewayMacChanged, Kind::LinkDown]);
-        let m = f.iter().find(|f| f.kind == Kind::GatewayMacChanged).unwrap();
+        let m = f
+            .iter()
+            .find(|f| f.kind == Kind::GatewayMacChanged)
+            .unwrap();
         assert_eq!(m.detail_str("source"), Some("netlink"));
     }
 
@@ -745,18 +1088,37 @@ mod tests {
         let mut d = started(NetSettings::default());
         for i in 0..(MAX_NEIGHBOURS as u32 + 100) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + i));
-            d.observe(Observation::Neighbour(Neighbour { ifindex: 2, ip, mac: Some(mac(9)), state: NeighbourState::Stale }), t(1));
+            d.observe(
+                Observation::Neighbour(Neighbour {
+                    ifindex: 2,
+                    ip,
+                    mac: Some(mac(9)),
+                    state: NeighbourState::Stale,
+                }),
+                t(1),
+            );
         }
         assert!(d.view().neighbours.len() <= MAX_NEIGHBOURS);
         assert!(d.counters().neighbours_dropped >= 100);
-        let f = d.observe(Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(0x77)), NeighbourState::Stale)), t(2));
+        let f = d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.1",
+                Some(mac(0x77)),
+                NeighbourState::Stale,
+            )),
+            t(2),
+        );
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
     }
 
     #[test]
     fn events_before_the_first_dump_are_quiet() {
         let mut d = NetDetector::new(NetSettings::default(), None);
-        assert!(d.observe(Observation::Link(link(2, "eth0")), t(0)).is_empty());
+        assert!(
+            d.observe(Observation::Link(link(2, "eth0")), t(0))
+                .is_empty()
+        );
         assert!(!d.is_ready());
     }
 }

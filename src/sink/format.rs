@@ -30,7 +30,8 @@ pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Dura
                     labels.insert((*key).into(), json!(v));
                 }
             }
-            let ends = alert.time + chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1));
+            let ends = alert.time
+                + chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1));
             json!([{
                 "labels": labels,
                 "annotations": {
@@ -55,7 +56,10 @@ pub enum SecretError {
 
 /// The key of a `whsec_...` secret.
 pub fn secret_key(secret: &str) -> Result<Vec<u8>, SecretError> {
-    let b64 = secret.trim().strip_prefix("whsec_").ok_or(SecretError::Format)?;
+    let b64 = secret
+        .trim()
+        .strip_prefix("whsec_")
+        .ok_or(SecretError::Format)?;
     let key = B64.decode(b64).map_err(|_| SecretError::Format)?;
     if key.is_empty() {
         return Err(SecretError::Format);
@@ -65,7 +69,8 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, SecretError> {
 
 /// `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body.as_bytes());
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
@@ -79,7 +84,12 @@ mod tests {
     #[test]
     fn standard_webhooks_test_vector() {
         let key = secret_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
-        let sig = sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, r#"{"email":"test@example.com","username":"test_user"}"#);
+        let sig = sign(
+            &key,
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            r#"{"email":"test@example.com","username":"test_user"}"#,
+        );
         assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
     }
 
@@ -92,13 +102,25 @@ mod tests {
 
     #[test]
     fn formats() {
-        let f = Finding::new(Kind::LinkDown, chrono::Utc::now(), "link eth0 is down", json!({"interface": "eth0", "reason": "carrier"}));
+        let f = Finding::new(
+            Kind::LinkDown,
+            chrono::Utc::now(),
+            "link eth0 is down",
+            json!({"interface": "eth0", "reason": "carrier"}),
+        );
         let a = Alert::from_finding(f, "web1");
-        let ns: Value = serde_json::from_str(&body(&a, WebhookFormat::Netsentry, Default::default())).unwrap();
+        let ns: Value =
+            serde_json::from_str(&body(&a, WebhookFormat::Netsentry, Default::default())).unwrap();
         assert_eq!(ns["kind"], "link_down");
-        let slack: Value = serde_json::from_str(&body(&a, WebhookFormat::Slack, Default::default())).unwrap();
+        let slack: Value =
+            serde_json::from_str(&body(&a, WebhookFormat::Slack, Default::default())).unwrap();
         assert_eq!(slack["text"], "[warning] web1: link eth0 is down");
-        let am: Value = serde_json::from_str(&body(&a, WebhookFormat::Alertmanager, std::time::Duration::from_secs(3600))).unwrap();
+        let am: Value = serde_json::from_str(&body(
+            &a,
+            WebhookFormat::Alertmanager,
+            std::time::Duration::from_secs(3600),
+        ))
+        .unwrap();
         assert_eq!(am[0]["labels"]["alertname"], "link_down");
         assert_eq!(am[0]["labels"]["interface"], "eth0");
         assert_eq!(am[0]["labels"]["severity"], "warning");

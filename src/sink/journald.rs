@@ -20,7 +20,10 @@ impl JournaldSink {
     pub fn connect(path: &Path) -> io::Result<JournaldSink> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
-        Ok(JournaldSink { socket, path: path.to_path_buf() })
+        Ok(JournaldSink {
+            socket,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -36,7 +39,11 @@ impl JournaldSink {
 pub fn entry(alert: &Alert) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     field(&mut out, "MESSAGE", &alert.summary);
-    field(&mut out, "PRIORITY", &alert.severity.syslog_priority().to_string());
+    field(
+        &mut out,
+        "PRIORITY",
+        &alert.severity.syslog_priority().to_string(),
+    );
     field(&mut out, "SYSLOG_IDENTIFIER", "netsentry");
     field(&mut out, "NETSENTRY_ALERT_ID", &alert.id);
     field(&mut out, "NETSENTRY_KIND", alert.kind.as_str());
@@ -59,7 +66,13 @@ pub fn entry(alert: &Alert) -> Vec<u8> {
 fn field_name(key: &str) -> Option<String> {
     let upper: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if upper.is_empty() || upper.len() > 48 {
         return None;

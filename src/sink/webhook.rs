@@ -45,7 +45,12 @@ impl WebhookSink {
         let url = config.url.0.to_string();
         let min_severity = config.min_severity;
         let task = tokio::spawn(deliver(client, config, key, rx));
-        Ok(WebhookSink { url, min_severity, tx, task })
+        Ok(WebhookSink {
+            url,
+            min_severity,
+            tx,
+            task,
+        })
     }
 
     /// Queues an alert at or above this receiver's `min_severity` (non-blocking).
@@ -77,12 +82,20 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// Spreads retries of many agents: a factor between 0.8 and 1.2.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
     let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
     d.mul_f64(factor)
 }
 
-async fn deliver(client: reqwest::Client, config: WebhookConfig, key: Option<Vec<u8>>, mut rx: mpsc::UnboundedReceiver<Arc<Alert>>) {
+async fn deliver(
+    client: reqwest::Client,
+    config: WebhookConfig,
+    key: Option<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Alert>>,
+) {
     let mut queue: VecDeque<Arc<Alert>> = VecDeque::new();
     let mut dropped: u64 = 0;
     let mut attempt: u32 = 0;
@@ -115,7 +128,9 @@ async fn deliver(client: reqwest::Client, config: WebhookConfig, key: Option<Vec
             }
             continue;
         }
-        let Some(alert) = queue.front().cloned() else { continue };
+        let Some(alert) = queue.front().cloned() else {
+            continue;
+        };
         match attempt_once(&client, &config, key.as_deref(), &alert).await {
             Outcome::Delivered => {
                 queue.pop_front();
@@ -135,7 +150,9 @@ async fn deliver(client: reqwest::Client, config: WebhookConfig, key: Option<Vec
             }
             Outcome::Retry(after, why) => {
                 attempt += 1;
-                let wait = after.unwrap_or_else(|| jitter(backoff(attempt))).min(BACKOFF_CAP);
+                let wait = after
+                    .unwrap_or_else(|| jitter(backoff(attempt)))
+                    .min(BACKOFF_CAP);
                 if attempt == 1 || attempt.is_power_of_two() {
                     tracing::warn!(receiver = %url, pending = queue.len(), "webhook delivery failed ({why}); retry {attempt} in {:.1} s", wait.as_secs_f64());
                 }
@@ -145,7 +162,13 @@ async fn deliver(client: reqwest::Client, config: WebhookConfig, key: Option<Vec
     }
 }
 
-fn enqueue(queue: &mut VecDeque<Arc<Alert>>, alert: Arc<Alert>, cap: usize, dropped: &mut u64, url: &reqwest::Url) {
+fn enqueue(
+    queue: &mut VecDeque<Arc<Alert>>,
+    alert: Arc<Alert>,
+    cap: usize,
+    dropped: &mut u64,
+    url: &reqwest::Url,
+) {
     if queue.len() >= cap {
         queue.pop_front();
         *dropped += 1;
@@ -156,9 +179,16 @@ fn enqueue(queue: &mut VecDeque<Arc<Alert>>, alert: Arc<Alert>, cap: usize, drop
     queue.push_back(alert);
 }
 
-async fn attempt_once(client: &reqwest::Client, config: &WebhookConfig, key: Option<&[u8]>, alert: &Alert) -> Outcome {
+async fn attempt_once(
+    client: &reqwest::Client,
+    config: &WebhookConfig,
+    key: Option<&[u8]>,
+    alert: &Alert,
+) -> Outcome {
     let body = format::body(alert, config.format, config.resolve_after.0);
-    let mut request = client.post(config.url.0.clone()).header("content-type", "application/json");
+    let mut request = client
+        .post(config.url.0.clone())
+        .header("content-type", "application/json");
     if let Some(key) = key {
         let ts = chrono::Utc::now().timestamp();
         request = request
@@ -183,7 +213,13 @@ async fn attempt_once(client: &reqwest::Client, config: &WebhookConfig, key: Opt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
     let why = format!("HTTP {status}: {}", text.trim());
     if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
         Outcome::Rejected(why)

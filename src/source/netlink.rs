@@ -12,17 +12,23 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState as NlState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState as NlState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::kernel::{
-    Address, DefaultRoute, Family, KernelView, Link, Mac, Neighbour, NeighbourState, NextHop, Observation, RouteKey,
+    Address, DefaultRoute, Family, KernelView, Link, Mac, Neighbour, NeighbourState, NextHop,
+    Observation, RouteKey,
 };
 
 const RTMGRP_LINK: u32 = 0x1;
@@ -41,7 +47,10 @@ const RECV_BUFFER: usize = 256 << 10;
 pub enum SourceEvent {
     Observations(Vec<Observation>),
     /// Events were lost (or the timer fired) and this is a fresh full dump.
-    Resynced { reason: &'static str, view: KernelView },
+    Resynced {
+        reason: &'static str,
+        view: KernelView,
+    },
     /// The source cannot go on.
     Failed(String),
 }
@@ -56,7 +65,12 @@ pub struct ParseStats {
 /// Opens the event socket: subscribed to every group the detectors need.
 pub fn open_event_socket() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
-    let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    let groups = RTMGRP_LINK
+        | RTMGRP_NEIGH
+        | RTMGRP_IPV4_ROUTE
+        | RTMGRP_IPV6_ROUTE
+        | RTMGRP_IPV4_IFADDR
+        | RTMGRP_IPV6_IFADDR;
     socket.bind(&SocketAddr::new(0, groups))?;
     enlarge_receive_buffer(&socket, EVENT_RCVBUF);
     Ok(socket)
@@ -91,7 +105,9 @@ pub fn dump() -> io::Result<KernelView> {
     for _attempt in 0..5 {
         match dump_once(&socket) {
             Ok(view) => return Ok(view),
-            Err(DumpError::Interrupted) => last_err = Some(io::Error::other("netlink dump kept being interrupted")),
+            Err(DumpError::Interrupted) => {
+                last_err = Some(io::Error::other("netlink dump kept being interrupted"))
+            }
             Err(DumpError::Io(e)) => return Err(e),
         }
     }
@@ -181,7 +197,11 @@ fn apply(view: &mut KernelView, obs: Observation) {
 
 /// Walks the netlink messages in one datagram. Undecodable messages are counted
 /// and skipped: a kernel newer than this parser must not stop the agent.
-fn for_each_message(bytes: &[u8], stats: &mut ParseStats, mut f: impl FnMut(&NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>)) {
+fn for_each_message(
+    bytes: &[u8],
+    stats: &mut ParseStats,
+    mut f: impl FnMut(&NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>),
+) {
     let mut offset = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
@@ -200,7 +220,18 @@ fn for_each_message(bytes: &[u8], stats: &mut ParseStats, mut f: impl FnMut(&Net
                 let (header, payload) = msg.into_parts();
                 f(&header, payload);
             }
-            Err(_) => stats.undecodable += 1,
+            Err(e) => {
+                stats.undecodable += 1;
+                // A message this parser cannot read is lost information: say so,
+                // but not for every one of a burst.
+                if stats.undecodable <= 10 || stats.undecodable.is_power_of_two() {
+                    tracing::warn!(
+                        "netlink: cannot decode a message of type {} ({} so far): {e}",
+                        buffer.message_type(),
+                        stats.undecodable
+                    );
+                }
+            }
         }
         offset += (len + 3) & !3;
     }
@@ -222,17 +253,38 @@ fn observations_of(message: RouteNetlinkMessage) -> Vec<Observation> {
         RouteNetlinkMessage::NewLink(m) => vec![Observation::Link(link_of(&m))],
         RouteNetlinkMessage::DelLink(m) => {
             let l = link_of(&m);
-            vec![Observation::LinkRemoved { index: l.index, name: l.name }]
+            vec![Observation::LinkRemoved {
+                index: l.index,
+                name: l.name,
+            }]
         }
-        RouteNetlinkMessage::NewNeighbour(m) => neighbour_of(&m).map(Observation::Neighbour).into_iter().collect(),
-        RouteNetlinkMessage::DelNeighbour(m) => neighbour_of(&m)
-            .map(|n| Observation::NeighbourRemoved { ifindex: n.ifindex, ip: n.ip })
+        RouteNetlinkMessage::NewNeighbour(m) => neighbour_of(&m)
+            .map(Observation::Neighbour)
             .into_iter()
             .collect(),
-        RouteNetlinkMessage::NewRoute(m) => default_route_of(&m).map(Observation::Route).into_iter().collect(),
-        RouteNetlinkMessage::DelRoute(m) => default_route_of(&m).map(|r| Observation::RouteRemoved(r.key)).into_iter().collect(),
-        RouteNetlinkMessage::NewAddress(m) => address_of(&m).map(Observation::Address).into_iter().collect(),
-        RouteNetlinkMessage::DelAddress(m) => address_of(&m).map(Observation::AddressRemoved).into_iter().collect(),
+        RouteNetlinkMessage::DelNeighbour(m) => neighbour_of(&m)
+            .map(|n| Observation::NeighbourRemoved {
+                ifindex: n.ifindex,
+                ip: n.ip,
+            })
+            .into_iter()
+            .collect(),
+        RouteNetlinkMessage::NewRoute(m) => default_route_of(&m)
+            .map(Observation::Route)
+            .into_iter()
+            .collect(),
+        RouteNetlinkMessage::DelRoute(m) => default_route_of(&m)
+            .map(|r| Observation::RouteRemoved(r.key))
+            .into_iter()
+            .collect(),
+        RouteNetlinkMessage::NewAddress(m) => address_of(&m)
+            .map(Observation::Address)
+            .into_iter()
+            .collect(),
+        RouteNetlinkMessage::DelAddress(m) => address_of(&m)
+            .map(Observation::AddressRemoved)
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -249,12 +301,14 @@ fn link_of(m: &LinkMessage) -> Link {
         carrier: flags.contains(LinkFlags::LowerUp),
         promisc: flags.contains(LinkFlags::Promisc),
         loopback: flags.contains(LinkFlags::Loopback),
+        carrier_downs: None,
     };
     for attr in &m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) => link.mac = Mac::from_bytes(a),
             LinkAttribute::Mtu(v) => link.mtu = *v,
+            LinkAttribute::CarrierDownCount(n) => link.carrier_downs = Some(*n),
             // Packet sockets (tcpdump) raise this counter without setting IFF_PROMISC.
             LinkAttribute::Promiscuity(n) => link.promisc |= *n > 0,
             LinkAttribute::LinkInfo(infos) => {
@@ -282,7 +336,9 @@ fn neighbour_of(m: &NeighbourMessage) -> Option<Neighbour> {
     for attr in &m.attributes {
         match attr {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(IpAddr::V6(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                ip = Some(IpAddr::V6(*a))
+            }
             NeighbourAttribute::LinkLayerAddress(a) => mac = Mac::from_bytes(a),
             _ => {}
         }
@@ -298,7 +354,12 @@ fn neighbour_of(m: &NeighbourMessage) -> Option<Neighbour> {
         NlState::Permanent => NeighbourState::Permanent,
         _ => NeighbourState::None,
     };
-    Some(Neighbour { ifindex: m.header.ifindex, ip: ip?, mac, state })
+    Some(Neighbour {
+        ifindex: m.header.ifindex,
+        ip: ip?,
+        mac,
+        state,
+    })
 }
 
 fn address_of(m: &AddressMessage) -> Option<Address> {
@@ -312,7 +373,11 @@ fn address_of(m: &AddressMessage) -> Option<Address> {
             _ => None,
         })
     })?;
-    Some(Address { ifindex: m.header.index, ip, prefix_len: m.header.prefix_len })
+    Some(Address {
+        ifindex: m.header.index,
+        ip,
+        prefix_len: m.header.prefix_len,
+    })
 }
 
 fn route_gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
@@ -346,7 +411,10 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
             RouteAttribute::Oif(i) => oif = *i,
             RouteAttribute::MultiPath(hops) => {
                 for hop in hops {
-                    nexthops.push(NextHop { gateway: route_gateway(&hop.attributes), ifindex: hop.interface_index });
+                    nexthops.push(NextHop {
+                        gateway: route_gateway(&hop.attributes),
+                        ifindex: hop.interface_index,
+                    });
                 }
             }
             _ => {}
@@ -356,9 +424,20 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
         return None;
     }
     if nexthops.is_empty() {
-        nexthops.push(NextHop { gateway: route_gateway(&m.attributes), ifindex: oif });
+        nexthops.push(NextHop {
+            gateway: route_gateway(&m.attributes),
+            ifindex: oif,
+        });
     }
-    Some(DefaultRoute { key: RouteKey { family, table, metric, tos: m.header.tos }, nexthops })
+    Some(DefaultRoute {
+        key: RouteKey {
+            family,
+            table,
+            metric,
+            tos: m.header.tos,
+        },
+        nexthops,
+    })
 }
 
 /// Runs the source on the calling thread until the receiver goes away: a dump,
@@ -368,13 +447,17 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
     let socket = match open_event_socket() {
         Ok(s) => s,
         Err(e) => {
-            let _ = tx.blocking_send(SourceEvent::Failed(format!("cannot open a netlink socket: {e}")));
+            let _ = tx.blocking_send(SourceEvent::Failed(format!(
+                "cannot open a netlink socket: {e}"
+            )));
             return;
         }
     };
     let resync = |reason: &'static str| -> bool {
         match dump() {
-            Ok(view) => tx.blocking_send(SourceEvent::Resynced { reason, view }).is_ok(),
+            Ok(view) => tx
+                .blocking_send(SourceEvent::Resynced { reason, view })
+                .is_ok(),
             Err(e) => {
                 let _ = tx.blocking_send(SourceEvent::Failed(format!("netlink dump failed: {e}")));
                 false
@@ -389,7 +472,11 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
     let mut stats = ParseStats::default();
     loop {
         let wait = next_reconcile.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
         let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
         if ready < 0 {
@@ -397,7 +484,9 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            let _ = tx.blocking_send(SourceEvent::Failed(format!("poll on the netlink socket failed: {e}")));
+            let _ = tx.blocking_send(SourceEvent::Failed(format!(
+                "poll on the netlink socket failed: {e}"
+            )));
             return;
         }
         if ready == 0 {
@@ -424,7 +513,8 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let _ = tx.blocking_send(SourceEvent::Failed(format!("netlink receive failed: {e}")));
+                let _ =
+                    tx.blocking_send(SourceEvent::Failed(format!("netlink receive failed: {e}")));
                 return;
             }
         }
@@ -437,7 +527,10 @@ mod tests {
     use netlink_packet_route::neighbour::NeighbourHeader;
 
     fn encode(message: RouteNetlinkMessage) -> Vec<u8> {
-        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(message));
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(message),
+        );
         msg.finalize();
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
@@ -447,9 +540,19 @@ mod tests {
     #[test]
     fn parses_a_neighbour_event() {
         let mut m = NeighbourMessage::default();
-        m.header = NeighbourHeader { family: AddressFamily::Inet, ifindex: 2, state: NlState::Stale, ..Default::default() };
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet("192.0.2.1".parse().unwrap())));
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![2, 0xde, 0xad, 0xbe, 0xef, 1]));
+        m.header = NeighbourHeader {
+            family: AddressFamily::Inet,
+            ifindex: 2,
+            state: NlState::Stale,
+            ..Default::default()
+        };
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                "192.0.2.1".parse().unwrap(),
+            )));
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![
+            2, 0xde, 0xad, 0xbe, 0xef, 1,
+        ]));
         let mut bytes = encode(RouteNetlinkMessage::NewNeighbour(m));
         // Two messages in one datagram.
         bytes.extend(bytes.clone());
@@ -472,10 +575,19 @@ mod tests {
         m.header.address_family = AddressFamily::Inet;
         m.header.kind = RouteType::Unicast;
         m.header.table = RouteHeader::RT_TABLE_MAIN;
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet("192.0.2.1".parse().unwrap())));
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(
+                "192.0.2.1".parse().unwrap(),
+            )));
         m.attributes.push(RouteAttribute::Oif(2));
         let r = default_route_of(&m).unwrap();
-        assert_eq!(r.nexthops, vec![NextHop { gateway: Some("192.0.2.1".parse().unwrap()), ifindex: 2 }]);
+        assert_eq!(
+            r.nexthops,
+            vec![NextHop {
+                gateway: Some("192.0.2.1".parse().unwrap()),
+                ifindex: 2
+            }]
+        );
         let mut other_table = m.clone();
         other_table.header.table = 100;
         assert!(default_route_of(&other_table).is_none());
@@ -487,14 +599,22 @@ mod tests {
     #[test]
     fn garbage_is_counted_not_fatal() {
         let mut stats = ParseStats::default();
-        for junk in [&[][..], &[1, 2, 3], &[0xff; 64], &[16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]] {
+        for junk in [
+            &[][..],
+            &[1, 2, 3],
+            &[0xff; 64],
+            &[16, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+        ] {
             let _ = parse_events(junk, &mut stats);
         }
         assert!(stats.undecodable > 0);
         // Truncations of a valid message never panic.
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Inet6;
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6("2001:db8::1".parse().unwrap())));
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                "2001:db8::1".parse().unwrap(),
+            )));
         let bytes = encode(RouteNetlinkMessage::NewNeighbour(m));
         for cut in 0..bytes.len() {
             let _ = parse_events(&bytes[..cut], &mut stats);

@@ -1,0 +1,598 @@
+//! Test fixtures: network namespaces with a gateway and a host, the real agent
+//! binary running in the host namespace, and a real HTTP receiver on its loopback.
+//! Everything is removed on drop, also when a test panics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// True when the test may run. Outside CI a non-root run prints
+/// `skipped: needs root`; with NETSENTRY_REQUIRE_ROOT_TESTS=1 it fails instead.
+pub fn have_root() -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("NETSENTRY_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("this test needs root (NETSENTRY_REQUIRE_ROOT_TESTS=1 forbids skipping it)");
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`. Sockets created
+/// there stay in that namespace wherever they are used afterwards.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Two namespaces joined by a veth pair: `gw` (192.0.2.1, fe80::1, 2001:db8:1::1)
+/// and `host` (192.0.2.10, 2001:db8:1::10) with default routes via the gateway.
+pub struct Lab {
+    pub gw: String,
+    pub host: String,
+    pub dir: tempfile::TempDir,
+    extra_ns: Vec<String>,
+}
+
+pub const GW_IP: &str = "192.0.2.1";
+pub const GW_MAC: &str = "02:00:00:00:00:01";
+pub const GW6_LL: &str = "fe80::1";
+
+impl Lab {
+    pub fn new() -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("nst{}x{n}", std::process::id());
+        let lab = Lab {
+            gw: format!("{prefix}gw"),
+            host: format!("{prefix}host"),
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra_ns: Vec::new(),
+        };
+        for ns in [&lab.gw, &lab.host] {
+            run("ip", &["netns", "add", ns]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (gw, host) = (lab.gw.as_str(), lab.host.as_str());
+        run(
+            "ip",
+            &[
+                "-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+                gw,
+            ],
+        );
+        run("ip", &["-n", gw, "link", "set", "eth0", "address", GW_MAC]);
+        // No router solicitations or DAD delays in the way of the tests.
+        for ns in [gw, host] {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.eth0.accept_dad=0",
+                ],
+            );
+            run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+        }
+        run(
+            "ip",
+            &["-n", gw, "addr", "add", "192.0.2.1/24", "dev", "eth0"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                gw,
+                "addr",
+                "add",
+                "2001:db8:1::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                gw,
+                "addr",
+                "add",
+                "fe80::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        run(
+            "ip",
+            &["-n", host, "addr", "add", "192.0.2.10/24", "dev", "eth0"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                host,
+                "addr",
+                "add",
+                "2001:db8:1::10/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+        run("ip", &["-n", host, "route", "add", "default", "via", GW_IP]);
+        lab
+    }
+
+    /// `ip -n <ns> args...`
+    pub fn ip(&self, ns: &str, args: &[&str]) -> String {
+        let mut all = vec!["-n", ns];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Makes the host resolve the gateway for real (ARP on the veth) and waits
+    /// until its neighbour entry holds a MAC.
+    pub fn resolve_gateway(&self, ip: &str) -> String {
+        let target: std::net::SocketAddr = if ip.contains(':') {
+            format!("[{ip}%2]:9")
+                .parse()
+                .unwrap_or_else(|_| format!("[{ip}]:9").parse().unwrap())
+        } else {
+            format!("{ip}:9").parse().unwrap()
+        };
+        let ip_owned = ip.to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            in_netns(&self.host, move || {
+                let bind = if target.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let s = std::net::UdpSocket::bind(bind).expect("udp bind");
+                let _ = s.send_to(b"netsentry test", target);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let fam = if ip.contains(':') { "-6" } else { "-4" };
+            let out = self.ip(
+                &self.host,
+                &[fam, "neigh", "show", &ip_owned, "dev", "eth0"],
+            );
+            if let Some(mac) = out.split_whitespace().skip_while(|w| *w != "lladdr").nth(1) {
+                return mac.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host never resolved {ip}: {out}"
+            );
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Adds a namespace that is removed with the lab.
+    pub fn add_namespace(&mut self, suffix: &str) -> String {
+        let name = format!("{}{suffix}", self.gw.trim_end_matches("gw"));
+        run("ip", &["netns", "add", &name]);
+        self.extra_ns.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.gw, &self.host]
+            .into_iter()
+            .chain(self.extra_ns.iter())
+        {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Parses "02:de:ad:be:ef:01".
+pub fn mac_bytes(text: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (i, p) in text.split(':').enumerate() {
+        out[i] = u8::from_str_radix(p, 16).expect("mac");
+    }
+    out
+}
+
+/// Sends one gratuitous ARP request from namespace `ns`: `ip` is at `mac`.
+/// Built by hand and sent on an AF_PACKET socket, as an attacker would.
+pub fn send_gratuitous_arp(ns: &str, iface: &str, ip: std::net::Ipv4Addr, mac: [u8; 6]) {
+    let iface = std::ffi::CString::new(iface).unwrap();
+    in_netns(ns, move || {
+        let mut frame = Vec::with_capacity(42);
+        frame.extend_from_slice(&[0xff; 6]); // broadcast
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&[0x08, 0x06]); // ARP
+        frame.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&ip.octets());
+        frame.extend_from_slice(&[0; 6]);
+        frame.extend_from_slice(&ip.octets());
+        send_frame(&iface, &frame);
+    })
+}
+
+fn send_frame(iface: &std::ffi::CStr, frame: &[u8]) {
+    unsafe {
+        let index = libc::if_nametoindex(iface.as_ptr());
+        assert!(index > 0, "no interface {iface:?}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(n as usize, frame.len(), "send frame: {err}");
+    }
+}
+
+/// Sends an unsolicited IPv6 neighbour advertisement (router and override flags
+/// set) from `ns`: `target` (a link-local address of that namespace) is at `mac`.
+pub fn send_neighbour_advertisement(
+    ns: &str,
+    iface: &str,
+    target: std::net::Ipv6Addr,
+    mac: [u8; 6],
+) {
+    let iface = std::ffi::CString::new(iface).unwrap();
+    in_netns(ns, move || unsafe {
+        let index = libc::if_nametoindex(iface.as_ptr());
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+        assert!(
+            fd >= 0,
+            "raw icmpv6 socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let hops: libc::c_int = 255;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_HOPS,
+            &hops as *const _ as *const libc::c_void,
+            4,
+        );
+        let mut src: libc::sockaddr_in6 = std::mem::zeroed();
+        src.sin6_family = libc::AF_INET6 as u16;
+        src.sin6_addr.s6_addr = target.octets();
+        src.sin6_scope_id = index;
+        let rc = libc::bind(
+            fd,
+            &src as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        assert_eq!(rc, 0, "bind {target}: {}", std::io::Error::last_os_error());
+        // ICMPv6 type 136, code 0, checksum (kernel fills it), flags R|O, target, option 2 (TLLA).
+        let mut na = vec![136u8, 0, 0, 0, 0xa0, 0, 0, 0];
+        na.extend_from_slice(&target.octets());
+        na.extend_from_slice(&[2, 1]);
+        na.extend_from_slice(&mac);
+        let mut dst: libc::sockaddr_in6 = std::mem::zeroed();
+        dst.sin6_family = libc::AF_INET6 as u16;
+        dst.sin6_addr.s6_addr = "ff02::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        dst.sin6_scope_id = index;
+        let n = libc::sendto(
+            fd,
+            na.as_ptr() as *const libc::c_void,
+            na.len(),
+            0,
+            &dst as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(n as usize, na.len(), "send NA: {err}");
+    })
+}
+
+/// One POST that reached the receiver.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+/// A small real HTTP/1.1 server (keep-alive, Content-Length bodies) that records
+/// every POST and answers with `status` (settable while running).
+pub struct Receiver {
+    pub port: u16,
+    state: Arc<(Mutex<Vec<Received>>, Condvar)>,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    /// Listens on 127.0.0.1 inside namespace `ns`.
+    pub fn start(ns: &str) -> Receiver {
+        let listener = in_netns(ns, || {
+            TcpListener::bind("127.0.0.1:0").expect("bind receiver")
+        });
+        let port = listener.local_addr().unwrap().port();
+        let state: Arc<(Mutex<Vec<Received>>, Condvar)> = Arc::default();
+        let status = Arc::new(Mutex::new(200u16));
+        let (st, sc) = (state.clone(), status.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (st, sc) = (st.clone(), sc.clone());
+                std::thread::spawn(move || serve(conn, st, sc));
+            }
+        });
+        Receiver {
+            port,
+            state,
+            status,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn set_status(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.state.0.lock().unwrap().clone()
+    }
+
+    /// Waits for the first alert matching `pred`; panics with everything received on timeout.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Received {
+        self.try_wait_for(timeout, pred).unwrap_or_else(|| {
+            let got: Vec<String> = self.all().iter().map(|r| r.body.to_string()).collect();
+            panic!(
+                "no {what} within {timeout:?}; received:\n{}",
+                got.join("\n")
+            )
+        })
+    }
+
+    pub fn try_wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Received> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.state;
+        let mut got = lock.lock().unwrap();
+        loop {
+            if let Some(r) = got.iter().find(|r| pred(&r.body)) {
+                return Some(r.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            got = cv.wait_timeout(got, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for an alert of `kind` whose details match `pred`.
+    pub fn wait_kind(&self, kind: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(kind, timeout, |b| b["kind"] == kind && pred(&b["details"]))
+            .body["details"]
+            .clone()
+    }
+
+    pub fn count_kind(&self, kind: &str) -> usize {
+        self.all().iter().filter(|r| r.body["kind"] == kind).count()
+    }
+}
+
+fn serve(conn: TcpStream, state: Arc<(Mutex<Vec<Received>>, Condvar)>, status: Arc<Mutex<u16>>) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let at = Instant::now();
+        let code = *status.lock().unwrap();
+        if code / 100 == 2 {
+            let body = serde_json::from_slice(&body)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+            let (lock, cv) = &*state;
+            lock.lock().unwrap().push(Received {
+                at,
+                path,
+                headers,
+                body,
+            });
+            cv.notify_all();
+        }
+        let reply = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The agent binary, running in a namespace; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn agent_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_netsentry")
+}
+
+impl Agent {
+    /// Starts `netsentry run -c config` inside namespace `ns`.
+    pub fn start(ns: &str, config: &Path, log: &Path) -> Agent {
+        Agent::start_with(
+            &["nsenter", &format!("--net=/run/netns/{ns}"), "--"],
+            config,
+            log,
+        )
+    }
+
+    /// Starts the agent behind a launcher (`nsenter ...`).
+    pub fn start_with(launcher: &[&str], config: &Path, log: &Path) -> Agent {
+        let logfile = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(launcher[0])
+            .args(&launcher[1..])
+            .arg(agent_binary())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("NETSENTRY_LOG", "netsentry=debug")
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("start netsentry");
+        Agent {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the agent did not stop within 10 s of SIGTERM; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes a config for an agent in the lab: state in the lab's directory and
+/// one webhook to `receiver`.
+pub fn write_config(lab: &Lab, receiver: &Receiver, extra: &str) -> PathBuf {
+    let path = lab.path("netsentry.toml");
+    let text = format!(
+        "[agent]\nhost_id = \"testhost\"\nstate_dir = \"{}\"\n{extra}\n[log]\njournald = \"off\"\n\n[[webhook]]\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        lab.path("state").display(),
+        receiver.url()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}

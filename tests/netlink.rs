@@ -1,0 +1,375 @@
+//! The agent against the real kernel: namespaces, a veth link, real ARP/NDP
+//! frames, the real binary and a real HTTP receiver.
+
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A lab whose host has resolved the gateway, a receiver, and a running agent
+/// that has announced itself.
+struct Running {
+    lab: Lab,
+    receiver: Receiver,
+    agent: Agent,
+}
+
+fn start(extra_config: &str) -> Option<Running> {
+    if !have_root() {
+        return None;
+    }
+    let lab = Lab::new();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, extra_config);
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let started = receiver.wait_kind("agent_started", WAIT, |_| true);
+    assert_eq!(started["watching"], json!(["eth0"]));
+    Some(Running {
+        lab,
+        receiver,
+        agent,
+    })
+}
+
+#[test]
+fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
+    let Some(r) = start("") else { return };
+    send_gratuitous_arp(
+        &r.lab.gw,
+        "eth0",
+        GW_IP.parse().unwrap(),
+        mac_bytes("02:de:ad:be:ef:01"),
+    );
+    let got = r.receiver.wait_for("gateway_mac_changed", WAIT, |b| {
+        b["kind"] == "gateway_mac_changed"
+    });
+    let a = &got.body;
+    assert_eq!(a["severity"], "critical");
+    assert_eq!(a["host"], "testhost");
+    assert_eq!(a["id"].as_str().unwrap().len(), 26);
+    assert_eq!(
+        got.headers.get("netsentry-alert-id"),
+        a["id"].as_str().map(str::to_string).as_ref()
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(a["time"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        a["details"],
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:01", "source": "netlink"})
+    );
+    assert_eq!(
+        a["summary"],
+        "default gateway 192.0.2.1 on eth0 is now at 02:de:ad:be:ef:01 (was 02:00:00:00:00:01)"
+    );
+    assert_eq!(got.path, "/hook");
+}
+
+#[test]
+fn route_replace_is_gateway_changed() {
+    let Some(r) = start("") else { return };
+    r.lab.ip(
+        &r.lab.host,
+        &["route", "replace", "default", "via", "192.0.2.2"],
+    );
+    let d = r.receiver.wait_kind("gateway_changed", WAIT, |_| true);
+    assert_eq!(d["family"], "inet");
+    assert_eq!(d["old"], json!({"ip": "192.0.2.1", "interface": "eth0"}));
+    assert_eq!(d["new"], json!({"ip": "192.0.2.2", "interface": "eth0"}));
+    r.lab.ip(&r.lab.host, &["route", "del", "default"]);
+    let d = r
+        .receiver
+        .wait_kind("gateway_changed", WAIT, |d| d["new"].is_null());
+    assert_eq!(d["old"], json!({"ip": "192.0.2.2", "interface": "eth0"}));
+}
+
+#[test]
+fn carrier_loss_and_return_is_link_down_then_up_with_duration() {
+    let Some(r) = start("") else { return };
+    r.lab.ip(&r.lab.gw, &["link", "set", "eth0", "down"]);
+    let d = r.receiver.wait_kind("link_down", WAIT, |_| true);
+    assert_eq!(d, json!({"interface": "eth0", "reason": "carrier"}));
+    std::thread::sleep(Duration::from_millis(1500));
+    r.lab.ip(&r.lab.gw, &["link", "set", "eth0", "up"]);
+    let d = r.receiver.wait_kind("link_up", WAIT, |_| true);
+    assert_eq!(d["interface"], "eth0");
+    let ms = d["down_ms"].as_i64().expect("down_ms is a number");
+    assert!((1000..6000).contains(&ms), "down_ms = {ms}");
+    // The host's own admin down is reported as such.
+    r.lab.ip(&r.lab.host, &["link", "set", "eth0", "down"]);
+    r.receiver
+        .wait_kind("link_down", WAIT, |d| d["reason"] == "admin");
+}
+
+#[test]
+fn promisc_mtu_mac_and_links_coming_and_going() {
+    let Some(r) = start("") else { return };
+    let (lab, rx) = (&r.lab, &r.receiver);
+    lab.ip(&lab.host, &["link", "set", "eth0", "promisc", "on"]);
+    rx.wait_kind("link_promisc", WAIT, |d| {
+        d["enabled"] == true && d["interface"] == "eth0"
+    });
+    lab.ip(&lab.host, &["link", "set", "eth0", "promisc", "off"]);
+    rx.wait_kind("link_promisc", WAIT, |d| d["enabled"] == false);
+    lab.ip(&lab.host, &["link", "set", "eth0", "mtu", "1400"]);
+    let d = rx.wait_kind("link_mtu_changed", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "old_mtu": 1500, "new_mtu": 1400})
+    );
+    let old_mac = lab
+        .ip(&lab.host, &["-br", "link", "show", "eth0"])
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    lab.ip(
+        &lab.host,
+        &["link", "set", "eth0", "address", "02:00:00:00:00:aa"],
+    );
+    let d = rx.wait_kind("link_mac_changed", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "old_mac": old_mac, "new_mac": "02:00:00:00:00:aa"})
+    );
+    // An ignored link (veth*) says nothing; a bridge does.
+    lab.ip(
+        &lab.host,
+        &[
+            "link", "add", "veth-t1", "type", "veth", "peer", "name", "veth-t2",
+        ],
+    );
+    lab.ip(
+        &lab.host,
+        &[
+            "link",
+            "add",
+            "testbr0",
+            "address",
+            "02:00:00:00:00:b0",
+            "type",
+            "bridge",
+        ],
+    );
+    let d = rx.wait_kind("link_added", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "testbr0", "link_kind": "bridge", "mac": "02:00:00:00:00:b0"})
+    );
+    lab.ip(&lab.host, &["link", "add", "ifb7", "type", "ifb"]);
+    rx.wait_kind("link_added", WAIT, |d| {
+        d["interface"] == "ifb7" && d["link_kind"] == "ifb"
+    });
+    lab.ip(&lab.host, &["link", "del", "testbr0"]);
+    rx.wait_kind("link_removed", WAIT, |d| d["interface"] == "testbr0");
+    lab.ip(&lab.host, &["link", "del", "veth-t1"]);
+    lab.ip(&lab.host, &["link", "del", "ifb7"]);
+    rx.wait_kind("link_removed", WAIT, |d| d["interface"] == "ifb7");
+    let all = rx.all();
+    assert!(
+        !all.iter().any(|x| x.body["details"]["interface"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("veth"))),
+        "ignored links must stay silent"
+    );
+}
+
+#[test]
+fn a_change_made_while_stopped_is_reported_at_the_next_start() {
+    let Some(mut r) = start("") else { return };
+    assert_eq!(r.agent.stop(), Some(0), "clean exit on SIGTERM");
+    let stopping = r.receiver.wait_kind("agent_stopping", WAIT, |_| true);
+    assert_eq!(stopping["reason"], "SIGTERM");
+    let baseline =
+        std::fs::read_to_string(r.lab.path("state/baseline.json")).expect("baseline written");
+    assert!(baseline.contains(GW_MAC), "{baseline}");
+
+    send_gratuitous_arp(
+        &r.lab.gw,
+        "eth0",
+        GW_IP.parse().unwrap(),
+        mac_bytes("02:de:ad:be:ef:02"),
+    );
+    // Wait until the kernel took it, then start again.
+    for _ in 0..50 {
+        if r.lab
+            .ip(&r.lab.host, &["neigh", "show", GW_IP])
+            .contains("02:de:ad:be:ef:02")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _agent = Agent::start(
+        &r.lab.host,
+        &r.lab.path("netsentry.toml"),
+        &r.lab.path("agent2.log"),
+    );
+    let started = r
+        .receiver
+        .wait_kind("agent_started", WAIT, |d| d["baseline"] == "loaded");
+    assert_eq!(started["watching"], json!(["eth0"]));
+    let d = r.receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:02", "source": "startup"})
+    );
+}
+
+#[test]
+fn a_corrupt_baseline_is_reported_and_replaced() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    std::fs::create_dir_all(lab.path("state")).unwrap();
+    std::fs::write(lab.path("state/baseline.json"), b"{\"version\": 1, \"gatew").unwrap();
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let d = receiver.wait_kind("agent_started", WAIT, |_| true);
+    assert_eq!(d["baseline"], "new");
+    assert!(
+        d["baseline_problem"]
+            .as_str()
+            .unwrap()
+            .contains("is corrupt"),
+        "{d}"
+    );
+    // Replaced by a good one.
+    let mut ok = false;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(lab.path("state/baseline.json")).unwrap_or_default();
+        if serde_json::from_str::<Value>(&text).is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "baseline.json was not replaced");
+}
+
+#[test]
+fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ip(
+        &lab.host,
+        &[
+            "-6", "route", "add", "default", "via", GW6_LL, "dev", "eth0",
+        ],
+    );
+    lab.resolve_gateway(GW_IP);
+    assert_eq!(lab.resolve_gateway(GW6_LL), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    let baseline = std::fs::read_to_string(lab.path("state/baseline.json")).unwrap_or_default();
+    assert!(baseline.contains("fe80::1"), "{baseline}");
+
+    let target: Ipv6Addr = GW6_LL.parse().unwrap();
+    send_neighbour_advertisement(&lab.gw, "eth0", target, mac_bytes("02:de:ad:be:ef:06"));
+    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["ip"] == GW6_LL);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06", "source": "netlink"})
+    );
+    lab.ip(
+        &lab.host,
+        &[
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "2001:db8:1::2",
+            "dev",
+            "eth0",
+        ],
+    );
+    let d = receiver.wait_kind("gateway_changed", WAIT, |d| d["family"] == "inet6");
+    assert_eq!(d["old"], json!({"ip": "fe80::1", "interface": "eth0"}));
+    assert_eq!(
+        d["new"],
+        json!({"ip": "2001:db8:1::2", "interface": "eth0"})
+    );
+    // The v4 side was untouched.
+    assert_eq!(receiver.count_kind("gateway_changed"), 1);
+}
+
+#[test]
+fn multipath_default_route_next_hops_are_all_followed() {
+    let Some(r) = start("") else { return };
+    let (lab, rx) = (&r.lab, &r.receiver);
+    lab.ip(&lab.gw, &["addr", "add", "192.0.2.3/24", "dev", "eth0"]);
+    lab.resolve_gateway("192.0.2.3");
+    lab.ip(
+        &lab.host,
+        &[
+            "route",
+            "replace",
+            "default",
+            "nexthop",
+            "via",
+            "192.0.2.1",
+            "nexthop",
+            "via",
+            "192.0.2.3",
+        ],
+    );
+    let d = rx.wait_kind("gateway_changed", WAIT, |_| true);
+    assert_eq!(d["new_nexthops"].as_array().map(Vec::len), Some(2), "{d}");
+    // Spoof the second next hop: it is watched like the first.
+    send_gratuitous_arp(
+        &lab.gw,
+        "eth0",
+        "192.0.2.3".parse::<Ipv4Addr>().unwrap(),
+        mac_bytes("02:de:ad:be:ef:03"),
+    );
+    let d = rx.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    assert_eq!(d["ip"], "192.0.2.3");
+    assert_eq!(d["new_mac"], "02:de:ad:be:ef:03");
+}
+
+#[test]
+fn gateway_that_stops_answering_is_unreachable() {
+    let Some(r) = start("") else { return };
+    // The gateway goes silent (its address is gone) and the host's entry fails.
+    r.lab
+        .ip(&r.lab.gw, &["addr", "del", "192.0.2.1/24", "dev", "eth0"]);
+    r.lab
+        .ip(&r.lab.host, &["neigh", "del", GW_IP, "dev", "eth0"]);
+    let _ = std::panic::catch_unwind(|| r.lab.resolve_gateway(GW_IP));
+    let d = r
+        .receiver
+        .wait_kind("gateway_unreachable", Duration::from_secs(15), |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.1", "state": "failed"})
+    );
+}
+
+#[test]
+fn a_flapping_link_is_coalesced() {
+    let Some(r) = start("coalesce_burst = 2\ncoalesce_window = \"3s\"") else {
+        return;
+    };
+    for _ in 0..6 {
+        r.lab.ip(&r.lab.host, &["link", "set", "eth0", "down"]);
+        r.lab.ip(&r.lab.host, &["link", "set", "eth0", "up"]);
+    }
+    let d = r
+        .receiver
+        .wait_kind("alerts_suppressed", WAIT, |d| d["kind"] == "link_down");
+    assert_eq!(d["count"], 4, "6 downs, 2 let through: {d}");
+    assert_eq!(d["window_s"], 3.0);
+    assert_eq!(r.receiver.count_kind("link_down"), 2);
+}
