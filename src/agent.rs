@@ -185,9 +185,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(1024);
     let reconcile = config.agent.reconcile_interval.0;
+    let receive_buffer = config.agent.netlink_receive_buffer;
     std::thread::Builder::new()
         .name("netlink".into())
-        .spawn(move || netlink::run(tx, reconcile))?;
+        .spawn(move || netlink::run(tx, reconcile, receive_buffer))?;
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -219,8 +220,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 Some(SourceEvent::Resynced { reason, view }) => {
                     let first = !detector.is_ready();
-                    if !first {
-                        tracing::info!("netlink: full dump after {reason}; reconciling");
+                    match reason {
+                        "start" => {}
+                        "overrun" => tracing::warn!("netlink: the kernel dropped events (receive buffer overrun); full dump after overrun, reconciling"),
+                        _ => tracing::debug!("netlink: full dump after {reason}; reconciling"),
                     }
                     let findings = detector.observe(Observation::Snapshot(view), Utc::now());
                     if first {

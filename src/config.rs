@@ -38,6 +38,10 @@ pub struct AgentConfig {
     pub heartbeat_interval: Interval,
     /// Full netlink dump and reconcile this often, besides after lost events.
     pub reconcile_interval: Interval,
+    /// Bytes of kernel buffer for netlink events. A burst larger than this makes
+    /// the kernel drop events; the agent then re-dumps everything (and a change
+    /// that came and went inside the burst can be missed).
+    pub netlink_receive_buffer: usize,
     /// Identical alerts (same kind and details) allowed per `coalesce_window` before
     /// they are counted and summarised in one `alerts_suppressed`.
     pub coalesce_burst: u32,
@@ -56,6 +60,7 @@ impl Default for AgentConfig {
                 .collect(),
             heartbeat_interval: Interval(Duration::ZERO),
             reconcile_interval: Interval(Duration::from_secs(300)),
+            netlink_receive_buffer: 8 << 20,
             coalesce_burst: 3,
             coalesce_window: Interval(Duration::from_secs(60)),
         }
@@ -397,6 +402,13 @@ impl Config {
                         .into(),
             });
         }
+        if config.agent.netlink_receive_buffer < 4096 {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("netlink_receive_buffer"),
+                message: "netlink_receive_buffer must be at least 4096 (bytes)".into(),
+            });
+        }
         for hook in &config.webhooks {
             if hook.timeout.0.is_zero() || hook.queue_size == 0 {
                 return Err(ConfigError {
@@ -560,6 +572,10 @@ format = "alertmanager"
             (
                 "[agent]\ncoalesce_burst = 0\n",
                 "f:2:1: coalesce_burst must be at least 1",
+            ),
+            (
+                "[agent]\nnetlink_receive_buffer = 100\n",
+                "f:2:1: netlink_receive_buffer must be at least 4096",
             ),
             (
                 "[log]\njournald = \"maybe\"\n",

@@ -495,18 +495,17 @@ impl NetDetector {
         let Some(mac) = entry.mac.clone() else { return };
         match self.baseline.gateway_mac(family, &interface, &ip) {
             Some(known) if *known == mac => return,
-            Some(known) => {
-                if !quiet {
-                    out.push(Finding::new(
-                        Kind::GatewayMacChanged,
-                        now,
-                        format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
-                        json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
-                               "new_mac": mac.to_string(), "source": source}),
-                    ));
-                }
+            Some(known) if !quiet => {
+                out.push(Finding::new(
+                    Kind::GatewayMacChanged,
+                    now,
+                    format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
+                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
+                           "new_mac": mac.to_string(), "source": source}),
+                ));
             }
-            None => {}
+            // First sight of this gateway (or a quiet first start): learn it.
+            _ => {}
         }
         self.baseline
             .set_gateway_mac(family, &interface, ip, mac, now);

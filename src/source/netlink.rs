@@ -37,10 +37,9 @@ const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-/// Receive buffer asked for on the event socket: a burst of ~100k neighbour
-/// updates fits before the kernel has to drop (and we have to re-dump).
-const EVENT_RCVBUF: usize = 8 << 20;
 const RECV_BUFFER: usize = 256 << 10;
+/// Observations handed to the agent at once.
+const MAX_BATCH: usize = 4096;
 
 /// What the source sends to the agent.
 #[derive(Debug)]
@@ -63,7 +62,7 @@ pub struct ParseStats {
 }
 
 /// Opens the event socket: subscribed to every group the detectors need.
-pub fn open_event_socket() -> io::Result<Socket> {
+pub fn open_event_socket(receive_buffer: usize) -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     let groups = RTMGRP_LINK
         | RTMGRP_NEIGH
@@ -72,15 +71,15 @@ pub fn open_event_socket() -> io::Result<Socket> {
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV6_IFADDR;
     socket.bind(&SocketAddr::new(0, groups))?;
-    enlarge_receive_buffer(&socket, EVENT_RCVBUF);
+    set_receive_buffer(&socket, receive_buffer);
     Ok(socket)
 }
 
 /// SO_RCVBUFFORCE (root/CAP_NET_ADMIN) goes past `net.core.rmem_max`; without it,
 /// SO_RCVBUF gets as much as the system allows. Lost events are recovered by a
 /// re-dump either way, so this only makes that rarer.
-fn enlarge_receive_buffer(socket: &Socket, bytes: usize) {
-    let value = bytes as libc::c_int;
+fn set_receive_buffer(socket: &Socket, bytes: usize) {
+    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
     let set = |opt| unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -443,8 +442,8 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
 /// Runs the source on the calling thread until the receiver goes away: a dump,
 /// then events, a re-dump after lost events and every `reconcile` interval.
 /// Blocks in `poll` between events; there is no polling loop.
-pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
-    let socket = match open_event_socket() {
+pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, receive_buffer: usize) {
+    let socket = match open_event_socket(receive_buffer) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.blocking_send(SourceEvent::Failed(format!(
@@ -496,27 +495,41 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration) {
             next_reconcile = Instant::now() + reconcile;
             continue;
         }
-        buf.clear();
-        match socket.recv(&mut buf, 0) {
-            Ok(_) => {
-                let obs = parse_events(&buf, &mut stats);
-                if !obs.is_empty() && tx.blocking_send(SourceEvent::Observations(obs)).is_err() {
+        // Drain what is queued and hand it over as one batch: one channel
+        // message per burst instead of per event.
+        let mut batch = Vec::new();
+        let mut overrun = false;
+        loop {
+            buf.clear();
+            match socket.recv(&mut buf, libc::MSG_DONTWAIT) {
+                Ok(_) => {
+                    batch.extend(parse_events(&buf, &mut stats));
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overrun = true;
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .blocking_send(SourceEvent::Failed(format!("netlink receive failed: {e}")));
                     return;
                 }
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // The kernel dropped events: our picture is no longer exact.
-                if !resync("overrun") {
-                    return;
-                }
-                next_reconcile = Instant::now() + reconcile;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ =
-                    tx.blocking_send(SourceEvent::Failed(format!("netlink receive failed: {e}")));
+        }
+        if !batch.is_empty() && tx.blocking_send(SourceEvent::Observations(batch)).is_err() {
+            return;
+        }
+        if overrun {
+            // The kernel dropped events: our picture is no longer exact.
+            if !resync("overrun") {
                 return;
             }
+            next_reconcile = Instant::now() + reconcile;
         }
     }
 }

@@ -159,6 +159,30 @@ impl Lab {
             ],
         );
         run("ip", &["-n", host, "route", "add", "default", "via", GW_IP]);
+        // The gateway never has to ARP for the host, so only the frames a test
+        // sends change what the host believes about the gateway.
+        let host_mac = run("ip", &["-n", host, "-br", "link", "show", "eth0"]);
+        let host_mac = host_mac
+            .split_whitespace()
+            .nth(2)
+            .expect("host mac")
+            .to_string();
+        run(
+            "ip",
+            &[
+                "-n",
+                gw,
+                "neigh",
+                "replace",
+                "192.0.2.10",
+                "lladdr",
+                &host_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        );
         lab
     }
 

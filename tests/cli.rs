@@ -1,0 +1,150 @@
+//! The command line as a user meets it: exit codes and messages.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn netsentry(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(agent_binary())
+        .args(args)
+        .output()
+        .expect("run netsentry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(
+        &path,
+        "[agent]\nhost_id = \"web1\"\nheartbeat_interval = \"90s\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("host_id = \"web1\""), "{out}");
+    assert!(out.contains("heartbeat_interval = \"1m30s\""), "{out}");
+    assert!(
+        out.contains("state_dir = \"/var/lib/netsentry\""),
+        "defaults are shown: {out}"
+    );
+}
+
+#[test]
+fn check_config_points_at_the_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[agent]\nhost_id = \"web1\"\nheartbeat = \"5m\"\n").unwrap();
+    let (code, out, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    let expected = format!("{}:3:1: unknown field `heartbeat`", path.display());
+    assert!(err.starts_with(&expected), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn unusable_input_is_exit_2_with_one_line() {
+    let (code, _, err) = netsentry(&["check-config", "-c", "/nonexistent/netsentry.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("/nonexistent/netsentry.toml: cannot read the configuration"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[webhook]]\nurl = \"ftp://example.net/\"\n").unwrap();
+    let (code, _, err) = netsentry(&["run", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":2:7: url \"ftp://example.net/\" must start with https://"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_config_checks() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/netsentry.toml");
+    let (code, _, err) = netsentry(&["check-config", "-c", path]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in ["run", "check-config", "status"] {
+        let (code, out, _) = netsentry(&[verb, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("--config"), "{verb}: {out}");
+    }
+}
+
+#[test]
+fn status_shows_routes_gateways_links_and_baseline() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    let ns = format!("--net=/run/netns/{}", lab.host);
+    let status = |json: bool| {
+        let mut args = vec![
+            ns.as_str(),
+            "--",
+            agent_binary(),
+            "status",
+            "-c",
+            config.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new("nsenter").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let s: Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(
+        s["default_routes"][0]["nexthops"][0]["gateway"],
+        "192.0.2.1"
+    );
+    assert_eq!(s["gateways"][0]["mac"], GW_MAC);
+    assert_eq!(s["gateways"][0]["state"], "reachable");
+    let eth0 = s["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "eth0")
+        .unwrap();
+    assert_eq!(eth0["watched"], true);
+    assert_eq!(eth0["mtu"], 1500);
+    assert!(s["baseline"].is_null());
+    let text = status(false);
+    assert!(
+        text.contains("192.0.2.1") && text.contains("not in baseline"),
+        "{text}"
+    );
+
+    // After the agent ran once, the baseline is shown.
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", std::time::Duration::from_secs(10), |_| {
+        true
+    });
+    agent.stop();
+    let s: Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(s["baseline"]["gateways"][0]["mac"], GW_MAC);
+    assert_eq!(s["gateways"][0]["baseline_mac"], GW_MAC);
+}
