@@ -385,7 +385,7 @@ impl Config {
                 message: tidy_message(e.message()),
             }
         })?;
-        let position_of = |needle: &str| text.find(needle).map(|at| line_col(text, at));
+        let position_of = |key: &str| key_position(text, key);
         if config.agent.coalesce_burst == 0 {
             return Err(ConfigError {
                 file: file.to_string(),
@@ -458,6 +458,30 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// Where `key` is assigned (`key = ...` at the start of a line), or where the
+/// text first mentions it outside comments. Used for checks that span values.
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    let mut mention = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(line_col(text, offset + indent));
+        }
+        if mention.is_none()
+            && !trimmed.starts_with('#')
+            && let Some(at) = line.find(key)
+        {
+            mention = Some(line_col(text, offset + at));
+        }
+        offset += line.len();
+    }
+    mention
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -572,6 +596,10 @@ format = "alertmanager"
             (
                 "[agent]\ncoalesce_burst = 0\n",
                 "f:2:1: coalesce_burst must be at least 1",
+            ),
+            (
+                "# coalesce_burst is explained here\n[agent]\n  coalesce_burst = 0\n",
+                "f:3:3: coalesce_burst must be at least 1",
             ),
             (
                 "[agent]\nnetlink_receive_buffer = 100\n",

@@ -148,3 +148,28 @@ fn status_shows_routes_gateways_links_and_baseline() {
     assert_eq!(s["baseline"]["gateways"][0]["mac"], GW_MAC);
     assert_eq!(s["gateways"][0]["baseline_mac"], GW_MAC);
 }
+
+#[test]
+fn a_world_readable_webhook_secret_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook.key");
+    std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[log]\njournald = \"off\"\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = netsentry(&["run", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("is readable by everyone: run `chmod 600"),
+        "{err}"
+    );
+}
