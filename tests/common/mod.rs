@@ -376,6 +376,8 @@ pub struct Received {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Value,
+    /// The body exactly as it arrived.
+    pub raw: Vec<u8>,
 }
 
 /// A small real HTTP/1.1 server (keep-alive, Content-Length bodies) that records
@@ -507,14 +509,16 @@ fn serve(conn: TcpStream, state: Arc<(Mutex<Vec<Received>>, Condvar)>, status: A
         let at = Instant::now();
         let code = *status.lock().unwrap();
         if code / 100 == 2 {
-            let body = serde_json::from_slice(&body)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+            let raw = body;
+            let body = serde_json::from_slice(&raw)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&raw).into_owned()));
             let (lock, cv) = &*state;
             lock.lock().unwrap().push(Received {
                 at,
                 path,
                 headers,
                 body,
+                raw,
             });
             cv.notify_all();
         }
