@@ -41,15 +41,11 @@ fn status_kib(pid: i32, field: &str) -> u64 {
 }
 
 fn running_agent(extra: &str) -> Option<(Lab, Receiver, Agent)> {
-    if !have_root() {
-        return None;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, extra);
-    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
-    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    let Running {
+        lab,
+        receiver,
+        agent,
+    } = start_agent(extra)?;
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{}/comm", agent.pid()))
             .unwrap()
@@ -126,26 +122,7 @@ fn bench_neighbour_churn() {
     let Some((lab, receiver, agent)) = running_agent("") else {
         return;
     };
-    let batch = lab.path("burst.batch");
-    let mut text = String::with_capacity(8 << 20);
-    const UPDATES: usize = 100_000;
-    for n in 0..UPDATES {
-        if n == UPDATES / 2 {
-            text.push_str(&format!(
-                "neigh replace {GW_IP} lladdr 02:de:ad:be:ef:99 dev eth0 nud reachable\n"
-            ));
-        }
-        let (round, i) = (n / 1000, n % 1000);
-        text.push_str(&format!(
-            "neigh replace 198.18.{}.{} lladdr 02:00:00:{:02x}:{:02x}:{:02x} dev eth0 nud permanent\n",
-            i / 250,
-            i % 250 + 1,
-            round,
-            i / 256,
-            i % 256
-        ));
-    }
-    std::fs::write(&batch, text).unwrap();
+    let batch = write_burst(&lab, "02:de:ad:be:ef:99");
     let pid = agent.pid();
     let cpu0 = cpu_ns(pid);
     let t0 = Instant::now();
@@ -159,12 +136,12 @@ fn bench_neighbour_churn() {
     let cpu = cpu_ns(pid) - cpu0;
     let log = agent.log_text();
     println!(
-        "BENCH churn {UPDATES} neighbour updates: burst={:.2} s ({:.0}/s) reported_at={:.2} s after start agent_cpu={:.2} s ({:.2} us/update) overrun_redumps={} peak_rss={} KiB",
+        "BENCH churn {BURST_UPDATES} neighbour updates: burst={:.2} s ({:.0}/s) reported_at={:.2} s after start agent_cpu={:.2} s ({:.2} us/update) overrun_redumps={} peak_rss={} KiB",
         burst.as_secs_f64(),
-        UPDATES as f64 / burst.as_secs_f64(),
+        BURST_UPDATES as f64 / burst.as_secs_f64(),
         got.at.duration_since(t0).as_secs_f64(),
         cpu as f64 / 1e9,
-        cpu as f64 / 1e3 / UPDATES as f64,
+        cpu as f64 / 1e3 / BURST_UPDATES as f64,
         log.matches("full dump after overrun").count(),
         status_kib(pid, "VmHWM:")
     );

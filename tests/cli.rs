@@ -88,13 +88,9 @@ fn every_verb_has_help() {
 
 #[test]
 fn status_shows_routes_gateways_links_and_baseline() {
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, "");
+    };
     let ns = format!("--net=/run/netns/{}", lab.host);
     let status = |json: bool| {
         let mut args = vec![

@@ -11,35 +11,9 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A lab whose host has resolved the gateway, a receiver, and a running agent
-/// that has announced itself.
-struct Running {
-    lab: Lab,
-    receiver: Receiver,
-    agent: Agent,
-}
-
-fn start(extra_config: &str) -> Option<Running> {
-    if !have_root() {
-        return None;
-    }
-    let lab = Lab::new();
-    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, extra_config);
-    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
-    let started = receiver.wait_kind("agent_started", WAIT, |_| true);
-    assert_eq!(started["watching"], json!(["eth0"]));
-    Some(Running {
-        lab,
-        receiver,
-        agent,
-    })
-}
-
 #[test]
 fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
-    let Some(r) = start("") else { return };
+    let Some(r) = start_agent("") else { return };
     send_gratuitous_arp(
         &r.lab.gw,
         "eth0",
@@ -71,16 +45,13 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
 
 #[test]
 fn route_replace_is_gateway_changed() {
-    let Some(r) = start("") else { return };
-    r.lab.ip(
-        &r.lab.host,
-        &["route", "replace", "default", "via", "192.0.2.2"],
-    );
+    let Some(r) = start_agent("") else { return };
+    ip(&r.lab.host, "route replace default via 192.0.2.2");
     let d = r.receiver.wait_kind("gateway_changed", WAIT, |_| true);
     assert_eq!(d["family"], "inet");
     assert_eq!(d["old"], json!({"ip": "192.0.2.1", "interface": "eth0"}));
     assert_eq!(d["new"], json!({"ip": "192.0.2.2", "interface": "eth0"}));
-    r.lab.ip(&r.lab.host, &["route", "del", "default"]);
+    ip(&r.lab.host, "route del default");
     let d = r
         .receiver
         .wait_kind("gateway_changed", WAIT, |d| d["new"].is_null());
@@ -89,85 +60,68 @@ fn route_replace_is_gateway_changed() {
 
 #[test]
 fn carrier_loss_and_return_is_link_down_then_up_with_duration() {
-    let Some(r) = start("") else { return };
-    r.lab.ip(&r.lab.gw, &["link", "set", "eth0", "down"]);
+    let Some(r) = start_agent("") else { return };
+    ip(&r.lab.gw, "link set eth0 down");
     let d = r.receiver.wait_kind("link_down", WAIT, |_| true);
     assert_eq!(d, json!({"interface": "eth0", "reason": "carrier"}));
     std::thread::sleep(Duration::from_millis(1500));
-    r.lab.ip(&r.lab.gw, &["link", "set", "eth0", "up"]);
+    ip(&r.lab.gw, "link set eth0 up");
     let d = r.receiver.wait_kind("link_up", WAIT, |_| true);
     assert_eq!(d["interface"], "eth0");
     let ms = d["down_ms"].as_i64().expect("down_ms is a number");
     assert!((1000..6000).contains(&ms), "down_ms = {ms}");
     // The host's own admin down is reported as such.
-    r.lab.ip(&r.lab.host, &["link", "set", "eth0", "down"]);
+    ip(&r.lab.host, "link set eth0 down");
     r.receiver
         .wait_kind("link_down", WAIT, |d| d["reason"] == "admin");
 }
 
 #[test]
 fn promisc_mtu_mac_and_links_coming_and_going() {
-    let Some(r) = start("") else { return };
+    let Some(r) = start_agent("") else { return };
     let (lab, rx) = (&r.lab, &r.receiver);
-    lab.ip(&lab.host, &["link", "set", "eth0", "promisc", "on"]);
+    ip(&lab.host, "link set eth0 promisc on");
     rx.wait_kind("link_promisc", WAIT, |d| {
         d["enabled"] == true && d["interface"] == "eth0"
     });
-    lab.ip(&lab.host, &["link", "set", "eth0", "promisc", "off"]);
+    ip(&lab.host, "link set eth0 promisc off");
     rx.wait_kind("link_promisc", WAIT, |d| d["enabled"] == false);
-    lab.ip(&lab.host, &["link", "set", "eth0", "mtu", "1400"]);
+    ip(&lab.host, "link set eth0 mtu 1400");
     let d = rx.wait_kind("link_mtu_changed", WAIT, |_| true);
     assert_eq!(
         d,
         json!({"interface": "eth0", "old_mtu": 1500, "new_mtu": 1400})
     );
-    let old_mac = lab
-        .ip(&lab.host, &["-br", "link", "show", "eth0"])
+    let old_mac = ip(&lab.host, "-br link show eth0")
         .split_whitespace()
         .nth(2)
         .unwrap()
         .to_string();
-    lab.ip(
-        &lab.host,
-        &["link", "set", "eth0", "address", "02:00:00:00:00:aa"],
-    );
+    ip(&lab.host, "link set eth0 address 02:00:00:00:00:aa");
     let d = rx.wait_kind("link_mac_changed", WAIT, |_| true);
     assert_eq!(
         d,
         json!({"interface": "eth0", "old_mac": old_mac, "new_mac": "02:00:00:00:00:aa"})
     );
     // An ignored link (veth*) says nothing; a bridge does.
-    lab.ip(
+    ip(&lab.host, "link add veth-t1 type veth peer name veth-t2");
+    ip(
         &lab.host,
-        &[
-            "link", "add", "veth-t1", "type", "veth", "peer", "name", "veth-t2",
-        ],
-    );
-    lab.ip(
-        &lab.host,
-        &[
-            "link",
-            "add",
-            "testbr0",
-            "address",
-            "02:00:00:00:00:b0",
-            "type",
-            "bridge",
-        ],
+        "link add testbr0 address 02:00:00:00:00:b0 type bridge",
     );
     let d = rx.wait_kind("link_added", WAIT, |_| true);
     assert_eq!(
         d,
         json!({"interface": "testbr0", "link_kind": "bridge", "mac": "02:00:00:00:00:b0"})
     );
-    lab.ip(&lab.host, &["link", "add", "ifb7", "type", "ifb"]);
+    ip(&lab.host, "link add ifb7 type ifb");
     rx.wait_kind("link_added", WAIT, |d| {
         d["interface"] == "ifb7" && d["link_kind"] == "ifb"
     });
-    lab.ip(&lab.host, &["link", "del", "testbr0"]);
+    ip(&lab.host, "link del testbr0");
     rx.wait_kind("link_removed", WAIT, |d| d["interface"] == "testbr0");
-    lab.ip(&lab.host, &["link", "del", "veth-t1"]);
-    lab.ip(&lab.host, &["link", "del", "ifb7"]);
+    ip(&lab.host, "link del veth-t1");
+    ip(&lab.host, "link del ifb7");
     rx.wait_kind("link_removed", WAIT, |d| d["interface"] == "ifb7");
     let all = rx.all();
     assert!(
@@ -180,7 +134,7 @@ fn promisc_mtu_mac_and_links_coming_and_going() {
 
 #[test]
 fn a_change_made_while_stopped_is_reported_at_the_next_start() {
-    let Some(mut r) = start("") else { return };
+    let Some(mut r) = start_agent("") else { return };
     assert_eq!(r.agent.stop(), Some(0), "clean exit on SIGTERM");
     let stopping = r.receiver.wait_kind("agent_stopping", WAIT, |_| true);
     assert_eq!(stopping["reason"], "SIGTERM");
@@ -222,13 +176,9 @@ fn a_change_made_while_stopped_is_reported_at_the_next_start() {
 
 #[test]
 fn a_corrupt_baseline_is_reported_and_replaced() {
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, "");
+    };
     std::fs::create_dir_all(lab.path("state")).unwrap();
     std::fs::write(lab.path("state/baseline.json"), b"{\"version\": 1, \"gatew").unwrap();
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
@@ -282,18 +232,9 @@ fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
         d,
         json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06", "source": "netlink"})
     );
-    lab.ip(
+    ip(
         &lab.host,
-        &[
-            "-6",
-            "route",
-            "replace",
-            "default",
-            "via",
-            "2001:db8:1::2",
-            "dev",
-            "eth0",
-        ],
+        "-6 route replace default via 2001:db8:1::2 dev eth0",
     );
     let d = receiver.wait_kind("gateway_changed", WAIT, |d| d["family"] == "inet6");
     assert_eq!(d["old"], json!({"ip": "fe80::1", "interface": "eth0"}));
@@ -307,23 +248,13 @@ fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
 
 #[test]
 fn multipath_default_route_next_hops_are_all_followed() {
-    let Some(r) = start("") else { return };
+    let Some(r) = start_agent("") else { return };
     let (lab, rx) = (&r.lab, &r.receiver);
-    lab.ip(&lab.gw, &["addr", "add", "192.0.2.3/24", "dev", "eth0"]);
+    ip(&lab.gw, "addr add 192.0.2.3/24 dev eth0");
     lab.resolve_gateway("192.0.2.3");
-    lab.ip(
+    ip(
         &lab.host,
-        &[
-            "route",
-            "replace",
-            "default",
-            "nexthop",
-            "via",
-            "192.0.2.1",
-            "nexthop",
-            "via",
-            "192.0.2.3",
-        ],
+        "route replace default nexthop via 192.0.2.1 nexthop via 192.0.2.3",
     );
     let d = rx.wait_kind("gateway_changed", WAIT, |_| true);
     assert_eq!(d["new_nexthops"].as_array().map(Vec::len), Some(2), "{d}");
@@ -341,10 +272,9 @@ fn multipath_default_route_next_hops_are_all_followed() {
 
 #[test]
 fn gateway_that_stops_answering_is_unreachable() {
-    let Some(r) = start("") else { return };
+    let Some(r) = start_agent("") else { return };
     // The gateway goes silent (its address is gone) and the host's entry fails.
-    r.lab
-        .ip(&r.lab.gw, &["addr", "del", "192.0.2.1/24", "dev", "eth0"]);
+    ip(&r.lab.gw, "addr del 192.0.2.1/24 dev eth0");
     r.lab
         .ip(&r.lab.host, &["neigh", "del", GW_IP, "dev", "eth0"]);
     let _ = std::panic::catch_unwind(|| r.lab.resolve_gateway(GW_IP));
@@ -359,12 +289,12 @@ fn gateway_that_stops_answering_is_unreachable() {
 
 #[test]
 fn a_flapping_link_is_coalesced() {
-    let Some(r) = start("coalesce_burst = 2\ncoalesce_window = \"3s\"") else {
+    let Some(r) = start_agent("coalesce_burst = 2\ncoalesce_window = \"3s\"") else {
         return;
     };
     for _ in 0..6 {
-        r.lab.ip(&r.lab.host, &["link", "set", "eth0", "down"]);
-        r.lab.ip(&r.lab.host, &["link", "set", "eth0", "up"]);
+        ip(&r.lab.host, "link set eth0 down");
+        ip(&r.lab.host, "link set eth0 up");
     }
     let d = r
         .receiver

@@ -78,13 +78,9 @@ fn a_permanent_rejection_is_not_retried_forever() {
 
 #[test]
 fn a_dead_receiver_does_not_delay_a_healthy_one() {
-    if !have_root() {
+    let Some((lab, healthy, config)) = prepare("") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let healthy = Receiver::start(&lab.host);
-    let config = write_config(&lab, &healthy, "");
+    };
     // A second receiver that never answers: connections to a closed port are
     // refused, and this one accepts but never replies.
     let silent = in_netns(&lab.host, || {
@@ -112,13 +108,9 @@ fn a_dead_receiver_does_not_delay_a_healthy_one() {
 #[test]
 fn signed_deliveries_carry_standard_webhooks_headers() {
     use std::os::unix::fs::PermissionsExt;
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, "");
+    };
     let secret = lab.path("webhook.key");
     std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -44,6 +44,13 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ip -n NS <words>`: the command as one string, split at whitespace.
+pub fn ip(ns: &str, command: &str) -> String {
+    let mut args = vec!["-n", ns];
+    args.extend(command.split_whitespace());
+    run("ip", &args)
+}
+
 /// Runs `f` on a thread that has entered network namespace `ns`. Sockets created
 /// there stay in that namespace wherever they are used afterwards.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -83,11 +90,11 @@ impl Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             extra_ns: Vec::new(),
         };
-        for ns in [&lab.gw, &lab.host] {
-            run("ip", &["netns", "add", ns]);
-            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
         let (gw, host) = (lab.gw.as_str(), lab.host.as_str());
+        for ns in [gw, host] {
+            run("ip", &["netns", "add", ns]);
+            ip(ns, "link set lo up");
+        }
         run(
             "ip",
             &[
@@ -95,8 +102,8 @@ impl Lab {
                 gw,
             ],
         );
-        run("ip", &["-n", gw, "link", "set", "eth0", "address", GW_MAC]);
-        // No router solicitations or DAD delays in the way of the tests.
+        ip(gw, &format!("link set eth0 address {GW_MAC}"));
+        // No duplicate address detection delays in the way of the tests.
         for ns in [gw, host] {
             run(
                 "ip",
@@ -109,79 +116,25 @@ impl Lab {
                     "net.ipv6.conf.eth0.accept_dad=0",
                 ],
             );
-            run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+            ip(ns, "link set eth0 up");
         }
-        run(
-            "ip",
-            &["-n", gw, "addr", "add", "192.0.2.1/24", "dev", "eth0"],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                gw,
-                "addr",
-                "add",
-                "2001:db8:1::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                gw,
-                "addr",
-                "add",
-                "fe80::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        );
-        run(
-            "ip",
-            &["-n", host, "addr", "add", "192.0.2.10/24", "dev", "eth0"],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                host,
-                "addr",
-                "add",
-                "2001:db8:1::10/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        );
-        run("ip", &["-n", host, "route", "add", "default", "via", GW_IP]);
+        ip(gw, "addr add 192.0.2.1/24 dev eth0");
+        ip(gw, "addr add 2001:db8:1::1/64 dev eth0 nodad");
+        ip(gw, "addr add fe80::1/64 dev eth0 nodad");
+        ip(host, "addr add 192.0.2.10/24 dev eth0");
+        ip(host, "addr add 2001:db8:1::10/64 dev eth0 nodad");
+        ip(host, &format!("route add default via {GW_IP}"));
         // The gateway never has to ARP for the host, so only the frames a test
         // sends change what the host believes about the gateway.
-        let host_mac = run("ip", &["-n", host, "-br", "link", "show", "eth0"]);
+        let host_mac = ip(host, "-br link show eth0");
         let host_mac = host_mac
             .split_whitespace()
             .nth(2)
             .expect("host mac")
             .to_string();
-        run(
-            "ip",
-            &[
-                "-n",
-                gw,
-                "neigh",
-                "replace",
-                "192.0.2.10",
-                "lladdr",
-                &host_mac,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ],
+        ip(
+            gw,
+            &format!("neigh replace 192.0.2.10 lladdr {host_mac} dev eth0 nud permanent"),
         );
         lab
     }
@@ -610,6 +563,68 @@ impl Drop for Agent {
             let _ = child.wait();
         }
     }
+}
+
+/// A lab whose host has resolved the gateway, a receiver on the host's loopback,
+/// and a running agent that has announced itself.
+pub struct Running {
+    pub lab: Lab,
+    pub receiver: Receiver,
+    pub agent: Agent,
+}
+
+/// A lab whose host has resolved the gateway, a receiver, and the agent's
+/// config file (not started yet); `None` (test skipped) without root.
+pub fn prepare(extra_agent_config: &str) -> Option<(Lab, Receiver, PathBuf)> {
+    if !have_root() {
+        return None;
+    }
+    let lab = Lab::new();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, extra_agent_config);
+    Some((lab, receiver, config))
+}
+
+/// Sets up a [`Running`] lab; `None` (test skipped) without root.
+/// `extra_agent_config` goes into the `[agent]` section.
+pub fn start_agent(extra_agent_config: &str) -> Option<Running> {
+    let (lab, receiver, config) = prepare(extra_agent_config)?;
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    Some(Running {
+        lab,
+        receiver,
+        agent,
+    })
+}
+
+/// Number of neighbour updates in a burst file.
+pub const BURST_UPDATES: usize = 100_000;
+
+/// Writes an `ip -batch` file: 1,000 permanent entries in 198.18.0.0/15 rewritten
+/// 100 times (permanent entries are exempt from the neighbour table's gc limits),
+/// with the gateway moved to `spoof_mac` halfway through.
+pub fn write_burst(lab: &Lab, spoof_mac: &str) -> PathBuf {
+    let mut text = String::with_capacity(8 << 20);
+    for n in 0..BURST_UPDATES {
+        if n == BURST_UPDATES / 2 {
+            text.push_str(&format!(
+                "neigh replace {GW_IP} lladdr {spoof_mac} dev eth0 nud reachable\n"
+            ));
+        }
+        let (round, i) = (n / 1000, n % 1000);
+        text.push_str(&format!(
+            "neigh replace 198.18.{}.{} lladdr 02:00:00:{round:02x}:{:02x}:{:02x} dev eth0 nud permanent\n",
+            i / 250,
+            i % 250 + 1,
+            i / 256,
+            i % 256
+        ));
+    }
+    let path = lab.path("burst.batch");
+    std::fs::write(&path, text).expect("write burst");
+    path
 }
 
 /// Writes a config for an agent in the lab: state in the lab's directory and
