@@ -203,6 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     heartbeat.tick().await;
     let started = tokio::time::Instant::now();
     let mut failure = None;
+    let mut reported_counters = detector.counters().clone();
 
     let reason = loop {
         let coalesce_wait = out
@@ -258,6 +259,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             && let Err(e) = baseline::save(&state_dir, detector.baseline())
         {
             tracing::error!("{e}");
+        }
+        // Said at the first drop, then each time the count doubles: no log flood.
+        let counters = detector.counters();
+        let grew = |now: u64, said: u64| now > 0 && now >= said.saturating_mul(2).max(1);
+        if grew(
+            counters.neighbours_dropped,
+            reported_counters.neighbours_dropped,
+        ) || grew(counters.links_dropped, reported_counters.links_dropped)
+        {
+            tracing::warn!(
+                neighbours_dropped = counters.neighbours_dropped,
+                links_dropped = counters.links_dropped,
+                "tables full: neighbour entries beyond {} (gateways always kept) or links beyond {} are not tracked",
+                crate::detect::net::MAX_NEIGHBOURS,
+                crate::baseline::MAX_LINKS
+            );
+            reported_counters = counters.clone();
         }
     };
 
