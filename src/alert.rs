@@ -66,6 +66,16 @@ kinds! {
     LinkMacChanged => "link_mac_changed", Warning;
     LinkPromisc => "link_promisc", Warning;
     LinkMtuChanged => "link_mtu_changed", Info;
+    ArpNewStation => "arp_new_station", Info;
+    ArpMacChanged => "arp_mac_changed", Warning;
+    ArpFlipFlop => "arp_flip_flop", Warning;
+    ArpReusedMac => "arp_reused_mac", Warning;
+    ArpEthernetMismatch => "arp_ethernet_mismatch", Warning;
+    ArpBogon => "arp_bogon", Info;
+    ArpBadMac => "arp_bad_mac", Warning;
+    ArpGatewayConflict => "arp_gateway_conflict", Critical;
+    ArpStorm => "arp_storm", Warning;
+    NdpRouterNew => "ndp_router_new", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
 }
 

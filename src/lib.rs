@@ -13,3 +13,4 @@ pub mod kernel;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod wire;

@@ -1,5 +1,7 @@
 //! Pure detectors: observations and time in, findings out. No I/O here.
 
+pub mod arp;
 pub mod coalesce;
 pub mod lifecycle;
 pub mod net;
+pub mod stations;

@@ -1,0 +1,602 @@
+//! ARP and IPv6 neighbour-discovery detector: a frame and its time in, findings out.
+//!
+//! Live capture and `netsentry replay` both feed this, so they report the same
+//! things for the same frames. The station checks follow arpwatch (new station,
+//! changed, flip-flop, reused, ethernet mismatch, bogon, bad MAC); the gateway
+//! checks are what a server needs: who claims to be our gateway, and how many do.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::alert::{Finding, Kind};
+use crate::detect::stations::{Sighting, StationTable};
+use crate::kernel::Mac;
+use crate::wire::{self, ArpFrame, Frame, FrameError, NdpFrame, NdpMessage};
+
+/// Distinct senders counted per interface and second for `arp_storm`.
+const MAX_STORM_SENDERS: usize = 1024;
+/// MACs remembered per gateway for conflict detection.
+const MAX_CLAIMERS: usize = 16;
+/// Routers remembered (beyond this, a new router is reported but not stored).
+pub const MAX_ROUTERS: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct ArpSettings {
+    pub max_stations: usize,
+    /// ARP + NDP frames per second on one interface above which `arp_storm` fires.
+    pub storm_pps: u32,
+    /// Two MACs claiming a gateway within this time: `arp_gateway_conflict`.
+    pub conflict_window: Duration,
+    /// A VRRP/CARP virtual MAC taking over a gateway is a failover, not an attack.
+    pub vrrp_is_normal: bool,
+}
+
+impl Default for ArpSettings {
+    fn default() -> Self {
+        ArpSettings { max_stations: 65_536, storm_pps: 1000, conflict_window: Duration::from_secs(60), vrrp_is_normal: true }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArpCounters {
+    pub frames: u64,
+    pub arp: u64,
+    pub ndp: u64,
+    /// Truncated or malformed ARP/NDP frames (counted and ignored).
+    pub malformed: u64,
+    /// Frames of other protocols (only in replay; live capture filters them in the kernel).
+    pub other: u64,
+    pub stations_evicted: u64,
+}
+
+/// What is known about one gateway on the wire.
+#[derive(Clone, Debug, Default)]
+struct GatewayWire {
+    /// The MAC the host believes (netlink baseline), or the first one seen.
+    reference: Option<Mac>,
+    /// The MAC that claimed it last.
+    last_claim: Option<Mac>,
+    /// Recent claimers and when they were last seen.
+    claimers: Vec<(Mac, DateTime<Utc>)>,
+    /// The set last reported as a conflict, and when.
+    conflict_reported: Option<(BTreeSet<Mac>, DateTime<Utc>)>,
+}
+
+struct StormWindow {
+    second: i64,
+    count: u32,
+    senders: HashMap<Mac, u32>,
+}
+
+pub struct ArpDetector {
+    settings: ArpSettings,
+    stations: StationTable,
+    gateways: HashMap<IpAddr, GatewayWire>,
+    routers: HashSet<(String, Ipv6Addr)>,
+    routers_dirty: bool,
+    subnets: HashMap<String, Vec<(IpAddr, u8)>>,
+    storms: HashMap<String, StormWindow>,
+    counters: ArpCounters,
+}
+
+/// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
+pub fn is_vrrp_mac(mac: &Mac) -> bool {
+    mac.0.len() == 6 && mac.0[..4] == [0x00, 0x00, 0x5e, 0x00] && (mac.0[4] == 0x01 || mac.0[4] == 0x02)
+}
+
+/// Broadcast, multicast or all-zero: never a station's own address.
+fn is_bad_mac(mac: &Mac) -> bool {
+    mac.0.len() != 6 || mac.0.iter().all(|b| *b == 0) || mac.0[0] & 0x01 != 0
+}
+
+fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let bits = prefix.min(32) as u32;
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let bits = prefix.min(128) as u32;
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl ArpDetector {
+    pub fn new(settings: ArpSettings) -> ArpDetector {
+        ArpDetector {
+            stations: StationTable::new(settings.max_stations),
+            settings,
+            gateways: HashMap::new(),
+            routers: HashSet::new(),
+            routers_dirty: false,
+            subnets: HashMap::new(),
+            storms: HashMap::new(),
+            counters: ArpCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> ArpCounters {
+        ArpCounters { stations_evicted: self.stations.evicted(), ..self.counters.clone() }
+    }
+
+    pub fn stations(&self) -> &StationTable {
+        &self.stations
+    }
+
+    /// Replaces the station table (loaded from `state_dir`).
+    pub fn set_stations(&mut self, table: StationTable) {
+        self.stations = table;
+    }
+
+    /// True (once) when stations or routers changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        let stations = self.stations.take_dirty();
+        std::mem::take(&mut self.routers_dirty) || stations
+    }
+
+    /// The routers seen, as text lines `interface ip` (persisted with the stations).
+    pub fn routers_text(&self) -> String {
+        let mut rows: Vec<String> = self.routers.iter().map(|(i, ip)| format!("{i}\t{ip}\n")).collect();
+        rows.sort();
+        rows.concat()
+    }
+
+    pub fn load_routers(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut f = line.split('\t');
+            if let (Some(iface), Some(Ok(ip))) = (f.next(), f.next().map(str::parse::<Ipv6Addr>))
+                && self.routers.len() < MAX_ROUTERS
+            {
+                self.routers.insert((iface.to_string(), ip));
+            }
+        }
+    }
+
+    /// Sets the gateways and the MAC each is known at (`None`: learn it from the
+    /// first frame). Keeps what was seen on the wire for gateways that stay.
+    pub fn set_gateways(&mut self, gateways: &[(IpAddr, Option<Mac>)]) {
+        let mut next = HashMap::new();
+        for (ip, mac) in gateways {
+            let mut g = self.gateways.remove(ip).unwrap_or_default();
+            if mac.is_some() {
+                g.reference = mac.clone();
+            }
+            next.insert(*ip, g);
+        }
+        self.gateways = next;
+    }
+
+    /// The addresses of each interface, for `arp_bogon`.
+    pub fn set_subnets(&mut self, subnets: HashMap<String, Vec<(IpAddr, u8)>>) {
+        self.subnets = subnets;
+    }
+
+    /// Looks at one Ethernet frame received on `interface` at `now`.
+    pub fn observe(&mut self, interface: &str, bytes: &[u8], now: DateTime<Utc>) -> Vec<Finding> {
+        self.counters.frames += 1;
+        let mut out = Vec::new();
+        let frame = match wire::parse(bytes) {
+            Ok(f) => f,
+            Err(FrameError::NotNeighbourTraffic) => {
+                self.counters.other += 1;
+                return out;
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                return out;
+            }
+        };
+        let eth_src = match &frame {
+            Frame::Arp(a) => a.eth_src.clone(),
+            Frame::Ndp(n) => n.eth_src.clone(),
+        };
+        self.count_for_storm(interface, &eth_src, now, &mut out);
+        match frame {
+            Frame::Arp(a) => {
+                self.counters.arp += 1;
+                self.observe_arp(interface, a, now, &mut out);
+            }
+            Frame::Ndp(n) => {
+                self.counters.ndp += 1;
+                self.observe_ndp(interface, n, now, &mut out);
+            }
+        }
+        out
+    }
+
+    fn count_for_storm(&mut self, interface: &str, sender: &Mac, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+        let second = now.timestamp();
+        let limit = self.settings.storm_pps;
+        let w = self
+            .storms
+            .entry(interface.to_string())
+            .or_insert_with(|| StormWindow { second, count: 0, senders: HashMap::new() });
+        if w.second != second {
+            if w.count > limit {
+                let (top, top_count) = w.senders.iter().max_by_key(|(_, c)| **c).map(|(m, c)| (m.to_string(), *c)).unwrap_or_default();
+                out.push(Finding::new(
+                    Kind::ArpStorm,
+                    now,
+                    format!("{} ARP/NDP frames per second on {interface} (limit {limit}); top sender {top} ({top_count})", w.count),
+                    json!({"interface": interface, "packets_per_s": w.count, "top_sender": top}),
+                ));
+            }
+            w.second = second;
+            w.count = 0;
+            w.senders.clear();
+        }
+        w.count = w.count.saturating_add(1);
+        if w.senders.len() < MAX_STORM_SENDERS || w.senders.contains_key(sender) {
+            *w.senders.entry(sender.clone()).or_insert(0) += 1;
+        }
+    }
+
+    fn observe_arp(&mut self, interface: &str, a: ArpFrame, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+        let ip = a.sender_ip;
+        if ip.is_unspecified() {
+            // Address probes (RFC 5227) claim nothing.
+            return;
+        }
+        if a.eth_src != a.sender_mac && !is_bad_mac(&a.sender_mac) {
+            out.push(Finding::new(
+                Kind::ArpEthernetMismatch,
+                now,
+                format!("ARP on {interface} for {ip}: sender MAC {} differs from the Ethernet source {}", a.sender_mac, a.eth_src),
+                json!({"interface": interface, "ip": ip.to_string(), "eth_src": a.eth_src.to_string(),
+                       "arp_sender_mac": a.sender_mac.to_string(), "family": "inet"}),
+            ));
+        }
+        if is_bad_mac(&a.sender_mac) {
+            out.push(Finding::new(
+                Kind::ArpBadMac,
+                now,
+                format!("ARP on {interface} claims {ip} for the non-unicast MAC {}", a.sender_mac),
+                json!({"interface": interface, "ip": ip.to_string(), "mac": a.sender_mac.to_string()}),
+            ));
+            return;
+        }
+        let is_gateway = self.gateways.contains_key(&IpAddr::V4(ip));
+        if is_gateway {
+            self.observe_gateway_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out);
+        }
+        if let Some(nets) = self.subnets.get(interface)
+            && nets.iter().any(|(n, _)| n.is_ipv4())
+            && !nets.iter().any(|(n, p)| in_subnet(IpAddr::V4(ip), *n, *p))
+        {
+            out.push(Finding::new(
+                Kind::ArpBogon,
+                now,
+                format!("ARP on {interface} from {ip} ({}), which is in none of the interface's subnets", a.sender_mac),
+                json!({"interface": interface, "ip": ip.to_string(), "mac": a.sender_mac.to_string()}),
+            ));
+            return;
+        }
+        let sighting = self.stations.observe(interface, ip, &a.sender_mac, now.timestamp());
+        if is_gateway {
+            // The gateway checks above said it better.
+            return;
+        }
+        let new = a.sender_mac.to_string();
+        let vrrp = is_vrrp_mac(&a.sender_mac);
+        let note = if vrrp { " (VRRP/CARP virtual MAC)" } else { "" };
+        let (kind, old, what) = match sighting {
+            Sighting::Same => return,
+            Sighting::New => {
+                out.push(Finding::new(
+                    Kind::ArpNewStation,
+                    now,
+                    format!("new station {ip} at {new} on {interface}{note}"),
+                    json!({"interface": interface, "ip": ip.to_string(), "mac": new}),
+                ));
+                return;
+            }
+            Sighting::Changed { old } => (Kind::ArpMacChanged, old, "moved to"),
+            Sighting::FlipFlop { old } => (Kind::ArpFlipFlop, old, "flipped back to"),
+            Sighting::Reused { old } => (Kind::ArpReusedMac, old, "went back to an old MAC,"),
+        };
+        let mut details = json!({"interface": interface, "ip": ip.to_string(), "old_mac": old.to_string(), "new_mac": new});
+        if vrrp || is_vrrp_mac(&old) {
+            details["vrrp"] = json!(true);
+        }
+        out.push(Finding::new(kind, now, format!("{ip} on {interface} {what} {new} (was {old}){note}"), details));
+    }
+
+    /// A frame says `mac` is `ip`, one of our gateways.
+    fn observe_gateway_claim(&mut self, interface: &str, ip: IpAddr, mac: &Mac, source: &str, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+        let window = chrono::Duration::from_std(self.settings.conflict_window).unwrap_or(chrono::Duration::MAX);
+        let vrrp_is_normal = self.settings.vrrp_is_normal;
+        let Some(g) = self.gateways.get_mut(&ip) else { return };
+        let Some(reference) = g.reference.clone() else {
+            // Replay without a baseline: the first claim is the reference.
+            g.reference = Some(mac.clone());
+            g.last_claim = Some(mac.clone());
+            g.claimers.push((mac.clone(), now));
+            return;
+        };
+        let changed = *mac != reference && g.last_claim.as_ref() != Some(mac);
+        g.last_claim = Some(mac.clone());
+        if changed {
+            let vrrp = vrrp_is_normal && (is_vrrp_mac(mac) || is_vrrp_mac(&reference));
+            if vrrp {
+                out.push(Finding::new(
+                    Kind::ArpMacChanged,
+                    now,
+                    format!("gateway {ip} on {interface} answered from {mac} (was {reference}): a VRRP/CARP virtual MAC, taken as a failover, not an attack"),
+                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": reference.to_string(), "new_mac": mac.to_string(), "vrrp": true}),
+                ));
+            } else {
+                out.push(Finding::new(
+                    Kind::GatewayMacChanged,
+                    now,
+                    format!("a frame on {interface} claims default gateway {ip} is at {mac} (known at {reference}; seen in {})", source.to_uppercase()),
+                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": reference.to_string(),
+                           "new_mac": mac.to_string(), "source": source}),
+                ));
+            }
+        }
+        // Who else claimed it recently?
+        g.claimers.retain(|(m, t)| m != mac && now - *t < window);
+        g.claimers.push((mac.clone(), now));
+        if g.claimers.len() > MAX_CLAIMERS {
+            g.claimers.remove(0);
+        }
+        let macs: BTreeSet<Mac> = g.claimers.iter().map(|(m, _)| m.clone()).collect();
+        if macs.len() < 2 || (vrrp_is_normal && macs.iter().any(is_vrrp_mac)) {
+            return;
+        }
+        let fresh = match &g.conflict_reported {
+            Some((set, at)) => *set != macs || now - *at >= window,
+            None => true,
+        };
+        if fresh {
+            g.conflict_reported = Some((macs.clone(), now));
+            let list: Vec<String> = macs.iter().map(|m| m.to_string()).collect();
+            out.push(Finding::new(
+                Kind::ArpGatewayConflict,
+                now,
+                format!("{} MACs answer for default gateway {ip} on {interface}: {}", list.len(), list.join(", ")),
+                json!({"interface": interface, "ip": ip.to_string(), "macs": list}),
+            ));
+        }
+    }
+
+    fn observe_ndp(&mut self, interface: &str, n: NdpFrame, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+        match n.message {
+            NdpMessage::RouterAdvertisement { source_mac, .. } => {
+                let mac = source_mac.unwrap_or_else(|| n.eth_src.clone());
+                let key = (interface.to_string(), n.ip_src);
+                let known = self.routers.contains(&key)
+                    || self.gateways.contains_key(&IpAddr::V6(n.ip_src))
+                    || self.gateways.values().any(|g| g.reference.as_ref() == Some(&mac));
+                if !known {
+                    out.push(Finding::new(
+                        Kind::NdpRouterNew,
+                        now,
+                        format!("router advertisement on {interface} from {} ({mac}), a router not seen before", n.ip_src),
+                        json!({"interface": interface, "router_ip": n.ip_src.to_string(), "mac": mac.to_string()}),
+                    ));
+                    if self.routers.len() < MAX_ROUTERS {
+                        self.routers.insert(key);
+                        self.routers_dirty = true;
+                    }
+                }
+            }
+            NdpMessage::NeighbourAdvertisement { target, override_flag, target_mac: Some(tmac), .. } => {
+                if tmac != n.eth_src {
+                    out.push(Finding::new(
+                        Kind::ArpEthernetMismatch,
+                        now,
+                        format!("neighbour advertisement on {interface} for {target}: target MAC {tmac} differs from the Ethernet source {}", n.eth_src),
+                        json!({"interface": interface, "ip": target.to_string(), "eth_src": n.eth_src.to_string(),
+                               "arp_sender_mac": tmac.to_string(), "family": "inet6"}),
+                    ));
+                }
+                if override_flag && !is_bad_mac(&tmac) {
+                    self.observe_gateway_claim(interface, IpAddr::V6(target), &tmac, "ndp", now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::build;
+    use chrono::TimeZone;
+    use std::net::Ipv4Addr;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const EVIL: [u8; 6] = [2, 0xde, 0xad, 0xbe, 0xef, 1];
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
+    }
+    fn mac(b: [u8; 6]) -> Mac {
+        Mac(b.to_vec())
+    }
+    fn detector() -> ArpDetector {
+        let mut d = ArpDetector::new(ArpSettings::default());
+        d.set_gateways(&[(IpAddr::V4(GW), Some(mac(GW_MAC)))]);
+        d.set_subnets(HashMap::from([("eth0".to_string(), vec![("192.0.2.10".parse().unwrap(), 24)])]));
+        d
+    }
+    fn kinds(f: &[Finding]) -> Vec<Kind> {
+        f.iter().map(|f| f.kind).collect()
+    }
+    fn reply(src: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+        build::arp(src, [2, 0, 0, 0, 0, 0x10], true, src, ip, [2, 0, 0, 0, 0, 0x10], Ipv4Addr::new(192, 0, 2, 10))
+    }
+
+    #[test]
+    fn stations_new_changed_flip_flop_reused() {
+        let mut d = detector();
+        let ip = Ipv4Addr::new(192, 0, 2, 50);
+        let a = [2, 0, 0, 0, 0, 0xa];
+        let b = [2, 0, 0, 0, 0, 0xb];
+        let c = [2, 0, 0, 0, 0, 0xc];
+        assert_eq!(kinds(&d.observe("eth0", &reply(a, ip), t(0))), vec![Kind::ArpNewStation]);
+        assert!(d.observe("eth0", &reply(a, ip), t(1)).is_empty());
+        let f = d.observe("eth0", &reply(b, ip), t(2));
+        assert_eq!(kinds(&f), vec![Kind::ArpMacChanged]);
+        assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:0a"));
+        assert_eq!(kinds(&d.observe("eth0", &reply(a, ip), t(3))), vec![Kind::ArpFlipFlop]);
+        assert_eq!(kinds(&d.observe("eth0", &reply(c, ip), t(4))), vec![Kind::ArpMacChanged]);
+        assert_eq!(kinds(&d.observe("eth0", &reply(b, ip), t(5))), vec![Kind::ArpReusedMac]);
+    }
+
+    #[test]
+    fn mismatch_bad_mac_bogon_and_probes() {
+        let mut d = detector();
+        let ip = Ipv4Addr::new(192, 0, 2, 60);
+        let f = build::arp([2, 0, 0, 0, 0, 0x77], [0xff; 6], false, [2, 0, 0, 0, 0, 0x66], ip, [0; 6], GW);
+        let f = d.observe("eth0", &f, t(0));
+        assert_eq!(kinds(&f), vec![Kind::ArpEthernetMismatch, Kind::ArpNewStation]);
+        assert_eq!(f[0].detail_str("eth_src"), Some("02:00:00:00:00:77"));
+        assert_eq!(f[0].detail_str("arp_sender_mac"), Some("02:00:00:00:00:66"));
+        let f = build::arp([2, 0, 0, 0, 0, 0x77], [0xff; 6], false, [0xff; 6], ip, [0; 6], GW);
+        assert!(kinds(&d.observe("eth0", &f, t(1))).contains(&Kind::ArpBadMac));
+        let f = d.observe("eth0", &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)), t(2));
+        assert_eq!(kinds(&f), vec![Kind::ArpBogon]);
+        // No subnets known for an interface: no bogon verdict.
+        assert_eq!(kinds(&d.observe("eth9", &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)), t(3))), vec![Kind::ArpNewStation]);
+        // An address probe (sender 0.0.0.0) claims nothing.
+        let probe = build::arp([2, 0, 0, 0, 0, 0x44], [0xff; 6], false, [2, 0, 0, 0, 0, 0x44], Ipv4Addr::UNSPECIFIED, [0; 6], ip);
+        assert!(d.observe("eth0", &probe, t(4)).is_empty());
+    }
+
+    #[test]
+    fn gateway_spoof_is_reported_once_per_transition_and_conflict_once() {
+        let mut d = detector();
+        assert!(d.observe("eth0", &reply(GW_MAC, GW), t(0)).is_empty(), "the real gateway is quiet");
+        let f = d.observe("eth0", &reply(EVIL, GW), t(1000));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged, Kind::ArpGatewayConflict]);
+        assert_eq!(f[0].detail_str("source"), Some("arp"));
+        assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
+        assert_eq!(f[0].detail_str("new_mac"), Some("02:de:ad:be:ef:01"));
+        assert_eq!(f[1].details["macs"], json!(["02:00:00:00:00:01", "02:de:ad:be:ef:01"]));
+        // The poisoner repeats every second: nothing new.
+        for s in 2..10 {
+            assert!(d.observe("eth0", &reply(EVIL, GW), t(s * 1000)).is_empty());
+        }
+        // The real gateway answers (same conflict), then the poisoner again: a new transition.
+        assert!(d.observe("eth0", &reply(GW_MAC, GW), t(10_000)).is_empty());
+        assert_eq!(kinds(&d.observe("eth0", &reply(EVIL, GW), t(11_000))), vec![Kind::GatewayMacChanged]);
+    }
+
+    #[test]
+    fn request_based_poisoning_and_gratuitous_claims_count() {
+        let mut d = detector();
+        // A request from the attacker with the gateway's IP as sender (kernel may update its cache).
+        let req = build::arp(EVIL, [0xff; 6], false, EVIL, GW, [0; 6], Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(kinds(&d.observe("eth0", &req, t(0))), vec![Kind::GatewayMacChanged]);
+    }
+
+    #[test]
+    fn vrrp_virtual_mac_is_a_failover_not_an_attack() {
+        let mut d = detector();
+        let vmac = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+        let f = d.observe("eth0", &reply(vmac, GW), t(0));
+        assert_eq!(kinds(&f), vec![Kind::ArpMacChanged]);
+        assert_eq!(f[0].details["vrrp"], true);
+        assert!(f[0].summary.contains("VRRP"));
+        let mut strict = ArpDetector::new(ArpSettings { vrrp_is_normal: false, ..Default::default() });
+        strict.set_gateways(&[(IpAddr::V4(GW), Some(mac(GW_MAC)))]);
+        assert_eq!(kinds(&strict.observe("eth0", &reply(vmac, GW), t(0))), vec![Kind::GatewayMacChanged]);
+    }
+
+    #[test]
+    fn replay_learns_the_gateway_from_the_first_claim() {
+        let mut d = ArpDetector::new(ArpSettings::default());
+        d.set_gateways(&[(IpAddr::V4(GW), None)]);
+        assert!(d.observe("pcap", &reply(GW_MAC, GW), t(0)).is_empty());
+        assert_eq!(kinds(&d.observe("pcap", &reply(EVIL, GW), t(1)))[0], Kind::GatewayMacChanged);
+    }
+
+    #[test]
+    fn ndp_rogue_router_spoofed_gateway_na_and_mismatch() {
+        let mut d = ArpDetector::new(ArpSettings::default());
+        let gw6: Ipv6Addr = "fe80::1".parse().unwrap();
+        d.set_gateways(&[(IpAddr::V6(gw6), Some(mac(GW_MAC)))]);
+        let all: Ipv6Addr = "ff02::1".parse().unwrap();
+        let mcast = [0x33, 0x33, 0, 0, 0, 1];
+        // The known router's RA: nothing.
+        let ra = build::icmpv6(GW_MAC, mcast, gw6, all, &build::ra_body(GW_MAC, 1800));
+        assert!(d.observe("eth0", &ra, t(0)).is_empty());
+        // A rogue router: reported once.
+        let rogue: Ipv6Addr = "fe80::66".parse().unwrap();
+        let ra = build::icmpv6(EVIL, mcast, rogue, all, &build::ra_body(EVIL, 1800));
+        let f = d.observe("eth0", &ra, t(1));
+        assert_eq!(kinds(&f), vec![Kind::NdpRouterNew]);
+        assert_eq!(f[0].detail_str("router_ip"), Some("fe80::66"));
+        assert!(d.observe("eth0", &ra, t(2)).is_empty());
+        assert!(d.take_dirty());
+        // A spoofed NA with override for the gateway.
+        let na = build::icmpv6(EVIL, mcast, rogue, all, &build::na_body(gw6, true, false, true, EVIL));
+        let f = d.observe("eth0", &na, t(3));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        assert_eq!(f[0].detail_str("source"), Some("ndp"));
+        // Without override the kernel would not move its entry: not a gateway move.
+        let mut d2 = ArpDetector::new(ArpSettings::default());
+        d2.set_gateways(&[(IpAddr::V6(gw6), Some(mac(GW_MAC)))]);
+        let na = build::icmpv6(EVIL, mcast, rogue, all, &build::na_body(gw6, true, true, false, EVIL));
+        assert!(d2.observe("eth0", &na, t(0)).is_empty());
+        // TLLA that is not the sender's Ethernet address.
+        let na = build::icmpv6(GW_MAC, mcast, gw6, all, &build::na_body(gw6, true, false, false, EVIL));
+        let f = d2.observe("eth0", &na, t(1));
+        assert_eq!(kinds(&f), vec![Kind::ArpEthernetMismatch]);
+        assert_eq!(f[0].detail_str("family"), Some("inet6"));
+    }
+
+    #[test]
+    fn storm_once_per_second_with_top_sender() {
+        let mut d = ArpDetector::new(ArpSettings { storm_pps: 100, ..Default::default() });
+        let mut found = Vec::new();
+        for i in 0..300u32 {
+            let ip = Ipv4Addr::from(0xC0000200 + (i % 200));
+            let src = if i % 3 == 0 { EVIL } else { [2, 0, 0, 1, (i >> 8) as u8, i as u8] };
+            found.extend(d.observe("eth0", &reply(src, ip), t(i as i64)));
+        }
+        // The second ends with the next frame.
+        found.extend(d.observe("eth0", &reply(EVIL, GW), t(1500)));
+        let storms: Vec<_> = found.iter().filter(|f| f.kind == Kind::ArpStorm).collect();
+        assert_eq!(storms.len(), 1);
+        assert_eq!(storms[0].details["packets_per_s"], 300);
+        assert_eq!(storms[0].detail_str("top_sender"), Some("02:de:ad:be:ef:01"));
+    }
+
+    #[test]
+    fn garbage_is_counted() {
+        let mut d = detector();
+        for junk in [&[][..], &[0u8; 10], &[0xffu8; 60]] {
+            assert!(d.observe("eth0", junk, t(0)).is_empty());
+        }
+        let mut tcp = reply(GW_MAC, GW);
+        tcp[12] = 0x08;
+        tcp[13] = 0x00;
+        d.observe("eth0", &tcp, t(0));
+        let c = d.counters();
+        assert_eq!(c.frames, 4);
+        assert_eq!(c.malformed, 2);
+        assert_eq!(c.other, 2);
+    }
+
+    #[test]
+    fn subnet_matching() {
+        assert!(in_subnet("192.0.2.77".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
+        assert!(!in_subnet("192.0.3.1".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
+        assert!(in_subnet("10.1.2.3".parse().unwrap(), "192.0.2.10".parse().unwrap(), 0));
+        assert!(in_subnet("2001:db8::5".parse().unwrap(), "2001:db8::1".parse().unwrap(), 64));
+        assert!(!in_subnet("2001:db8::5".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
+    }
+}

@@ -1,0 +1,205 @@
+//! The station table: which MAC each IPv4 address was last seen at, per
+//! interface, with the previous MACs (arpwatch's `arp.dat`, bounded).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use crate::kernel::Mac;
+
+/// Previous MACs remembered per station (for flip-flop and reused detection).
+const HISTORY: usize = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Station {
+    pub mac: Mac,
+    /// Earlier MACs, most recent first.
+    pub previous: Vec<Mac>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// What a sighting means for the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sighting {
+    New,
+    Same,
+    /// A MAC never seen for this address.
+    Changed { old: Mac },
+    /// Back to the MAC seen just before the current one.
+    FlipFlop { old: Mac },
+    /// A MAC older than the last two.
+    Reused { old: Mac },
+}
+
+pub struct StationTable {
+    cap: usize,
+    stations: HashMap<(String, Ipv4Addr), Station>,
+    evicted: u64,
+    dirty: bool,
+}
+
+impl StationTable {
+    pub fn new(cap: usize) -> StationTable {
+        StationTable { cap: cap.max(1), stations: HashMap::new(), evicted: 0, dirty: false }
+    }
+
+    pub fn len(&self) -> usize {
+        self.stations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stations.is_empty()
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    pub fn get(&self, interface: &str, ip: Ipv4Addr) -> Option<&Station> {
+        self.stations.get(&(interface.to_string(), ip))
+    }
+
+    /// True (once) when the table changed in a way worth saving.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Records that `ip` on `interface` was seen at `mac` at `now` (unix seconds).
+    pub fn observe(&mut self, interface: &str, ip: Ipv4Addr, mac: &Mac, now: i64) -> Sighting {
+        // Look up without allocating a key for the common case (a known station).
+        if let Some(st) = self.stations.get_mut(&(interface.to_string(), ip)) {
+            st.last_seen = st.last_seen.max(now);
+            if st.mac == *mac {
+                return Sighting::Same;
+            }
+            let old = st.mac.clone();
+            let position = st.previous.iter().position(|m| m == mac);
+            let sighting = match position {
+                Some(0) => Sighting::FlipFlop { old: old.clone() },
+                Some(_) => Sighting::Reused { old: old.clone() },
+                None => Sighting::Changed { old: old.clone() },
+            };
+            if let Some(p) = position {
+                st.previous.remove(p);
+            }
+            st.previous.insert(0, old);
+            st.previous.truncate(HISTORY);
+            st.mac = mac.clone();
+            self.dirty = true;
+            return sighting;
+        }
+        if self.stations.len() >= self.cap {
+            self.evict();
+        }
+        self.stations.insert(
+            (interface.to_string(), ip),
+            Station { mac: mac.clone(), previous: Vec::new(), first_seen: now, last_seen: now },
+        );
+        self.dirty = true;
+        Sighting::New
+    }
+
+    /// Drops the least recently seen 1/64 of the table (at least one): eviction in
+    /// batches keeps its cost per inserted station constant.
+    fn evict(&mut self) {
+        let batch = (self.cap / 64).max(1);
+        let mut ages: Vec<(i64, (String, Ipv4Addr))> =
+            self.stations.iter().map(|(k, s)| (s.last_seen, k.clone())).collect();
+        if ages.len() > batch {
+            ages.select_nth_unstable_by_key(batch - 1, |(t, _)| *t);
+        }
+        for (_, key) in ages.into_iter().take(batch) {
+            self.stations.remove(&key);
+            self.evicted += 1;
+        }
+    }
+
+    /// The table as text, one station per line (tab-separated):
+    /// `interface ip mac first_seen last_seen previous,macs`.
+    pub fn to_text(&self) -> String {
+        let mut rows: Vec<_> = self.stations.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = String::with_capacity(rows.len() * 64);
+        for ((iface, ip), st) in rows {
+            let prev: Vec<String> = st.previous.iter().map(|m| m.to_string()).collect();
+            out.push_str(&format!("{iface}\t{ip}\t{}\t{}\t{}\t{}\n", st.mac, st.first_seen, st.last_seen, prev.join(",")));
+        }
+        out
+    }
+
+    /// Reads [`to_text`](Self::to_text) output. Bad lines are counted and skipped.
+    pub fn from_text(text: &str, cap: usize) -> (StationTable, usize) {
+        let mut table = StationTable::new(cap);
+        let mut bad = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let parsed = (|| {
+                let ip: Ipv4Addr = f.get(1)?.parse().ok()?;
+                let mac = Mac::parse(f.get(2)?)?;
+                let first: i64 = f.get(3)?.parse().ok()?;
+                let last: i64 = f.get(4)?.parse().ok()?;
+                let previous: Vec<Mac> = f.get(5).map(|p| p.split(',').filter_map(Mac::parse).take(HISTORY).collect()).unwrap_or_default();
+                Some(((f[0].to_string(), ip), Station { mac, previous, first_seen: first, last_seen: last }))
+            })();
+            match parsed {
+                Some((key, st)) if table.stations.len() < table.cap => {
+                    table.stations.insert(key, st);
+                }
+                Some(_) => table.evicted += 1,
+                None => bad += 1,
+            }
+        }
+        (table, bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(n: u8) -> Mac {
+        Mac(vec![2, 0, 0, 0, 0, n])
+    }
+    const IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+
+    #[test]
+    fn arpwatch_semantics() {
+        let mut t = StationTable::new(10);
+        assert_eq!(t.observe("eth0", IP, &m(1), 0), Sighting::New);
+        assert_eq!(t.observe("eth0", IP, &m(1), 1), Sighting::Same);
+        assert_eq!(t.observe("eth0", IP, &m(2), 2), Sighting::Changed { old: m(1) });
+        assert_eq!(t.observe("eth0", IP, &m(1), 3), Sighting::FlipFlop { old: m(2) });
+        assert_eq!(t.observe("eth0", IP, &m(3), 4), Sighting::Changed { old: m(1) });
+        // m(2) is now older than the last two (m(3) current, m(1) before it).
+        assert_eq!(t.observe("eth0", IP, &m(2), 5), Sighting::Reused { old: m(3) });
+        // Another interface is another station.
+        assert_eq!(t.observe("eth1", IP, &m(2), 6), Sighting::New);
+    }
+
+    #[test]
+    fn bounded_with_least_recently_seen_evicted() {
+        let mut t = StationTable::new(128);
+        for i in 0..1000u32 {
+            t.observe("eth0", Ipv4Addr::from(0xC612_0000 + i), &m(1), i as i64);
+        }
+        assert!(t.len() <= 128);
+        assert!(t.evicted() >= 872);
+        // The most recent are kept, the oldest went.
+        assert!(t.get("eth0", Ipv4Addr::from(0xC612_0000 + 999)).is_some());
+        assert!(t.get("eth0", Ipv4Addr::from(0xC612_0000)).is_none());
+    }
+
+    #[test]
+    fn text_round_trip_and_bad_lines() {
+        let mut t = StationTable::new(10);
+        t.observe("eth0", IP, &m(1), 100);
+        t.observe("eth0", IP, &m(2), 200);
+        t.observe("eth0", Ipv4Addr::new(192, 0, 2, 51), &m(9), 300);
+        let text = t.to_text();
+        let (back, bad) = StationTable::from_text(&format!("{text}garbage\n\t\t\n# comment\n"), 10);
+        assert_eq!(bad, 1, "blank lines and comments are not errors");
+        assert_eq!(back.get("eth0", IP), t.get("eth0", IP));
+        assert_eq!(back.get("eth0", IP).unwrap().previous, vec![m(1)]);
+        assert_eq!(back.len(), 2);
+    }
+}

@@ -1,0 +1,333 @@
+//! Frame parsing: Ethernet (with up to two 802.1Q/802.1ad tags) carrying ARP or
+//! IPv6 neighbour discovery. Pure and bounded: any byte string gives either a
+//! parsed packet or an error, never a panic (see the fuzz target).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use pnet_packet::Packet;
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, ArpPacket};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv6::Ipv6Packet;
+
+use crate::kernel::Mac;
+
+/// Why a frame was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame too short")]
+    Truncated,
+    #[error("not ARP or neighbour discovery")]
+    NotNeighbourTraffic,
+    #[error("malformed ARP")]
+    BadArp,
+    #[error("malformed neighbour discovery")]
+    BadNdp,
+}
+
+/// An ARP packet for IPv4 over Ethernet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArpFrame {
+    pub eth_src: Mac,
+    pub eth_dst: Mac,
+    pub vlan: Option<u16>,
+    pub is_reply: bool,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: Mac,
+    pub target_ip: Ipv4Addr,
+}
+
+/// The neighbour discovery messages the detectors use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NdpMessage {
+    RouterSolicitation,
+    RouterAdvertisement { router_lifetime_s: u16, source_mac: Option<Mac> },
+    NeighbourSolicitation { target: Ipv6Addr, source_mac: Option<Mac> },
+    NeighbourAdvertisement { target: Ipv6Addr, router: bool, solicited: bool, override_flag: bool, target_mac: Option<Mac> },
+    Redirect { target: Ipv6Addr, destination: Ipv6Addr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NdpFrame {
+    pub eth_src: Mac,
+    pub vlan: Option<u16>,
+    pub ip_src: Ipv6Addr,
+    pub ip_dst: Ipv6Addr,
+    pub hop_limit: u8,
+    pub message: NdpMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Arp(ArpFrame),
+    Ndp(NdpFrame),
+}
+
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// Parses an Ethernet frame.
+pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
+    let eth = EthernetPacket::new(bytes).ok_or(FrameError::Truncated)?;
+    let eth_src = Mac(eth.get_source().octets().to_vec());
+    let eth_dst = Mac(eth.get_destination().octets().to_vec());
+    let mut ethertype = eth.get_ethertype().0;
+    let mut payload = eth.payload();
+    let mut vlan = None;
+    // Up to two tags (802.1ad outer, 802.1Q inner); the innermost VLAN id is kept.
+    for _ in 0..2 {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        if payload.len() < 4 {
+            return Err(FrameError::Truncated);
+        }
+        vlan = Some(u16::from_be_bytes([payload[0], payload[1]]) & 0x0fff);
+        ethertype = u16::from_be_bytes([payload[2], payload[3]]);
+        payload = &payload[4..];
+    }
+    if ethertype == EtherTypes::Arp.0 {
+        parse_arp(payload, eth_src, eth_dst, vlan).map(Frame::Arp)
+    } else if ethertype == EtherTypes::Ipv6.0 {
+        parse_ndp(payload, eth_src, vlan).map(Frame::Ndp)
+    } else {
+        Err(FrameError::NotNeighbourTraffic)
+    }
+}
+
+fn parse_arp(payload: &[u8], eth_src: Mac, eth_dst: Mac, vlan: Option<u16>) -> Result<ArpFrame, FrameError> {
+    let arp = ArpPacket::new(payload).ok_or(FrameError::Truncated)?;
+    if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
+        || arp.get_protocol_type() != EtherTypes::Ipv4
+        || arp.get_hw_addr_len() != 6
+        || arp.get_proto_addr_len() != 4
+    {
+        return Err(FrameError::BadArp);
+    }
+    let op = arp.get_operation();
+    if op != ArpOperations::Request && op != ArpOperations::Reply {
+        return Err(FrameError::BadArp);
+    }
+    Ok(ArpFrame {
+        eth_src,
+        eth_dst,
+        vlan,
+        is_reply: op == ArpOperations::Reply,
+        sender_mac: Mac(arp.get_sender_hw_addr().octets().to_vec()),
+        sender_ip: arp.get_sender_proto_addr(),
+        target_mac: Mac(arp.get_target_hw_addr().octets().to_vec()),
+        target_ip: arp.get_target_proto_addr(),
+    })
+}
+
+fn parse_ndp(payload: &[u8], eth_src: Mac, vlan: Option<u16>) -> Result<NdpFrame, FrameError> {
+    let ip = Ipv6Packet::new(payload).ok_or(FrameError::Truncated)?;
+    if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    // The payload length field, not the frame, bounds the message (frames are padded).
+    let body = ip.payload();
+    let len = (ip.get_payload_length() as usize).min(body.len());
+    let icmp = &body[..len];
+    if icmp.len() < 4 {
+        return Err(FrameError::Truncated);
+    }
+    let message = match icmp[0] {
+        133 => NdpMessage::RouterSolicitation,
+        134 => {
+            let fixed = icmp.get(..16).ok_or(FrameError::BadNdp)?;
+            NdpMessage::RouterAdvertisement {
+                router_lifetime_s: u16::from_be_bytes([fixed[6], fixed[7]]),
+                source_mac: link_layer_option(&icmp[16..], 1)?,
+            }
+        }
+        135 => {
+            let fixed = icmp.get(..24).ok_or(FrameError::BadNdp)?;
+            NdpMessage::NeighbourSolicitation { target: ipv6_at(fixed, 8), source_mac: link_layer_option(&icmp[24..], 1)? }
+        }
+        136 => {
+            let fixed = icmp.get(..24).ok_or(FrameError::BadNdp)?;
+            let flags = fixed[4];
+            NdpMessage::NeighbourAdvertisement {
+                target: ipv6_at(fixed, 8),
+                router: flags & 0x80 != 0,
+                solicited: flags & 0x40 != 0,
+                override_flag: flags & 0x20 != 0,
+                target_mac: link_layer_option(&icmp[24..], 2)?,
+            }
+        }
+        137 => {
+            let fixed = icmp.get(..40).ok_or(FrameError::BadNdp)?;
+            NdpMessage::Redirect { target: ipv6_at(fixed, 8), destination: ipv6_at(fixed, 24) }
+        }
+        _ => return Err(FrameError::NotNeighbourTraffic),
+    };
+    Ok(NdpFrame {
+        eth_src,
+        vlan,
+        ip_src: ip.get_source(),
+        ip_dst: ip.get_destination(),
+        hop_limit: ip.get_hop_limit(),
+        message,
+    })
+}
+
+fn ipv6_at(bytes: &[u8], at: usize) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&bytes[at..at + 16]);
+    Ipv6Addr::from(octets)
+}
+
+/// Finds the link-layer address option of `wanted` type (1 source, 2 target).
+/// Options are (type, length in units of 8 bytes, data); length 0 is invalid (RFC 4861).
+fn link_layer_option(mut options: &[u8], wanted: u8) -> Result<Option<Mac>, FrameError> {
+    while options.len() >= 2 {
+        let kind = options[0];
+        let len = options[1] as usize * 8;
+        if len == 0 || len > options.len() {
+            return Err(FrameError::BadNdp);
+        }
+        if kind == wanted && len >= 8 {
+            return Ok(Some(Mac(options[2..8].to_vec())));
+        }
+        options = &options[len..];
+    }
+    Ok(None)
+}
+
+/// Builders for frames, used by tests, the replay benchmark's generator and fuzzing seeds.
+pub mod build {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// An Ethernet + ARP frame (42 bytes).
+    pub fn arp(eth_src: [u8; 6], eth_dst: [u8; 6], reply: bool, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&eth_dst);
+        f.extend_from_slice(&eth_src);
+        f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, if reply { 2 } else { 1 }]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa.octets());
+        f.extend_from_slice(&tha);
+        f.extend_from_slice(&tpa.octets());
+        f
+    }
+
+    /// A gratuitous ARP request: `ip` is at `mac`, to broadcast.
+    pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+        arp(mac, [0xff; 6], false, mac, ip, [0; 6], ip)
+    }
+
+    /// Ethernet + IPv6 + an ICMPv6 body (checksum left zero: parsers here do not check it).
+    pub fn icmpv6(eth_src: [u8; 6], eth_dst: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(54 + body.len());
+        f.extend_from_slice(&eth_dst);
+        f.extend_from_slice(&eth_src);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[58, 255]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A neighbour advertisement body with flags R|S|O as given and a target link-layer option.
+    pub fn na_body(target: Ipv6Addr, router: bool, solicited: bool, override_flag: bool, mac: [u8; 6]) -> Vec<u8> {
+        let flags = (router as u8) << 7 | (solicited as u8) << 6 | (override_flag as u8) << 5;
+        let mut b = vec![136, 0, 0, 0, flags, 0, 0, 0];
+        b.extend_from_slice(&target.octets());
+        b.extend_from_slice(&[2, 1]);
+        b.extend_from_slice(&mac);
+        b
+    }
+
+    /// A router advertisement body with a source link-layer option.
+    pub fn ra_body(mac: [u8; 6], lifetime_s: u16) -> Vec<u8> {
+        let mut b = vec![134, 0, 0, 0, 64, 0];
+        b.extend_from_slice(&lifetime_s.to_be_bytes());
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&[1, 1]);
+        b.extend_from_slice(&mac);
+        b
+    }
+
+    /// Inserts an 802.1Q tag after the MAC addresses.
+    pub fn tagged(frame: &[u8], vlan: u16) -> Vec<u8> {
+        let mut f = frame[..12].to_vec();
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
+        f.extend_from_slice(&frame[12..]);
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn arp_reply_and_tagged_request() {
+        let f = build::arp(M1, M2, true, M1, Ipv4Addr::new(192, 0, 2, 1), M2, Ipv4Addr::new(192, 0, 2, 10));
+        let Frame::Arp(a) = parse(&f).unwrap() else { panic!() };
+        assert!(a.is_reply);
+        assert_eq!(a.sender_mac.to_string(), "02:00:00:00:00:01");
+        assert_eq!(a.sender_ip, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(a.vlan, None);
+        let t = build::tagged(&build::gratuitous_arp(M2, Ipv4Addr::new(192, 0, 2, 7)), 42);
+        let Frame::Arp(a) = parse(&t).unwrap() else { panic!() };
+        assert_eq!(a.vlan, Some(42));
+        assert!(!a.is_reply);
+        assert_eq!(a.target_ip, Ipv4Addr::new(192, 0, 2, 7));
+    }
+
+    #[test]
+    fn neighbour_advertisement_and_router_advertisement() {
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let all: Ipv6Addr = "ff02::1".parse().unwrap();
+        let f = build::icmpv6(M1, [0x33, 0x33, 0, 0, 0, 1], ll, all, &build::na_body(ll, true, false, true, M2));
+        let Frame::Ndp(n) = parse(&f).unwrap() else { panic!() };
+        assert_eq!(n.ip_src, ll);
+        assert_eq!(
+            n.message,
+            NdpMessage::NeighbourAdvertisement { target: ll, router: true, solicited: false, override_flag: true, target_mac: Some(Mac(M2.to_vec())) }
+        );
+        let f = build::icmpv6(M1, [0x33, 0x33, 0, 0, 0, 1], ll, all, &build::ra_body(M1, 1800));
+        let Frame::Ndp(n) = parse(&build::tagged(&f, 7)).unwrap() else { panic!() };
+        assert_eq!(n.vlan, Some(7));
+        assert_eq!(n.message, NdpMessage::RouterAdvertisement { router_lifetime_s: 1800, source_mac: Some(Mac(M1.to_vec())) });
+    }
+
+    #[test]
+    fn truncations_and_garbage_are_errors() {
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let frames = [
+            build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1)),
+            build::icmpv6(M1, M2, ll, ll, &build::na_body(ll, false, false, true, M2)),
+            build::icmpv6(M1, M2, ll, ll, &build::ra_body(M1, 0)),
+            build::tagged(&build::tagged(&build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1)), 1), 2),
+        ];
+        for f in &frames {
+            for cut in 0..f.len() {
+                let _ = parse(&f[..cut]);
+            }
+            let mut bad = f.clone();
+            for i in 0..bad.len() {
+                bad[i] ^= 0xff;
+                let _ = parse(&bad);
+            }
+        }
+        assert_eq!(parse(&[]), Err(FrameError::Truncated));
+        // A zero-length NDP option is malformed, not an endless loop.
+        let mut body = build::na_body(ll, false, false, true, M2);
+        body[25] = 0;
+        assert_eq!(parse(&build::icmpv6(M1, M2, ll, ll, &body)), Err(FrameError::BadNdp));
+        // IPv4 is not ours.
+        let mut ipv4 = build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1));
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(parse(&ipv4), Err(FrameError::NotNeighbourTraffic));
+    }
+}
