@@ -18,13 +18,19 @@ use crate::detect::coalesce::Coalescer;
 use crate::detect::lifecycle;
 use crate::detect::net::{NetDetector, NetSettings};
 use crate::kernel::Observation;
+use crate::packet::{PacketWatch, STATION_KINDS};
 use crate::sink::journald::{self, JournaldSink};
 use crate::sink::webhook::WebhookSink;
 use crate::sink::{console_line, format};
+use crate::source::capture::{self, CaptureEvent};
 use crate::source::netlink::{self, SourceEvent};
 
 /// How long queued webhook deliveries may take once a stop was asked for.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often the capture's kernel counters are read (and logged when frames were dropped).
+const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(30);
+/// How often a changed station table is written to state_dir.
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 /// Sets up logging: journald when it is there (or asked for), else stderr.
 pub fn init_logging(config: &Config) {
@@ -161,16 +167,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let baseline_loaded = stored.is_some();
-    if config.arp.enabled {
-        tracing::info!(
-            "packet capture ([arp]) is not part of this version; watching through netlink"
-        );
-    }
     let mut out = Outputs {
         host,
         journal: open_journal(config.log.journald),
         webhooks,
-        coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0),
+        coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
+            .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind),
     };
     let settings = NetSettings {
         interfaces: config
@@ -189,6 +191,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("netlink".into())
         .spawn(move || netlink::run(tx, reconcile, receive_buffer))?;
+
+    // Packet capture: a blocking thread, like netlink. Without it the agent goes on.
+    let mut packets = PacketWatch::load(&config);
+    let (cap_tx, mut cap_rx) = mpsc::channel::<CaptureEvent>(64);
+    let mut capture_on = config.arp.enabled;
+    if capture_on {
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture::run(cap_tx, CAPTURE_STATS_EVERY))?;
+    } else {
+        drop(cap_tx);
+        tracing::info!("packet capture is off ([arp] enabled = false)");
+    }
+    let mut reported_drops = 0u64;
+    let mut save_tick = tokio::time::interval(STATE_SAVE_EVERY);
+    save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -218,6 +236,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         let findings = detector.observe(obs, Utc::now());
                         out.emit(findings);
                     }
+                    packets.sync(&detector);
                 }
                 Some(SourceEvent::Resynced { reason, view }) => {
                     let first = !detector.is_ready();
@@ -227,6 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         _ => tracing::debug!("netlink: full dump after {reason}; reconciling"),
                     }
                     let findings = detector.observe(Observation::Snapshot(view), Utc::now());
+                    packets.sync(&detector);
                     if first {
                         let watching = detector.watched_interfaces();
                         tracing::info!("baseline ready ({}); watching {}", if baseline_loaded { "loaded" } else { "new" }, watching.join(", "));
@@ -244,6 +264,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     break "netlink source stopped".to_string();
                 }
             },
+            event = cap_rx.recv(), if capture_on => match event {
+                Some(CaptureEvent::Frames(frames)) => {
+                    for frame in frames {
+                        let name = detector.view().link_name(frame.ifindex);
+                        if packets.watches(&name) {
+                            let findings = packets.observe(&name, &frame.data, frame.time);
+                            out.emit(findings);
+                        }
+                    }
+                }
+                Some(CaptureEvent::Stats { packets: seen, drops }) => {
+                    if drops > reported_drops {
+                        tracing::warn!("packet capture: the kernel dropped {} frames (of {seen} so far): the agent could not keep up", drops - reported_drops);
+                        reported_drops = drops;
+                    }
+                    write_capture_stats(&state_dir, seen, drops, &packets);
+                }
+                Some(CaptureEvent::Failed(why)) => {
+                    tracing::warn!("{why}");
+                    capture_on = false;
+                }
+                None => capture_on = false,
+            },
+            _ = save_tick.tick() => packets.save(&state_dir),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
             _ = sigint.recv() => break "SIGINT".to_string(),
             _ = sighup.recv() => tracing::info!("SIGHUP: configuration reload is not supported yet; carrying on"),
@@ -288,6 +332,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::error!("{e}");
     }
+    packets.save(&state_dir);
     let pending: Vec<_> = out
         .webhooks
         .into_iter()
@@ -306,5 +351,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     match failure {
         Some(why) => bail!(why),
         None => Ok(()),
+    }
+}
+
+/// What `netsentry status` shows about capture (the agent is another process).
+fn write_capture_stats(state_dir: &Path, packets_seen: u64, drops: u64, watch: &PacketWatch) {
+    let c = watch.detector.counters();
+    let stats = serde_json::json!({
+        "updated": crate::alert::format_time(&Utc::now()),
+        "interfaces": watch.watched(),
+        "kernel_packets": packets_seen,
+        "kernel_drops": drops,
+        "frames": c.frames,
+        "arp": c.arp,
+        "ndp": c.ndp,
+        "malformed": c.malformed,
+        "stations": watch.detector.stations().len(),
+        "stations_evicted": c.stations_evicted,
+    });
+    if let Err(e) =
+        baseline::write_state_text(state_dir, baseline::CAPTURE_FILE, &stats.to_string())
+    {
+        tracing::debug!("{e}");
     }
 }

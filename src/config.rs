@@ -153,12 +153,40 @@ pub enum WebhookFormat {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArpConfig {
+    /// Capture ARP and neighbour discovery (needs CAP_NET_RAW).
     pub enabled: bool,
+    /// Interfaces to capture on; empty: the watched interfaces (default routes).
+    pub interfaces: Vec<InterfaceName>,
+    /// Extra gateway addresses to guard (besides the default routes' next hops);
+    /// with `replay` the only ones, their MAC learned from the first frame unless
+    /// the baseline knows it.
+    pub gateways: Vec<std::net::IpAddr>,
+    /// Stations remembered (least recently seen evicted beyond this).
+    pub max_stations: usize,
+    /// ARP+NDP frames per second on one interface that make an `arp_storm`.
+    pub storm_pps: u32,
+    /// Two MACs claiming a gateway within this time: `arp_gateway_conflict`.
+    pub conflict_window: Interval,
+    /// VRRP/CARP virtual MACs taking over a gateway are failovers, not attacks.
+    pub vrrp_is_normal: bool,
+    /// Station alerts (arp_new_station, arp_mac_changed, ...) let through per kind
+    /// per `[agent] coalesce_window`; the rest are counted in `alerts_suppressed`.
+    /// Gateway alerts are never limited this way.
+    pub alerts_per_kind: u32,
 }
 
 impl Default for ArpConfig {
     fn default() -> Self {
-        ArpConfig { enabled: true }
+        ArpConfig {
+            enabled: true,
+            interfaces: Vec::new(),
+            gateways: Vec::new(),
+            max_stations: 65_536,
+            storm_pps: 1000,
+            conflict_window: Interval(Duration::from_secs(60)),
+            vrrp_is_normal: true,
+            alerts_per_kind: 20,
+        }
     }
 }
 
@@ -400,6 +428,21 @@ impl Config {
                 message:
                     "reconcile_interval must be at least \"1s\" (a full netlink dump is not free)"
                         .into(),
+            });
+        }
+        if config.arp.max_stations == 0
+            || config.arp.storm_pps == 0
+            || config.arp.alerts_per_kind == 0
+        {
+            let key = ["max_stations", "storm_pps", "alerts_per_kind"]
+                .into_iter()
+                .find(|k| key_position(text, k).is_some())
+                .unwrap_or("max_stations");
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of(key),
+                message: "[arp] max_stations, storm_pps and alerts_per_kind must be at least 1"
+                    .into(),
             });
         }
         if config.agent.netlink_receive_buffer < 4096 {

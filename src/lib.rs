@@ -10,6 +10,8 @@ pub mod baseline;
 pub mod config;
 pub mod detect;
 pub mod kernel;
+pub mod packet;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -31,6 +31,17 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Run the packet detectors over a pcap or pcapng file (packet timestamps as time, no rate limits); nothing is sent
+    Replay {
+        /// The capture file (Ethernet link type)
+        pcap: PathBuf,
+        /// Configuration whose [arp] settings, gateways and stored baseline to use [default: none]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print one alert per line as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show default routes, gateway neighbour entries, watched links and the stored baseline
     Status {
         /// Configuration file [default: /etc/netsentry/netsentry.toml]
@@ -76,6 +87,45 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Replay { pcap, config, json } => {
+            let (c, with_config) = match config.as_deref() {
+                Some(path) => match Config::load(path) {
+                    Ok(c) => (c, true),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => (Config::default(), false),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match netsentry::replay::replay(&pcap, &c, with_config, json, &mut out) {
+                Ok(s) => {
+                    let c = &s.counters;
+                    eprintln!(
+                        "{}: {} frames ({} ARP, {} NDP, {} malformed, {} other{}); {} alerts",
+                        pcap.display(),
+                        c.frames,
+                        c.arp,
+                        c.ndp,
+                        c.malformed,
+                        c.other,
+                        if s.skipped_link_type > 0 {
+                            format!(", {} not Ethernet", s.skipped_link_type)
+                        } else {
+                            String::new()
+                        },
+                        s.alerts
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Status { config, json } => {
             let c = match load(config.as_deref()) {
                 Ok((c, _)) => c,

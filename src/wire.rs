@@ -42,10 +42,25 @@ pub struct ArpFrame {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NdpMessage {
     RouterSolicitation,
-    RouterAdvertisement { router_lifetime_s: u16, source_mac: Option<Mac> },
-    NeighbourSolicitation { target: Ipv6Addr, source_mac: Option<Mac> },
-    NeighbourAdvertisement { target: Ipv6Addr, router: bool, solicited: bool, override_flag: bool, target_mac: Option<Mac> },
-    Redirect { target: Ipv6Addr, destination: Ipv6Addr },
+    RouterAdvertisement {
+        router_lifetime_s: u16,
+        source_mac: Option<Mac>,
+    },
+    NeighbourSolicitation {
+        target: Ipv6Addr,
+        source_mac: Option<Mac>,
+    },
+    NeighbourAdvertisement {
+        target: Ipv6Addr,
+        router: bool,
+        solicited: bool,
+        override_flag: bool,
+        target_mac: Option<Mac>,
+    },
+    Redirect {
+        target: Ipv6Addr,
+        destination: Ipv6Addr,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +111,12 @@ pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
     }
 }
 
-fn parse_arp(payload: &[u8], eth_src: Mac, eth_dst: Mac, vlan: Option<u16>) -> Result<ArpFrame, FrameError> {
+fn parse_arp(
+    payload: &[u8],
+    eth_src: Mac,
+    eth_dst: Mac,
+    vlan: Option<u16>,
+) -> Result<ArpFrame, FrameError> {
     let arp = ArpPacket::new(payload).ok_or(FrameError::Truncated)?;
     if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
         || arp.get_protocol_type() != EtherTypes::Ipv4
@@ -144,7 +164,10 @@ fn parse_ndp(payload: &[u8], eth_src: Mac, vlan: Option<u16>) -> Result<NdpFrame
         }
         135 => {
             let fixed = icmp.get(..24).ok_or(FrameError::BadNdp)?;
-            NdpMessage::NeighbourSolicitation { target: ipv6_at(fixed, 8), source_mac: link_layer_option(&icmp[24..], 1)? }
+            NdpMessage::NeighbourSolicitation {
+                target: ipv6_at(fixed, 8),
+                source_mac: link_layer_option(&icmp[24..], 1)?,
+            }
         }
         136 => {
             let fixed = icmp.get(..24).ok_or(FrameError::BadNdp)?;
@@ -159,7 +182,10 @@ fn parse_ndp(payload: &[u8], eth_src: Mac, vlan: Option<u16>) -> Result<NdpFrame
         }
         137 => {
             let fixed = icmp.get(..40).ok_or(FrameError::BadNdp)?;
-            NdpMessage::Redirect { target: ipv6_at(fixed, 8), destination: ipv6_at(fixed, 24) }
+            NdpMessage::Redirect {
+                target: ipv6_at(fixed, 8),
+                destination: ipv6_at(fixed, 24),
+            }
         }
         _ => return Err(FrameError::NotNeighbourTraffic),
     };
@@ -201,11 +227,30 @@ pub mod build {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// An Ethernet + ARP frame (42 bytes).
-    pub fn arp(eth_src: [u8; 6], eth_dst: [u8; 6], reply: bool, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+    pub fn arp(
+        eth_src: [u8; 6],
+        eth_dst: [u8; 6],
+        reply: bool,
+        sha: [u8; 6],
+        spa: Ipv4Addr,
+        tha: [u8; 6],
+        tpa: Ipv4Addr,
+    ) -> Vec<u8> {
         let mut f = Vec::with_capacity(42);
         f.extend_from_slice(&eth_dst);
         f.extend_from_slice(&eth_src);
-        f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, if reply { 2 } else { 1 }]);
+        f.extend_from_slice(&[
+            0x08,
+            0x06,
+            0x00,
+            0x01,
+            0x08,
+            0x00,
+            6,
+            4,
+            0x00,
+            if reply { 2 } else { 1 },
+        ]);
         f.extend_from_slice(&sha);
         f.extend_from_slice(&spa.octets());
         f.extend_from_slice(&tha);
@@ -219,7 +264,13 @@ pub mod build {
     }
 
     /// Ethernet + IPv6 + an ICMPv6 body (checksum left zero: parsers here do not check it).
-    pub fn icmpv6(eth_src: [u8; 6], eth_dst: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, body: &[u8]) -> Vec<u8> {
+    pub fn icmpv6(
+        eth_src: [u8; 6],
+        eth_dst: [u8; 6],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        body: &[u8],
+    ) -> Vec<u8> {
         let mut f = Vec::with_capacity(54 + body.len());
         f.extend_from_slice(&eth_dst);
         f.extend_from_slice(&eth_src);
@@ -233,7 +284,13 @@ pub mod build {
     }
 
     /// A neighbour advertisement body with flags R|S|O as given and a target link-layer option.
-    pub fn na_body(target: Ipv6Addr, router: bool, solicited: bool, override_flag: bool, mac: [u8; 6]) -> Vec<u8> {
+    pub fn na_body(
+        target: Ipv6Addr,
+        router: bool,
+        solicited: bool,
+        override_flag: bool,
+        mac: [u8; 6],
+    ) -> Vec<u8> {
         let flags = (router as u8) << 7 | (solicited as u8) << 6 | (override_flag as u8) << 5;
         let mut b = vec![136, 0, 0, 0, flags, 0, 0, 0];
         b.extend_from_slice(&target.octets());
@@ -271,14 +328,26 @@ mod tests {
 
     #[test]
     fn arp_reply_and_tagged_request() {
-        let f = build::arp(M1, M2, true, M1, Ipv4Addr::new(192, 0, 2, 1), M2, Ipv4Addr::new(192, 0, 2, 10));
-        let Frame::Arp(a) = parse(&f).unwrap() else { panic!() };
+        let f = build::arp(
+            M1,
+            M2,
+            true,
+            M1,
+            Ipv4Addr::new(192, 0, 2, 1),
+            M2,
+            Ipv4Addr::new(192, 0, 2, 10),
+        );
+        let Frame::Arp(a) = parse(&f).unwrap() else {
+            panic!()
+        };
         assert!(a.is_reply);
         assert_eq!(a.sender_mac.to_string(), "02:00:00:00:00:01");
         assert_eq!(a.sender_ip, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(a.vlan, None);
         let t = build::tagged(&build::gratuitous_arp(M2, Ipv4Addr::new(192, 0, 2, 7)), 42);
-        let Frame::Arp(a) = parse(&t).unwrap() else { panic!() };
+        let Frame::Arp(a) = parse(&t).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.vlan, Some(42));
         assert!(!a.is_reply);
         assert_eq!(a.target_ip, Ipv4Addr::new(192, 0, 2, 7));
@@ -288,17 +357,45 @@ mod tests {
     fn neighbour_advertisement_and_router_advertisement() {
         let ll: Ipv6Addr = "fe80::1".parse().unwrap();
         let all: Ipv6Addr = "ff02::1".parse().unwrap();
-        let f = build::icmpv6(M1, [0x33, 0x33, 0, 0, 0, 1], ll, all, &build::na_body(ll, true, false, true, M2));
-        let Frame::Ndp(n) = parse(&f).unwrap() else { panic!() };
+        let f = build::icmpv6(
+            M1,
+            [0x33, 0x33, 0, 0, 0, 1],
+            ll,
+            all,
+            &build::na_body(ll, true, false, true, M2),
+        );
+        let Frame::Ndp(n) = parse(&f).unwrap() else {
+            panic!()
+        };
         assert_eq!(n.ip_src, ll);
         assert_eq!(
             n.message,
-            NdpMessage::NeighbourAdvertisement { target: ll, router: true, solicited: false, override_flag: true, target_mac: Some(Mac(M2.to_vec())) }
+            NdpMessage::NeighbourAdvertisement {
+                target: ll,
+                router: true,
+                solicited: false,
+                override_flag: true,
+                target_mac: Some(Mac(M2.to_vec()))
+            }
         );
-        let f = build::icmpv6(M1, [0x33, 0x33, 0, 0, 0, 1], ll, all, &build::ra_body(M1, 1800));
-        let Frame::Ndp(n) = parse(&build::tagged(&f, 7)).unwrap() else { panic!() };
+        let f = build::icmpv6(
+            M1,
+            [0x33, 0x33, 0, 0, 0, 1],
+            ll,
+            all,
+            &build::ra_body(M1, 1800),
+        );
+        let Frame::Ndp(n) = parse(&build::tagged(&f, 7)).unwrap() else {
+            panic!()
+        };
         assert_eq!(n.vlan, Some(7));
-        assert_eq!(n.message, NdpMessage::RouterAdvertisement { router_lifetime_s: 1800, source_mac: Some(Mac(M1.to_vec())) });
+        assert_eq!(
+            n.message,
+            NdpMessage::RouterAdvertisement {
+                router_lifetime_s: 1800,
+                source_mac: Some(Mac(M1.to_vec()))
+            }
+        );
     }
 
     #[test]
@@ -308,7 +405,10 @@ mod tests {
             build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1)),
             build::icmpv6(M1, M2, ll, ll, &build::na_body(ll, false, false, true, M2)),
             build::icmpv6(M1, M2, ll, ll, &build::ra_body(M1, 0)),
-            build::tagged(&build::tagged(&build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1)), 1), 2),
+            build::tagged(
+                &build::tagged(&build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1)), 1),
+                2,
+            ),
         ];
         for f in &frames {
             for cut in 0..f.len() {
@@ -324,7 +424,10 @@ mod tests {
         // A zero-length NDP option is malformed, not an endless loop.
         let mut body = build::na_body(ll, false, false, true, M2);
         body[25] = 0;
-        assert_eq!(parse(&build::icmpv6(M1, M2, ll, ll, &body)), Err(FrameError::BadNdp));
+        assert_eq!(
+            parse(&build::icmpv6(M1, M2, ll, ll, &body)),
+            Err(FrameError::BadNdp)
+        );
         // IPv4 is not ours.
         let mut ipv4 = build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1));
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);

@@ -125,17 +125,16 @@ fn alerts_are_journal_entries_with_spec_fields() {
     );
     let sent = receiver
         .wait_for("gateway_mac_changed", Duration::from_secs(10), |b| {
-            b["kind"] == "gateway_mac_changed"
+            b["kind"] == "gateway_mac_changed" && b["details"]["source"] == "netlink"
         })
         .body;
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let entry = loop {
         let entries = journald.entries();
-        if let Some(e) = entries
-            .iter()
-            .find(|e| e["NETSENTRY_KIND"] == "gateway_mac_changed")
-        {
+        if let Some(e) = entries.iter().find(|e| {
+            e["NETSENTRY_KIND"] == "gateway_mac_changed" && e["NETSENTRY_SOURCE"] == "netlink"
+        }) {
             break e.clone();
         }
         assert!(

@@ -20,9 +20,11 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
         GW_IP.parse().unwrap(),
         mac_bytes("02:de:ad:be:ef:01"),
     );
-    let got = r.receiver.wait_for("gateway_mac_changed", WAIT, |b| {
-        b["kind"] == "gateway_mac_changed"
-    });
+    let got = r
+        .receiver
+        .wait_for("gateway_mac_changed from netlink", WAIT, |b| {
+            b["kind"] == "gateway_mac_changed" && b["details"]["source"] == "netlink"
+        });
     let a = &got.body;
     assert_eq!(a["severity"], "critical");
     assert_eq!(a["host"], "testhost");
@@ -41,6 +43,11 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
         "default gateway 192.0.2.1 on eth0 is now at 02:de:ad:be:ef:01 (was 02:00:00:00:00:01)"
     );
     assert_eq!(got.path, "/hook");
+    // The frame itself was seen on the wire too.
+    let wire = r
+        .receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
+    assert_eq!(wire["new_mac"], "02:de:ad:be:ef:01");
 }
 
 #[test]
@@ -61,11 +68,11 @@ fn route_replace_is_gateway_changed() {
 #[test]
 fn carrier_loss_and_return_is_link_down_then_up_with_duration() {
     let Some(r) = start_agent("") else { return };
-    ip(&r.lab.gw, "link set eth0 down");
+    ip(&r.lab.lan, "link set phost down");
     let d = r.receiver.wait_kind("link_down", WAIT, |_| true);
     assert_eq!(d, json!({"interface": "eth0", "reason": "carrier"}));
     std::thread::sleep(Duration::from_millis(1500));
-    ip(&r.lab.gw, "link set eth0 up");
+    ip(&r.lab.lan, "link set phost up");
     let d = r.receiver.wait_kind("link_up", WAIT, |_| true);
     assert_eq!(d["interface"], "eth0");
     let ms = d["down_ms"].as_i64().expect("down_ms is a number");
@@ -227,11 +234,15 @@ fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
 
     let target: Ipv6Addr = GW6_LL.parse().unwrap();
     send_neighbour_advertisement(&lab.gw, "eth0", target, mac_bytes("02:de:ad:be:ef:06"));
-    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["ip"] == GW6_LL);
+    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| {
+        d["ip"] == GW6_LL && d["source"] == "netlink"
+    });
     assert_eq!(
         d,
         json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06", "source": "netlink"})
     );
+    let wire = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "ndp");
+    assert_eq!(wire["new_mac"], "02:de:ad:be:ef:06");
     ip(
         &lab.host,
         "-6 route replace default via 2001:db8:1::2 dev eth0",

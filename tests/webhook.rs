@@ -22,7 +22,8 @@ fn alerts_produced_during_an_outage_arrive_in_order_afterwards() {
     lab.resolve_gateway(GW_IP);
     let receiver = Receiver::start(&lab.host);
     receiver.set_status(503);
-    let config = write_config(&lab, &receiver, "");
+    // Netlink alone: exactly one gateway_mac_changed for the frame.
+    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     std::thread::sleep(Duration::from_millis(800));
     spoof_gateway(&lab, "02:de:ad:be:ef:01");

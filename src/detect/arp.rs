@@ -37,7 +37,12 @@ pub struct ArpSettings {
 
 impl Default for ArpSettings {
     fn default() -> Self {
-        ArpSettings { max_stations: 65_536, storm_pps: 1000, conflict_window: Duration::from_secs(60), vrrp_is_normal: true }
+        ArpSettings {
+            max_stations: 65_536,
+            storm_pps: 1000,
+            conflict_window: Duration::from_secs(60),
+            vrrp_is_normal: true,
+        }
     }
 }
 
@@ -85,7 +90,9 @@ pub struct ArpDetector {
 
 /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
 pub fn is_vrrp_mac(mac: &Mac) -> bool {
-    mac.0.len() == 6 && mac.0[..4] == [0x00, 0x00, 0x5e, 0x00] && (mac.0[4] == 0x01 || mac.0[4] == 0x02)
+    mac.0.len() == 6
+        && mac.0[..4] == [0x00, 0x00, 0x5e, 0x00]
+        && (mac.0[4] == 0x01 || mac.0[4] == 0x02)
 }
 
 /// Broadcast, multicast or all-zero: never a station's own address.
@@ -97,12 +104,20 @@ fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let bits = prefix.min(32) as u32;
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
             let bits = prefix.min(128) as u32;
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -124,7 +139,10 @@ impl ArpDetector {
     }
 
     pub fn counters(&self) -> ArpCounters {
-        ArpCounters { stations_evicted: self.stations.evicted(), ..self.counters.clone() }
+        ArpCounters {
+            stations_evicted: self.stations.evicted(),
+            ..self.counters.clone()
+        }
     }
 
     pub fn stations(&self) -> &StationTable {
@@ -144,7 +162,11 @@ impl ArpDetector {
 
     /// The routers seen, as text lines `interface ip` (persisted with the stations).
     pub fn routers_text(&self) -> String {
-        let mut rows: Vec<String> = self.routers.iter().map(|(i, ip)| format!("{i}\t{ip}\n")).collect();
+        let mut rows: Vec<String> = self
+            .routers
+            .iter()
+            .map(|(i, ip)| format!("{i}\t{ip}\n"))
+            .collect();
         rows.sort();
         rows.concat()
     }
@@ -161,12 +183,14 @@ impl ArpDetector {
     }
 
     /// Sets the gateways and the MAC each is known at (`None`: learn it from the
-    /// first frame). Keeps what was seen on the wire for gateways that stay.
+    /// first frame). A gateway already known keeps its reference MAC: the kernel's
+    /// belief may have been moved by the very frame about to be looked at (netlink
+    /// and capture race), and a claim must be judged against what was known before.
     pub fn set_gateways(&mut self, gateways: &[(IpAddr, Option<Mac>)]) {
         let mut next = HashMap::new();
         for (ip, mac) in gateways {
             let mut g = self.gateways.remove(ip).unwrap_or_default();
-            if mac.is_some() {
+            if g.reference.is_none() {
                 g.reference = mac.clone();
             }
             next.insert(*ip, g);
@@ -212,16 +236,31 @@ impl ArpDetector {
         out
     }
 
-    fn count_for_storm(&mut self, interface: &str, sender: &Mac, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+    fn count_for_storm(
+        &mut self,
+        interface: &str,
+        sender: &Mac,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
         let second = now.timestamp();
         let limit = self.settings.storm_pps;
         let w = self
             .storms
             .entry(interface.to_string())
-            .or_insert_with(|| StormWindow { second, count: 0, senders: HashMap::new() });
+            .or_insert_with(|| StormWindow {
+                second,
+                count: 0,
+                senders: HashMap::new(),
+            });
         if w.second != second {
             if w.count > limit {
-                let (top, top_count) = w.senders.iter().max_by_key(|(_, c)| **c).map(|(m, c)| (m.to_string(), *c)).unwrap_or_default();
+                let (top, top_count) = w
+                    .senders
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(m, c)| (m.to_string(), *c))
+                    .unwrap_or_default();
                 out.push(Finding::new(
                     Kind::ArpStorm,
                     now,
@@ -239,7 +278,13 @@ impl ArpDetector {
         }
     }
 
-    fn observe_arp(&mut self, interface: &str, a: ArpFrame, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+    fn observe_arp(
+        &mut self,
+        interface: &str,
+        a: ArpFrame,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
         let ip = a.sender_ip;
         if ip.is_unspecified() {
             // Address probes (RFC 5227) claim nothing.
@@ -279,7 +324,9 @@ impl ArpDetector {
             ));
             return;
         }
-        let sighting = self.stations.observe(interface, ip, &a.sender_mac, now.timestamp());
+        let sighting = self
+            .stations
+            .observe(interface, ip, &a.sender_mac, now.timestamp());
         if is_gateway {
             // The gateway checks above said it better.
             return;
@@ -306,14 +353,32 @@ impl ArpDetector {
         if vrrp || is_vrrp_mac(&old) {
             details["vrrp"] = json!(true);
         }
-        out.push(Finding::new(kind, now, format!("{ip} on {interface} {what} {new} (was {old}){note}"), details));
+        out.push(Finding::new(
+            kind,
+            now,
+            format!("{ip} on {interface} {what} {new} (was {old}){note}"),
+            details,
+        ));
     }
 
-    /// A frame says `mac` is `ip`, one of our gateways.
-    fn observe_gateway_claim(&mut self, interface: &str, ip: IpAddr, mac: &Mac, source: &str, now: DateTime<Utc>, out: &mut Vec<Finding>) {
-        let window = chrono::Duration::from_std(self.settings.conflict_window).unwrap_or(chrono::Duration::MAX);
+    /// A frame says `mac` is `ip`, one of our gateways. Reported when the MAC is
+    /// neither the known one nor the one that claimed it last (so a poisoner
+    /// repeating itself is one alert, and each switch between claimants is one).
+    fn observe_gateway_claim(
+        &mut self,
+        interface: &str,
+        ip: IpAddr,
+        mac: &Mac,
+        source: &str,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
+        let window = chrono::Duration::from_std(self.settings.conflict_window)
+            .unwrap_or(chrono::Duration::MAX);
         let vrrp_is_normal = self.settings.vrrp_is_normal;
-        let Some(g) = self.gateways.get_mut(&ip) else { return };
+        let Some(g) = self.gateways.get_mut(&ip) else {
+            return;
+        };
         let Some(reference) = g.reference.clone() else {
             // Replay without a baseline: the first claim is the reference.
             g.reference = Some(mac.clone());
@@ -362,20 +427,33 @@ impl ArpDetector {
             out.push(Finding::new(
                 Kind::ArpGatewayConflict,
                 now,
-                format!("{} MACs answer for default gateway {ip} on {interface}: {}", list.len(), list.join(", ")),
+                format!(
+                    "{} MACs answer for default gateway {ip} on {interface}: {}",
+                    list.len(),
+                    list.join(", ")
+                ),
                 json!({"interface": interface, "ip": ip.to_string(), "macs": list}),
             ));
         }
     }
 
-    fn observe_ndp(&mut self, interface: &str, n: NdpFrame, now: DateTime<Utc>, out: &mut Vec<Finding>) {
+    fn observe_ndp(
+        &mut self,
+        interface: &str,
+        n: NdpFrame,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
         match n.message {
             NdpMessage::RouterAdvertisement { source_mac, .. } => {
                 let mac = source_mac.unwrap_or_else(|| n.eth_src.clone());
                 let key = (interface.to_string(), n.ip_src);
                 let known = self.routers.contains(&key)
                     || self.gateways.contains_key(&IpAddr::V6(n.ip_src))
-                    || self.gateways.values().any(|g| g.reference.as_ref() == Some(&mac));
+                    || self
+                        .gateways
+                        .values()
+                        .any(|g| g.reference.as_ref() == Some(&mac));
                 if !known {
                     out.push(Finding::new(
                         Kind::NdpRouterNew,
@@ -389,7 +467,12 @@ impl ArpDetector {
                     }
                 }
             }
-            NdpMessage::NeighbourAdvertisement { target, override_flag, target_mac: Some(tmac), .. } => {
+            NdpMessage::NeighbourAdvertisement {
+                target,
+                override_flag,
+                target_mac: Some(tmac),
+                ..
+            } => {
                 if tmac != n.eth_src {
                     out.push(Finding::new(
                         Kind::ArpEthernetMismatch,
@@ -400,7 +483,14 @@ impl ArpDetector {
                     ));
                 }
                 if override_flag && !is_bad_mac(&tmac) {
-                    self.observe_gateway_claim(interface, IpAddr::V6(target), &tmac, "ndp", now, out);
+                    self.observe_gateway_claim(
+                        interface,
+                        IpAddr::V6(target),
+                        &tmac,
+                        "ndp",
+                        now,
+                        out,
+                    );
                 }
             }
             _ => {}
@@ -428,14 +518,25 @@ mod tests {
     fn detector() -> ArpDetector {
         let mut d = ArpDetector::new(ArpSettings::default());
         d.set_gateways(&[(IpAddr::V4(GW), Some(mac(GW_MAC)))]);
-        d.set_subnets(HashMap::from([("eth0".to_string(), vec![("192.0.2.10".parse().unwrap(), 24)])]));
+        d.set_subnets(HashMap::from([(
+            "eth0".to_string(),
+            vec![("192.0.2.10".parse().unwrap(), 24)],
+        )]));
         d
     }
     fn kinds(f: &[Finding]) -> Vec<Kind> {
         f.iter().map(|f| f.kind).collect()
     }
     fn reply(src: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
-        build::arp(src, [2, 0, 0, 0, 0, 0x10], true, src, ip, [2, 0, 0, 0, 0, 0x10], Ipv4Addr::new(192, 0, 2, 10))
+        build::arp(
+            src,
+            [2, 0, 0, 0, 0, 0x10],
+            true,
+            src,
+            ip,
+            [2, 0, 0, 0, 0, 0x10],
+            Ipv4Addr::new(192, 0, 2, 10),
+        )
     }
 
     #[test]
@@ -445,61 +546,144 @@ mod tests {
         let a = [2, 0, 0, 0, 0, 0xa];
         let b = [2, 0, 0, 0, 0, 0xb];
         let c = [2, 0, 0, 0, 0, 0xc];
-        assert_eq!(kinds(&d.observe("eth0", &reply(a, ip), t(0))), vec![Kind::ArpNewStation]);
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(a, ip), t(0))),
+            vec![Kind::ArpNewStation]
+        );
         assert!(d.observe("eth0", &reply(a, ip), t(1)).is_empty());
         let f = d.observe("eth0", &reply(b, ip), t(2));
         assert_eq!(kinds(&f), vec![Kind::ArpMacChanged]);
         assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:0a"));
-        assert_eq!(kinds(&d.observe("eth0", &reply(a, ip), t(3))), vec![Kind::ArpFlipFlop]);
-        assert_eq!(kinds(&d.observe("eth0", &reply(c, ip), t(4))), vec![Kind::ArpMacChanged]);
-        assert_eq!(kinds(&d.observe("eth0", &reply(b, ip), t(5))), vec![Kind::ArpReusedMac]);
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(a, ip), t(3))),
+            vec![Kind::ArpFlipFlop]
+        );
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(c, ip), t(4))),
+            vec![Kind::ArpMacChanged]
+        );
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(b, ip), t(5))),
+            vec![Kind::ArpReusedMac]
+        );
     }
 
     #[test]
     fn mismatch_bad_mac_bogon_and_probes() {
         let mut d = detector();
         let ip = Ipv4Addr::new(192, 0, 2, 60);
-        let f = build::arp([2, 0, 0, 0, 0, 0x77], [0xff; 6], false, [2, 0, 0, 0, 0, 0x66], ip, [0; 6], GW);
+        let f = build::arp(
+            [2, 0, 0, 0, 0, 0x77],
+            [0xff; 6],
+            false,
+            [2, 0, 0, 0, 0, 0x66],
+            ip,
+            [0; 6],
+            GW,
+        );
         let f = d.observe("eth0", &f, t(0));
-        assert_eq!(kinds(&f), vec![Kind::ArpEthernetMismatch, Kind::ArpNewStation]);
+        assert_eq!(
+            kinds(&f),
+            vec![Kind::ArpEthernetMismatch, Kind::ArpNewStation]
+        );
         assert_eq!(f[0].detail_str("eth_src"), Some("02:00:00:00:00:77"));
         assert_eq!(f[0].detail_str("arp_sender_mac"), Some("02:00:00:00:00:66"));
-        let f = build::arp([2, 0, 0, 0, 0, 0x77], [0xff; 6], false, [0xff; 6], ip, [0; 6], GW);
+        let f = build::arp(
+            [2, 0, 0, 0, 0, 0x77],
+            [0xff; 6],
+            false,
+            [0xff; 6],
+            ip,
+            [0; 6],
+            GW,
+        );
         assert!(kinds(&d.observe("eth0", &f, t(1))).contains(&Kind::ArpBadMac));
-        let f = d.observe("eth0", &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)), t(2));
+        let f = d.observe(
+            "eth0",
+            &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)),
+            t(2),
+        );
         assert_eq!(kinds(&f), vec![Kind::ArpBogon]);
         // No subnets known for an interface: no bogon verdict.
-        assert_eq!(kinds(&d.observe("eth9", &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)), t(3))), vec![Kind::ArpNewStation]);
+        assert_eq!(
+            kinds(&d.observe(
+                "eth9",
+                &reply([2, 0, 0, 0, 0, 0x55], Ipv4Addr::new(203, 0, 113, 5)),
+                t(3)
+            )),
+            vec![Kind::ArpNewStation]
+        );
         // An address probe (sender 0.0.0.0) claims nothing.
-        let probe = build::arp([2, 0, 0, 0, 0, 0x44], [0xff; 6], false, [2, 0, 0, 0, 0, 0x44], Ipv4Addr::UNSPECIFIED, [0; 6], ip);
+        let probe = build::arp(
+            [2, 0, 0, 0, 0, 0x44],
+            [0xff; 6],
+            false,
+            [2, 0, 0, 0, 0, 0x44],
+            Ipv4Addr::UNSPECIFIED,
+            [0; 6],
+            ip,
+        );
         assert!(d.observe("eth0", &probe, t(4)).is_empty());
     }
 
     #[test]
     fn gateway_spoof_is_reported_once_per_transition_and_conflict_once() {
         let mut d = detector();
-        assert!(d.observe("eth0", &reply(GW_MAC, GW), t(0)).is_empty(), "the real gateway is quiet");
+        assert!(
+            d.observe("eth0", &reply(GW_MAC, GW), t(0)).is_empty(),
+            "the real gateway is quiet"
+        );
         let f = d.observe("eth0", &reply(EVIL, GW), t(1000));
-        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged, Kind::ArpGatewayConflict]);
+        assert_eq!(
+            kinds(&f),
+            vec![Kind::GatewayMacChanged, Kind::ArpGatewayConflict]
+        );
         assert_eq!(f[0].detail_str("source"), Some("arp"));
         assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
         assert_eq!(f[0].detail_str("new_mac"), Some("02:de:ad:be:ef:01"));
-        assert_eq!(f[1].details["macs"], json!(["02:00:00:00:00:01", "02:de:ad:be:ef:01"]));
+        assert_eq!(
+            f[1].details["macs"],
+            json!(["02:00:00:00:00:01", "02:de:ad:be:ef:01"])
+        );
         // The poisoner repeats every second: nothing new.
         for s in 2..10 {
             assert!(d.observe("eth0", &reply(EVIL, GW), t(s * 1000)).is_empty());
         }
         // The real gateway answers (same conflict), then the poisoner again: a new transition.
         assert!(d.observe("eth0", &reply(GW_MAC, GW), t(10_000)).is_empty());
-        assert_eq!(kinds(&d.observe("eth0", &reply(EVIL, GW), t(11_000))), vec![Kind::GatewayMacChanged]);
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(EVIL, GW), t(11_000))),
+            vec![Kind::GatewayMacChanged]
+        );
+    }
+
+    #[test]
+    fn the_kernel_moving_first_does_not_hide_the_spoof() {
+        let mut d = detector();
+        // Netlink saw the kernel take the spoofed MAC before this frame was read.
+        d.set_gateways(&[(IpAddr::V4(GW), Some(mac(EVIL)))]);
+        let f = d.observe("eth0", &reply(EVIL, GW), t(0));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
     }
 
     #[test]
     fn request_based_poisoning_and_gratuitous_claims_count() {
         let mut d = detector();
         // A request from the attacker with the gateway's IP as sender (kernel may update its cache).
-        let req = build::arp(EVIL, [0xff; 6], false, EVIL, GW, [0; 6], Ipv4Addr::new(192, 0, 2, 10));
-        assert_eq!(kinds(&d.observe("eth0", &req, t(0))), vec![Kind::GatewayMacChanged]);
+        let req = build::arp(
+            EVIL,
+            [0xff; 6],
+            false,
+            EVIL,
+            GW,
+            [0; 6],
+            Ipv4Addr::new(192, 0, 2, 10),
+        );
+        assert_eq!(
+            kinds(&d.observe("eth0", &req, t(0))),
+            vec![Kind::GatewayMacChanged]
+        );
     }
 
     #[test]
@@ -510,9 +694,15 @@ mod tests {
         assert_eq!(kinds(&f), vec![Kind::ArpMacChanged]);
         assert_eq!(f[0].details["vrrp"], true);
         assert!(f[0].summary.contains("VRRP"));
-        let mut strict = ArpDetector::new(ArpSettings { vrrp_is_normal: false, ..Default::default() });
+        let mut strict = ArpDetector::new(ArpSettings {
+            vrrp_is_normal: false,
+            ..Default::default()
+        });
         strict.set_gateways(&[(IpAddr::V4(GW), Some(mac(GW_MAC)))]);
-        assert_eq!(kinds(&strict.observe("eth0", &reply(vmac, GW), t(0))), vec![Kind::GatewayMacChanged]);
+        assert_eq!(
+            kinds(&strict.observe("eth0", &reply(vmac, GW), t(0))),
+            vec![Kind::GatewayMacChanged]
+        );
     }
 
     #[test]
@@ -520,7 +710,10 @@ mod tests {
         let mut d = ArpDetector::new(ArpSettings::default());
         d.set_gateways(&[(IpAddr::V4(GW), None)]);
         assert!(d.observe("pcap", &reply(GW_MAC, GW), t(0)).is_empty());
-        assert_eq!(kinds(&d.observe("pcap", &reply(EVIL, GW), t(1)))[0], Kind::GatewayMacChanged);
+        assert_eq!(
+            kinds(&d.observe("pcap", &reply(EVIL, GW), t(1)))[0],
+            Kind::GatewayMacChanged
+        );
     }
 
     #[test]
@@ -542,17 +735,35 @@ mod tests {
         assert!(d.observe("eth0", &ra, t(2)).is_empty());
         assert!(d.take_dirty());
         // A spoofed NA with override for the gateway.
-        let na = build::icmpv6(EVIL, mcast, rogue, all, &build::na_body(gw6, true, false, true, EVIL));
+        let na = build::icmpv6(
+            EVIL,
+            mcast,
+            rogue,
+            all,
+            &build::na_body(gw6, true, false, true, EVIL),
+        );
         let f = d.observe("eth0", &na, t(3));
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("source"), Some("ndp"));
         // Without override the kernel would not move its entry: not a gateway move.
         let mut d2 = ArpDetector::new(ArpSettings::default());
         d2.set_gateways(&[(IpAddr::V6(gw6), Some(mac(GW_MAC)))]);
-        let na = build::icmpv6(EVIL, mcast, rogue, all, &build::na_body(gw6, true, true, false, EVIL));
+        let na = build::icmpv6(
+            EVIL,
+            mcast,
+            rogue,
+            all,
+            &build::na_body(gw6, true, true, false, EVIL),
+        );
         assert!(d2.observe("eth0", &na, t(0)).is_empty());
         // TLLA that is not the sender's Ethernet address.
-        let na = build::icmpv6(GW_MAC, mcast, gw6, all, &build::na_body(gw6, true, false, false, EVIL));
+        let na = build::icmpv6(
+            GW_MAC,
+            mcast,
+            gw6,
+            all,
+            &build::na_body(gw6, true, false, false, EVIL),
+        );
         let f = d2.observe("eth0", &na, t(1));
         assert_eq!(kinds(&f), vec![Kind::ArpEthernetMismatch]);
         assert_eq!(f[0].detail_str("family"), Some("inet6"));
@@ -560,11 +771,18 @@ mod tests {
 
     #[test]
     fn storm_once_per_second_with_top_sender() {
-        let mut d = ArpDetector::new(ArpSettings { storm_pps: 100, ..Default::default() });
+        let mut d = ArpDetector::new(ArpSettings {
+            storm_pps: 100,
+            ..Default::default()
+        });
         let mut found = Vec::new();
         for i in 0..300u32 {
             let ip = Ipv4Addr::from(0xC0000200 + (i % 200));
-            let src = if i % 3 == 0 { EVIL } else { [2, 0, 0, 1, (i >> 8) as u8, i as u8] };
+            let src = if i % 3 == 0 {
+                EVIL
+            } else {
+                [2, 0, 0, 1, (i >> 8) as u8, i as u8]
+            };
             found.extend(d.observe("eth0", &reply(src, ip), t(i as i64)));
         }
         // The second ends with the next frame.
@@ -572,7 +790,10 @@ mod tests {
         let storms: Vec<_> = found.iter().filter(|f| f.kind == Kind::ArpStorm).collect();
         assert_eq!(storms.len(), 1);
         assert_eq!(storms[0].details["packets_per_s"], 300);
-        assert_eq!(storms[0].detail_str("top_sender"), Some("02:de:ad:be:ef:01"));
+        assert_eq!(
+            storms[0].detail_str("top_sender"),
+            Some("02:de:ad:be:ef:01")
+        );
     }
 
     #[test]
@@ -593,10 +814,30 @@ mod tests {
 
     #[test]
     fn subnet_matching() {
-        assert!(in_subnet("192.0.2.77".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
-        assert!(!in_subnet("192.0.3.1".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
-        assert!(in_subnet("10.1.2.3".parse().unwrap(), "192.0.2.10".parse().unwrap(), 0));
-        assert!(in_subnet("2001:db8::5".parse().unwrap(), "2001:db8::1".parse().unwrap(), 64));
-        assert!(!in_subnet("2001:db8::5".parse().unwrap(), "192.0.2.10".parse().unwrap(), 24));
+        assert!(in_subnet(
+            "192.0.2.77".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            24
+        ));
+        assert!(!in_subnet(
+            "192.0.3.1".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            24
+        ));
+        assert!(in_subnet(
+            "10.1.2.3".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            0
+        ));
+        assert!(in_subnet(
+            "2001:db8::5".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            64
+        ));
+        assert!(!in_subnet(
+            "2001:db8::5".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            24
+        ));
     }
 }

@@ -22,6 +22,8 @@ const VOLATILE_DETAILS: &[&str] = &["down_ms", "uptime_s", "packets_per_s", "day
 struct Window {
     kind: Kind,
     started: DateTime<Utc>,
+    /// How many may pass in this window.
+    burst: u32,
     passed: u32,
     suppressed: u64,
     example: String,
@@ -30,6 +32,9 @@ struct Window {
 pub struct Coalescer {
     burst: u32,
     window: chrono::Duration,
+    /// Kinds with a budget per window across all their findings (station alerts
+    /// under a flood of forged frames: every one is different).
+    kind_limits: HashMap<Kind, u32>,
     windows: HashMap<String, Window>,
 }
 
@@ -40,12 +45,21 @@ impl Coalescer {
             window: chrono::Duration::from_std(window)
                 .unwrap_or(chrono::Duration::MAX)
                 .max(chrono::Duration::milliseconds(1)),
+            kind_limits: HashMap::new(),
             windows: HashMap::new(),
         }
     }
 
-    /// Lets a finding through or holds it back. May also return the summary of
-    /// an earlier window of the same key that has just closed.
+    /// At most `limit` findings of each of `kinds` per window, whatever their details.
+    pub fn with_kind_limit(mut self, kinds: &[Kind], limit: u32) -> Coalescer {
+        for kind in kinds {
+            self.kind_limits.insert(*kind, limit.max(1));
+        }
+        self
+    }
+
+    /// Lets a finding through or holds it back. May also return the summaries of
+    /// earlier windows that have just closed.
     pub fn admit(&mut self, finding: Finding) -> Vec<Finding> {
         let mut out = Vec::new();
         if matches!(
@@ -58,8 +72,26 @@ impl Coalescer {
             out.push(finding);
             return out;
         }
+        if !self.pass(key_of(&finding), self.burst, &finding, &mut out) {
+            return out;
+        }
+        if let Some(limit) = self.kind_limits.get(&finding.kind).copied()
+            && !self.pass(
+                format!("*{}", finding.kind.as_str()),
+                limit,
+                &finding,
+                &mut out,
+            )
+        {
+            return out;
+        }
+        out.push(finding);
+        out
+    }
+
+    /// Counts `finding` in the window of `key`; true when it may pass.
+    fn pass(&mut self, key: String, burst: u32, finding: &Finding, out: &mut Vec<Finding>) -> bool {
         let now = finding.time;
-        let key = key_of(&finding);
         if let Some(w) = self.windows.get(&key)
             && now - w.started >= self.window
             && let Some(w) = self.windows.remove(&key)
@@ -82,17 +114,18 @@ impl Coalescer {
         let w = self.windows.entry(key).or_insert_with(|| Window {
             kind: finding.kind,
             started: now,
+            burst,
             passed: 0,
             suppressed: 0,
             example: finding.summary.clone(),
         });
-        if w.passed < self.burst {
+        if w.passed < w.burst {
             w.passed += 1;
-            out.push(finding);
+            true
         } else {
             w.suppressed += 1;
+            false
         }
-        out
     }
 
     /// Closes the windows that have ended; returns their `alerts_suppressed`.
@@ -203,6 +236,40 @@ mod tests {
         assert_eq!(s[0].details["window_s"], 60.0);
         assert!(c.flush(t(1000)).is_empty());
         assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_flood_of_different_station_alerts_is_limited_per_kind_but_gateways_pass() {
+        let mut c =
+            Coalescer::new(3, Duration::from_secs(60)).with_kind_limit(&[Kind::ArpNewStation], 5);
+        let mut passed = 0;
+        for i in 0..1000 {
+            let f = Finding::new(
+                Kind::ArpNewStation,
+                t(1),
+                "new",
+                json!({"ip": format!("198.18.{}.{}", i / 250, i % 250)}),
+            );
+            passed += c.admit(f).len();
+            if i == 500 {
+                let spoof = Finding::new(
+                    Kind::GatewayMacChanged,
+                    t(1),
+                    "gw",
+                    json!({"new_mac": "02:de:ad:be:ef:01"}),
+                );
+                assert_eq!(
+                    c.admit(spoof).len(),
+                    1,
+                    "the gateway spoof inside the flood passes at once"
+                );
+            }
+        }
+        assert_eq!(passed, 5);
+        let s = c.flush(t(61));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].details["kind"], "arp_new_station");
+        assert_eq!(s[0].details["count"], 995);
     }
 
     #[test]

@@ -24,11 +24,17 @@ pub enum Sighting {
     New,
     Same,
     /// A MAC never seen for this address.
-    Changed { old: Mac },
+    Changed {
+        old: Mac,
+    },
     /// Back to the MAC seen just before the current one.
-    FlipFlop { old: Mac },
+    FlipFlop {
+        old: Mac,
+    },
     /// A MAC older than the last two.
-    Reused { old: Mac },
+    Reused {
+        old: Mac,
+    },
 }
 
 pub struct StationTable {
@@ -40,7 +46,12 @@ pub struct StationTable {
 
 impl StationTable {
     pub fn new(cap: usize) -> StationTable {
-        StationTable { cap: cap.max(1), stations: HashMap::new(), evicted: 0, dirty: false }
+        StationTable {
+            cap: cap.max(1),
+            stations: HashMap::new(),
+            evicted: 0,
+            dirty: false,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -93,7 +104,12 @@ impl StationTable {
         }
         self.stations.insert(
             (interface.to_string(), ip),
-            Station { mac: mac.clone(), previous: Vec::new(), first_seen: now, last_seen: now },
+            Station {
+                mac: mac.clone(),
+                previous: Vec::new(),
+                first_seen: now,
+                last_seen: now,
+            },
         );
         self.dirty = true;
         Sighting::New
@@ -103,8 +119,11 @@ impl StationTable {
     /// batches keeps its cost per inserted station constant.
     fn evict(&mut self) {
         let batch = (self.cap / 64).max(1);
-        let mut ages: Vec<(i64, (String, Ipv4Addr))> =
-            self.stations.iter().map(|(k, s)| (s.last_seen, k.clone())).collect();
+        let mut ages: Vec<(i64, (String, Ipv4Addr))> = self
+            .stations
+            .iter()
+            .map(|(k, s)| (s.last_seen, k.clone()))
+            .collect();
         if ages.len() > batch {
             ages.select_nth_unstable_by_key(batch - 1, |(t, _)| *t);
         }
@@ -122,7 +141,13 @@ impl StationTable {
         let mut out = String::with_capacity(rows.len() * 64);
         for ((iface, ip), st) in rows {
             let prev: Vec<String> = st.previous.iter().map(|m| m.to_string()).collect();
-            out.push_str(&format!("{iface}\t{ip}\t{}\t{}\t{}\t{}\n", st.mac, st.first_seen, st.last_seen, prev.join(",")));
+            out.push_str(&format!(
+                "{iface}\t{ip}\t{}\t{}\t{}\t{}\n",
+                st.mac,
+                st.first_seen,
+                st.last_seen,
+                prev.join(",")
+            ));
         }
         out
     }
@@ -131,15 +156,29 @@ impl StationTable {
     pub fn from_text(text: &str, cap: usize) -> (StationTable, usize) {
         let mut table = StationTable::new(cap);
         let mut bad = 0;
-        for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let f: Vec<&str> = line.split('\t').collect();
             let parsed = (|| {
                 let ip: Ipv4Addr = f.get(1)?.parse().ok()?;
                 let mac = Mac::parse(f.get(2)?)?;
                 let first: i64 = f.get(3)?.parse().ok()?;
                 let last: i64 = f.get(4)?.parse().ok()?;
-                let previous: Vec<Mac> = f.get(5).map(|p| p.split(',').filter_map(Mac::parse).take(HISTORY).collect()).unwrap_or_default();
-                Some(((f[0].to_string(), ip), Station { mac, previous, first_seen: first, last_seen: last }))
+                let previous: Vec<Mac> = f
+                    .get(5)
+                    .map(|p| p.split(',').filter_map(Mac::parse).take(HISTORY).collect())
+                    .unwrap_or_default();
+                Some((
+                    (f[0].to_string(), ip),
+                    Station {
+                        mac,
+                        previous,
+                        first_seen: first,
+                        last_seen: last,
+                    },
+                ))
             })();
             match parsed {
                 Some((key, st)) if table.stations.len() < table.cap => {
@@ -167,11 +206,23 @@ mod tests {
         let mut t = StationTable::new(10);
         assert_eq!(t.observe("eth0", IP, &m(1), 0), Sighting::New);
         assert_eq!(t.observe("eth0", IP, &m(1), 1), Sighting::Same);
-        assert_eq!(t.observe("eth0", IP, &m(2), 2), Sighting::Changed { old: m(1) });
-        assert_eq!(t.observe("eth0", IP, &m(1), 3), Sighting::FlipFlop { old: m(2) });
-        assert_eq!(t.observe("eth0", IP, &m(3), 4), Sighting::Changed { old: m(1) });
+        assert_eq!(
+            t.observe("eth0", IP, &m(2), 2),
+            Sighting::Changed { old: m(1) }
+        );
+        assert_eq!(
+            t.observe("eth0", IP, &m(1), 3),
+            Sighting::FlipFlop { old: m(2) }
+        );
+        assert_eq!(
+            t.observe("eth0", IP, &m(3), 4),
+            Sighting::Changed { old: m(1) }
+        );
         // m(2) is now older than the last two (m(3) current, m(1) before it).
-        assert_eq!(t.observe("eth0", IP, &m(2), 5), Sighting::Reused { old: m(3) });
+        assert_eq!(
+            t.observe("eth0", IP, &m(2), 5),
+            Sighting::Reused { old: m(3) }
+        );
         // Another interface is another station.
         assert_eq!(t.observe("eth1", IP, &m(2), 6), Sighting::New);
     }

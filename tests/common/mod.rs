@@ -67,18 +67,23 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Two namespaces joined by a veth pair: `gw` (192.0.2.1, fe80::1, 2001:db8:1::1)
-/// and `host` (192.0.2.10, 2001:db8:1::10) with default routes via the gateway.
+/// A LAN of namespaces on one bridge (in `lan`): `gw` (192.0.2.1, fe80::1,
+/// 2001:db8:1::1, MAC 02:00:00:00:00:01), `host` (192.0.2.10, 2001:db8:1::10)
+/// with default routes via the gateway, and `mitm` (192.0.2.66, fe80::66, MAC
+/// 02:00:00:00:00:66), an attacker on the same segment. Each has `eth0`; its
+/// peer on the bridge is `p<name>` (`pgw`, `phost`, `pmitm`).
 pub struct Lab {
     pub gw: String,
     pub host: String,
+    pub mitm: String,
+    pub lan: String,
     pub dir: tempfile::TempDir,
-    extra_ns: Vec<String>,
 }
 
 pub const GW_IP: &str = "192.0.2.1";
 pub const GW_MAC: &str = "02:00:00:00:00:01";
 pub const GW6_LL: &str = "fe80::1";
+pub const MITM_MAC: &str = "02:00:00:00:00:66";
 
 impl Lab {
     pub fn new() -> Lab {
@@ -87,24 +92,33 @@ impl Lab {
         let lab = Lab {
             gw: format!("{prefix}gw"),
             host: format!("{prefix}host"),
+            mitm: format!("{prefix}mitm"),
+            lan: format!("{prefix}lan"),
             dir: tempfile::tempdir().expect("tempdir"),
-            extra_ns: Vec::new(),
         };
-        let (gw, host) = (lab.gw.as_str(), lab.host.as_str());
-        for ns in [gw, host] {
+        let (gw, host, mitm, lan) = (
+            lab.gw.as_str(),
+            lab.host.as_str(),
+            lab.mitm.as_str(),
+            lab.lan.as_str(),
+        );
+        for ns in [lan, gw, host, mitm] {
             run("ip", &["netns", "add", ns]);
             ip(ns, "link set lo up");
         }
-        run(
-            "ip",
-            &[
-                "-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-                gw,
-            ],
-        );
-        ip(gw, &format!("link set eth0 address {GW_MAC}"));
-        // No duplicate address detection delays in the way of the tests.
-        for ns in [gw, host] {
+        ip(lan, "link add br0 type bridge");
+        ip(lan, "link set br0 up");
+        for (ns, port) in [(gw, "pgw"), (host, "phost"), (mitm, "pmitm")] {
+            run(
+                "ip",
+                &[
+                    "-n", lan, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                    "netns", ns,
+                ],
+            );
+            ip(lan, &format!("link set {port} master br0"));
+            ip(lan, &format!("link set {port} up"));
+            // No duplicate address detection delays in the way of the tests.
             run(
                 "ip",
                 &[
@@ -116,27 +130,33 @@ impl Lab {
                     "net.ipv6.conf.eth0.accept_dad=0",
                 ],
             );
+        }
+        ip(gw, &format!("link set eth0 address {GW_MAC}"));
+        ip(mitm, &format!("link set eth0 address {MITM_MAC}"));
+        for ns in [gw, host, mitm] {
             ip(ns, "link set eth0 up");
         }
         ip(gw, "addr add 192.0.2.1/24 dev eth0");
         ip(gw, "addr add 2001:db8:1::1/64 dev eth0 nodad");
         ip(gw, "addr add fe80::1/64 dev eth0 nodad");
+        ip(mitm, "addr add 192.0.2.66/24 dev eth0");
+        ip(mitm, "addr add fe80::66/64 dev eth0 nodad");
         ip(host, "addr add 192.0.2.10/24 dev eth0");
         ip(host, "addr add 2001:db8:1::10/64 dev eth0 nodad");
         ip(host, &format!("route add default via {GW_IP}"));
         // The gateway never has to ARP for the host, so only the frames a test
         // sends change what the host believes about the gateway.
-        let host_mac = ip(host, "-br link show eth0");
-        let host_mac = host_mac
-            .split_whitespace()
-            .nth(2)
-            .expect("host mac")
-            .to_string();
+        let host_mac = lab.host_mac();
         ip(
             gw,
             &format!("neigh replace 192.0.2.10 lladdr {host_mac} dev eth0 nud permanent"),
         );
         lab
+    }
+
+    pub fn host_mac(&self) -> String {
+        let out = ip(&self.host, "-br link show eth0");
+        out.split_whitespace().nth(2).expect("host mac").to_string()
     }
 
     /// `ip -n <ns> args...`
@@ -187,22 +207,11 @@ impl Lab {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-
-    /// Adds a namespace that is removed with the lab.
-    pub fn add_namespace(&mut self, suffix: &str) -> String {
-        let name = format!("{}{suffix}", self.gw.trim_end_matches("gw"));
-        run("ip", &["netns", "add", &name]);
-        self.extra_ns.push(name.clone());
-        name
-    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [&self.gw, &self.host]
-            .into_iter()
-            .chain(self.extra_ns.iter())
-        {
+        for ns in [&self.host, &self.gw, &self.mitm, &self.lan] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -220,23 +229,18 @@ pub fn mac_bytes(text: &str) -> [u8; 6] {
 /// Sends one gratuitous ARP request from namespace `ns`: `ip` is at `mac`.
 /// Built by hand and sent on an AF_PACKET socket, as an attacker would.
 pub fn send_gratuitous_arp(ns: &str, iface: &str, ip: std::net::Ipv4Addr, mac: [u8; 6]) {
-    let iface = std::ffi::CString::new(iface).unwrap();
-    in_netns(ns, move || {
-        let mut frame = Vec::with_capacity(42);
-        frame.extend_from_slice(&[0xff; 6]); // broadcast
-        frame.extend_from_slice(&mac);
-        frame.extend_from_slice(&[0x08, 0x06]); // ARP
-        frame.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
-        frame.extend_from_slice(&mac);
-        frame.extend_from_slice(&ip.octets());
-        frame.extend_from_slice(&[0; 6]);
-        frame.extend_from_slice(&ip.octets());
-        send_frame(&iface, &frame);
-    })
+    send_frames(
+        ns,
+        iface,
+        vec![netsentry::wire::build::gratuitous_arp(mac, ip)],
+    );
 }
 
-fn send_frame(iface: &std::ffi::CStr, frame: &[u8]) {
-    unsafe {
+/// Sends raw Ethernet frames from namespace `ns` on `iface`, as fast as the
+/// socket takes them. Returns when all are sent.
+pub fn send_frames(ns: &str, iface: &str, frames: Vec<Vec<u8>>) {
+    let iface = std::ffi::CString::new(iface).unwrap();
+    in_netns(ns, move || unsafe {
         let index = libc::if_nametoindex(iface.as_ptr());
         assert!(index > 0, "no interface {iface:?}");
         let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
@@ -249,19 +253,28 @@ fn send_frame(iface: &std::ffi::CStr, frame: &[u8]) {
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_ifindex = index as i32;
         addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let n = libc::sendto(
-            fd,
-            frame.as_ptr() as *const libc::c_void,
-            frame.len(),
-            0,
-            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
+        for frame in &frames {
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            loop {
+                let n = libc::sendto(
+                    fd,
+                    frame.as_ptr() as *const libc::c_void,
+                    frame.len(),
+                    0,
+                    &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if n as usize == frame.len() {
+                    break;
+                }
+                let err = std::io::Error::last_os_error();
+                // A full transmit queue: wait a little and try again.
+                assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "send frame: {err}");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
         libc::close(fd);
-        assert_eq!(n as usize, frame.len(), "send frame: {err}");
-    }
+    })
 }
 
 /// Sends an unsolicited IPv6 neighbour advertisement (router and override flags

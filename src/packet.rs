@@ -1,0 +1,169 @@
+//! Wiring of the packet detector: what it needs from the rest of the agent
+//! (gateways, subnets, watched interfaces) and its state on disk. Shared by the
+//! live agent and `netsentry replay`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::alert::{Finding, Kind};
+use crate::baseline::{self, Baseline};
+use crate::config::Config;
+use crate::detect::arp::{ArpDetector, ArpSettings};
+use crate::detect::net::NetDetector;
+use crate::detect::stations::StationTable;
+use crate::kernel::{Family, Mac};
+
+/// Kinds limited per window under `[arp] alerts_per_kind`.
+pub const STATION_KINDS: &[Kind] = &[
+    Kind::ArpNewStation,
+    Kind::ArpMacChanged,
+    Kind::ArpFlipFlop,
+    Kind::ArpReusedMac,
+    Kind::ArpEthernetMismatch,
+    Kind::ArpBogon,
+    Kind::ArpBadMac,
+];
+
+pub fn settings(config: &Config) -> ArpSettings {
+    ArpSettings {
+        max_stations: config.arp.max_stations,
+        storm_pps: config.arp.storm_pps,
+        conflict_window: config.arp.conflict_window.0,
+        vrrp_is_normal: config.arp.vrrp_is_normal,
+    }
+}
+
+/// The MAC the baseline knows for a gateway address, on whichever interface.
+fn known_mac(baseline: Option<&Baseline>, ip: &IpAddr) -> Option<Mac> {
+    baseline?
+        .gateways
+        .iter()
+        .find(|g| g.ip == *ip)
+        .map(|g| g.mac.clone())
+}
+
+/// `[arp] gateways` with the MACs the stored baseline knows (for replay).
+pub fn configured_gateways(
+    config: &Config,
+    baseline: Option<&Baseline>,
+) -> Vec<(IpAddr, Option<Mac>)> {
+    config
+        .arp
+        .gateways
+        .iter()
+        .map(|ip| (*ip, known_mac(baseline, ip)))
+        .collect()
+}
+
+/// The packet detector with its live inputs.
+pub struct PacketWatch {
+    pub detector: ArpDetector,
+    capture_interfaces: Vec<String>,
+    extra_gateways: Vec<IpAddr>,
+    gateways: Vec<(IpAddr, Option<Mac>)>,
+    subnets: HashMap<String, Vec<(IpAddr, u8)>>,
+    watched: Vec<String>,
+}
+
+impl PacketWatch {
+    /// A detector with the station table and routers stored in `state_dir`.
+    pub fn load(config: &Config) -> PacketWatch {
+        let mut detector = ArpDetector::new(settings(config));
+        let dir = &config.agent.state_dir;
+        if let Some(text) = baseline::read_state_text(dir, baseline::STATIONS_FILE) {
+            let (table, bad) = StationTable::from_text(&text, config.arp.max_stations);
+            if bad > 0 {
+                tracing::warn!(
+                    "{}: {bad} unreadable lines skipped",
+                    dir.join(baseline::STATIONS_FILE).display()
+                );
+            }
+            detector.set_stations(table);
+        }
+        if let Some(text) = baseline::read_state_text(dir, baseline::ROUTERS_FILE) {
+            detector.load_routers(&text);
+        }
+        PacketWatch {
+            detector,
+            capture_interfaces: config.arp.interfaces.iter().map(|i| i.0.clone()).collect(),
+            extra_gateways: config.arp.gateways.clone(),
+            gateways: Vec::new(),
+            subnets: HashMap::new(),
+            watched: Vec::new(),
+        }
+    }
+
+    /// Takes the gateways (and their MACs) and the interface subnets from the
+    /// netlink side; cheap when nothing changed.
+    pub fn sync(&mut self, net: &NetDetector) {
+        let view = net.view();
+        let mut gateways = Vec::new();
+        for family in [Family::Inet, Family::Inet6] {
+            for (ip, ifindex) in view.default_nexthops(family) {
+                let mac = net
+                    .baseline()
+                    .gateway_mac(family, &view.link_name(ifindex), &ip)
+                    .cloned();
+                gateways.push((ip, mac));
+            }
+        }
+        for ip in &self.extra_gateways {
+            if !gateways.iter().any(|(g, _)| g == ip) {
+                gateways.push((*ip, known_mac(Some(net.baseline()), ip)));
+            }
+        }
+        if gateways != self.gateways {
+            self.detector.set_gateways(&gateways);
+            self.gateways = gateways;
+        }
+        let mut subnets: HashMap<String, Vec<(IpAddr, u8)>> = HashMap::new();
+        for a in &view.addresses {
+            subnets
+                .entry(view.link_name(a.ifindex))
+                .or_default()
+                .push((a.ip, a.prefix_len));
+        }
+        if subnets != self.subnets {
+            self.detector.set_subnets(subnets.clone());
+            self.subnets = subnets;
+        }
+        self.watched = if self.capture_interfaces.is_empty() {
+            net.watched_interfaces()
+        } else {
+            self.capture_interfaces.clone()
+        };
+    }
+
+    /// Whether frames from this interface are looked at (as of the last `sync`).
+    pub fn watches(&self, interface: &str) -> bool {
+        self.watched.iter().any(|i| i == interface)
+    }
+
+    pub fn watched(&self) -> &[String] {
+        &self.watched
+    }
+
+    pub fn observe(&mut self, interface: &str, frame: &[u8], time: DateTime<Utc>) -> Vec<Finding> {
+        self.detector.observe(interface, frame, time)
+    }
+
+    /// Saves stations and routers when they changed.
+    pub fn save(&mut self, state_dir: &Path) {
+        if !self.detector.take_dirty() {
+            return;
+        }
+        let stations = self.detector.stations().to_text();
+        let routers = self.detector.routers_text();
+        for (name, text) in [
+            (baseline::STATIONS_FILE, stations),
+            (baseline::ROUTERS_FILE, routers),
+        ] {
+            if let Err(e) = baseline::write_state_text(state_dir, name, &text) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+}
