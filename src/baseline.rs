@@ -177,6 +177,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Station table of the packet detector, `interface ip mac first last previous`.
+pub const STATIONS_FILE: &str = "stations.tsv";
+/// Routers seen in router advertisements, `interface ip`.
+pub const ROUTERS_FILE: &str = "routers.tsv";
+/// Capture counters the running agent last wrote, for `netsentry status`.
+pub const CAPTURE_FILE: &str = "capture.json";
+
+/// Reads a state file as text; `None` when it does not exist or cannot be read.
+pub fn read_state_text(state_dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(state_dir.join(name)).ok()
+}
+
+/// Writes a state file atomically.
+pub fn write_state_text(state_dir: &Path, name: &str, text: &str) -> Result<(), BaselineError> {
+    let path = state_dir.join(name);
+    write_atomically(&path, text.as_bytes()).map_err(|source| BaselineError::Write { path, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,22 +277,4 @@ mod tests {
                 .is_some()
         );
     }
-}
-
-/// Station table of the packet detector, `interface ip mac first last previous`.
-pub const STATIONS_FILE: &str = "stations.tsv";
-/// Routers seen in router advertisements, `interface ip`.
-pub const ROUTERS_FILE: &str = "routers.tsv";
-/// Capture counters the running agent last wrote, for `netsentry status`.
-pub const CAPTURE_FILE: &str = "capture.json";
-
-/// Reads a state file as text; `None` when it does not exist or cannot be read.
-pub fn read_state_text(state_dir: &Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(state_dir.join(name)).ok()
-}
-
-/// Writes a state file atomically.
-pub fn write_state_text(state_dir: &Path, name: &str, text: &str) -> Result<(), BaselineError> {
-    let path = state_dir.join(name);
-    write_atomically(&path, text.as_bytes()).map_err(|source| BaselineError::Write { path, source })
 }

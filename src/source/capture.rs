@@ -288,7 +288,7 @@ pub fn run(tx: tokio::sync::mpsc::Sender<CaptureEvent>, stats_every: Duration) {
                 break;
             }
             // Our own frames tell nothing about the network.
-            if addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if addr.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             batch.push(CapturedFrame {
