@@ -28,7 +28,7 @@ use crate::source::netlink::{self, SourceEvent};
 /// How long queued webhook deliveries may take once a stop was asked for.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the capture's kernel counters are read (and logged when frames were dropped).
-const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(30);
+const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(10);
 /// How often a changed station table is written to state_dir.
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -196,10 +196,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut packets = PacketWatch::load(&config);
     let (cap_tx, mut cap_rx) = mpsc::channel::<CaptureEvent>(64);
     let mut capture_on = config.arp.enabled;
+    let capture_buffer = config.arp.receive_buffer;
     if capture_on {
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture::run(cap_tx, CAPTURE_STATS_EVERY))?;
+            .spawn(move || capture::run(cap_tx, CAPTURE_STATS_EVERY, capture_buffer))?;
     } else {
         drop(cap_tx);
         tracing::info!("packet capture is off ([arp] enabled = false)");
@@ -267,9 +268,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             event = cap_rx.recv(), if capture_on => match event {
                 Some(CaptureEvent::Frames(frames)) => {
                     for frame in frames {
-                        let name = detector.view().link_name(frame.ifindex);
-                        if packets.watches(&name) {
-                            let findings = packets.observe(&name, &frame.data, frame.time);
+                        let Some(name) = packets.interface_of(frame.ifindex) else { continue };
+                        let name = name.to_string();
+                        let findings = packets.observe(&name, &frame.data, frame.time);
+                        if !findings.is_empty() {
                             out.emit(findings);
                         }
                     }

@@ -173,6 +173,9 @@ pub struct ArpConfig {
     /// per `[agent] coalesce_window`; the rest are counted in `alerts_suppressed`.
     /// Gateway alerts are never limited this way.
     pub alerts_per_kind: u32,
+    /// Bytes of kernel buffer for captured frames: how big a burst is absorbed
+    /// while the agent catches up (drops are counted and logged).
+    pub receive_buffer: usize,
 }
 
 impl Default for ArpConfig {
@@ -186,6 +189,7 @@ impl Default for ArpConfig {
             conflict_window: Interval(Duration::from_secs(60)),
             vrrp_is_normal: true,
             alerts_per_kind: 20,
+            receive_buffer: 32 << 20,
         }
     }
 }
@@ -443,6 +447,13 @@ impl Config {
                 position: position_of(key),
                 message: "[arp] max_stations, storm_pps and alerts_per_kind must be at least 1"
                     .into(),
+            });
+        }
+        if config.arp.receive_buffer < 65536 {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("receive_buffer"),
+                message: "[arp] receive_buffer must be at least 65536 (bytes)".into(),
             });
         }
         if config.agent.netlink_receive_buffer < 4096 {

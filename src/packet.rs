@@ -66,6 +66,8 @@ pub struct PacketWatch {
     gateways: Vec<(IpAddr, Option<Mac>)>,
     subnets: HashMap<String, Vec<(IpAddr, u8)>>,
     watched: Vec<String>,
+    /// Watched interfaces by index, for the frames (which carry only the index).
+    by_index: HashMap<u32, String>,
 }
 
 impl PacketWatch {
@@ -93,6 +95,7 @@ impl PacketWatch {
             gateways: Vec::new(),
             subnets: HashMap::new(),
             watched: Vec::new(),
+            by_index: HashMap::new(),
         }
     }
 
@@ -135,11 +138,17 @@ impl PacketWatch {
         } else {
             self.capture_interfaces.clone()
         };
+        self.by_index = view
+            .links
+            .values()
+            .filter(|l| self.watched.contains(&l.name))
+            .map(|l| (l.index, l.name.clone()))
+            .collect();
     }
 
-    /// Whether frames from this interface are looked at (as of the last `sync`).
-    pub fn watches(&self, interface: &str) -> bool {
-        self.watched.iter().any(|i| i == interface)
+    /// The name of a watched interface, or `None` for frames to ignore.
+    pub fn interface_of(&self, ifindex: u32) -> Option<&str> {
+        self.by_index.get(&ifindex).map(String::as_str)
     }
 
     pub fn watched(&self) -> &[String] {

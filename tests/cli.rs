@@ -7,18 +7,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn netsentry(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(agent_binary())
-        .args(args)
-        .output()
-        .expect("run netsentry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_config_prints_the_effective_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -245,14 +245,17 @@ impl ArpDetector {
     ) {
         let second = now.timestamp();
         let limit = self.settings.storm_pps;
-        let w = self
-            .storms
-            .entry(interface.to_string())
-            .or_insert_with(|| StormWindow {
+        if !self.storms.contains_key(interface) {
+            let fresh = StormWindow {
                 second,
                 count: 0,
                 senders: HashMap::new(),
-            });
+            };
+            self.storms.insert(interface.to_string(), fresh);
+        }
+        let Some(w) = self.storms.get_mut(interface) else {
+            return;
+        };
         if w.second != second {
             if w.count > limit {
                 let (top, top_count) = w

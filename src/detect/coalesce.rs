@@ -36,6 +36,7 @@ pub struct Coalescer {
     /// under a flood of forged frames: every one is different).
     kind_limits: HashMap<Kind, u32>,
     windows: HashMap<String, Window>,
+    kind_windows: HashMap<Kind, Window>,
 }
 
 impl Coalescer {
@@ -47,6 +48,7 @@ impl Coalescer {
                 .max(chrono::Duration::milliseconds(1)),
             kind_limits: HashMap::new(),
             windows: HashMap::new(),
+            kind_windows: HashMap::new(),
         }
     }
 
@@ -72,21 +74,55 @@ impl Coalescer {
             out.push(finding);
             return out;
         }
+        let limit = self.kind_limits.get(&finding.kind).copied();
+        // Under a flood the kind budget is spent: count without further work.
+        if limit.is_some()
+            && let Some(w) = self.kind_windows.get_mut(&finding.kind)
+            && finding.time - w.started < self.window
+            && w.passed >= w.burst
+        {
+            w.suppressed += 1;
+            return out;
+        }
         if !self.pass(key_of(&finding), self.burst, &finding, &mut out) {
             return out;
         }
-        if let Some(limit) = self.kind_limits.get(&finding.kind).copied()
-            && !self.pass(
-                format!("*{}", finding.kind.as_str()),
-                limit,
-                &finding,
-                &mut out,
-            )
+        if let Some(limit) = limit
+            && !self.pass_kind(limit, &finding, &mut out)
         {
             return out;
         }
         out.push(finding);
         out
+    }
+
+    /// Counts `finding` against the budget of its kind; true when it may pass.
+    fn pass_kind(&mut self, limit: u32, finding: &Finding, out: &mut Vec<Finding>) -> bool {
+        let now = finding.time;
+        if let Some(w) = self.kind_windows.get(&finding.kind)
+            && now - w.started >= self.window
+            && let Some(w) = self.kind_windows.remove(&finding.kind)
+        {
+            out.extend(self.summary(w, now));
+        }
+        let w = self
+            .kind_windows
+            .entry(finding.kind)
+            .or_insert_with(|| Window {
+                kind: finding.kind,
+                started: now,
+                burst: limit,
+                passed: 0,
+                suppressed: 0,
+                example: finding.summary.clone(),
+            });
+        if w.passed < w.burst {
+            w.passed += 1;
+            true
+        } else {
+            w.suppressed += 1;
+            false
+        }
     }
 
     /// Counts `finding` in the window of `key`; true when it may pass.
@@ -137,19 +173,33 @@ impl Coalescer {
             .filter(|(_, w)| now - w.started >= window)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::new();
-        for key in ended {
-            if let Some(w) = self.windows.remove(&key) {
-                out.extend(self.summary(w, now));
-            }
-        }
+        let ended_kinds: Vec<Kind> = self
+            .kind_windows
+            .iter()
+            .filter(|(_, w)| now - w.started >= window)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut closed: Vec<Window> = ended
+            .iter()
+            .filter_map(|k| self.windows.remove(k))
+            .collect();
+        closed.extend(
+            ended_kinds
+                .iter()
+                .filter_map(|k| self.kind_windows.remove(k)),
+        );
+        let mut out: Vec<Finding> = closed
+            .into_iter()
+            .filter_map(|w| self.summary(w, now))
+            .collect();
         out.sort_by_key(|f| f.time);
         out
     }
 
     /// Closes every window (at stop), so no held-back count is lost.
     pub fn close_all(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
-        let windows: Vec<Window> = self.windows.drain().map(|(_, w)| w).collect();
+        let mut windows: Vec<Window> = self.windows.drain().map(|(_, w)| w).collect();
+        windows.extend(self.kind_windows.drain().map(|(_, w)| w));
         windows
             .into_iter()
             .filter_map(|w| self.summary(w, now))
@@ -158,7 +208,11 @@ impl Coalescer {
 
     /// When the next window ends and `flush` has something to do (no polling).
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.windows.values().map(|w| w.started + self.window).min()
+        self.windows
+            .values()
+            .chain(self.kind_windows.values())
+            .map(|w| w.started + self.window)
+            .min()
     }
 
     fn summary(&self, w: Window, now: DateTime<Utc>) -> Option<Finding> {

@@ -39,7 +39,9 @@ pub enum Sighting {
 
 pub struct StationTable {
     cap: usize,
-    stations: HashMap<(String, Ipv4Addr), Station>,
+    /// Per interface, so that a lookup needs no allocation.
+    stations: HashMap<String, HashMap<Ipv4Addr, Station>>,
+    len: usize,
     evicted: u64,
     dirty: bool,
 }
@@ -49,17 +51,18 @@ impl StationTable {
         StationTable {
             cap: cap.max(1),
             stations: HashMap::new(),
+            len: 0,
             evicted: 0,
             dirty: false,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.stations.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stations.is_empty()
+        self.len == 0
     }
 
     pub fn evicted(&self) -> u64 {
@@ -67,7 +70,7 @@ impl StationTable {
     }
 
     pub fn get(&self, interface: &str, ip: Ipv4Addr) -> Option<&Station> {
-        self.stations.get(&(interface.to_string(), ip))
+        self.stations.get(interface)?.get(&ip)
     }
 
     /// True (once) when the table changed in a way worth saving.
@@ -77,8 +80,11 @@ impl StationTable {
 
     /// Records that `ip` on `interface` was seen at `mac` at `now` (unix seconds).
     pub fn observe(&mut self, interface: &str, ip: Ipv4Addr, mac: &Mac, now: i64) -> Sighting {
-        // Look up without allocating a key for the common case (a known station).
-        if let Some(st) = self.stations.get_mut(&(interface.to_string(), ip)) {
+        if let Some(st) = self
+            .stations
+            .get_mut(interface)
+            .and_then(|m| m.get_mut(&ip))
+        {
             st.last_seen = st.last_seen.max(now);
             if st.mac == *mac {
                 return Sighting::Same;
@@ -99,11 +105,12 @@ impl StationTable {
             self.dirty = true;
             return sighting;
         }
-        if self.stations.len() >= self.cap {
+        if self.len >= self.cap {
             self.evict();
         }
-        self.stations.insert(
-            (interface.to_string(), ip),
+        self.insert(
+            interface,
+            ip,
             Station {
                 mac: mac.clone(),
                 previous: Vec::new(),
@@ -115,31 +122,55 @@ impl StationTable {
         Sighting::New
     }
 
+    fn insert(&mut self, interface: &str, ip: Ipv4Addr, station: Station) {
+        if !self.stations.contains_key(interface) {
+            self.stations.insert(interface.to_string(), HashMap::new());
+        }
+        if let Some(m) = self.stations.get_mut(interface)
+            && m.insert(ip, station).is_none()
+        {
+            self.len += 1;
+        }
+    }
+
     /// Drops the least recently seen 1/64 of the table (at least one): eviction in
     /// batches keeps its cost per inserted station constant.
     fn evict(&mut self) {
         let batch = (self.cap / 64).max(1);
-        let mut ages: Vec<(i64, (String, Ipv4Addr))> = self
+        let mut ages: Vec<(i64, &String, Ipv4Addr)> = self
             .stations
             .iter()
-            .map(|(k, s)| (s.last_seen, k.clone()))
+            .flat_map(|(i, m)| m.iter().map(move |(ip, s)| (s.last_seen, i, *ip)))
             .collect();
         if ages.len() > batch {
-            ages.select_nth_unstable_by_key(batch - 1, |(t, _)| *t);
+            ages.select_nth_unstable_by_key(batch - 1, |(t, _, _)| *t);
         }
-        for (_, key) in ages.into_iter().take(batch) {
-            self.stations.remove(&key);
-            self.evicted += 1;
+        let doomed: Vec<(String, Ipv4Addr)> = ages
+            .into_iter()
+            .take(batch)
+            .map(|(_, i, ip)| (i.clone(), ip))
+            .collect();
+        for (iface, ip) in doomed {
+            if let Some(m) = self.stations.get_mut(&iface)
+                && m.remove(&ip).is_some()
+            {
+                self.len -= 1;
+                self.evicted += 1;
+            }
         }
     }
 
     /// The table as text, one station per line (tab-separated):
     /// `interface ip mac first_seen last_seen previous,macs`.
     pub fn to_text(&self) -> String {
-        let mut rows: Vec<_> = self.stations.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rows: Vec<(&String, &Ipv4Addr, &Station)> = self
+            .stations
+            .iter()
+            .flat_map(|(i, m)| m.iter().map(move |(ip, s)| (i, ip, s)))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut out = String::with_capacity(rows.len() * 64);
-        for ((iface, ip), st) in rows {
+        for (iface, ip, st) in rows {
             let prev: Vec<String> = st.previous.iter().map(|m| m.to_string()).collect();
             out.push_str(&format!(
                 "{iface}\t{ip}\t{}\t{}\t{}\t{}\n",
@@ -171,7 +202,8 @@ impl StationTable {
                     .map(|p| p.split(',').filter_map(Mac::parse).take(HISTORY).collect())
                     .unwrap_or_default();
                 Some((
-                    (f[0].to_string(), ip),
+                    f[0],
+                    ip,
                     Station {
                         mac,
                         previous,
@@ -181,9 +213,7 @@ impl StationTable {
                 ))
             })();
             match parsed {
-                Some((key, st)) if table.stations.len() < table.cap => {
-                    table.stations.insert(key, st);
-                }
+                Some((iface, ip, st)) if table.len < table.cap => table.insert(iface, ip, st),
                 Some(_) => table.evicted += 1,
                 None => bad += 1,
             }

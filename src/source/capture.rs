@@ -32,7 +32,6 @@ pub enum CaptureEvent {
 /// Largest frame kept (ARP is 42 bytes, NDP with options a few hundred).
 const SNAPLEN: usize = 2048;
 const MAX_BATCH: usize = 1024;
-const RECEIVE_BUFFER: usize = 4 << 20;
 
 // Classic BPF opcodes (linux/filter.h).
 const LDH_ABS: u16 = 0x28;
@@ -146,7 +145,7 @@ fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
 }
 
 /// Opens the capture socket. Fails with `PermissionDenied` without CAP_NET_RAW.
-pub fn open() -> io::Result<OwnedFd> {
+pub fn open(receive_buffer: usize) -> io::Result<OwnedFd> {
     let all = (libc::ETH_P_ALL as u16).to_be();
     // Protocol 0 first: no frame is queued before the filter is in place.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -169,7 +168,7 @@ pub fn open() -> io::Result<OwnedFd> {
         },
         "attach BPF filter",
     )?;
-    let size = RECEIVE_BUFFER as libc::c_int;
+    let size = receive_buffer.min(i32::MAX as usize / 2) as libc::c_int;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         let rc = unsafe {
             libc::setsockopt(
@@ -222,8 +221,12 @@ fn read_stats(fd: &OwnedFd) -> Option<(u64, u64)> {
 
 /// Runs the capture on the calling thread until the receiver goes away.
 /// Blocks in `poll`; reports the kernel counters every `stats_every`.
-pub fn run(tx: tokio::sync::mpsc::Sender<CaptureEvent>, stats_every: Duration) {
-    let fd = match open() {
+pub fn run(
+    tx: tokio::sync::mpsc::Sender<CaptureEvent>,
+    stats_every: Duration,
+    receive_buffer: usize,
+) {
+    let fd = match open(receive_buffer) {
         Ok(fd) => fd,
         Err(e) => {
             let why = if e.kind() == io::ErrorKind::PermissionDenied {

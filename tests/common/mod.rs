@@ -652,3 +652,54 @@ pub fn write_config(lab: &Lab, receiver: &Receiver, extra: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// Writes frames (with their timestamps since the epoch) as a classic pcap file.
+pub fn write_pcap(path: &Path, frames: &[(Duration, Vec<u8>)]) {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create pcap"));
+    let mut w = PcapWriter::new(file).expect("pcap header");
+    for (ts, data) in frames {
+        w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data))
+            .expect("write packet");
+    }
+}
+
+/// Writes frames as pcapng with one Ethernet interface named `interface`.
+pub fn write_pcapng(path: &Path, interface: &str, frames: &[(Duration, Vec<u8>)]) {
+    use pcap_file::DataLink;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create pcapng"));
+    let mut w = PcapNgWriter::new(file).expect("pcapng header");
+    let mut idb = InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535);
+    idb.options.push(InterfaceDescriptionOption::IfName(
+        interface.to_string().into(),
+    ));
+    w.write_pcapng_block(idb).expect("write idb");
+    for (ts, data) in frames {
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: *ts,
+            original_len: data.len() as u32,
+            data: std::borrow::Cow::Borrowed(data),
+            options: vec![],
+        };
+        w.write_pcapng_block(epb).expect("write packet");
+    }
+}
+
+/// Runs `netsentry` with `args`: (exit code, stdout, stderr).
+pub fn netsentry(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(agent_binary())
+        .args(args)
+        .output()
+        .expect("run netsentry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,381 @@
+//! Packet capture against real frames from an attacker namespace on the same
+//! bridge: what arpwatch reports, plus what a server needs about its gateway.
+
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use netsentry::wire::build;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+fn gw() -> Ipv4Addr {
+    GW_IP.parse().unwrap()
+}
+
+/// An agent running with the capture on (and a short coalescing window).
+fn running(extra: &str) -> Option<Running> {
+    let r = start_agent(&format!("coalesce_window = \"3s\"\n{extra}"))?;
+    // The capture thread opens its socket before the first dump completes; give
+    // it a moment anyway so no test frame races it.
+    std::thread::sleep(Duration::from_millis(200));
+    Some(r)
+}
+
+fn mitm() -> [u8; 6] {
+    mac_bytes(MITM_MAC)
+}
+
+#[test]
+fn unsolicited_replies_claiming_the_gateway_every_second() {
+    let Some(r) = running("") else { return };
+    let host = mac_bytes(&r.lab.host_mac());
+    for _ in 0..3 {
+        let poison = build::arp(mitm(), host, true, mitm(), gw(), host, HOST_IP);
+        send_frames(&r.lab.mitm, "eth0", vec![poison]);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let d = r
+        .receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "arp"})
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let from_wire = r
+        .receiver
+        .all()
+        .iter()
+        .filter(|x| x.body["kind"] == "gateway_mac_changed" && x.body["details"]["source"] == "arp")
+        .count();
+    assert_eq!(from_wire, 1, "a poisoner repeating itself is one alert");
+}
+
+#[test]
+fn request_based_poisoning() {
+    let Some(r) = running("") else { return };
+    let poison = build::arp(mitm(), [0xff; 6], false, mitm(), gw(), [0; 6], HOST_IP);
+    send_frames(&r.lab.mitm, "eth0", vec![poison]);
+    let d = r
+        .receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
+    assert_eq!(d["new_mac"], MITM_MAC);
+}
+
+#[test]
+fn a_gratuitous_arp_the_kernel_ignores_is_still_seen() {
+    let Some(r) = running("") else { return };
+    let peer_ip = Ipv4Addr::new(192, 0, 2, 20);
+    let peer = [2, 0, 0, 0, 0, 0x20];
+    // A neighbour announces itself; then the attacker claims its address.
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![build::gratuitous_arp(peer, peer_ip)],
+    );
+    let d = r
+        .receiver
+        .wait_kind("arp_new_station", WAIT, |d| d["ip"] == "192.0.2.20");
+    assert_eq!(d["mac"], "02:00:00:00:00:20");
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![build::gratuitous_arp(mitm(), peer_ip)],
+    );
+    let d = r.receiver.wait_kind("arp_mac_changed", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.20", "old_mac": "02:00:00:00:00:20", "new_mac": MITM_MAC})
+    );
+    assert_eq!(
+        ip(&r.lab.host, "neigh show 192.0.2.20").trim(),
+        "",
+        "the kernel ignored both frames"
+    );
+}
+
+#[test]
+fn two_macs_answering_for_the_gateway_is_a_conflict() {
+    let Some(r) = running("") else { return };
+    let host = mac_bytes(&r.lab.host_mac());
+    send_frames(
+        &r.lab.gw,
+        "eth0",
+        vec![build::gratuitous_arp(mac_bytes(GW_MAC), gw())],
+    );
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![build::arp(mitm(), host, true, mitm(), gw(), host, HOST_IP)],
+    );
+    let d = r.receiver.wait_kind("arp_gateway_conflict", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.1", "macs": [GW_MAC, MITM_MAC]})
+    );
+    let got = r
+        .receiver
+        .wait_for("conflict", WAIT, |b| b["kind"] == "arp_gateway_conflict");
+    assert_eq!(got.body["severity"], "critical");
+}
+
+#[test]
+fn a_rogue_router_advertisement() {
+    let Some(r) = running("") else { return };
+    let all: Ipv6Addr = "ff02::1".parse().unwrap();
+    let mcast = [0x33, 0x33, 0, 0, 0, 1];
+    // The real gateway's RA is known (its MAC is the gateway's); the attacker's is not.
+    let real = build::icmpv6(
+        mac_bytes(GW_MAC),
+        mcast,
+        GW6_LL.parse().unwrap(),
+        all,
+        &build::ra_body(mac_bytes(GW_MAC), 1800),
+    );
+    let rogue_ip: Ipv6Addr = "fe80::66".parse().unwrap();
+    let rogue = build::icmpv6(mitm(), mcast, rogue_ip, all, &build::ra_body(mitm(), 1800));
+    send_frames(&r.lab.gw, "eth0", vec![real]);
+    send_frames(&r.lab.mitm, "eth0", vec![rogue.clone(), rogue]);
+    let d = r.receiver.wait_kind("ndp_router_new", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "router_ip": "fe80::66", "mac": MITM_MAC})
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.receiver.count_kind("ndp_router_new"), 1);
+}
+
+#[test]
+fn a_spoofed_neighbour_advertisement_for_the_v6_gateway() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    ip(&lab.host, "-6 route add default via fe80::1 dev eth0");
+    lab.resolve_gateway(GW_IP);
+    lab.resolve_gateway(GW6_LL);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    std::thread::sleep(Duration::from_millis(200));
+    let target: Ipv6Addr = GW6_LL.parse().unwrap();
+    let na = build::icmpv6(
+        mitm(),
+        [0x33, 0x33, 0, 0, 0, 1],
+        "fe80::66".parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+        &build::na_body(target, true, false, true, mitm()),
+    );
+    send_frames(&lab.mitm, "eth0", vec![na]);
+    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "ndp");
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "ndp"})
+    );
+}
+
+/// 50,000 random ARP frames (random senders in the subnet, random MACs), one of
+/// them a gateway spoof: bounded alerts, summaries, a storm, and the spoof at once.
+#[test]
+fn a_flood_with_a_gateway_spoof_inside() {
+    let Some(r) = running("") else { return };
+    let spoof_mac = [2, 0xde, 0xad, 0xbe, 0xef, 0x50];
+    let host = mac_bytes(&r.lab.host_mac());
+    let frames = flood_frames(50_000, spoof_mac, host);
+    let t0 = Instant::now();
+    send_frames(&r.lab.mitm, "eth0", frames);
+    let sent = t0.elapsed();
+    let Some(got) = r.receiver.try_wait_for(WAIT, |b| {
+        b["kind"] == "gateway_mac_changed" && b["details"]["source"] == "arp"
+    }) else {
+        panic!(
+            "no spoof alert; {} alerts; agent log:\n{}",
+            r.receiver.all().len(),
+            r.agent.log_text()
+        );
+    };
+    assert_eq!(got.body["details"]["new_mac"], "02:de:ad:be:ef:50");
+    // Nearly every frame is a station alert of some kind; they are counted, not sent.
+    let held_back = || -> u64 {
+        r.receiver
+            .all()
+            .iter()
+            .filter(|x| x.body["kind"] == "alerts_suppressed")
+            .map(|x| x.body["details"]["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    while held_back() < 40_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        held_back() >= 40_000,
+        "held back: {}; log:\n{}",
+        held_back(),
+        r.agent.log_text()
+    );
+    r.receiver
+        .wait_kind("arp_storm", WAIT, |d| d["interface"] == "eth0");
+    let total = r.receiver.all().len();
+    assert!(total < 200, "{total} alerts for a flood: not bounded");
+    eprintln!(
+        "flood: 50000 frames sent in {:.2} s; spoof reported {:.0} ms after the flood started; {total} alerts in all",
+        sent.as_secs_f64(),
+        got.at.duration_since(t0).as_secs_f64() * 1000.0
+    );
+}
+
+/// Random-ish but reproducible flood frames with the gateway spoof in the middle.
+pub fn flood_frames(n: u32, spoof_mac: [u8; 6], host: [u8; 6]) -> Vec<Vec<u8>> {
+    let mut x: u32 = 0x2545_f491;
+    (0..n)
+        .map(|i| {
+            if i == n / 2 {
+                return build::arp(spoof_mac, host, true, spoof_mac, gw(), host, HOST_IP);
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mac = [
+                0x02,
+                (x >> 24) as u8,
+                (x >> 16) as u8,
+                (x >> 8) as u8,
+                x as u8,
+                (i & 0xff) as u8,
+            ];
+            let ip = Ipv4Addr::new(192, 0, 2, 100 + (x % 150) as u8);
+            let ip = if ip == gw() {
+                Ipv4Addr::new(192, 0, 2, 99)
+            } else {
+                ip
+            };
+            build::arp(
+                mac,
+                [0xff; 6],
+                false,
+                mac,
+                ip,
+                [0; 6],
+                Ipv4Addr::new(192, 0, 2, 254),
+            )
+        })
+        .collect()
+}
+
+/// The same frames, live and replayed, give the same packet alerts.
+#[test]
+fn live_capture_and_replay_agree() {
+    let Some(r) = running("") else { return };
+    let host = mac_bytes(&r.lab.host_mac());
+    let s1 = Ipv4Addr::new(192, 0, 2, 31);
+    let (a, b) = ([2, 0, 0, 0, 0x31, 0xa], [2, 0, 0, 0, 0x31, 0xb]);
+    let frames = [
+        build::gratuitous_arp(a, s1),
+        build::gratuitous_arp(b, s1),
+        build::gratuitous_arp(a, s1),
+        build::arp(
+            [2, 0, 0, 0, 0x32, 1],
+            [0xff; 6],
+            false,
+            [2, 0, 0, 0, 0x32, 2],
+            Ipv4Addr::new(192, 0, 2, 32),
+            [0; 6],
+            s1,
+        ),
+        build::arp(
+            mitm(),
+            [0xff; 6],
+            false,
+            [0xff; 6],
+            Ipv4Addr::new(192, 0, 2, 33),
+            [0; 6],
+            s1,
+        ),
+        build::arp(mitm(), host, true, mitm(), gw(), host, HOST_IP),
+        build::icmpv6(
+            mitm(),
+            [0x33, 0x33, 0, 0, 0, 1],
+            "fe80::66".parse().unwrap(),
+            "ff02::1".parse().unwrap(),
+            &build::ra_body(mitm(), 600),
+        ),
+    ];
+    let mut stamped = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        send_frames(&r.lab.mitm, "eth0", vec![f.clone()]);
+        stamped.push((Duration::from_secs(1_800_000_000 + i as u64), f.clone()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.receiver.wait_kind("ndp_router_new", WAIT, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    let packet_alert = |b: &Value| {
+        let k = b["kind"].as_str().unwrap_or("");
+        (k.starts_with("arp_")
+            || k.starts_with("ndp_")
+            || (k == "gateway_mac_changed" && b["details"]["source"] == "arp"))
+            && k != "arp_storm"
+    };
+    let mut live: Vec<String> = r
+        .receiver
+        .all()
+        .iter()
+        .map(|x| &x.body)
+        .filter(|b| packet_alert(b))
+        .map(|b| format!("{} {}", b["kind"], b["details"]))
+        .collect();
+
+    let pcap = r.lab.path("same.pcapng");
+    write_pcapng(&pcap, "eth0", &stamped);
+    let config = r.lab.path("replay.toml");
+    let text = std::fs::read_to_string(r.lab.path("netsentry.toml"))
+        .unwrap()
+        .replace("[log]", "[arp]\ngateways = [\"192.0.2.1\"]\n\n[log]");
+    std::fs::write(&config, text).unwrap();
+    let (code, out, err) = netsentry(&[
+        "replay",
+        pcap.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut replayed: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|b| packet_alert(b))
+        .map(|b| format!("{} {}", b["kind"], b["details"]))
+        .collect();
+    live.sort();
+    replayed.sort();
+    assert_eq!(live, replayed);
+    assert_eq!(live.len(), 8, "{live:#?}");
+}
+
+#[test]
+fn big_tcp_traffic_never_reaches_the_agent() {
+    let Some(r) = running("") else { return };
+    // 20,000 UDP datagrams from the gateway to the host: frames the kernel filter drops.
+    let sock = in_netns(&r.lab.gw, || {
+        std::net::UdpSocket::bind("192.0.2.1:0").unwrap()
+    });
+    for _ in 0..20_000 {
+        let _ = sock.send_to(&[0u8; 512], "192.0.2.10:9");
+    }
+    std::thread::sleep(Duration::from_secs(11));
+    let stats: Value = serde_json::from_str(
+        &std::fs::read_to_string(r.lab.path("state/capture.json")).expect("capture.json written"),
+    )
+    .unwrap();
+    assert!(
+        stats["kernel_packets"].as_u64().unwrap() < 100,
+        "only ARP/NDP passes the filter: {stats}"
+    );
+    assert_eq!(stats["interfaces"], json!(["eth0"]));
+}
