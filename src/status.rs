@@ -43,6 +43,8 @@ pub struct Status {
     pub links: Vec<LinkRow>,
     pub baseline: Option<Baseline>,
     pub baseline_problem: Option<String>,
+    /// Packet capture counters as the running agent last wrote them.
+    pub capture: Option<serde_json::Value>,
 }
 
 /// Builds the status from a fresh netlink dump and the stored baseline.
@@ -53,7 +55,10 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
         Ok(b) => (b, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    Ok(build(config, &view, baseline, baseline_problem))
+    let mut status = build(config, &view, baseline, baseline_problem);
+    status.capture = baseline::read_state_text(&config.agent.state_dir, baseline::CAPTURE_FILE)
+        .and_then(|t| serde_json::from_str(&t).ok());
+    Ok(status)
 }
 
 /// Pure part of [`collect`].
@@ -145,6 +150,7 @@ pub fn build(
         links,
         baseline,
         baseline_problem,
+        capture: None,
     }
 }
 
@@ -206,7 +212,17 @@ pub fn render(status: &Status) -> String {
             l.kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
         ));
     }
-    s.push_str("  (* watched)\nBaseline: ");
+    s.push_str("  (* watched)\nCapture: ");
+    match &status.capture {
+        None => s.push_str("no figures (the agent has not run with capture, or not for 10 s yet)\n"),
+        Some(c) => s.push_str(&format!(
+            "{} frames passed the kernel filter, {} dropped by the kernel; {} ARP, {} NDP, {} malformed; {} stations ({} evicted); on {} (as of {})\n",
+            c["kernel_packets"], c["kernel_drops"], c["arp"], c["ndp"], c["malformed"], c["stations"], c["stations_evicted"],
+            c["interfaces"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            c["updated"].as_str().unwrap_or("?")
+        )),
+    }
+    s.push_str("Baseline: ");
     match (&status.baseline, &status.baseline_problem) {
         (_, Some(p)) => s.push_str(&format!("unusable: {p}\n")),
         (None, None) => s.push_str("none yet (the agent has not run with this state_dir)\n"),

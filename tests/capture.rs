@@ -378,4 +378,67 @@ fn big_tcp_traffic_never_reaches_the_agent() {
         "only ARP/NDP passes the filter: {stats}"
     );
     assert_eq!(stats["interfaces"], json!(["eth0"]));
+    // `netsentry status` shows the same figures.
+    let config = r.lab.path("netsentry.toml");
+    let out = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{}", r.lab.host),
+            "--",
+            agent_binary(),
+            "status",
+            "-c",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dropped by the kernel") && text.contains("on eth0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stations_survive_a_restart_without_being_announced_again() {
+    let Some(mut r) = running("") else { return };
+    let (known, other) = (Ipv4Addr::new(192, 0, 2, 40), Ipv4Addr::new(192, 0, 2, 41));
+    let mac = [2, 0, 0, 0, 0, 0x40];
+    send_frames(&r.lab.mitm, "eth0", vec![build::gratuitous_arp(mac, known)]);
+    r.receiver
+        .wait_kind("arp_new_station", WAIT, |d| d["ip"] == "192.0.2.40");
+    assert_eq!(r.agent.stop(), Some(0));
+    let table = std::fs::read_to_string(r.lab.path("state/stations.tsv")).expect("stations.tsv");
+    assert!(
+        table.contains("eth0\t192.0.2.40\t02:00:00:00:00:40\t"),
+        "{table}"
+    );
+
+    let _again = Agent::start(
+        &r.lab.host,
+        &r.lab.path("netsentry.toml"),
+        &r.lab.path("agent2.log"),
+    );
+    r.receiver
+        .wait_kind("agent_started", WAIT, |d| d["baseline"] == "loaded");
+    std::thread::sleep(Duration::from_millis(200));
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![
+            build::gratuitous_arp(mac, known),
+            build::gratuitous_arp(mac, other),
+        ],
+    );
+    r.receiver
+        .wait_kind("arp_new_station", WAIT, |d| d["ip"] == "192.0.2.41");
+    let announced = r
+        .receiver
+        .all()
+        .iter()
+        .filter(|x| x.body["kind"] == "arp_new_station" && x.body["details"]["ip"] == "192.0.2.40")
+        .count();
+    assert_eq!(
+        announced, 1,
+        "a known station is not announced again after a restart"
+    );
 }
