@@ -7,7 +7,6 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use pcap_file::DataLink;
-use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
 use crate::alert::{Alert, Finding};
@@ -47,8 +46,134 @@ struct Packet<'a> {
     data: &'a [u8],
 }
 
-fn to_time(ts: std::time::Duration) -> DateTime<Utc> {
-    DateTime::from_timestamp(ts.as_secs() as i64, ts.subsec_nanos()).unwrap_or_default()
+/// Packet time to calendar time, with the date computed once per day (captures
+/// hold millions of packets; this is on the hot path of replay).
+#[derive(Default)]
+struct Clock {
+    day: Option<(u64, chrono::NaiveDate)>,
+}
+
+impl Clock {
+    fn at(&mut self, ts: std::time::Duration) -> DateTime<Utc> {
+        let secs = ts.as_secs();
+        let day = secs / 86_400;
+        let date = match self.day {
+            Some((d, date)) if d == day => date,
+            _ => {
+                let date = DateTime::from_timestamp((day * 86_400) as i64, 0)
+                    .unwrap_or_default()
+                    .date_naive();
+                self.day = Some((day, date));
+                date
+            }
+        };
+        let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+            (secs % 86_400) as u32,
+            ts.subsec_nanos(),
+        )
+        .unwrap_or_default();
+        chrono::NaiveDateTime::new(date, time).and_utc()
+    }
+}
+
+/// Largest record accepted in a classic pcap (a sane snap length; larger is corruption).
+const MAX_RECORD: usize = 256 * 1024;
+
+/// Reads a classic pcap (either byte order, micro- or nanosecond timestamps) in
+/// large chunks, calling `f` with each record's time and bytes. Small and bounded:
+/// replay spends most of its time here and in the detector.
+fn read_pcap(
+    mut reader: impl Read,
+    file: &str,
+    mut f: impl FnMut(std::time::Duration, &[u8]),
+) -> Result<(), ReplayError> {
+    let broken = |reason: String| ReplayError::Broken {
+        file: file.to_string(),
+        reason,
+    };
+    let mut header = [0u8; 24];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| broken("the file header is cut short".into()))?;
+    let magic = [header[0], header[1], header[2], header[3]];
+    let (big_endian, nanos) = match u32::from_le_bytes(magic) {
+        0xa1b2c3d4 => (false, false),
+        0xa1b23c4d => (false, true),
+        0xd4c3b2a1 => (true, false),
+        _ => (true, true),
+    };
+    let word = |b: &[u8]| {
+        let w = [b[0], b[1], b[2], b[3]];
+        if big_endian {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    let link = word(&header[20..24]) & 0x0fff_ffff;
+    if link != 1 {
+        return Err(ReplayError::NotEthernet {
+            file: file.to_string(),
+            link: format!("{link}"),
+        });
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
+    let mut start = 0;
+    let mut eof = false;
+    loop {
+        // Records wholly in the buffer.
+        while buf.len() - start >= 16 {
+            let h = &buf[start..start + 16];
+            let (secs, frac, len) = (word(&h[0..4]), word(&h[4..8]), word(&h[8..12]) as usize);
+            if len > MAX_RECORD {
+                return Err(broken(format!("a record claims {len} bytes")));
+            }
+            if buf.len() - start < 16 + len {
+                break;
+            }
+            let time = std::time::Duration::new(
+                secs as u64,
+                if nanos {
+                    frac.min(999_999_999)
+                } else {
+                    frac.min(999_999) * 1000
+                },
+            );
+            f(time, &buf[start + 16..start + 16 + len]);
+            start += 16 + len;
+        }
+        if eof {
+            return if start == buf.len() {
+                Ok(())
+            } else {
+                Err(broken("the last record is cut short".into()))
+            };
+        }
+        buf.drain(..start);
+        start = 0;
+        let have = buf.len();
+        buf.resize(have + (4 << 20), 0);
+        let n = read_full(&mut reader, &mut buf[have..]).map_err(|e| ReplayError::Io {
+            file: file.to_string(),
+            source: e,
+        })?;
+        buf.truncate(have + n);
+        eof = n == 0;
+    }
+}
+
+/// Reads until the buffer is full or the input ends.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Calls `f` for each Ethernet frame of a pcap or pcapng file.
@@ -58,7 +183,7 @@ fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, Rep
         file: file.clone(),
         source,
     };
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    let mut reader = BufReader::with_capacity(64 << 10, File::open(path).map_err(io)?);
     let mut magic = [0u8; 4];
     reader
         .read_exact(&mut magic)
@@ -69,24 +194,16 @@ fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, Rep
         reason: e.to_string(),
     };
     let mut skipped = 0u64;
+    let mut clock = Clock::default();
     match u32::from_le_bytes(magic) {
         0xa1b2c3d4 | 0xd4c3b2a1 | 0xa1b23c4d | 0x4d3cb2a1 => {
-            let mut pcap = PcapReader::new(reader).map_err(broken)?;
-            let link = pcap.header().datalink;
-            if link != DataLink::ETHERNET {
-                return Err(ReplayError::NotEthernet {
-                    file: file.clone(),
-                    link: format!("{link:?}"),
-                });
-            }
-            while let Some(packet) = pcap.next_packet() {
-                let packet = packet.map_err(broken)?;
+            read_pcap(reader, &file, |time, data| {
                 f(Packet {
                     interface: "pcap",
-                    time: to_time(packet.timestamp),
-                    data: &packet.data,
-                });
-            }
+                    time: clock.at(time),
+                    data,
+                })
+            })?;
         }
         0x0a0d0d0a => {
             let mut ng = PcapNgReader::new(reader).map_err(broken)?;
@@ -112,7 +229,7 @@ fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, Rep
                     Block::EnhancedPacket(epb) => match names.get(epb.interface_id as usize) {
                         Some((name, true)) => f(Packet {
                             interface: name,
-                            time: to_time(epb.timestamp),
+                            time: clock.at(epb.timestamp),
                             data: &epb.data,
                         }),
                         _ => skipped += 1,
@@ -204,4 +321,77 @@ pub fn replay(
         alerts,
         skipped_link_type: skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcap(big_endian: bool, nanos: bool, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let magic: u32 = if nanos { 0xa1b23c4d } else { 0xa1b2c3d4 };
+        let w = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(&w(magic));
+        out.extend_from_slice(&[0, 2, 0, 4][..]); // version (not read)
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&w(65535));
+        out.extend_from_slice(&w(1));
+        for (secs, frac, data) in records {
+            out.extend_from_slice(&w(*secs));
+            out.extend_from_slice(&w(*frac));
+            out.extend_from_slice(&w(data.len() as u32));
+            out.extend_from_slice(&w(data.len() as u32));
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<(std::time::Duration, Vec<u8>)>, ReplayError> {
+        let mut got = Vec::new();
+        read_pcap(bytes, "t", |t, d| got.push((t, d.to_vec())))?;
+        Ok(got)
+    }
+
+    #[test]
+    fn both_byte_orders_and_resolutions() {
+        for (be, ns) in [(false, false), (true, false), (false, true), (true, true)] {
+            let got = read(&pcap(be, ns, &[(10, 5, b"abc"), (11, 0, b"")])).unwrap();
+            let frac = if ns { 5 } else { 5_000 };
+            assert_eq!(
+                got,
+                vec![
+                    (std::time::Duration::new(10, frac), b"abc".to_vec()),
+                    (std::time::Duration::new(11, 0), vec![])
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn damage_is_an_error_not_a_panic() {
+        let good = pcap(false, false, &[(1, 0, &[7u8; 60]), (2, 0, &[8u8; 60])]);
+        for cut in 0..good.len() {
+            let r = read(&good[..cut]);
+            if cut == 24 || cut == 24 + 76 {
+                assert!(r.is_ok(), "a cut at a record boundary is a shorter capture");
+            } else {
+                assert!(r.is_err(), "cut at {cut}");
+            }
+        }
+        let mut huge = pcap(false, false, &[(1, 0, b"x")]);
+        huge[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read(&huge), Err(ReplayError::Broken { .. })));
+        let mut not_ethernet = pcap(false, false, &[]);
+        not_ethernet[20] = 101;
+        assert!(matches!(
+            read(&not_ethernet),
+            Err(ReplayError::NotEthernet { .. })
+        ));
+    }
 }

@@ -12,6 +12,50 @@ use pnet_packet::ipv6::Ipv6Packet;
 
 use crate::kernel::Mac;
 
+/// A 48-bit Ethernet address, stored inline (no allocation per frame).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EtherAddr(pub [u8; 6]);
+
+impl EtherAddr {
+    pub const BROADCAST: EtherAddr = EtherAddr([0xff; 6]);
+
+    /// Broadcast, multicast or all-zero: never a station's own address.
+    pub fn is_bad(&self) -> bool {
+        self.0 == [0; 6] || self.0[0] & 0x01 != 0
+    }
+
+    /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
+    pub fn is_vrrp(&self) -> bool {
+        self.0[..4] == [0x00, 0x00, 0x5e, 0x00] && (self.0[4] == 0x01 || self.0[4] == 0x02)
+    }
+
+    /// From a kernel address, when it is an Ethernet one.
+    pub fn from_mac(mac: &Mac) -> Option<EtherAddr> {
+        <[u8; 6]>::try_from(mac.0.as_slice()).ok().map(EtherAddr)
+    }
+
+    pub fn parse(text: &str) -> Option<EtherAddr> {
+        Mac::parse(text).as_ref().and_then(EtherAddr::from_mac)
+    }
+}
+
+impl std::fmt::Display for EtherAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl std::fmt::Debug for EtherAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// Why a frame was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -28,13 +72,13 @@ pub enum FrameError {
 /// An ARP packet for IPv4 over Ethernet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArpFrame {
-    pub eth_src: Mac,
-    pub eth_dst: Mac,
+    pub eth_src: EtherAddr,
+    pub eth_dst: EtherAddr,
     pub vlan: Option<u16>,
     pub is_reply: bool,
-    pub sender_mac: Mac,
+    pub sender_mac: EtherAddr,
     pub sender_ip: Ipv4Addr,
-    pub target_mac: Mac,
+    pub target_mac: EtherAddr,
     pub target_ip: Ipv4Addr,
 }
 
@@ -44,18 +88,18 @@ pub enum NdpMessage {
     RouterSolicitation,
     RouterAdvertisement {
         router_lifetime_s: u16,
-        source_mac: Option<Mac>,
+        source_mac: Option<EtherAddr>,
     },
     NeighbourSolicitation {
         target: Ipv6Addr,
-        source_mac: Option<Mac>,
+        source_mac: Option<EtherAddr>,
     },
     NeighbourAdvertisement {
         target: Ipv6Addr,
         router: bool,
         solicited: bool,
         override_flag: bool,
-        target_mac: Option<Mac>,
+        target_mac: Option<EtherAddr>,
     },
     Redirect {
         target: Ipv6Addr,
@@ -65,7 +109,7 @@ pub enum NdpMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NdpFrame {
-    pub eth_src: Mac,
+    pub eth_src: EtherAddr,
     pub vlan: Option<u16>,
     pub ip_src: Ipv6Addr,
     pub ip_dst: Ipv6Addr,
@@ -85,8 +129,8 @@ const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// Parses an Ethernet frame.
 pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
     let eth = EthernetPacket::new(bytes).ok_or(FrameError::Truncated)?;
-    let eth_src = Mac(eth.get_source().octets().to_vec());
-    let eth_dst = Mac(eth.get_destination().octets().to_vec());
+    let eth_src = EtherAddr(eth.get_source().octets());
+    let eth_dst = EtherAddr(eth.get_destination().octets());
     let mut ethertype = eth.get_ethertype().0;
     let mut payload = eth.payload();
     let mut vlan = None;
@@ -113,8 +157,8 @@ pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
 
 fn parse_arp(
     payload: &[u8],
-    eth_src: Mac,
-    eth_dst: Mac,
+    eth_src: EtherAddr,
+    eth_dst: EtherAddr,
     vlan: Option<u16>,
 ) -> Result<ArpFrame, FrameError> {
     let arp = ArpPacket::new(payload).ok_or(FrameError::Truncated)?;
@@ -129,19 +173,37 @@ fn parse_arp(
     if op != ArpOperations::Request && op != ArpOperations::Reply {
         return Err(FrameError::BadArp);
     }
+    // pnet checked the length and the header; the addresses sit at fixed offsets
+    // (reading them as slices is several times cheaper than pnet's getters, and
+    // replay goes through millions of frames).
+    let p = arp.packet().get(..28).ok_or(FrameError::Truncated)?;
+    let ether = |at: usize| {
+        let mut a = [0u8; 6];
+        a.copy_from_slice(&p[at..at + 6]);
+        EtherAddr(a)
+    };
+    let ipv4 = |at: usize| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&p[at..at + 4]);
+        Ipv4Addr::from(a)
+    };
     Ok(ArpFrame {
         eth_src,
         eth_dst,
         vlan,
         is_reply: op == ArpOperations::Reply,
-        sender_mac: Mac(arp.get_sender_hw_addr().octets().to_vec()),
-        sender_ip: arp.get_sender_proto_addr(),
-        target_mac: Mac(arp.get_target_hw_addr().octets().to_vec()),
-        target_ip: arp.get_target_proto_addr(),
+        sender_mac: ether(8),
+        sender_ip: ipv4(14),
+        target_mac: ether(18),
+        target_ip: ipv4(24),
     })
 }
 
-fn parse_ndp(payload: &[u8], eth_src: Mac, vlan: Option<u16>) -> Result<NdpFrame, FrameError> {
+fn parse_ndp(
+    payload: &[u8],
+    eth_src: EtherAddr,
+    vlan: Option<u16>,
+) -> Result<NdpFrame, FrameError> {
     let ip = Ipv6Packet::new(payload).ok_or(FrameError::Truncated)?;
     if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
         return Err(FrameError::NotNeighbourTraffic);
@@ -207,7 +269,7 @@ fn ipv6_at(bytes: &[u8], at: usize) -> Ipv6Addr {
 
 /// Finds the link-layer address option of `wanted` type (1 source, 2 target).
 /// Options are (type, length in units of 8 bytes, data); length 0 is invalid (RFC 4861).
-fn link_layer_option(mut options: &[u8], wanted: u8) -> Result<Option<Mac>, FrameError> {
+fn link_layer_option(mut options: &[u8], wanted: u8) -> Result<Option<EtherAddr>, FrameError> {
     while options.len() >= 2 {
         let kind = options[0];
         let len = options[1] as usize * 8;
@@ -215,7 +277,9 @@ fn link_layer_option(mut options: &[u8], wanted: u8) -> Result<Option<Mac>, Fram
             return Err(FrameError::BadNdp);
         }
         if kind == wanted && len >= 8 {
-            return Ok(Some(Mac(options[2..8].to_vec())));
+            return Ok(Some(EtherAddr([
+                options[2], options[3], options[4], options[5], options[6], options[7],
+            ])));
         }
         options = &options[len..];
     }
@@ -375,7 +439,7 @@ mod tests {
                 router: true,
                 solicited: false,
                 override_flag: true,
-                target_mac: Some(Mac(M2.to_vec()))
+                target_mac: Some(EtherAddr(M2))
             }
         );
         let f = build::icmpv6(
@@ -393,7 +457,7 @@ mod tests {
             n.message,
             NdpMessage::RouterAdvertisement {
                 router_lifetime_s: 1800,
-                source_mac: Some(Mac(M1.to_vec()))
+                source_mac: Some(EtherAddr(M1))
             }
         );
     }

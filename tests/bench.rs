@@ -146,3 +146,357 @@ fn bench_neighbour_churn() {
         status_kib(pid, "VmHWM:")
     );
 }
+
+/// The capture of the replay benchmark: 1,000 stations in 198.18.0.0/15 taking
+/// turns (one ARP request each per round, 1 ms apart), 2,000 rounds = 2,000,000
+/// frames, with 200 MAC changes: stations 0-99 move to a new MAC at round 500;
+/// stations 100-149 move at round 700 and flip back at round 1400.
+fn write_replay_capture(path: &std::path::Path) {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    use std::net::Ipv4Addr;
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut w = PcapWriter::new(file).unwrap();
+    let target = Ipv4Addr::new(198, 18, 0, 254);
+    for round in 0..2000u32 {
+        for s in 0..1000u32 {
+            let moved = (s < 100 && round >= 500)
+                || ((100..150).contains(&s) && (700..1400).contains(&round));
+            let mac = [
+                0x02,
+                0x00,
+                if moved { 0xbb } else { 0xaa },
+                0x00,
+                (s >> 8) as u8,
+                s as u8,
+            ];
+            let ip = Ipv4Addr::new(198, 18, (s / 250) as u8, (s % 250 + 1) as u8);
+            let frame = netsentry::wire::build::arp(mac, [0xff; 6], false, mac, ip, [0; 6], target);
+            let k = round as u64 * 1000 + s as u64;
+            let ts = Duration::from_secs(1_800_000_000) + Duration::from_millis(k);
+            w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame))
+                .unwrap();
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// `netsentry replay` vs `arpwatch -r` on the same capture (Debian's arpwatch,
+/// run in an empty network namespace so that its reverse DNS fails at once).
+#[test]
+#[ignore]
+fn bench_replay_vs_arpwatch() {
+    if !have_root() {
+        return;
+    }
+    assert!(
+        std::path::Path::new("/usr/sbin/arpwatch").exists(),
+        "install Debian's arpwatch"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("stations.pcap");
+    let t = Instant::now();
+    write_replay_capture(&pcap);
+    println!(
+        "generated {} ({} MB) in {:.1} s",
+        pcap.display(),
+        std::fs::metadata(&pcap).unwrap().len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    let ns = format!("nsbench{}", std::process::id());
+    common::run("ip", &["netns", "add", &ns]);
+    struct DropNs(String);
+    impl Drop for DropNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _ns = DropNs(ns.clone());
+    let runs = 3;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_out, mut their_out) = (String::new(), String::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = std::process::Command::new(agent_binary())
+            .args(["replay", pcap.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        ours.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success());
+        our_out = String::from_utf8_lossy(&out.stdout).into_owned();
+
+        let dat = dir.path().join("arp.dat");
+        std::fs::write(&dat, "").unwrap();
+        let t = Instant::now();
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "arpwatch",
+                "-d",
+                "-N",
+                "-Q",
+                "-n",
+                "198.18.0.0/15",
+                "-f",
+                dat.to_str().unwrap(),
+                "-r",
+                pcap.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        theirs.push(t.elapsed().as_secs_f64());
+        their_out = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+    }
+    // arpwatch's changes: "Subject: changed ethernet address (IP)" and "flip flop (IP)".
+    let mut theirs_changes: Vec<(String, String)> = their_out
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("Subject: ")?;
+            let (what, ip) = if let Some(r) = rest.strip_prefix("changed ethernet address (") {
+                ("changed", r)
+            } else if let Some(r) = rest.strip_prefix("flip flop (") {
+                ("flip flop", r)
+            } else {
+                return None;
+            };
+            Some((what.to_string(), ip.split(')').next()?.to_string()))
+        })
+        .collect();
+    let mut our_changes: Vec<(String, String)> = our_out
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let what = match v["kind"].as_str()? {
+                "arp_mac_changed" => "changed",
+                "arp_flip_flop" => "flip flop",
+                _ => return None,
+            };
+            Some((what.to_string(), v["details"]["ip"].as_str()?.to_string()))
+        })
+        .collect();
+    theirs_changes.sort();
+    our_changes.sort();
+    let missing: Vec<_> = theirs_changes
+        .iter()
+        .filter(|c| !our_changes.contains(c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "netsentry missed what arpwatch reported: {missing:?}"
+    );
+    let (o, t) = (median(ours.clone()), median(theirs.clone()));
+    println!(
+        "BENCH replay 2,000,000 frames / 1,000 stations / 200 changes: netsentry median {o:.3} s (runs {}), arpwatch median {t:.3} s (runs {}), ratio {:.1}x; changes reported: netsentry {} (changed {}, flip flop {}), arpwatch {}",
+        secs(&ours),
+        secs(&theirs),
+        t / o,
+        our_changes.len(),
+        our_changes.iter().filter(|c| c.0 == "changed").count(),
+        our_changes.iter().filter(|c| c.0 == "flip flop").count(),
+        theirs_changes.len()
+    );
+}
+
+fn secs(v: &[f64]) -> String {
+    v.iter()
+        .map(|s| format!("{s:.3}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Sends `frames` from `ns` at `fps` (in 1 ms batches); returns when frame
+/// `mark` went out.
+fn send_paced(ns: &str, frames: Vec<Vec<u8>>, fps: u32, mark: usize) -> Instant {
+    in_netns(ns, move || unsafe {
+        let iface = std::ffi::CString::new("eth0").unwrap();
+        let index = libc::if_nametoindex(iface.as_ptr());
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        let per_ms = (fps / 1000).max(1) as usize;
+        let start = Instant::now();
+        let mut marked = start;
+        for (i, frame) in frames.iter().enumerate() {
+            if i % per_ms == 0 {
+                let due = start + Duration::from_micros((i / per_ms) as u64 * 1000);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            while libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            ) < 0
+            {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            if i == mark {
+                marked = Instant::now();
+            }
+        }
+        libc::close(fd);
+        marked
+    })
+}
+
+/// 100,000 random ARP frames at 50,000 frames/s with a gateway spoof in the middle.
+#[test]
+#[ignore]
+fn bench_arp_flood() {
+    use std::net::Ipv4Addr;
+    let Some((lab, receiver, agent)) = running_agent("coalesce_window = \"5s\"") else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let host = mac_bytes(&lab.host_mac());
+    let gw: Ipv4Addr = GW_IP.parse().unwrap();
+    let n = 100_000u32;
+    let spoof = [2, 0xde, 0xad, 0xbe, 0xef, 0x51];
+    let mut x: u32 = 0x2545_f491;
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            if i == n / 2 {
+                return netsentry::wire::build::arp(
+                    spoof,
+                    host,
+                    true,
+                    spoof,
+                    gw,
+                    host,
+                    Ipv4Addr::new(192, 0, 2, 10),
+                );
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mac = [
+                0x02,
+                (x >> 24) as u8,
+                (x >> 16) as u8,
+                (x >> 8) as u8,
+                x as u8,
+                i as u8,
+            ];
+            let ip = Ipv4Addr::new(192, 0, 2, 100 + (x % 150) as u8);
+            netsentry::wire::build::arp(
+                mac,
+                [0xff; 6],
+                false,
+                mac,
+                ip,
+                [0; 6],
+                Ipv4Addr::new(192, 0, 2, 254),
+            )
+        })
+        .collect();
+    let pid = agent.pid();
+    let cpu0 = cpu_ns(pid);
+    let t0 = Instant::now();
+    let spoof_sent = send_paced(&lab.mitm, frames, 50_000, (n / 2) as usize);
+    let flood_s = t0.elapsed().as_secs_f64();
+    let got = receiver.wait_for("spoof", Duration::from_secs(10), |b| {
+        b["kind"] == "gateway_mac_changed" && b["details"]["source"] == "arp"
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let cpu = cpu_ns(pid) - cpu0;
+    let alerts = receiver.all();
+    let suppressed: u64 = alerts
+        .iter()
+        .filter(|a| a.body["kind"] == "alerts_suppressed")
+        .map(|a| a.body["details"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    let log = agent.log_text();
+    println!(
+        "BENCH flood {n} frames at 50k/s ({flood_s:.2} s): agent CPU {:.2} s = {:.0}% of a core during the flood; peak RSS {} KiB; alerts sent {} ({} held back in alerts_suppressed); spoof alert {:.1} ms after the spoof frame; kernel drops logged: {}",
+        cpu as f64 / 1e9,
+        cpu as f64 / 1e9 / flood_s * 100.0,
+        status_kib(pid, "VmHWM:"),
+        alerts.len(),
+        suppressed,
+        got.at.duration_since(spoof_sent).as_secs_f64() * 1000.0,
+        log.contains("kernel dropped")
+    );
+}
+
+/// Agent CPU while iperf3 pushes TCP at full speed across the watched interface.
+#[test]
+#[ignore]
+fn bench_cpu_under_tcp_load() {
+    assert!(
+        std::path::Path::new("/usr/bin/iperf3").exists(),
+        "install Debian's iperf3"
+    );
+    let Some((lab, _receiver, agent)) = running_agent("") else {
+        return;
+    };
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            "192.0.2.10",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = agent.pid();
+    let cpu0 = cpu_ns(pid);
+    let t0 = Instant::now();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.gw,
+            "iperf3",
+            "-c",
+            "192.0.2.10",
+            "-t",
+            "10",
+            "-f",
+            "g",
+        ])
+        .output()
+        .unwrap();
+    let wall = t0.elapsed();
+    let cpu = cpu_ns(pid) - cpu0;
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .lines()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or("?")
+        .split_whitespace()
+        .skip_while(|w| !w.ends_with("Bytes"))
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "BENCH tcp load: iperf3 {rate} Gbit/s for {:.1} s; agent CPU {:.1} ms = {:.3}% of one core",
+        wall.as_secs_f64(),
+        cpu as f64 / 1e6,
+        cpu as f64 / wall.as_nanos() as f64 * 100.0
+    );
+}

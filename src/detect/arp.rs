@@ -6,6 +6,8 @@
 //! checks are what a server needs: who claims to be our gateway, and how many do.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
@@ -13,9 +15,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::alert::{Finding, Kind};
-use crate::detect::stations::{Sighting, StationTable};
+use crate::detect::stations::{Sighting, StationTable, same_name};
 use crate::kernel::Mac;
-use crate::wire::{self, ArpFrame, Frame, FrameError, NdpFrame, NdpMessage};
+use crate::wire::{self, ArpFrame, EtherAddr, Frame, FrameError, NdpFrame, NdpMessage};
 
 /// Distinct senders counted per interface and second for `arp_storm`.
 const MAX_STORM_SENDERS: usize = 1024;
@@ -62,42 +64,40 @@ pub struct ArpCounters {
 #[derive(Clone, Debug, Default)]
 struct GatewayWire {
     /// The MAC the host believes (netlink baseline), or the first one seen.
-    reference: Option<Mac>,
+    reference: Option<EtherAddr>,
     /// The MAC that claimed it last.
-    last_claim: Option<Mac>,
+    last_claim: Option<EtherAddr>,
     /// Recent claimers and when they were last seen.
-    claimers: Vec<(Mac, DateTime<Utc>)>,
+    claimers: Vec<(EtherAddr, DateTime<Utc>)>,
     /// The set last reported as a conflict, and when.
-    conflict_reported: Option<(BTreeSet<Mac>, DateTime<Utc>)>,
+    conflict_reported: Option<(BTreeSet<EtherAddr>, DateTime<Utc>)>,
 }
 
 struct StormWindow {
     second: i64,
     count: u32,
-    senders: HashMap<Mac, u32>,
+    senders: FxHashMap<EtherAddr, u32>,
 }
 
 pub struct ArpDetector {
     settings: ArpSettings,
     stations: StationTable,
-    gateways: HashMap<IpAddr, GatewayWire>,
+    gateways: FxHashMap<IpAddr, GatewayWire>,
     routers: HashSet<(String, Ipv6Addr)>,
     routers_dirty: bool,
-    subnets: HashMap<String, Vec<(IpAddr, u8)>>,
-    storms: HashMap<String, StormWindow>,
+    subnets: Vec<(String, Vec<(IpAddr, u8)>)>,
+    /// Per interface; a handful of them, so a list beats hashing the name per frame.
+    storms: Vec<(String, StormWindow)>,
     counters: ArpCounters,
 }
 
 /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
-pub fn is_vrrp_mac(mac: &Mac) -> bool {
-    mac.0.len() == 6
-        && mac.0[..4] == [0x00, 0x00, 0x5e, 0x00]
-        && (mac.0[4] == 0x01 || mac.0[4] == 0x02)
+pub fn is_vrrp_mac(mac: &EtherAddr) -> bool {
+    mac.is_vrrp()
 }
 
-/// Broadcast, multicast or all-zero: never a station's own address.
-fn is_bad_mac(mac: &Mac) -> bool {
-    mac.0.len() != 6 || mac.0.iter().all(|b| *b == 0) || mac.0[0] & 0x01 != 0
+fn is_bad_mac(mac: &EtherAddr) -> bool {
+    mac.is_bad()
 }
 
 fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
@@ -129,11 +129,11 @@ impl ArpDetector {
         ArpDetector {
             stations: StationTable::new(settings.max_stations),
             settings,
-            gateways: HashMap::new(),
+            gateways: FxHashMap::default(),
             routers: HashSet::new(),
             routers_dirty: false,
-            subnets: HashMap::new(),
-            storms: HashMap::new(),
+            subnets: Vec::new(),
+            storms: Vec::new(),
             counters: ArpCounters::default(),
         }
     }
@@ -187,11 +187,11 @@ impl ArpDetector {
     /// belief may have been moved by the very frame about to be looked at (netlink
     /// and capture race), and a claim must be judged against what was known before.
     pub fn set_gateways(&mut self, gateways: &[(IpAddr, Option<Mac>)]) {
-        let mut next = HashMap::new();
+        let mut next = FxHashMap::default();
         for (ip, mac) in gateways {
             let mut g = self.gateways.remove(ip).unwrap_or_default();
             if g.reference.is_none() {
-                g.reference = mac.clone();
+                g.reference = mac.as_ref().and_then(EtherAddr::from_mac);
             }
             next.insert(*ip, g);
         }
@@ -200,7 +200,8 @@ impl ArpDetector {
 
     /// The addresses of each interface, for `arp_bogon`.
     pub fn set_subnets(&mut self, subnets: HashMap<String, Vec<(IpAddr, u8)>>) {
-        self.subnets = subnets;
+        self.subnets = subnets.into_iter().collect();
+        self.subnets.sort();
     }
 
     /// Looks at one Ethernet frame received on `interface` at `now`.
@@ -219,14 +220,15 @@ impl ArpDetector {
             }
         };
         let eth_src = match &frame {
-            Frame::Arp(a) => a.eth_src.clone(),
-            Frame::Ndp(n) => n.eth_src.clone(),
+            Frame::Arp(a) => a.eth_src,
+            Frame::Ndp(n) => n.eth_src,
         };
-        self.count_for_storm(interface, &eth_src, now, &mut out);
+        let second = now.timestamp();
+        self.count_for_storm(interface, &eth_src, now, second, &mut out);
         match frame {
             Frame::Arp(a) => {
                 self.counters.arp += 1;
-                self.observe_arp(interface, a, now, &mut out);
+                self.observe_arp(interface, a, now, second, &mut out);
             }
             Frame::Ndp(n) => {
                 self.counters.ndp += 1;
@@ -239,23 +241,29 @@ impl ArpDetector {
     fn count_for_storm(
         &mut self,
         interface: &str,
-        sender: &Mac,
+        sender: &EtherAddr,
         now: DateTime<Utc>,
+        second: i64,
         out: &mut Vec<Finding>,
     ) {
-        let second = now.timestamp();
         let limit = self.settings.storm_pps;
-        if !self.storms.contains_key(interface) {
-            let fresh = StormWindow {
-                second,
-                count: 0,
-                senders: HashMap::new(),
-            };
-            self.storms.insert(interface.to_string(), fresh);
-        }
-        let Some(w) = self.storms.get_mut(interface) else {
-            return;
+        let at = match self
+            .storms
+            .iter()
+            .position(|(name, _)| same_name(name, interface))
+        {
+            Some(at) => at,
+            None => {
+                let fresh = StormWindow {
+                    second,
+                    count: 0,
+                    senders: FxHashMap::default(),
+                };
+                self.storms.push((interface.to_string(), fresh));
+                self.storms.len() - 1
+            }
         };
+        let w = &mut self.storms[at].1;
         if w.second != second {
             if w.count > limit {
                 let (top, top_count) = w
@@ -276,8 +284,12 @@ impl ArpDetector {
             w.senders.clear();
         }
         w.count = w.count.saturating_add(1);
-        if w.senders.len() < MAX_STORM_SENDERS || w.senders.contains_key(sender) {
-            *w.senders.entry(sender.clone()).or_insert(0) += 1;
+        // Senders are only counted once the rate is over the limit: normal
+        // traffic costs no hashing, and the top sender of a storm still stands out.
+        if w.count > limit
+            && (w.senders.len() < MAX_STORM_SENDERS || w.senders.contains_key(sender))
+        {
+            *w.senders.entry(*sender).or_insert(0) += 1;
         }
     }
 
@@ -286,6 +298,7 @@ impl ArpDetector {
         interface: &str,
         a: ArpFrame,
         now: DateTime<Utc>,
+        second: i64,
         out: &mut Vec<Finding>,
     ) {
         let ip = a.sender_ip;
@@ -315,7 +328,11 @@ impl ArpDetector {
         if is_gateway {
             self.observe_gateway_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out);
         }
-        if let Some(nets) = self.subnets.get(interface)
+        if let Some(nets) = self
+            .subnets
+            .iter()
+            .find(|(name, _)| same_name(name, interface))
+            .map(|(_, n)| n)
             && nets.iter().any(|(n, _)| n.is_ipv4())
             && !nets.iter().any(|(n, p)| in_subnet(IpAddr::V4(ip), *n, *p))
         {
@@ -327,11 +344,9 @@ impl ArpDetector {
             ));
             return;
         }
-        let sighting = self
-            .stations
-            .observe(interface, ip, &a.sender_mac, now.timestamp());
-        if is_gateway {
-            // The gateway checks above said it better.
+        let sighting = self.stations.observe(interface, ip, &a.sender_mac, second);
+        if is_gateway || sighting == Sighting::Same {
+            // Nothing new, or the gateway checks above said it better.
             return;
         }
         let new = a.sender_mac.to_string();
@@ -371,7 +386,7 @@ impl ArpDetector {
         &mut self,
         interface: &str,
         ip: IpAddr,
-        mac: &Mac,
+        mac: &EtherAddr,
         source: &str,
         now: DateTime<Utc>,
         out: &mut Vec<Finding>,
@@ -382,15 +397,15 @@ impl ArpDetector {
         let Some(g) = self.gateways.get_mut(&ip) else {
             return;
         };
-        let Some(reference) = g.reference.clone() else {
+        let Some(reference) = g.reference else {
             // Replay without a baseline: the first claim is the reference.
-            g.reference = Some(mac.clone());
-            g.last_claim = Some(mac.clone());
-            g.claimers.push((mac.clone(), now));
+            g.reference = Some(*mac);
+            g.last_claim = Some(*mac);
+            g.claimers.push((*mac, now));
             return;
         };
         let changed = *mac != reference && g.last_claim.as_ref() != Some(mac);
-        g.last_claim = Some(mac.clone());
+        g.last_claim = Some(*mac);
         if changed {
             let vrrp = vrrp_is_normal && (is_vrrp_mac(mac) || is_vrrp_mac(&reference));
             if vrrp {
@@ -412,11 +427,11 @@ impl ArpDetector {
         }
         // Who else claimed it recently?
         g.claimers.retain(|(m, t)| m != mac && now - *t < window);
-        g.claimers.push((mac.clone(), now));
+        g.claimers.push((*mac, now));
         if g.claimers.len() > MAX_CLAIMERS {
             g.claimers.remove(0);
         }
-        let macs: BTreeSet<Mac> = g.claimers.iter().map(|(m, _)| m.clone()).collect();
+        let macs: BTreeSet<EtherAddr> = g.claimers.iter().map(|(m, _)| *m).collect();
         if macs.len() < 2 || (vrrp_is_normal && macs.iter().any(is_vrrp_mac)) {
             return;
         }
@@ -449,7 +464,7 @@ impl ArpDetector {
     ) {
         match n.message {
             NdpMessage::RouterAdvertisement { source_mac, .. } => {
-                let mac = source_mac.unwrap_or_else(|| n.eth_src.clone());
+                let mac = source_mac.unwrap_or(n.eth_src);
                 let key = (interface.to_string(), n.ip_src);
                 let known = self.routers.contains(&key)
                     || self.gateways.contains_key(&IpAddr::V6(n.ip_src))

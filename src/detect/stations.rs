@@ -1,10 +1,10 @@
 //! The station table: which MAC each IPv4 address was last seen at, per
 //! interface, with the previous MACs (arpwatch's `arp.dat`, bounded).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
-use crate::kernel::Mac;
+use crate::wire::EtherAddr as Mac;
 
 /// Previous MACs remembered per station (for flip-flop and reused detection).
 const HISTORY: usize = 3;
@@ -37,10 +37,15 @@ pub enum Sighting {
     },
 }
 
+/// Interface names are short: a byte loop beats a call to memcmp per frame.
+pub fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 pub struct StationTable {
     cap: usize,
-    /// Per interface, so that a lookup needs no allocation.
-    stations: HashMap<String, HashMap<Ipv4Addr, Station>>,
+    /// Per interface (a handful: a list, searched without hashing the name).
+    stations: Vec<(String, FxHashMap<Ipv4Addr, Station>)>,
     len: usize,
     evicted: u64,
     dirty: bool,
@@ -50,7 +55,7 @@ impl StationTable {
     pub fn new(cap: usize) -> StationTable {
         StationTable {
             cap: cap.max(1),
-            stations: HashMap::new(),
+            stations: Vec::new(),
             len: 0,
             evicted: 0,
             dirty: false,
@@ -70,7 +75,7 @@ impl StationTable {
     }
 
     pub fn get(&self, interface: &str, ip: Ipv4Addr) -> Option<&Station> {
-        self.stations.get(interface)?.get(&ip)
+        self.interface(interface)?.get(&ip)
     }
 
     /// True (once) when the table changed in a way worth saving.
@@ -80,28 +85,24 @@ impl StationTable {
 
     /// Records that `ip` on `interface` was seen at `mac` at `now` (unix seconds).
     pub fn observe(&mut self, interface: &str, ip: Ipv4Addr, mac: &Mac, now: i64) -> Sighting {
-        if let Some(st) = self
-            .stations
-            .get_mut(interface)
-            .and_then(|m| m.get_mut(&ip))
-        {
+        if let Some(st) = self.interface_mut(interface).and_then(|m| m.get_mut(&ip)) {
             st.last_seen = st.last_seen.max(now);
             if st.mac == *mac {
                 return Sighting::Same;
             }
-            let old = st.mac.clone();
+            let old = st.mac;
             let position = st.previous.iter().position(|m| m == mac);
             let sighting = match position {
-                Some(0) => Sighting::FlipFlop { old: old.clone() },
-                Some(_) => Sighting::Reused { old: old.clone() },
-                None => Sighting::Changed { old: old.clone() },
+                Some(0) => Sighting::FlipFlop { old },
+                Some(_) => Sighting::Reused { old },
+                None => Sighting::Changed { old },
             };
             if let Some(p) = position {
                 st.previous.remove(p);
             }
             st.previous.insert(0, old);
             st.previous.truncate(HISTORY);
-            st.mac = mac.clone();
+            st.mac = *mac;
             self.dirty = true;
             return sighting;
         }
@@ -112,7 +113,7 @@ impl StationTable {
             interface,
             ip,
             Station {
-                mac: mac.clone(),
+                mac: *mac,
                 previous: Vec::new(),
                 first_seen: now,
                 last_seen: now,
@@ -123,14 +124,29 @@ impl StationTable {
     }
 
     fn insert(&mut self, interface: &str, ip: Ipv4Addr, station: Station) {
-        if !self.stations.contains_key(interface) {
-            self.stations.insert(interface.to_string(), HashMap::new());
+        if self.interface(interface).is_none() {
+            self.stations
+                .push((interface.to_string(), FxHashMap::default()));
         }
-        if let Some(m) = self.stations.get_mut(interface)
+        if let Some(m) = self.interface_mut(interface)
             && m.insert(ip, station).is_none()
         {
             self.len += 1;
         }
+    }
+
+    fn interface(&self, name: &str) -> Option<&FxHashMap<Ipv4Addr, Station>> {
+        self.stations
+            .iter()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, m)| m)
+    }
+
+    fn interface_mut(&mut self, name: &str) -> Option<&mut FxHashMap<Ipv4Addr, Station>> {
+        self.stations
+            .iter_mut()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, m)| m)
     }
 
     /// Drops the least recently seen 1/64 of the table (at least one): eviction in
@@ -151,7 +167,7 @@ impl StationTable {
             .map(|(_, i, ip)| (i.clone(), ip))
             .collect();
         for (iface, ip) in doomed {
-            if let Some(m) = self.stations.get_mut(&iface)
+            if let Some(m) = self.interface_mut(&iface)
                 && m.remove(&ip).is_some()
             {
                 self.len -= 1;
@@ -227,7 +243,7 @@ mod tests {
     use super::*;
 
     fn m(n: u8) -> Mac {
-        Mac(vec![2, 0, 0, 0, 0, n])
+        Mac([2, 0, 0, 0, 0, n])
     }
     const IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 
