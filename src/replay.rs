@@ -78,6 +78,8 @@ impl Clock {
 
 /// Largest record accepted in a classic pcap (a sane snap length; larger is corruption).
 const MAX_RECORD: usize = 256 * 1024;
+/// Read size; always more than one record plus its header.
+const CHUNK: usize = 4 << 20;
 
 /// Reads a classic pcap (either byte order, micro- or nanosecond timestamps) in
 /// large chunks, calling `f` with each record's time and bytes. Small and bounded:
@@ -117,47 +119,34 @@ fn read_pcap(
             link: format!("{link}"),
         });
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(4 << 20);
-    let mut start = 0;
+    // One buffer, zeroed once; records are parsed in place and the unparsed
+    // tail moves to the front before the next read.
+    let mut buf = vec![0u8; CHUNK];
+    let (mut start, mut filled) = (0usize, 0usize);
     let mut eof = false;
     loop {
         // Records wholly in the buffer.
-        while buf.len() - start >= 16 {
+        while filled - start >= 16 {
             let h = &buf[start..start + 16];
             let (secs, frac, len) = (word(&h[0..4]), word(&h[4..8]), word(&h[8..12]) as usize);
             if len > MAX_RECORD {
                 return Err(broken(format!("a record claims {len} bytes")));
             }
-            if buf.len() - start < 16 + len {
+            if filled - start < 16 + len {
                 break;
             }
-            let time = std::time::Duration::new(
-                secs as u64,
-                if nanos {
-                    frac.min(999_999_999)
-                } else {
-                    frac.min(999_999) * 1000
-                },
-            );
+            let time = std::time::Duration::new(secs as u64, if nanos { frac.min(999_999_999) } else { frac.min(999_999) * 1000 });
             f(time, &buf[start + 16..start + 16 + len]);
             start += 16 + len;
         }
         if eof {
-            return if start == buf.len() {
-                Ok(())
-            } else {
-                Err(broken("the last record is cut short".into()))
-            };
+            return if start == filled { Ok(()) } else { Err(broken("the last record is cut short".into())) };
         }
-        buf.drain(..start);
+        buf.copy_within(start..filled, 0);
+        filled -= start;
         start = 0;
-        let have = buf.len();
-        buf.resize(have + (4 << 20), 0);
-        let n = read_full(&mut reader, &mut buf[have..]).map_err(|e| ReplayError::Io {
-            file: file.to_string(),
-            source: e,
-        })?;
-        buf.truncate(have + n);
+        let n = read_full(&mut reader, &mut buf[filled..]).map_err(|e| ReplayError::Io { file: file.to_string(), source: e })?;
+        filled += n;
         eof = n == 0;
     }
 }
