@@ -135,17 +135,31 @@ fn read_pcap(
             if filled - start < 16 + len {
                 break;
             }
-            let time = std::time::Duration::new(secs as u64, if nanos { frac.min(999_999_999) } else { frac.min(999_999) * 1000 });
+            let time = std::time::Duration::new(
+                secs as u64,
+                if nanos {
+                    frac.min(999_999_999)
+                } else {
+                    frac.min(999_999) * 1000
+                },
+            );
             f(time, &buf[start + 16..start + 16 + len]);
             start += 16 + len;
         }
         if eof {
-            return if start == filled { Ok(()) } else { Err(broken("the last record is cut short".into())) };
+            return if start == filled {
+                Ok(())
+            } else {
+                Err(broken("the last record is cut short".into()))
+            };
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
         start = 0;
-        let n = read_full(&mut reader, &mut buf[filled..]).map_err(|e| ReplayError::Io { file: file.to_string(), source: e })?;
+        let n = read_full(&mut reader, &mut buf[filled..]).map_err(|e| ReplayError::Io {
+            file: file.to_string(),
+            source: e,
+        })?;
         filled += n;
         eof = n == 0;
     }

@@ -21,6 +21,8 @@ use crate::wire::{self, ArpFrame, EtherAddr, Frame, FrameError, NdpFrame, NdpMes
 
 /// Distinct senders counted per interface and second for `arp_storm`.
 const MAX_STORM_SENDERS: usize = 1024;
+/// Interfaces with storm accounting.
+const MAX_STORM_INTERFACES: usize = 64;
 /// MACs remembered per gateway for conflict detection.
 const MAX_CLAIMERS: usize = 16;
 /// Routers remembered (beyond this, a new router is reported but not stored).
@@ -253,6 +255,9 @@ impl ArpDetector {
             .position(|(name, _)| same_name(name, interface))
         {
             Some(at) => at,
+            // A crafted capture with thousands of interfaces gets no storm checks
+            // beyond the first ones, rather than a long search per frame.
+            None if self.storms.len() >= MAX_STORM_INTERFACES => return,
             None => {
                 let fresh = StormWindow {
                     second,
