@@ -312,8 +312,8 @@ fn secs(v: &[f64]) -> String {
         .join(" / ")
 }
 
-/// Sends `frames` from `ns` at `fps` (in 1 ms batches); returns when frame
-/// `mark` went out.
+/// Sends `frames` from `ns` at `fps` (in 1 ms batches); returns the time just
+/// before frame `mark` was handed to the kernel.
 fn send_paced(ns: &str, frames: Vec<Vec<u8>>, fps: u32, mark: usize) -> Instant {
     in_netns(ns, move || unsafe {
         let iface = std::ffi::CString::new("eth0").unwrap();
@@ -336,6 +336,9 @@ fn send_paced(ns: &str, frames: Vec<Vec<u8>>, fps: u32, mark: usize) -> Instant 
                 }
             }
             addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            if i == mark {
+                marked = Instant::now();
+            }
             while libc::sendto(
                 fd,
                 frame.as_ptr() as *const libc::c_void,
@@ -347,9 +350,6 @@ fn send_paced(ns: &str, frames: Vec<Vec<u8>>, fps: u32, mark: usize) -> Instant 
             {
                 std::thread::sleep(Duration::from_micros(100));
             }
-            if i == mark {
-                marked = Instant::now();
-            }
         }
         libc::close(fd);
         marked
@@ -360,52 +360,14 @@ fn send_paced(ns: &str, frames: Vec<Vec<u8>>, fps: u32, mark: usize) -> Instant 
 #[test]
 #[ignore]
 fn bench_arp_flood() {
-    use std::net::Ipv4Addr;
     let Some((lab, receiver, agent)) = running_agent("coalesce_window = \"5s\"") else {
         return;
     };
     std::thread::sleep(Duration::from_millis(200));
     let host = mac_bytes(&lab.host_mac());
-    let gw: Ipv4Addr = GW_IP.parse().unwrap();
     let n = 100_000u32;
     let spoof = [2, 0xde, 0xad, 0xbe, 0xef, 0x51];
-    let mut x: u32 = 0x2545_f491;
-    let frames: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            if i == n / 2 {
-                return netsentry::wire::build::arp(
-                    spoof,
-                    host,
-                    true,
-                    spoof,
-                    gw,
-                    host,
-                    Ipv4Addr::new(192, 0, 2, 10),
-                );
-            }
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let mac = [
-                0x02,
-                (x >> 24) as u8,
-                (x >> 16) as u8,
-                (x >> 8) as u8,
-                x as u8,
-                i as u8,
-            ];
-            let ip = Ipv4Addr::new(192, 0, 2, 100 + (x % 150) as u8);
-            netsentry::wire::build::arp(
-                mac,
-                [0xff; 6],
-                false,
-                mac,
-                ip,
-                [0; 6],
-                Ipv4Addr::new(192, 0, 2, 254),
-            )
-        })
-        .collect();
+    let frames = flood_frames(n, spoof, host);
     let pid = agent.pid();
     let cpu0 = cpu_ns(pid);
     let t0 = Instant::now();

@@ -231,44 +231,6 @@ fn a_flood_with_a_gateway_spoof_inside() {
     );
 }
 
-/// Random-ish but reproducible flood frames with the gateway spoof in the middle.
-pub fn flood_frames(n: u32, spoof_mac: [u8; 6], host: [u8; 6]) -> Vec<Vec<u8>> {
-    let mut x: u32 = 0x2545_f491;
-    (0..n)
-        .map(|i| {
-            if i == n / 2 {
-                return build::arp(spoof_mac, host, true, spoof_mac, gw(), host, HOST_IP);
-            }
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let mac = [
-                0x02,
-                (x >> 24) as u8,
-                (x >> 16) as u8,
-                (x >> 8) as u8,
-                x as u8,
-                (i & 0xff) as u8,
-            ];
-            let ip = Ipv4Addr::new(192, 0, 2, 100 + (x % 150) as u8);
-            let ip = if ip == gw() {
-                Ipv4Addr::new(192, 0, 2, 99)
-            } else {
-                ip
-            };
-            build::arp(
-                mac,
-                [0xff; 6],
-                false,
-                mac,
-                ip,
-                [0; 6],
-                Ipv4Addr::new(192, 0, 2, 254),
-            )
-        })
-        .collect()
-}
-
 /// The same frames, live and replayed, give the same packet alerts.
 #[test]
 fn live_capture_and_replay_agree() {

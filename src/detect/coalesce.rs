@@ -29,6 +29,30 @@ struct Window {
     example: String,
 }
 
+impl Window {
+    fn open(first: &Finding, burst: u32) -> Window {
+        Window {
+            kind: first.kind,
+            started: first.time,
+            burst,
+            passed: 0,
+            suppressed: 0,
+            example: first.summary.clone(),
+        }
+    }
+
+    /// Counts one more finding; true when it may pass.
+    fn count(&mut self) -> bool {
+        if self.passed < self.burst {
+            self.passed += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 pub struct Coalescer {
     burst: u32,
     window: chrono::Duration,
@@ -105,24 +129,10 @@ impl Coalescer {
         {
             out.extend(self.summary(w, now));
         }
-        let w = self
-            .kind_windows
+        self.kind_windows
             .entry(finding.kind)
-            .or_insert_with(|| Window {
-                kind: finding.kind,
-                started: now,
-                burst: limit,
-                passed: 0,
-                suppressed: 0,
-                example: finding.summary.clone(),
-            });
-        if w.passed < w.burst {
-            w.passed += 1;
-            true
-        } else {
-            w.suppressed += 1;
-            false
-        }
+            .or_insert_with(|| Window::open(finding, limit))
+            .count()
     }
 
     /// Counts `finding` in the window of `key`; true when it may pass.
@@ -147,21 +157,10 @@ impl Coalescer {
                 out.extend(self.summary(w, now));
             }
         }
-        let w = self.windows.entry(key).or_insert_with(|| Window {
-            kind: finding.kind,
-            started: now,
-            burst,
-            passed: 0,
-            suppressed: 0,
-            example: finding.summary.clone(),
-        });
-        if w.passed < w.burst {
-            w.passed += 1;
-            true
-        } else {
-            w.suppressed += 1;
-            false
-        }
+        self.windows
+            .entry(key)
+            .or_insert_with(|| Window::open(finding, burst))
+            .count()
     }
 
     /// Closes the windows that have ended; returns their `alerts_suppressed`.

@@ -703,3 +703,49 @@ pub fn netsentry(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Reproducible flood of ARP requests (random sender MACs, senders in
+/// 192.0.2.100-249, never the gateway) with, at index `n / 2`, an ARP reply to
+/// the host claiming the gateway from `spoof_mac`.
+pub fn flood_frames(n: u32, spoof_mac: [u8; 6], host_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    use netsentry::wire::build;
+    use std::net::Ipv4Addr;
+    let gw: Ipv4Addr = GW_IP.parse().unwrap();
+    let mut x: u32 = 0x2545_f491;
+    (0..n)
+        .map(|i| {
+            if i == n / 2 {
+                return build::arp(
+                    spoof_mac,
+                    host_mac,
+                    true,
+                    spoof_mac,
+                    gw,
+                    host_mac,
+                    Ipv4Addr::new(192, 0, 2, 10),
+                );
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mac = [
+                0x02,
+                (x >> 24) as u8,
+                (x >> 16) as u8,
+                (x >> 8) as u8,
+                x as u8,
+                i as u8,
+            ];
+            let ip = Ipv4Addr::new(192, 0, 2, 100 + (x % 150) as u8);
+            build::arp(
+                mac,
+                [0xff; 6],
+                false,
+                mac,
+                ip,
+                [0; 6],
+                Ipv4Addr::new(192, 0, 2, 254),
+            )
+        })
+        .collect()
+}
