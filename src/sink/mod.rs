@@ -2,6 +2,7 @@
 
 pub mod format;
 pub mod journald;
+pub mod spool;
 pub mod webhook;
 
 use crate::alert::{Alert, format_time};
