@@ -20,7 +20,8 @@ use crate::detect::net::{NetDetector, NetSettings};
 use crate::kernel::Observation;
 use crate::packet::{PacketWatch, STATION_KINDS};
 use crate::sink::journald::{self, JournaldSink};
-use crate::sink::webhook::WebhookSink;
+use crate::sink::spool::Spool;
+use crate::sink::webhook::{Outbox, WebhookSink};
 use crate::sink::{console_line, format};
 use crate::source::capture::{self, CaptureEvent};
 use crate::source::netlink::{self, SourceEvent};
@@ -71,32 +72,46 @@ fn use_journald(mode: JournaldMode) -> bool {
 struct Outputs {
     host: String,
     journal: Option<JournaldSink>,
-    webhooks: Vec<WebhookSink>,
+    outbox: Option<Arc<Outbox>>,
     coalescer: Coalescer,
 }
 
 impl Outputs {
     fn emit(&mut self, findings: Vec<Finding>) {
+        let mut alerts = Vec::new();
         for finding in findings {
             for admitted in self.coalescer.admit(finding) {
-                self.deliver(Alert::from_finding(admitted, &self.host));
+                alerts.push(Arc::new(Alert::from_finding(admitted, &self.host)));
             }
         }
-    }
-
-    fn deliver(&mut self, alert: Alert) {
-        let alert = Arc::new(alert);
-        match &self.journal {
-            Some(j) => {
-                if let Err(e) = j.send(&alert) {
-                    tracing::warn!("cannot write to the journal at {}: {e}", j.path().display());
-                    eprintln!("{}", console_line(&alert));
+        if alerts.is_empty() {
+            return;
+        }
+        // On disk before anything else: the receivers read it from there.
+        if let Some(outbox) = &self.outbox {
+            match outbox.append(&alerts) {
+                Ok(0) => {}
+                Ok(dropped) => tracing::warn!(
+                    "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
+                ),
+                Err(e) => {
+                    tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
                 }
             }
-            None => eprintln!("{}", console_line(&alert)),
         }
-        for hook in &self.webhooks {
-            hook.send(alert.clone());
+        for alert in &alerts {
+            match &self.journal {
+                Some(j) => {
+                    if let Err(e) = j.send(alert) {
+                        tracing::warn!(
+                            "cannot write to the journal at {}: {e}",
+                            j.path().display()
+                        );
+                        eprintln!("{}", console_line(alert));
+                    }
+                }
+                None => eprintln!("{}", console_line(alert)),
+            }
         }
     }
 }
@@ -148,6 +163,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let host = config.host_id();
     let state_dir = config.agent.state_dir.clone();
     prepare_state_dir(&state_dir)?;
+    let outbox = if config.webhooks.is_empty() {
+        None
+    } else {
+        let (spool, recovery) =
+            Spool::open(&state_dir.join("spool"), config.agent.max_spool_bytes)?;
+        if recovery.torn_bytes > 0 {
+            tracing::warn!(
+                "spool: a half-written entry ({} bytes) from a crash was cut off",
+                recovery.torn_bytes
+            );
+        }
+        if recovery.records > 0 {
+            tracing::info!(
+                "spool: {} alerts on disk from before; undelivered ones go out now",
+                recovery.records
+            );
+        }
+        Some(Outbox::new(spool))
+    };
     let mut webhooks = Vec::new();
     for hook in &config.webhooks {
         let key = hook.secret_file.as_deref().map(read_secret).transpose()?;
@@ -157,7 +191,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 hook.url.0
             );
         }
-        webhooks.push(WebhookSink::start(hook.clone(), key)?);
+        if let Some(outbox) = &outbox {
+            webhooks.push(WebhookSink::start(hook.clone(), key, outbox.clone())?);
+        }
     }
     let (stored, baseline_problem) = match baseline::load(&state_dir) {
         Ok(b) => (b, None),
@@ -170,7 +206,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut out = Outputs {
         host,
         journal: open_journal(config.log.journald),
-        webhooks,
+        outbox,
         coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
             .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind),
     };
@@ -335,8 +371,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("{e}");
     }
     packets.save(&state_dir);
-    let pending: Vec<_> = out
-        .webhooks
+    let pending: Vec<_> = webhooks
         .into_iter()
         .map(|w| {
             tokio::spawn(async move {

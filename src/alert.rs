@@ -115,7 +115,7 @@ impl Finding {
 }
 
 /// One alert as SPEC.md defines it; serializes to exactly the JSON of `format = "netsentry"`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: String,
     pub host: String,

@@ -42,6 +42,9 @@ pub struct AgentConfig {
     /// the kernel drop events; the agent then re-dumps everything (and a change
     /// that came and went inside the burst can be missed).
     pub netlink_receive_buffer: usize,
+    /// Bytes of undelivered alerts kept in `state_dir/spool`; beyond this the
+    /// oldest are dropped (and the drop is logged).
+    pub max_spool_bytes: u64,
     /// Identical alerts (same kind and details) allowed per `coalesce_window` before
     /// they are counted and summarised in one `alerts_suppressed`.
     pub coalesce_burst: u32,
@@ -61,6 +64,7 @@ impl Default for AgentConfig {
             heartbeat_interval: Interval(Duration::ZERO),
             reconcile_interval: Interval(Duration::from_secs(300)),
             netlink_receive_buffer: 8 << 20,
+            max_spool_bytes: 64 << 20,
             coalesce_burst: 3,
             coalesce_window: Interval(Duration::from_secs(60)),
         }
@@ -119,10 +123,6 @@ pub struct WebhookConfig {
     pub min_severity: Severity,
     #[serde(default = "default_timeout")]
     pub timeout: Interval,
-    /// Alerts kept in memory for this receiver while it is unreachable; the oldest
-    /// are dropped (and counted) beyond this.
-    #[serde(default = "default_queue_size")]
-    pub queue_size: usize,
     /// `format = "alertmanager"`: events are resolved (`endsAt`) this long after they fired.
     #[serde(default = "default_resolve_after")]
     pub resolve_after: Interval,
@@ -133,9 +133,6 @@ fn default_min_severity() -> Severity {
 }
 fn default_timeout() -> Interval {
     Interval(Duration::from_secs(10))
-}
-fn default_queue_size() -> usize {
-    10_000
 }
 fn default_resolve_after() -> Interval {
     Interval(Duration::from_secs(3600))
@@ -456,6 +453,14 @@ impl Config {
                 message: "[arp] receive_buffer must be at least 65536 (bytes)".into(),
             });
         }
+        if config.agent.max_spool_bytes < 2 << 20 {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("max_spool_bytes"),
+                message: "max_spool_bytes must be at least 2097152 (2 MiB: two spool segments)"
+                    .into(),
+            });
+        }
         if config.agent.netlink_receive_buffer < 4096 {
             return Err(ConfigError {
                 file: file.to_string(),
@@ -464,15 +469,12 @@ impl Config {
             });
         }
         for hook in &config.webhooks {
-            if hook.timeout.0.is_zero() || hook.queue_size == 0 {
+            if hook.timeout.0.is_zero() {
                 return Err(ConfigError {
                     file: file.to_string(),
                     position: position_of(hook.url.0.as_str())
                         .or_else(|| position_of("[[webhook]]")),
-                    message: format!(
-                        "webhook {}: timeout and queue_size must be greater than zero",
-                        hook.url.0
-                    ),
+                    message: format!("webhook {}: timeout must be greater than zero", hook.url.0),
                 });
             }
         }
@@ -686,7 +688,7 @@ format = "alertmanager"
             ),
             (
                 "[[webhook]]\nurl = \"https://a.example/\"\ntimeout = \"0s\"\n",
-                "f:2:8: webhook https://a.example/: timeout and queue_size",
+                "f:2:8: webhook https://a.example/: timeout must be greater than zero",
             ),
             (
                 "[[webhook]]\nurl = \"https://a.example/\"\nsecret = \"x\"\n",

@@ -1,27 +1,95 @@
-//! Webhook sink: each receiver gets its own task and in-memory queue, so one
-//! slow or dead receiver never delays another. Alerts are delivered in order,
-//! retried with capped exponential backoff and jitter, and dropped only when a
-//! receiver rejects one permanently (4xx other than 408/429) or the queue is full.
+//! Webhook sink: every alert is first appended to the spool (on disk, fsynced);
+//! each receiver has its own task and cursor into the spool, so one slow or dead
+//! receiver never delays another, nothing is lost across outages, restarts or
+//! `kill -9` (at-least-once; the alert id is stable across retries), and
+//! alerts arrive in order. Retries back off exponentially with jitter (capped),
+//! honour `Retry-After`; a 4xx other than 408/429 rejects that alert for good.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use sha2::Digest;
+use tokio::sync::watch;
 
 use crate::alert::Alert;
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::sink::format;
+use crate::sink::spool::{Position, Spool, SpoolError};
 
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Alerts read from the spool at once by a receiver task.
+const READ_BATCH: usize = 64;
+
+/// The spool shared by the agent (which appends) and the receiver tasks (which read).
+pub struct Outbox {
+    spool: Mutex<Spool>,
+    end: watch::Sender<Position>,
+    /// Cursor of each receiver, for collecting delivered segments.
+    cursors: Mutex<std::collections::HashMap<String, Position>>,
+}
+
+impl Outbox {
+    pub fn new(spool: Spool) -> Arc<Outbox> {
+        let end = spool.end();
+        Arc::new(Outbox {
+            spool: Mutex::new(spool),
+            end: watch::channel(end).0,
+            cursors: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes alerts durable (one fsync) and wakes the receivers.
+    /// Returns how many older alerts the size cap dropped to make room.
+    pub fn append(&self, alerts: &[Arc<Alert>]) -> Result<u64, SpoolError> {
+        let bodies: Vec<String> = alerts.iter().map(|a| a.to_json()).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
+        let mut spool = self.lock();
+        let end = spool.append(&refs)?;
+        let dropped = spool.take_dropped();
+        drop(spool);
+        self.end.send_replace(end);
+        Ok(dropped)
+    }
+
+    fn read(&self, from: Position) -> Result<Vec<(Vec<u8>, Position)>, SpoolError> {
+        self.lock().read(from, READ_BATCH)
+    }
+
+    fn start_cursor(&self, receiver: &str) -> Position {
+        let spool = self.lock();
+        spool.load_cursor(receiver).unwrap_or_else(|| spool.start())
+    }
+
+    fn save_cursor(&self, receiver: &str, pos: Position) {
+        let mut spool = self.lock();
+        if let Err(e) = spool.save_cursor(receiver, pos) {
+            tracing::warn!("{e}");
+        }
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.insert(receiver.to_string(), pos);
+        // Segments every receiver has passed are done with.
+        let all: Vec<Position> = cursors.values().copied().collect();
+        spool.collect(&all);
+    }
+}
+
+/// A stable name for a receiver's cursor: its format and URL, hashed.
+pub fn receiver_id(config: &WebhookConfig) -> String {
+    let digest = sha2::Sha256::digest(format!("{:?} {}", config.format, config.url.0).as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
 
 /// Handle to one receiver's delivery task.
 pub struct WebhookSink {
     pub url: String,
-    min_severity: crate::alert::Severity,
-    tx: mpsc::UnboundedSender<Arc<Alert>>,
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,34 +103,35 @@ enum Outcome {
 
 impl WebhookSink {
     /// Starts the delivery task. `key` is the decoded signing secret, if any.
-    pub fn start(config: WebhookConfig, key: Option<Vec<u8>>) -> anyhow::Result<WebhookSink> {
+    /// Every receiver must be registered before the first one delivers, so that
+    /// no segment is collected before all have passed it.
+    pub fn start(
+        config: WebhookConfig,
+        key: Option<Vec<u8>>,
+        outbox: Arc<Outbox>,
+    ) -> anyhow::Result<WebhookSink> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0)
             .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let id = receiver_id(&config);
+        let cursor = outbox.start_cursor(&id);
+        outbox
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), cursor);
+        let (stop, stop_rx) = watch::channel(false);
         let url = config.url.0.to_string();
-        let min_severity = config.min_severity;
-        let task = tokio::spawn(deliver(client, config, key, rx));
-        Ok(WebhookSink {
-            url,
-            min_severity,
-            tx,
-            task,
-        })
+        let task = tokio::spawn(deliver(client, config, key, outbox, id, cursor, stop_rx));
+        Ok(WebhookSink { url, stop, task })
     }
 
-    /// Queues an alert at or above this receiver's `min_severity` (non-blocking).
-    pub fn send(&self, alert: Arc<Alert>) {
-        if alert.severity >= self.min_severity {
-            let _ = self.tx.send(alert);
-        }
-    }
-
-    /// Stops taking alerts and waits up to `grace` for the queue to drain.
+    /// Asks the task to deliver what is spooled and stop; waits up to `grace`.
+    /// What is not delivered by then stays in the spool for the next start.
     pub async fn finish(self, grace: Duration) -> bool {
-        drop(self.tx);
+        let _ = self.stop.send(true);
         let mut task = self.task;
         match tokio::time::timeout(grace, &mut task).await {
             Ok(_) => true,
@@ -94,89 +163,76 @@ async fn deliver(
     client: reqwest::Client,
     config: WebhookConfig,
     key: Option<Vec<u8>>,
-    mut rx: mpsc::UnboundedReceiver<Arc<Alert>>,
+    outbox: Arc<Outbox>,
+    id: String,
+    mut cursor: Position,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let mut queue: VecDeque<Arc<Alert>> = VecDeque::new();
-    let mut dropped: u64 = 0;
-    let mut attempt: u32 = 0;
-    let mut retry_at: Option<Instant> = None;
-    let mut open = true;
     let url = config.url.0.clone();
+    let mut end = outbox.end.subscribe();
+    let mut failures: u32 = 0;
     loop {
-        // Take in whatever has arrived, bounded by the queue size.
-        while let Ok(alert) = rx.try_recv() {
-            enqueue(&mut queue, alert, config.queue_size, &mut dropped, &url);
-        }
-        if queue.is_empty() {
-            if !open {
+        let batch = match outbox.read(cursor) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(receiver = %url, "cannot read the spool: {e}");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            if *stop.borrow() {
                 return;
             }
-            match rx.recv().await {
-                Some(alert) => enqueue(&mut queue, alert, config.queue_size, &mut dropped, &url),
-                None => return,
-            }
-            continue;
-        }
-        if let Some(at) = retry_at {
-            // Wait for the retry time, still accepting new alerts meanwhile.
             tokio::select! {
-                _ = tokio::time::sleep_until(at) => retry_at = None,
-                alert = rx.recv(), if open => match alert {
-                    Some(alert) => enqueue(&mut queue, alert, config.queue_size, &mut dropped, &url),
-                    None => open = false,
+                _ = end.changed() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for (bytes, next) in batch {
+            match serde_json::from_slice::<Alert>(&bytes) {
+                Ok(alert) if alert.severity >= config.min_severity => loop {
+                    match attempt_once(&client, &config, key.as_deref(), &alert).await {
+                        Outcome::Delivered => {
+                            if failures > 0 {
+                                tracing::info!(receiver = %url, "webhook delivery works again after {failures} failed attempts");
+                            }
+                            failures = 0;
+                            break;
+                        }
+                        Outcome::Rejected(why) => {
+                            tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying: {why}");
+                            failures = 0;
+                            break;
+                        }
+                        Outcome::Retry(after, why) => {
+                            failures += 1;
+                            let wait = after
+                                .unwrap_or_else(|| jitter(backoff(failures)))
+                                .min(BACKOFF_CAP);
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!(receiver = %url, "webhook delivery failed ({why}); retry {failures} in {:.1} s", wait.as_secs_f64());
+                            }
+                            if *stop.borrow() {
+                                // Stopping: what is not delivered waits in the spool.
+                                return;
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = stop.changed() => return,
+                            }
+                        }
+                    }
                 },
-            }
-            continue;
-        }
-        let Some(alert) = queue.front().cloned() else {
-            continue;
-        };
-        match attempt_once(&client, &config, key.as_deref(), &alert).await {
-            Outcome::Delivered => {
-                queue.pop_front();
-                if attempt > 0 {
-                    tracing::info!(receiver = %url, "webhook delivery works again after {attempt} failed attempts");
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(receiver = %url, "skipping an unreadable spool entry: {e}")
                 }
-                if dropped > 0 {
-                    tracing::warn!(receiver = %url, dropped, "alerts were dropped while this receiver was unreachable (queue full)");
-                    dropped = 0;
-                }
-                attempt = 0;
             }
-            Outcome::Rejected(why) => {
-                queue.pop_front();
-                attempt = 0;
-                tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying: {why}");
-            }
-            Outcome::Retry(after, why) => {
-                attempt += 1;
-                let wait = after
-                    .unwrap_or_else(|| jitter(backoff(attempt)))
-                    .min(BACKOFF_CAP);
-                if attempt == 1 || attempt.is_power_of_two() {
-                    tracing::warn!(receiver = %url, pending = queue.len(), "webhook delivery failed ({why}); retry {attempt} in {:.1} s", wait.as_secs_f64());
-                }
-                retry_at = Some(Instant::now() + wait);
-            }
+            cursor = next;
+            outbox.save_cursor(&id, cursor);
         }
     }
-}
-
-fn enqueue(
-    queue: &mut VecDeque<Arc<Alert>>,
-    alert: Arc<Alert>,
-    cap: usize,
-    dropped: &mut u64,
-    url: &reqwest::Url,
-) {
-    if queue.len() >= cap {
-        queue.pop_front();
-        *dropped += 1;
-        if *dropped == 1 {
-            tracing::warn!(receiver = %url, "webhook queue full ({cap} alerts): dropping the oldest");
-        }
-    }
-    queue.push_back(alert);
 }
 
 async fn attempt_once(
