@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -163,4 +163,128 @@ fn heartbeats_arrive_on_schedule() {
     receiver.wait_kind("agent_heartbeat", WAIT, |d| {
         d["uptime_s"].as_u64() >= Some(2)
     });
+}
+
+/// The alert ids an agent printed (stderr lines end with `[id=...]`).
+fn ids_in_log(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            l.rsplit_once("[id=")
+                .map(|(_, id)| id.trim_end_matches(']').to_string())
+        })
+        .collect()
+}
+
+fn wait_for_log(agent: &Agent, what: &str, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while agent.log_text().matches(what).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "no {count}x {what} in the log:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The receiver answers 503 for 20 s while alerts are produced and the agent is
+/// killed with SIGKILL twice and started again: afterwards every alert arrives
+/// (each id at least once) with a valid signature.
+#[test]
+fn nothing_is_lost_across_an_outage_and_two_kill_9() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let receiver = Receiver::start(&lab.host);
+    receiver.set_status(503);
+    let outage_ends = Instant::now() + Duration::from_secs(20);
+    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
+    let secret = lab.path("webhook.key");
+    std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}secret_file = \"{}\"\n", secret.display()),
+    )
+    .unwrap();
+
+    let mut produced = Vec::new();
+    let mut last = None;
+    for round in 0..3u32 {
+        let mut agent = Agent::start(&lab.host, &config, &lab.path(&format!("agent{round}.log")));
+        wait_for_log(&agent, "agent_started:", 1);
+        for i in 0..5 {
+            ip(
+                &lab.host,
+                &format!("link set eth0 mtu {}", 1400 + round * 10 + i),
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        wait_for_log(&agent, "link_mtu_changed:", 5);
+        produced.extend(ids_in_log(&agent.log_text()));
+        if round < 2 {
+            unsafe { libc::kill(agent.pid(), libc::SIGKILL) };
+            if let Some(mut child) = agent.child.take() {
+                let _ = child.wait();
+            }
+        } else {
+            last = Some(agent);
+        }
+    }
+    assert!(
+        receiver.all().is_empty(),
+        "nothing gets through during the outage"
+    );
+    assert_eq!(
+        produced.len(),
+        18,
+        "3 x (agent_started + 5 MTU changes): {produced:?}"
+    );
+    std::thread::sleep(outage_ends.saturating_duration_since(Instant::now()));
+    receiver.set_status(200);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: std::collections::HashSet<String> = receiver
+            .all()
+            .iter()
+            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = produced.iter().filter(|id| !got.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never arrived: {missing:?}\nlog:\n{}",
+            last.as_ref().unwrap().log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = receiver.all();
+    let key =
+        netsentry::sink::format::secret_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+    for r in &all {
+        let id = r.body["id"].as_str().unwrap();
+        assert_eq!(r.headers["webhook-id"], id);
+        let ts: i64 = r.headers["webhook-timestamp"].parse().unwrap();
+        let body = String::from_utf8(r.raw.clone()).unwrap();
+        assert_eq!(
+            r.headers["webhook-signature"],
+            netsentry::sink::format::sign(&key, id, ts, &body),
+            "signature of {id}"
+        );
+    }
+    let unique: std::collections::HashSet<&str> =
+        all.iter().filter_map(|r| r.body["id"].as_str()).collect();
+    eprintln!(
+        "outage + 2 x kill -9: {} alerts produced, {} deliveries, {} duplicates",
+        produced.len(),
+        all.len(),
+        all.len() - unique.len()
+    );
 }
