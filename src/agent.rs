@@ -330,7 +330,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => break "SIGINT".to_string(),
             _ = sighup.recv() => tracing::info!("SIGHUP: configuration reload is not supported yet; carrying on"),
             _ = heartbeat.tick(), if !heartbeat_every.is_zero() => {
-                out.emit(vec![lifecycle::agent_heartbeat(Utc::now(), started.elapsed().as_secs())]);
+                out.emit(vec![lifecycle::agent_heartbeat(Utc::now(), started.elapsed().as_secs(), heartbeat_every.as_secs())]);
             }
             _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => {
                 let summaries = out.coalescer.flush(Utc::now());

@@ -45,11 +45,12 @@ pub fn agent_stopping(now: DateTime<Utc>, reason: &str) -> Finding {
     )
 }
 
-pub fn agent_heartbeat(now: DateTime<Utc>, uptime_s: u64) -> Finding {
+/// `interval_s` lets a receiver (Alertmanager) expire the heartbeat when beats stop.
+pub fn agent_heartbeat(now: DateTime<Utc>, uptime_s: u64, interval_s: u64) -> Finding {
     Finding::new(
         Kind::AgentHeartbeat,
         now,
         format!("netsentry is alive (up {uptime_s} s)"),
-        json!({"uptime_s": uptime_s}),
+        json!({"uptime_s": uptime_s, "interval_s": interval_s}),
     )
 }

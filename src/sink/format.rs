@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
-use crate::alert::{Alert, format_time};
+use crate::alert::{Alert, Kind, format_time};
 use crate::config::WebhookFormat;
 
 /// Details that identify what an alert is about; they become Alertmanager labels
@@ -30,8 +30,19 @@ pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Dura
                     labels.insert((*key).into(), json!(v));
                 }
             }
-            let ends = alert.time
-                + chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1));
+            // A heartbeat stays firing for three beats: when beats stop, it
+            // resolves, and an Alertmanager route on its absence (or on
+            // `alertname="agent_heartbeat"` resolving) is the dead-man's switch.
+            let lifetime = match (
+                alert.kind,
+                alert.details.get("interval_s").and_then(Value::as_u64),
+            ) {
+                (Kind::AgentHeartbeat, Some(s)) if s > 0 => chrono::Duration::seconds(3 * s as i64),
+                _ => {
+                    chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1))
+                }
+            };
+            let ends = alert.time + lifetime;
             json!([{
                 "labels": labels,
                 "annotations": {
