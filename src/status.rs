@@ -45,6 +45,43 @@ pub struct Status {
     pub baseline_problem: Option<String>,
     /// Packet capture counters as the running agent last wrote them.
     pub capture: Option<serde_json::Value>,
+    pub receivers: Vec<ReceiverRow>,
+}
+
+/// One webhook receiver: what waits for it in the spool, and how it went last.
+#[derive(Debug, Serialize)]
+pub struct ReceiverRow {
+    pub url: String,
+    pub format: String,
+    pub pending: u64,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+fn receivers(config: &Config) -> Vec<ReceiverRow> {
+    let dir = config.agent.state_dir.join("spool");
+    config
+        .webhooks
+        .iter()
+        .map(|hook| {
+            let id = crate::sink::webhook::receiver_id(hook);
+            let cursor = crate::sink::spool::read_cursor(&dir, &id);
+            let status: crate::sink::webhook::ReceiverStatus =
+                std::fs::read_to_string(dir.join(format!("{id}.status")))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+            ReceiverRow {
+                url: hook.url.0.to_string(),
+                format: format!("{:?}", hook.format).to_lowercase(),
+                pending: crate::sink::spool::count_after(&dir, cursor),
+                last_success: status.last_success,
+                last_error: status.last_error,
+                last_error_at: status.last_error_at,
+            }
+        })
+        .collect()
 }
 
 /// Builds the status from a fresh netlink dump and the stored baseline.
@@ -56,6 +93,7 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
         Err(e) => (None, Some(e.to_string())),
     };
     let mut status = build(config, &view, baseline, baseline_problem);
+    status.receivers = receivers(config);
     status.capture = baseline::read_state_text(&config.agent.state_dir, baseline::CAPTURE_FILE)
         .and_then(|t| serde_json::from_str(&t).ok());
     Ok(status)
@@ -151,6 +189,7 @@ pub fn build(
         baseline,
         baseline_problem,
         capture: None,
+        receivers: Vec::new(),
     }
 }
 
@@ -221,6 +260,23 @@ pub fn render(status: &Status) -> String {
             c["interfaces"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
             c["updated"].as_str().unwrap_or("?")
         )),
+    }
+    s.push_str("Receivers:\n");
+    if status.receivers.is_empty() {
+        s.push_str("  (none configured)\n");
+    }
+    for r in &status.receivers {
+        s.push_str(&format!(
+            "  {} ({}): {} pending; last success {}; last error {}\n",
+            r.url,
+            r.format,
+            r.pending,
+            r.last_success.as_deref().unwrap_or("never"),
+            match (&r.last_error, &r.last_error_at) {
+                (Some(e), Some(t)) => format!("{t}: {e}"),
+                _ => "none".to_string(),
+            }
+        ));
     }
     s.push_str("Baseline: ");
     match (&status.baseline, &status.baseline_problem) {

@@ -29,8 +29,25 @@ fn alerts_produced_during_an_outage_arrive_in_order_afterwards() {
     spoof_gateway(&lab, "02:de:ad:be:ef:01");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(receiver.all().is_empty());
+    // `netsentry status` shows what waits and why.
+    let r = &status_json(&lab, &config)["receivers"][0];
+    assert_eq!(r["pending"], 2, "{r}");
+    assert!(
+        r["last_error"].as_str().unwrap_or("").contains("503"),
+        "{r}"
+    );
+    assert!(r["last_success"].is_null(), "{r}");
     receiver.set_status(200);
     receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = status_json(&lab, &config)["receivers"][0].clone();
+        if r["pending"] == 0 && r["last_success"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status after recovery: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let kinds: Vec<String> = receiver
         .all()
         .iter()
@@ -287,4 +304,25 @@ fn nothing_is_lost_across_an_outage_and_two_kill_9() {
         all.len(),
         all.len() - unique.len()
     );
+}
+
+fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/run/netns/{}", lab.host),
+            "--",
+            agent_binary(),
+            "status",
+            "--json",
+            "-c",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

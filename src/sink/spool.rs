@@ -158,6 +158,10 @@ impl Spool {
         self.segments.keys().next_back().copied().unwrap_or(1)
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the next record will go.
     pub fn end(&self) -> Position {
         let id = self.newest();
@@ -329,6 +333,51 @@ impl Spool {
     }
 }
 
+/// Counts the records after `from` without opening the spool for writing (for
+/// `netsentry status` while the agent runs).
+pub fn count_after(dir: &Path, from: Option<Position>) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ids: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    let from = from.unwrap_or(Position {
+        segment: ids.first().copied().unwrap_or(0),
+        offset: 0,
+    });
+    let mut count = 0u64;
+    for id in ids.into_iter().filter(|id| *id >= from.segment) {
+        let Ok(bytes) = std::fs::read(segment_path(dir, id)) else {
+            continue;
+        };
+        let start = if id == from.segment {
+            (from.offset as usize).min(bytes.len())
+        } else {
+            0
+        };
+        scan(&bytes, start, usize::MAX, |_, _| count += 1);
+    }
+    count
+}
+
+/// Reads a saved cursor without opening the spool.
+pub fn read_cursor(dir: &Path, receiver: &str) -> Option<Position> {
+    let text = std::fs::read_to_string(dir.join(format!("{receiver}.cursor"))).ok()?;
+    let mut parts = text.split_whitespace();
+    Some(Position {
+        segment: parts.next()?.parse().ok()?,
+        offset: parts.next()?.parse().ok()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +409,8 @@ mod tests {
         assert_eq!(rest.len(), 6);
         assert_eq!(rest[0].0, b"{\"id\":\"alert-4\"}");
         assert_eq!(s2.load_cursor("never-saved"), None);
+        assert_eq!(count_after(dir.path(), read_cursor(dir.path(), "r1")), 6);
+        assert_eq!(count_after(dir.path(), None), 10);
     }
 
     #[test]

@@ -62,6 +62,17 @@ impl Outbox {
         self.lock().read(from, READ_BATCH)
     }
 
+    /// Writes what `netsentry status` shows about a receiver (best effort).
+    fn save_status(&self, receiver: &str, status: &ReceiverStatus) {
+        let dir = self.lock().dir().to_path_buf();
+        let text = serde_json::to_string(status).unwrap_or_default();
+        let path = dir.join(format!("{receiver}.status"));
+        let tmp = path.with_extension("status-tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::debug!("cannot write {}: {e}", path.display());
+        }
+    }
+
     fn start_cursor(&self, receiver: &str) -> Position {
         let spool = self.lock();
         spool.load_cursor(receiver).unwrap_or_else(|| spool.start())
@@ -78,6 +89,15 @@ impl Outbox {
         let all: Vec<Position> = cursors.values().copied().collect();
         spool.collect(&all);
     }
+}
+
+/// A receiver's delivery state, as `netsentry status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReceiverStatus {
+    pub url: String,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
 }
 
 /// A stable name for a receiver's cursor: its format and URL, hashed.
@@ -171,6 +191,11 @@ async fn deliver(
     let url = config.url.0.clone();
     let mut end = outbox.end.subscribe();
     let mut failures: u32 = 0;
+    let mut status = ReceiverStatus {
+        url: url.to_string(),
+        ..Default::default()
+    };
+    let mut status_saved = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         let batch = match outbox.read(cursor) {
             Ok(b) => b,
@@ -180,6 +205,12 @@ async fn deliver(
             }
         };
         if batch.is_empty() {
+            // Idle: make sure the last success is on disk.
+            if status.last_success.is_some() && status_saved.elapsed() >= Duration::from_millis(100)
+            {
+                outbox.save_status(&id, &status);
+                status_saved = std::time::Instant::now() + Duration::from_secs(3600);
+            }
             if *stop.borrow() {
                 return;
             }
@@ -197,11 +228,26 @@ async fn deliver(
                             if failures > 0 {
                                 tracing::info!(receiver = %url, "webhook delivery works again after {failures} failed attempts");
                             }
+                            status.last_success =
+                                Some(crate::alert::format_time(&chrono::Utc::now()));
+                            if status_saved > std::time::Instant::now() {
+                                // Saved while idle; count from now.
+                                status_saved = std::time::Instant::now() - Duration::from_secs(1);
+                            }
+                            // Written on recovery at once, otherwise at most every 5 s.
+                            if failures > 0 || status_saved.elapsed() >= Duration::from_secs(5) {
+                                outbox.save_status(&id, &status);
+                                status_saved = std::time::Instant::now();
+                            }
                             failures = 0;
                             break;
                         }
                         Outcome::Rejected(why) => {
                             tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying: {why}");
+                            status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
+                            status.last_error_at =
+                                Some(crate::alert::format_time(&chrono::Utc::now()));
+                            outbox.save_status(&id, &status);
                             failures = 0;
                             break;
                         }
@@ -212,6 +258,11 @@ async fn deliver(
                                 .min(BACKOFF_CAP);
                             if failures == 1 || failures.is_power_of_two() {
                                 tracing::warn!(receiver = %url, "webhook delivery failed ({why}); retry {failures} in {:.1} s", wait.as_secs_f64());
+                                status.last_error = Some(why.clone());
+                                status.last_error_at =
+                                    Some(crate::alert::format_time(&chrono::Utc::now()));
+                                outbox.save_status(&id, &status);
+                                status_saved = std::time::Instant::now();
                             }
                             if *stop.borrow() {
                                 // Stopping: what is not delivered waits in the spool.
