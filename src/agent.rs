@@ -91,9 +91,16 @@ impl Outputs {
         if let Some(outbox) = &self.outbox {
             match outbox.append(&alerts) {
                 Ok(0) => {}
-                Ok(dropped) => tracing::warn!(
-                    "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
-                ),
+                Ok(dropped) => {
+                    tracing::warn!("the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped");
+                    // Queued behind everything still spooled: receivers learn of
+                    // the loss as soon as delivery works again.
+                    let notice = Arc::new(Alert::from_finding(lifecycle::spool_overflow(Utc::now(), dropped), &self.host));
+                    if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
+                        tracing::error!("{e}");
+                    }
+                    alerts.push(notice);
+                }
                 Err(e) => {
                     tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
                 }

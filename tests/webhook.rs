@@ -326,3 +326,29 @@ fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A full spool drops the oldest alerts, and says so to the receiver once it is back.
+#[test]
+fn a_full_spool_drops_the_oldest_and_reports_it() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let receiver = Receiver::start(&lab.host);
+    receiver.set_status(503);
+    let extra = "max_spool_bytes = 2097152\ncoalesce_burst = 1000000\n[arp]\nalerts_per_kind = 1000000\nstorm_pps = 1000000";
+    let config = write_config(&lab, &receiver, extra);
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    wait_for_log(&agent, "agent_started:", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    // ~12,000 station alerts of ~350 bytes: about twice the spool's size.
+    let host = mac_bytes(&lab.host_mac());
+    send_frames(&lab.mitm, "eth0", flood_frames(12_000, [2, 0xde, 0xad, 0xbe, 0xef, 0x53], host));
+    wait_for_log(&agent, "the spool is full", 1);
+    receiver.set_status(200);
+    let d = receiver.wait_kind("alerts_suppressed", Duration::from_secs(30), |d| d["kind"] == "spool");
+    let dropped = d["count"].as_u64().unwrap();
+    assert!(dropped > 1000, "{d}");
+    assert_eq!(d["reason"], "max_spool_bytes");
+}

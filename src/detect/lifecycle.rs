@@ -54,3 +54,13 @@ pub fn agent_heartbeat(now: DateTime<Utc>, uptime_s: u64, interval_s: u64) -> Fi
         json!({"uptime_s": uptime_s, "interval_s": interval_s}),
     )
 }
+
+/// Undelivered alerts dropped from a full spool (`max_spool_bytes`).
+pub fn spool_overflow(now: DateTime<Utc>, count: u64) -> Finding {
+    Finding::new(
+        Kind::AlertsSuppressed,
+        now,
+        format!("{count} undelivered alerts were dropped: the spool reached max_spool_bytes"),
+        json!({"kind": "spool", "count": count, "window_s": 0, "reason": "max_spool_bytes"}),
+    )
+}
