@@ -92,10 +92,15 @@ impl Outputs {
             match outbox.append(&alerts) {
                 Ok(0) => {}
                 Ok(dropped) => {
-                    tracing::warn!("the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped");
+                    tracing::warn!(
+                        "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
+                    );
                     // Queued behind everything still spooled: receivers learn of
                     // the loss as soon as delivery works again.
-                    let notice = Arc::new(Alert::from_finding(lifecycle::spool_overflow(Utc::now(), dropped), &self.host));
+                    let notice = Arc::new(Alert::from_finding(
+                        lifecycle::spool_overflow(Utc::now(), dropped),
+                        &self.host,
+                    ));
                     if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
                         tracing::error!("{e}");
                     }

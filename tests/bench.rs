@@ -516,3 +516,84 @@ fn bench_spool_drain() {
         (drained - 1) as f64 / flowing
     );
 }
+
+/// Alerts lost across a 30 s outage and three kill -9 cycles (issue 4's figure):
+/// four agent lives produce ~1,000 alerts, the first three end with SIGKILL
+/// right after their frames; then the receiver comes back.
+#[test]
+#[ignore]
+fn bench_no_loss_across_kill9() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let receiver = Receiver::start(&lab.host);
+    receiver.set_status(503);
+    let outage_ends = Instant::now() + Duration::from_secs(30);
+    let extra = "coalesce_burst = 1000000\n[arp]\nalerts_per_kind = 1000000\nstorm_pps = 1000000";
+    let config = write_config(&lab, &receiver, extra);
+    let host = mac_bytes(&lab.host_mac());
+    let mut produced = std::collections::HashSet::new();
+    let mut last = None;
+    for life in 0..4u8 {
+        let mut agent = Agent::start(&lab.host, &config, &lab.path(&format!("life{life}.log")));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.log_text().contains("agent_started:") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        send_frames(
+            &lab.mitm,
+            "eth0",
+            flood_frames(310, [2, 0xde, 0xad, 0xbe, 0xef, 0x60 + life], host),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        if life < 3 {
+            unsafe { libc::kill(agent.pid(), libc::SIGKILL) };
+            if let Some(mut child) = agent.child.take() {
+                let _ = child.wait();
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for line in agent.log_text().lines() {
+            if let Some((_, id)) = line.rsplit_once("[id=") {
+                produced.insert(id.trim_end_matches(']').to_string());
+            }
+        }
+        last = Some(agent);
+    }
+    std::thread::sleep(outage_ends.saturating_duration_since(Instant::now()));
+    receiver.set_status(200);
+    let t0 = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let missing = loop {
+        let got: std::collections::HashSet<String> = receiver
+            .all()
+            .iter()
+            .filter_map(|r| r.body["id"].as_str().map(str::to_string))
+            .collect();
+        let missing = produced.iter().filter(|id| !got.contains(*id)).count();
+        if missing == 0 || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let all = receiver.all();
+    let unique: std::collections::HashSet<&str> =
+        all.iter().filter_map(|r| r.body["id"].as_str()).collect();
+    println!(
+        "BENCH kill -9: {} alerts produced over 4 lives (3 ended by SIGKILL) during a 30 s outage; lost {missing}; delivered {} ({} duplicates) {:.1} s after recovery",
+        produced.len(),
+        all.len(),
+        all.len() - unique.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        missing,
+        0,
+        "{}",
+        last.map(|a| a.log_text()).unwrap_or_default()
+    );
+}

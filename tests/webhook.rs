@@ -344,10 +344,16 @@ fn a_full_spool_drops_the_oldest_and_reports_it() {
     std::thread::sleep(Duration::from_millis(200));
     // ~12,000 station alerts of ~350 bytes: about twice the spool's size.
     let host = mac_bytes(&lab.host_mac());
-    send_frames(&lab.mitm, "eth0", flood_frames(12_000, [2, 0xde, 0xad, 0xbe, 0xef, 0x53], host));
+    send_frames(
+        &lab.mitm,
+        "eth0",
+        flood_frames(12_000, [2, 0xde, 0xad, 0xbe, 0xef, 0x53], host),
+    );
     wait_for_log(&agent, "the spool is full", 1);
     receiver.set_status(200);
-    let d = receiver.wait_kind("alerts_suppressed", Duration::from_secs(30), |d| d["kind"] == "spool");
+    let d = receiver.wait_kind("alerts_suppressed", Duration::from_secs(30), |d| {
+        d["kind"] == "spool"
+    });
     let dropped = d["count"].as_u64().unwrap();
     assert!(dropped > 1000, "{d}");
     assert_eq!(d["reason"], "max_spool_bytes");
