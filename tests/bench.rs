@@ -538,10 +538,7 @@ fn bench_no_loss_across_kill9() {
     let mut last = None;
     for life in 0..4u8 {
         let mut agent = Agent::start(&lab.host, &config, &lab.path(&format!("life{life}.log")));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !agent.log_text().contains("agent_started:") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        agent.wait_for_log("agent_started:", 1);
         std::thread::sleep(Duration::from_millis(200));
         send_frames(
             &lab.mitm,
@@ -550,18 +547,11 @@ fn bench_no_loss_across_kill9() {
         );
         std::thread::sleep(Duration::from_millis(50));
         if life < 3 {
-            unsafe { libc::kill(agent.pid(), libc::SIGKILL) };
-            if let Some(mut child) = agent.child.take() {
-                let _ = child.wait();
-            }
+            agent.kill9();
         } else {
             std::thread::sleep(Duration::from_millis(500));
         }
-        for line in agent.log_text().lines() {
-            if let Some((_, id)) = line.rsplit_once("[id=") {
-                produced.insert(id.trim_end_matches(']').to_string());
-            }
-        }
+        produced.extend(agent.alert_ids());
         last = Some(agent);
     }
     std::thread::sleep(outage_ends.saturating_duration_since(Instant::now()));

@@ -182,28 +182,6 @@ fn heartbeats_arrive_on_schedule() {
     });
 }
 
-/// The alert ids an agent printed (stderr lines end with `[id=...]`).
-fn ids_in_log(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| {
-            l.rsplit_once("[id=")
-                .map(|(_, id)| id.trim_end_matches(']').to_string())
-        })
-        .collect()
-}
-
-fn wait_for_log(agent: &Agent, what: &str, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    while agent.log_text().matches(what).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "no {count}x {what} in the log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The receiver answers 503 for 20 s while alerts are produced and the agent is
 /// killed with SIGKILL twice and started again: afterwards every alert arrives
 /// (each id at least once) with a valid signature.
@@ -233,7 +211,7 @@ fn nothing_is_lost_across_an_outage_and_two_kill_9() {
     let mut last = None;
     for round in 0..3u32 {
         let mut agent = Agent::start(&lab.host, &config, &lab.path(&format!("agent{round}.log")));
-        wait_for_log(&agent, "agent_started:", 1);
+        agent.wait_for_log("agent_started:", 1);
         for i in 0..5 {
             ip(
                 &lab.host,
@@ -241,13 +219,10 @@ fn nothing_is_lost_across_an_outage_and_two_kill_9() {
             );
             std::thread::sleep(Duration::from_millis(30));
         }
-        wait_for_log(&agent, "link_mtu_changed:", 5);
-        produced.extend(ids_in_log(&agent.log_text()));
+        agent.wait_for_log("link_mtu_changed:", 5);
+        produced.extend(agent.alert_ids());
         if round < 2 {
-            unsafe { libc::kill(agent.pid(), libc::SIGKILL) };
-            if let Some(mut child) = agent.child.take() {
-                let _ = child.wait();
-            }
+            agent.kill9();
         } else {
             last = Some(agent);
         }
@@ -340,7 +315,7 @@ fn a_full_spool_drops_the_oldest_and_reports_it() {
     let extra = "max_spool_bytes = 2097152\ncoalesce_burst = 1000000\n[arp]\nalerts_per_kind = 1000000\nstorm_pps = 1000000";
     let config = write_config(&lab, &receiver, extra);
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
-    wait_for_log(&agent, "agent_started:", 1);
+    agent.wait_for_log("agent_started:", 1);
     std::thread::sleep(Duration::from_millis(200));
     // ~12,000 station alerts of ~350 bytes: about twice the spool's size.
     let host = mac_bytes(&lab.host_mac());
@@ -349,7 +324,7 @@ fn a_full_spool_drops_the_oldest_and_reports_it() {
         "eth0",
         flood_frames(12_000, [2, 0xde, 0xad, 0xbe, 0xef, 0x53], host),
     );
-    wait_for_log(&agent, "the spool is full", 1);
+    agent.wait_for_log("the spool is full", 1);
     receiver.set_status(200);
     let d = receiver.wait_kind("alerts_suppressed", Duration::from_secs(30), |d| {
         d["kind"] == "spool"

@@ -565,6 +565,38 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Ends the agent with SIGKILL (no agent_stopping, no clean-up) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// The ids of the alerts the agent printed (stderr lines end with `[id=...]`).
+    pub fn alert_ids(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| {
+                l.rsplit_once("[id=")
+                    .map(|(_, id)| id.trim_end_matches(']').to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until `what` appears `count` times in the agent's output.
+    pub fn wait_for_log(&self, what: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log_text().matches(what).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {count}x {what} in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Agent {
