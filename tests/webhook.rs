@@ -92,6 +92,20 @@ fn a_permanent_rejection_is_not_retried_forever() {
         0,
         "the rejected alert was dropped, not retried"
     );
+    // ... and kept aside with the receiver's answer.
+    let aside: Vec<String> = std::fs::read_dir(lab.path("state/spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".rejected.jsonl"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(aside.len(), 1);
+    let first: serde_json::Value = serde_json::from_str(aside[0].lines().next().unwrap()).unwrap();
+    assert_eq!(first["alert"]["kind"], "agent_started");
+    assert!(
+        first["answer"].as_str().unwrap().starts_with("HTTP 400"),
+        "{first}"
+    );
 }
 
 #[test]

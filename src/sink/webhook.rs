@@ -73,6 +73,26 @@ impl Outbox {
         }
     }
 
+    /// Keeps a permanently rejected alert, with the receiver's answer, in
+    /// `spool/<receiver>.rejected.jsonl` (one JSON object per line).
+    fn move_aside(&self, receiver: &str, alert: &Alert, answer: &str) {
+        use std::io::Write;
+        let path = self.lock().dir().join(format!("{receiver}.rejected.jsonl"));
+        let line = serde_json::json!({
+            "rejected_at": crate::alert::format_time(&chrono::Utc::now()),
+            "answer": answer,
+            "alert": alert,
+        });
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::warn!("cannot keep the rejected alert in {}: {e}", path.display());
+        }
+    }
+
     fn start_cursor(&self, receiver: &str) -> Position {
         let spool = self.lock();
         spool.load_cursor(receiver).unwrap_or_else(|| spool.start())
@@ -243,7 +263,8 @@ async fn deliver(
                             break;
                         }
                         Outcome::Rejected(why) => {
-                            tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying: {why}");
+                            tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
+                            outbox.move_aside(&id, &alert, &why);
                             status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
                             status.last_error_at =
                                 Some(crate::alert::format_time(&chrono::Utc::now()));
