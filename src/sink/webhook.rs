@@ -215,7 +215,9 @@ async fn deliver(
         url: url.to_string(),
         ..Default::default()
     };
-    let mut status_saved = std::time::Instant::now() - Duration::from_secs(60);
+    // A success not yet written to the status file, and when it was last written.
+    let mut unsaved = false;
+    let mut saved_at = std::time::Instant::now() - Duration::from_secs(60);
     loop {
         let batch = match outbox.read(cursor) {
             Ok(b) => b,
@@ -226,10 +228,9 @@ async fn deliver(
         };
         if batch.is_empty() {
             // Idle: make sure the last success is on disk.
-            if status.last_success.is_some() && status_saved.elapsed() >= Duration::from_millis(100)
-            {
+            if unsaved {
                 outbox.save_status(&id, &status);
-                status_saved = std::time::Instant::now() + Duration::from_secs(3600);
+                (unsaved, saved_at) = (false, std::time::Instant::now());
             }
             if *stop.borrow() {
                 return;
@@ -250,14 +251,12 @@ async fn deliver(
                             }
                             status.last_success =
                                 Some(crate::alert::format_time(&chrono::Utc::now()));
-                            if status_saved > std::time::Instant::now() {
-                                // Saved while idle; count from now.
-                                status_saved = std::time::Instant::now() - Duration::from_secs(1);
-                            }
-                            // Written on recovery at once, otherwise at most every 5 s.
-                            if failures > 0 || status_saved.elapsed() >= Duration::from_secs(5) {
+                            unsaved = true;
+                            // Written on recovery at once, otherwise at most every 5 s
+                            // while busy (and when idle again, above).
+                            if failures > 0 || saved_at.elapsed() >= Duration::from_secs(5) {
                                 outbox.save_status(&id, &status);
-                                status_saved = std::time::Instant::now();
+                                (unsaved, saved_at) = (false, std::time::Instant::now());
                             }
                             failures = 0;
                             break;
@@ -269,6 +268,7 @@ async fn deliver(
                             status.last_error_at =
                                 Some(crate::alert::format_time(&chrono::Utc::now()));
                             outbox.save_status(&id, &status);
+                            (unsaved, saved_at) = (false, std::time::Instant::now());
                             failures = 0;
                             break;
                         }
@@ -283,7 +283,7 @@ async fn deliver(
                                 status.last_error_at =
                                     Some(crate::alert::format_time(&chrono::Utc::now()));
                                 outbox.save_status(&id, &status);
-                                status_saved = std::time::Instant::now();
+                                saved_at = std::time::Instant::now();
                             }
                             if *stop.borrow() {
                                 // Stopping: what is not delivered waits in the spool.
