@@ -11,7 +11,9 @@ use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::alert::{Alert, Finding};
+use std::collections::HashMap;
+
+use crate::alert::{Alert, Delivery, Finding};
 use crate::baseline;
 use crate::config::{Config, JournaldMode};
 use crate::detect::coalesce::Coalescer;
@@ -68,28 +70,60 @@ fn use_journald(mode: JournaldMode) -> bool {
     }
 }
 
+/// Conditions remembered for Alertmanager (beyond this, the oldest are forgotten).
+const MAX_CONDITIONS: usize = 1024;
+
 /// Where alerts go, and the coalescing in front of them.
 struct Outputs {
     host: String,
     journal: Option<JournaldSink>,
     outbox: Option<Arc<Outbox>>,
     coalescer: Coalescer,
+    /// Conditions that hold (e.g. an unreachable gateway), by identity: kept
+    /// alive in Alertmanager by `refresh_conditions`, resolved when they clear.
+    conditions: HashMap<String, Arc<Alert>>,
 }
 
 impl Outputs {
     fn emit(&mut self, findings: Vec<Finding>) {
         let mut alerts = Vec::new();
+        let mut records = Vec::new();
         for finding in findings {
+            if finding.clears {
+                let key = format::identity(finding.kind, &finding.details);
+                if let Some(original) = self.conditions.remove(&key) {
+                    tracing::info!("{} (clears alert {})", finding.summary, original.id);
+                    let mut resolve = (*original).clone();
+                    resolve.delivery = Delivery::Resolve { at: finding.time };
+                    records.push(Arc::new(resolve));
+                }
+                continue;
+            }
             for admitted in self.coalescer.admit(finding) {
-                alerts.push(Arc::new(Alert::from_finding(admitted, &self.host)));
+                let alert = Arc::new(Alert::from_finding(admitted, &self.host));
+                if alert.kind.is_condition() {
+                    if self.conditions.len() >= MAX_CONDITIONS
+                        && let Some(oldest) = self
+                            .conditions
+                            .iter()
+                            .min_by_key(|(_, a)| a.time)
+                            .map(|(k, _)| k.clone())
+                    {
+                        self.conditions.remove(&oldest);
+                    }
+                    self.conditions
+                        .insert(format::identity(alert.kind, &alert.details), alert.clone());
+                }
+                records.push(alert.clone());
+                alerts.push(alert);
             }
         }
-        if alerts.is_empty() {
+        if records.is_empty() {
             return;
         }
         // On disk before anything else: the receivers read it from there.
         if let Some(outbox) = &self.outbox {
-            match outbox.append(&alerts) {
+            match outbox.append(&records) {
                 Ok(0) => {}
                 Ok(dropped) => {
                     tracing::warn!(
@@ -124,6 +158,25 @@ impl Outputs {
                 }
                 None => eprintln!("{}", console_line(alert)),
             }
+        }
+    }
+
+    /// Re-sends the conditions that still hold (Alertmanager receivers extend them).
+    fn refresh_conditions(&mut self, now: chrono::DateTime<Utc>) {
+        let (Some(outbox), false) = (&self.outbox, self.conditions.is_empty()) else {
+            return;
+        };
+        let records: Vec<Arc<Alert>> = self
+            .conditions
+            .values()
+            .map(|a| {
+                let mut refresh = (**a).clone();
+                refresh.delivery = Delivery::Refresh { at: now };
+                Arc::new(refresh)
+            })
+            .collect();
+        if let Err(e) = outbox.append(&records) {
+            tracing::error!("{e}");
         }
     }
 }
@@ -219,6 +272,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         host,
         journal: open_journal(config.log.journald),
         outbox,
+        conditions: HashMap::new(),
         coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
             .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind),
     };
@@ -256,6 +310,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut reported_drops = 0u64;
     let mut save_tick = tokio::time::interval(STATE_SAVE_EVERY);
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    // Alertmanager receivers get the conditions that hold re-sent at half their
+    // resolve_after, so that Alertmanager does not resolve them on its own.
+    let refresh_every = config
+        .webhooks
+        .iter()
+        .filter(|w| w.format == crate::config::WebhookFormat::Alertmanager)
+        .map(|w| w.resolve_after.0 / 2)
+        .min()
+        .filter(|d| !d.is_zero());
+    let mut refresh_tick =
+        tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600)));
+    refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh_tick.tick().await;
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -338,6 +406,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 None => capture_on = false,
             },
             _ = save_tick.tick() => packets.save(&state_dir),
+            _ = refresh_tick.tick(), if refresh_every.is_some() => out.refresh_conditions(Utc::now()),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
             _ = sigint.recv() => break "SIGINT".to_string(),
             _ = sighup.recv() => tracing::info!("SIGHUP: configuration reload is not supported yet; carrying on"),

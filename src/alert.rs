@@ -44,6 +44,11 @@ macro_rules! kinds {
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)* }
             }
+            /// A state that holds until it clears (rather than an event): kept
+            /// alive in Alertmanager while it holds, resolved when it clears.
+            pub fn is_condition(self) -> bool {
+                matches!(self, Kind::GatewayUnreachable)
+            }
             /// The fixed severity of this kind.
             pub fn severity(self) -> Severity {
                 match self { $(Kind::$variant => Severity::$sev,)* }
@@ -87,6 +92,10 @@ pub struct Finding {
     pub time: DateTime<Utc>,
     pub summary: String,
     pub details: Map<String, Value>,
+    /// Not an alert: the condition of this kind and identifying details is over
+    /// (see [`Kind::is_condition`]). Receivers that track conditions
+    /// (Alertmanager) resolve it; nobody gets it as a new alert.
+    pub clears: bool,
 }
 
 impl Finding {
@@ -105,6 +114,20 @@ impl Finding {
             time,
             summary: summary.into(),
             details,
+            clears: false,
+        }
+    }
+
+    /// The end of a condition (`kind` must be one, see [`Kind::is_condition`]).
+    pub fn cleared(
+        kind: Kind,
+        time: DateTime<Utc>,
+        summary: impl Into<String>,
+        details: Value,
+    ) -> Self {
+        Finding {
+            clears: true,
+            ..Finding::new(kind, time, summary, details)
         }
     }
 
@@ -125,6 +148,29 @@ pub struct Alert {
     pub severity: Severity,
     pub summary: String,
     pub details: Map<String, Value>,
+    /// For spooled copies that only condition-tracking receivers get; never part
+    /// of an alert as SPEC defines it (absent for ordinary alerts).
+    #[serde(default, skip_serializing_if = "Delivery::is_alert")]
+    pub delivery: Delivery,
+}
+
+/// What a spooled record is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "what")]
+pub enum Delivery {
+    /// An alert, for every receiver.
+    #[default]
+    Alert,
+    /// The condition still holds at `at`: extend it (Alertmanager only).
+    Refresh { at: DateTime<Utc> },
+    /// The condition cleared at `at` (Alertmanager only).
+    Resolve { at: DateTime<Utc> },
+}
+
+impl Delivery {
+    pub fn is_alert(&self) -> bool {
+        *self == Delivery::Alert
+    }
 }
 
 impl Alert {
@@ -138,6 +184,7 @@ impl Alert {
             severity: finding.kind.severity(),
             summary: finding.summary,
             details: finding.details,
+            delivery: Delivery::Alert,
         }
     }
 

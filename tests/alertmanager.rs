@@ -154,3 +154,56 @@ fn alertmanager_receives_labels_and_annotations() {
         "expires 3 beats (6 s) after the last one, not later: {hb}"
     );
 }
+
+#[test]
+fn a_condition_stays_active_while_it_holds_and_resolves_when_it_clears() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.resolve_gateway(GW_IP);
+    let _am = start_alertmanager(&lab);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let am = format!(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:{PORT}/api/v2/alerts\"\nformat = \"alertmanager\"\nresolve_after = \"4s\"\n"
+    );
+    std::fs::write(&config, format!("{text}{am}")).unwrap();
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+
+    // The gateway goes silent: the host's entry fails.
+    ip(&lab.gw, "addr del 192.0.2.1/24 dev eth0");
+    ip(&lab.host, "neigh del 192.0.2.1 dev eth0");
+    let _ = std::panic::catch_unwind(|| lab.resolve_gateway(GW_IP));
+    let is_unreachable = |a: &Value| a["labels"]["alertname"] == "gateway_unreachable";
+    wait_am(&lab, "gateway_unreachable", is_unreachable);
+    // Longer than resolve_after: refreshed, so still active.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        am_alerts(&lab).iter().any(is_unreachable),
+        "the condition holds: still active after resolve_after"
+    );
+
+    // The gateway answers again: resolved in Alertmanager.
+    ip(&lab.gw, "addr add 192.0.2.1/24 dev eth0");
+    lab.resolve_gateway(GW_IP);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while am_alerts(&lab).iter().any(is_unreachable) {
+        assert!(
+            Instant::now() < deadline,
+            "not resolved: {:#?}",
+            am_alerts(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The netsentry receiver got the alert once, and no refresh or resolution.
+    assert_eq!(receiver.count_kind("gateway_unreachable"), 1);
+    assert!(
+        receiver
+            .all()
+            .iter()
+            .all(|r| r.body.get("delivery").is_none())
+    );
+}

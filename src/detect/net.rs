@@ -491,7 +491,14 @@ impl NetDetector {
         if !entry.state.has_valid_address() {
             return;
         }
-        self.unreachable.remove(&(ifindex, ip));
+        if self.unreachable.remove(&(ifindex, ip)) && !quiet {
+            out.push(Finding::cleared(
+                Kind::GatewayUnreachable,
+                now,
+                format!("default gateway {ip} on {interface} answers again"),
+                json!({"interface": interface, "ip": ip.to_string()}),
+            ));
+        }
         let Some(mac) = entry.mac.clone() else { return };
         match self.baseline.gateway_mac(family, &interface, &ip) {
             Some(known) if *known == mac => return,
@@ -750,18 +757,15 @@ mod tests {
             .is_empty()
         );
         assert!(d.observe(failed(), t(3)).is_empty());
-        assert!(
-            d.observe(
-                Observation::Neighbour(neigh(
-                    2,
-                    "192.0.2.1",
-                    Some(mac(1)),
-                    NeighbourState::Reachable
-                )),
-                t(4)
-            )
-            .is_empty()
-        );
+        let back = Observation::Neighbour(neigh(
+            2,
+            "192.0.2.1",
+            Some(mac(1)),
+            NeighbourState::Reachable,
+        ));
+        let f = d.observe(back, t(4));
+        assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
+        assert!(f[0].clears, "answering again clears the condition");
         assert_eq!(
             kinds(&d.observe(failed(), t(5))),
             vec![Kind::GatewayUnreachable]

@@ -5,12 +5,24 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
-use crate::alert::{Alert, Kind, format_time};
+use crate::alert::{Alert, Delivery, Kind, format_time};
 use crate::config::WebhookFormat;
 
 /// Details that identify what an alert is about; they become Alertmanager labels
 /// (so that different gateways or links are different alerts there).
 const IDENTIFYING: &[&str] = &["interface", "ip", "family", "target", "domain", "router_ip"];
+
+/// What identifies the subject of an alert: its kind and identifying details
+/// (the Alertmanager labels). Conditions are matched to their clearing by it.
+pub fn identity(kind: Kind, details: &Map<String, Value>) -> String {
+    let mut key = kind.as_str().to_string();
+    for k in IDENTIFYING {
+        if let Some(Value::String(v)) = details.get(*k) {
+            key.push_str(&format!("|{k}={v}"));
+        }
+    }
+    key
+}
 
 /// The JSON body of one alert in the given format.
 pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Duration) -> String {
@@ -33,16 +45,21 @@ pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Dura
             // A heartbeat stays firing for three beats: when beats stop, it
             // resolves, and an Alertmanager route on its absence (or on
             // `alertname="agent_heartbeat"` resolving) is the dead-man's switch.
-            let lifetime = match (
+            // A condition is extended by each refresh and ends when it clears.
+            let keep =
+                chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1));
+            let ends = match (
+                alert.delivery,
                 alert.kind,
                 alert.details.get("interval_s").and_then(Value::as_u64),
             ) {
-                (Kind::AgentHeartbeat, Some(s)) if s > 0 => chrono::Duration::seconds(3 * s as i64),
-                _ => {
-                    chrono::Duration::from_std(resolve_after).unwrap_or(chrono::Duration::hours(1))
+                (Delivery::Resolve { at }, _, _) => at,
+                (Delivery::Refresh { at }, _, _) => at + keep,
+                (_, Kind::AgentHeartbeat, Some(s)) if s > 0 => {
+                    alert.time + chrono::Duration::seconds(3 * s as i64)
                 }
+                _ => alert.time + keep,
             };
-            let ends = alert.time + lifetime;
             json!([{
                 "labels": labels,
                 "annotations": {

@@ -243,6 +243,10 @@ async fn deliver(
         }
         for (bytes, next) in batch {
             match serde_json::from_slice::<Alert>(&bytes) {
+                // Refreshes and resolutions of conditions are for Alertmanager only.
+                Ok(alert)
+                    if !alert.delivery.is_alert()
+                        && config.format != WebhookFormat::Alertmanager => {}
                 Ok(alert) if alert.severity >= config.min_severity => loop {
                     match attempt_once(&client, &config, key.as_deref(), &alert).await {
                         Outcome::Delivered => {
