@@ -168,21 +168,7 @@ pub fn open(receive_buffer: usize) -> io::Result<OwnedFd> {
         },
         "attach BPF filter",
     )?;
-    let size = receive_buffer.min(i32::MAX as usize / 2) as libc::c_int;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const _ as *const libc::c_void,
-                4,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-    }
+    super::set_receive_buffer(fd.as_raw_fd(), receive_buffer);
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = all;

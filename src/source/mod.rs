@@ -2,3 +2,24 @@
 
 pub mod capture;
 pub mod netlink;
+
+use std::os::fd::RawFd;
+
+/// Sets a socket's receive buffer: SO_RCVBUFFORCE (root/CAP_NET_ADMIN) goes past
+/// `net.core.rmem_max`; without it, SO_RCVBUF gets as much as the system allows.
+/// What overflows is counted by the kernel (netlink: re-dump; capture: drops).
+pub(crate) fn set_receive_buffer(fd: RawFd, bytes: usize) {
+    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    let set = |opt| unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        let _ = set(libc::SO_RCVBUF);
+    }
+}

@@ -71,27 +71,8 @@ pub fn open_event_socket(receive_buffer: usize) -> io::Result<Socket> {
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV6_IFADDR;
     socket.bind(&SocketAddr::new(0, groups))?;
-    set_receive_buffer(&socket, receive_buffer);
+    super::set_receive_buffer(socket.as_raw_fd(), receive_buffer);
     Ok(socket)
-}
-
-/// SO_RCVBUFFORCE (root/CAP_NET_ADMIN) goes past `net.core.rmem_max`; without it,
-/// SO_RCVBUF gets as much as the system allows. Lost events are recovered by a
-/// re-dump either way, so this only makes that rarer.
-fn set_receive_buffer(socket: &Socket, bytes: usize) {
-    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    let set = |opt| unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 {
-        let _ = set(libc::SO_RCVBUF);
-    }
 }
 
 /// Dumps links, addresses, neighbours and routes into one view. A dump that the
