@@ -78,6 +78,13 @@ fn start_alertmanager(lab: &Lab) -> Alertmanager {
     am
 }
 
+/// A `[[webhook]]` section for the lab's Alertmanager, with `extra` keys.
+fn am_webhook(extra: &str) -> String {
+    format!(
+        "\n[[webhook]]\nurl = \"http://127.0.0.1:{PORT}/api/v2/alerts\"\nformat = \"alertmanager\"\n{extra}"
+    )
+}
+
 fn am_alerts(lab: &Lab) -> Vec<Value> {
     http_get(&lab.host, "/api/v2/alerts")
         .and_then(|(_, b)| serde_json::from_str::<Vec<Value>>(&b).ok())
@@ -101,20 +108,13 @@ fn wait_am(lab: &Lab, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn alertmanager_receives_labels_and_annotations() {
-    if !have_root() {
+    let Some((lab, receiver, config)) =
+        prepare("heartbeat_interval = \"2s\"\n[arp]\nenabled = false")
+    else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
+    };
     let _am = start_alertmanager(&lab);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(
-        &lab,
-        &receiver,
-        "heartbeat_interval = \"2s\"\n[arp]\nenabled = false",
-    );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[[webhook]]\nurl = \"http://127.0.0.1:{PORT}/api/v2/alerts\"\nformat = \"alertmanager\"\n")).unwrap();
+    append_config(&config, &am_webhook(""));
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
     send_gratuitous_arp(
@@ -157,19 +157,11 @@ fn alertmanager_receives_labels_and_annotations() {
 
 #[test]
 fn a_condition_stays_active_while_it_holds_and_resolves_when_it_clears() {
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("[arp]\nenabled = false") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
+    };
     let _am = start_alertmanager(&lab);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let am = format!(
-        "\n[[webhook]]\nurl = \"http://127.0.0.1:{PORT}/api/v2/alerts\"\nformat = \"alertmanager\"\nresolve_after = \"4s\"\n"
-    );
-    std::fs::write(&config, format!("{text}{am}")).unwrap();
+    append_config(&config, &am_webhook("resolve_after = \"4s\"\n"));
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
 

@@ -15,15 +15,11 @@ fn spoof_gateway(lab: &Lab, mac: &str) {
 
 #[test]
 fn alerts_produced_during_an_outage_arrive_in_order_afterwards() {
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("[arp]\nenabled = false") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
+    };
     receiver.set_status(503);
     // Netlink alone: exactly one gateway_mac_changed for the frame.
-    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     std::thread::sleep(Duration::from_millis(800));
     spoof_gateway(&lab, "02:de:ad:be:ef:01");
@@ -66,14 +62,10 @@ fn alerts_produced_during_an_outage_arrive_in_order_afterwards() {
 
 #[test]
 fn a_permanent_rejection_is_not_retried_forever() {
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
+    };
     receiver.set_status(400);
-    let config = write_config(&lab, &receiver, "");
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     let deadline = std::time::Instant::now() + WAIT;
     while !agent.log_text().contains("rejected the alert") {
@@ -119,12 +111,12 @@ fn a_dead_receiver_does_not_delay_a_healthy_one() {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap()
     });
     let silent_port = silent.local_addr().unwrap().port();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[webhook]]\nurl = \"http://127.0.0.1:{silent_port}/\"\ntimeout = \"10s\"\n"
-    ));
-    text.push_str("\n[[webhook]]\nurl = \"http://127.0.0.1:1/\"\n");
-    std::fs::write(&config, text).unwrap();
+    append_config(
+        &config,
+        &format!(
+            "\n[[webhook]]\nurl = \"http://127.0.0.1:{silent_port}/\"\ntimeout = \"10s\"\n\n[[webhook]]\nurl = \"http://127.0.0.1:1/\"\n"
+        ),
+    );
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     healthy.wait_kind("agent_started", WAIT, |_| true);
     let sent = std::time::Instant::now();
@@ -139,22 +131,19 @@ fn a_dead_receiver_does_not_delay_a_healthy_one() {
 
 #[test]
 fn signed_deliveries_carry_standard_webhooks_headers() {
-    use std::os::unix::fs::PermissionsExt;
     let Some((lab, receiver, config)) = prepare("") else {
         return;
     };
-    let secret = lab.path("webhook.key");
-    std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
+    let secret = write_secret(&lab);
+    append_config(
         &config,
-        format!(
-            "{text}secret_file = \"{}\"\nmin_severity = \"warning\"\n",
+        &format!(
+            "secret_file = \"{}\"
+min_severity = \"warning\"
+",
             secret.display()
         ),
-    )
-    .unwrap();
+    );
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     std::thread::sleep(Duration::from_millis(800));
     spoof_gateway(&lab, "02:de:ad:be:ef:01");
@@ -171,8 +160,7 @@ fn signed_deliveries_carry_standard_webhooks_headers() {
     let ts: i64 = got.headers["webhook-timestamp"].parse().unwrap();
     assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
     let body = String::from_utf8(got.raw.clone()).unwrap();
-    let key =
-        netsentry::sink::format::secret_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+    let key = netsentry::sink::format::secret_key(TEST_SECRET).unwrap();
     assert_eq!(
         got.headers["webhook-signature"],
         netsentry::sink::format::sign(&key, id, ts, &body)
@@ -201,25 +189,20 @@ fn heartbeats_arrive_on_schedule() {
 /// (each id at least once) with a valid signature.
 #[test]
 fn nothing_is_lost_across_an_outage_and_two_kill_9() {
-    use std::os::unix::fs::PermissionsExt;
-    if !have_root() {
+    let Some((lab, receiver, config)) = prepare("[arp]\nenabled = false") else {
         return;
-    }
-    let lab = Lab::new();
-    lab.resolve_gateway(GW_IP);
-    let receiver = Receiver::start(&lab.host);
+    };
     receiver.set_status(503);
     let outage_ends = Instant::now() + Duration::from_secs(20);
-    let config = write_config(&lab, &receiver, "[arp]\nenabled = false");
-    let secret = lab.path("webhook.key");
-    std::fs::write(&secret, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
+    let secret = write_secret(&lab);
+    append_config(
         &config,
-        format!("{text}secret_file = \"{}\"\n", secret.display()),
-    )
-    .unwrap();
+        &format!(
+            "secret_file = \"{}\"
+",
+            secret.display()
+        ),
+    );
 
     let mut produced = Vec::new();
     let mut last = None;
@@ -272,8 +255,7 @@ fn nothing_is_lost_across_an_outage_and_two_kill_9() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let all = receiver.all();
-    let key =
-        netsentry::sink::format::secret_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+    let key = netsentry::sink::format::secret_key(TEST_SECRET).unwrap();
     for r in &all {
         let id = r.body["id"].as_str().unwrap();
         assert_eq!(r.headers["webhook-id"], id);

@@ -781,3 +781,22 @@ pub fn flood_frames(n: u32, spoof_mac: [u8; 6], host_mac: [u8; 6]) -> Vec<Vec<u8
         })
         .collect()
 }
+
+/// Appends TOML (a section, or keys of the last section) to a config file.
+pub fn append_config(config: &Path, text: &str) {
+    let mut all = std::fs::read_to_string(config).expect("read config");
+    all.push_str(text);
+    std::fs::write(config, all).expect("write config");
+}
+
+/// The Standard Webhooks test secret of SPEC.md.
+pub const TEST_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// Writes [`TEST_SECRET`] to a file readable by its owner only.
+pub fn write_secret(lab: &Lab) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = lab.path("webhook.key");
+    std::fs::write(&path, format!("{TEST_SECRET}\n")).expect("write secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
+    path
+}
