@@ -47,7 +47,10 @@ macro_rules! kinds {
             /// A state that holds until it clears (rather than an event): kept
             /// alive in Alertmanager while it holds, resolved when it clears.
             pub fn is_condition(self) -> bool {
-                matches!(self, Kind::GatewayUnreachable)
+                matches!(
+                    self,
+                    Kind::GatewayUnreachable | Kind::TlsMismatch | Kind::TlsProbeFailed
+                )
             }
             /// The fixed severity of this kind.
             pub fn severity(self) -> Severity {
@@ -82,6 +85,11 @@ kinds! {
     ArpStorm => "arp_storm", Warning;
     NdpRouterNew => "ndp_router_new", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
+    TlsMismatch => "tls_mismatch", Critical;
+    TlsProbeFailed => "tls_probe_failed", Warning;
+    TlsRecovered => "tls_recovered", Info;
+    TlsExpiring => "tls_expiring", Warning;
+    InterceptionSuspected => "interception_suspected", Critical;
 }
 
 /// What a detector found: an alert before it gets an id and a host name.
@@ -142,7 +150,7 @@ impl Finding {
 pub struct Alert {
     pub id: String,
     pub host: String,
-    #[serde(serialize_with = "rfc3339_micros")]
+    #[serde(serialize_with = "serialize_time")]
     pub time: DateTime<Utc>,
     pub kind: Kind,
     pub severity: Severity,
@@ -199,7 +207,8 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// Serde helper: a time as [`format_time`] writes it.
+pub fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(t))
 }
 

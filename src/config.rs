@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::alert::Severity;
 
+mod tls;
+pub use tls::{
+    CorrelationConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig, TlsTarget,
+};
+
 /// Where `netsentry run` looks when no `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/netsentry/netsentry.toml";
 
@@ -25,6 +30,8 @@ pub struct Config {
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookConfig>,
     pub arp: ArpConfig,
+    pub tls: TlsConfig,
+    pub correlation: CorrelationConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -478,6 +485,11 @@ impl Config {
                 });
             }
         }
+        check_tls(&config, text).map_err(|(position, message)| ConfigError {
+            file: file.to_string(),
+            position,
+            message,
+        })?;
         config.agent.host_id = config.agent.host_id.trim().to_string();
         Ok(config)
     }
@@ -490,7 +502,26 @@ impl Config {
             position: None,
             message: format!("cannot read the configuration: {e}"),
         })?;
-        Config::parse(&text, &file)
+        let config = Config::parse(&text, &file)?;
+        config.check_cert_files(&text, &file)?;
+        Ok(config)
+    }
+
+    /// Every `expect.cert_files` entry must hold a readable certificate (checked
+    /// when loading, so `check-config` catches a typo before the agent runs).
+    fn check_cert_files(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        for target in &self.tls.targets {
+            for path in &target.expect.cert_files {
+                if let Err(e) = crate::cert::read_leaf(path) {
+                    return Err(ConfigError {
+                        file: file.to_string(),
+                        position: key_position(text, &path.display().to_string()),
+                        message: format!("tls target {:?}: {e}", target.name),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The host name used in alerts: `host_id`, else the machine's hostname.
@@ -514,6 +545,74 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// Cross-field checks of `[tls]` and `[correlation]`: (position, message) on error.
+fn check_tls(config: &Config, text: &str) -> Result<(), (Option<(usize, usize)>, String)> {
+    let tls = &config.tls;
+    if tls.concurrency == 0 || tls.failures_before_alert == 0 {
+        let key = ["concurrency", "failures_before_alert"]
+            .into_iter()
+            .find(|k| key_position(text, k).is_some())
+            .unwrap_or("concurrency");
+        return Err((
+            key_position(text, key),
+            "[tls] concurrency and failures_before_alert must be at least 1".into(),
+        ));
+    }
+    if config.correlation.window.0.is_zero() {
+        return Err((
+            key_position(text, "window"),
+            "[correlation] window must be greater than zero (e.g. \"30m\")".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for target in &tls.targets {
+        let name = &target.name;
+        let at = || {
+            key_position(text, &format!("{name:?}"))
+                .or_else(|| key_position(text, "[[tls.target]]"))
+        };
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            return Err((
+                at(),
+                format!(
+                    "tls target name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.' (it is used on the command line and in alerts)"
+                ),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err((
+                at(),
+                format!("tls target name {name:?} is used twice: names must be unique"),
+            ));
+        }
+        if target.expect.is_empty() {
+            return Err((
+                at(),
+                format!(
+                    "tls target {name:?}: expect names no certificate: add cert_files, spki_sha256 or cert_sha256 (see `netsentry fingerprints`)"
+                ),
+            ));
+        }
+        if target.interval.0 < Duration::from_secs(1) || target.timeout.0.is_zero() {
+            return Err((
+                at(),
+                format!(
+                    "tls target {name:?}: interval must be at least \"1s\" and timeout greater than zero"
+                ),
+            ));
+        }
+        if target.server_name().is_empty() {
+            return Err((at(), format!("tls target {name:?}: server_name is empty")));
+        }
+    }
+    Ok(())
 }
 
 /// Where `key` is assigned (`key = ...` at the start of a line), or where the
@@ -708,6 +807,108 @@ format = "alertmanager"
                 "config {text:?}\n  got:  {err}\n  want: {expected}..."
             );
         }
+    }
+
+    #[test]
+    fn tls_targets() {
+        let c = Config::parse(
+            r#"
+[tls]
+concurrency = 8
+[[tls.target]]
+name = "xmpp"
+address = "xmpp.example.org:5222"
+server_name = "example.org"
+starttls = "xmpp-server"
+interval = "1s"
+via = "socks5://127.0.0.1:9050"
+expect = { spki_sha256 = ["AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99"] }
+[[tls.target]]
+name = "web"
+address = "192.0.2.10:443"
+expect = { cert_sha256 = ["aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899"] }
+[correlation]
+window = "10m"
+"#,
+            "f",
+        )
+        .unwrap();
+        let t = &c.tls.targets[0];
+        assert_eq!(t.server_name(), "example.org");
+        assert_eq!(t.starttls, StartTls::XmppServer);
+        assert_eq!(t.vantage(), "via socks5://127.0.0.1:9050");
+        assert_eq!(t.expiry_warning.0, Duration::from_secs(14 * 86400));
+        let w = &c.tls.targets[1];
+        assert_eq!(w.server_name(), "192.0.2.10");
+        assert_eq!(w.interval.0, Duration::from_secs(300));
+        assert_eq!(w.vantage(), "direct");
+        assert_eq!(c.correlation.window.0, Duration::from_secs(600));
+        assert!(c.to_toml().contains("starttls = \"xmpp-server\""));
+
+        let expect = "expect = { cert_sha256 = [\"aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899\"] }";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h\"\n{expect}\n"),
+                "f:3:11: \"h\" is not a service address (no port)",
+            ),
+            (
+                "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\n".to_string(),
+                "f:1:1: missing field `expect`",
+            ),
+            (
+                "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nexpect = {}\n".to_string(),
+                "f:2:8: tls target \"a\": expect names no certificate",
+            ),
+            (
+                "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nexpect = { spki_sha256 = [\"12\"] }\n".to_string(),
+                "f:4:26: \"12\" is not a SHA-256 value",
+            ),
+            (
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nstarttls = \"ftp\"\n{expect}\n"),
+                "f:4:12: unknown variant `ftp`",
+            ),
+            (
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nvia = \"http://p:1\"\n{expect}\n"),
+                "f:4:7: \"http://p:1\" is not a SOCKS5 proxy",
+            ),
+            (
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\ninterval = \"100ms\"\n{expect}\n"),
+                "f:2:8: tls target \"a\": interval must be at least",
+            ),
+            (
+                format!("[[tls.target]]\nname = \"a b\"\naddress = \"h:1\"\n{expect}\n"),
+                "f:2:8: tls target name \"a b\"",
+            ),
+            (
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\n{expect}\n[[tls.target]]\nname = \"a\"\naddress = \"h:2\"\n{expect}\n"),
+                "f:2:8: tls target name \"a\" is used twice",
+            ),
+            ("[tls]\nconcurrency = 0\n".to_string(), "f:2:1: [tls] concurrency"),
+            ("[correlation]\nwindow = \"0s\"\n".to_string(), "f:2:1: [correlation] window"),
+        ];
+        for (text, expected) in &cases {
+            let err = Config::parse(text, "f").expect_err(text).to_string();
+            assert!(
+                err.starts_with(expected),
+                "config {text:?}\n  got:  {err}\n  want: {expected}..."
+            );
+        }
+    }
+
+    #[test]
+    fn missing_certificate_files_are_caught_when_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nexpect = { cert_files = [\"/nonexistent/cert.pem\"] }\n",
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("c.toml:4:27: tls target \"a\": cannot read /nonexistent/cert.pem: No such file or directory (os error 2)"),
+            "{err}"
+        );
     }
 
     #[test]

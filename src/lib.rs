@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod alert;
 pub mod baseline;
+pub mod cert;
 pub mod config;
 pub mod detect;
 pub mod kernel;

@@ -2,6 +2,8 @@
 
 pub mod arp;
 pub mod coalesce;
+pub mod correlate;
 pub mod lifecycle;
 pub mod net;
 pub mod stations;
+pub mod tls;

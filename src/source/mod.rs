@@ -2,6 +2,9 @@
 
 pub mod capture;
 pub mod netlink;
+pub mod socks;
+pub mod starttls;
+pub mod tls_probe;
 
 use std::os::fd::RawFd;
 

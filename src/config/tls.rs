@@ -1,0 +1,350 @@
+//! `[tls]`, `[[tls.target]]` and `[correlation]`: certificate checks of our own
+//! services from the outside, and how they are tied to network anomalies.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::Interval;
+use crate::cert::Sha256;
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Checks in flight at once (each holds one connection).
+    pub concurrency: usize,
+    /// Consecutive failed checks of one target before `tls_probe_failed`.
+    pub failures_before_alert: u32,
+    #[serde(rename = "target")]
+    pub targets: Vec<TlsTarget>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            concurrency: 64,
+            failures_before_alert: 3,
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// One service whose certificate is checked.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsTarget {
+    pub name: String,
+    pub address: TargetAddress,
+    /// SNI and the name verified; default: the host part of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub starttls: StartTls,
+    #[serde(default = "default_interval")]
+    pub interval: Interval,
+    /// A SOCKS5 proxy to check through (an outside vantage point such as Tor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<SocksProxy>,
+    /// Trust anchors for `chain_valid`; default: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    pub expect: Expect,
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: Interval,
+    /// A certificate replaced in `expect.cert_files` stays accepted this long.
+    #[serde(default = "default_rotation_grace")]
+    pub rotation_grace: Interval,
+    /// The whole check (resolve, connect, STARTTLS, handshake) must end within this.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: Interval,
+}
+
+fn default_interval() -> Interval {
+    Interval(Duration::from_secs(300))
+}
+fn default_expiry_warning() -> Interval {
+    Interval(Duration::from_secs(14 * 86_400))
+}
+fn default_rotation_grace() -> Interval {
+    Interval(Duration::from_secs(86_400))
+}
+fn default_probe_timeout() -> Interval {
+    Interval(Duration::from_secs(10))
+}
+
+impl TlsTarget {
+    /// The name sent as SNI and verified against the certificate.
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.address.host)
+    }
+
+    /// Where the check comes from, as alerts say it.
+    pub fn vantage(&self) -> String {
+        match &self.via {
+            Some(p) => format!("via {p}"),
+            None => "direct".to_string(),
+        }
+    }
+}
+
+/// The certificates a target may present.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    /// PEM files; the first certificate of each is the server's. Re-read when they change.
+    pub cert_files: Vec<PathBuf>,
+    pub spki_sha256: Vec<Sha256>,
+    pub cert_sha256: Vec<Sha256>,
+}
+
+impl Expect {
+    pub fn is_empty(&self) -> bool {
+        self.cert_files.is_empty() && self.spki_sha256.is_empty() && self.cert_sha256.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Sha256::parse_hex(&text).map_err(de::Error::custom)
+    }
+}
+
+/// The STARTTLS dialogue before the handshake, if any.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartTls {
+    /// TLS from the first byte.
+    #[default]
+    None,
+    Xmpp,
+    XmppServer,
+    Smtp,
+    Imap,
+    Pop3,
+    Ldap,
+    Postgres,
+}
+
+impl StartTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartTls::None => "none",
+            StartTls::Xmpp => "xmpp",
+            StartTls::XmppServer => "xmpp-server",
+            StartTls::Smtp => "smtp",
+            StartTls::Imap => "imap",
+            StartTls::Pop3 => "pop3",
+            StartTls::Ldap => "ldap",
+            StartTls::Postgres => "postgres",
+        }
+    }
+}
+
+/// `host:port`, `[v6]:port`; names are resolved at each check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl TargetAddress {
+    pub fn parse(text: &str) -> Result<TargetAddress, String> {
+        let bad = |why: &str| {
+            format!(
+                "{text:?} is not a service address ({why}): write host:port, e.g. \"xmpp.example.org:5222\" or \"[2001:db8::1]:443\""
+            )
+        };
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (h, p) = rest.split_once("]:").ok_or_else(|| bad("no port"))?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| bad("bad IPv6 address"))?;
+            (h, p)
+        } else {
+            let (h, p) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+            if h.contains(':') {
+                return Err(bad("put an IPv6 address in brackets"));
+            }
+            (h, p)
+        };
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !host_ok {
+            return Err(bad("bad host name"));
+        }
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(TargetAddress {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for TargetAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TargetAddress::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for TargetAddress {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `socks5://[user:password@]host:port` (or `socks5h://`: the same here, names are
+/// always resolved by the proxy so that no DNS query leaves from this host).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SocksProxy {
+    pub address: TargetAddress,
+    /// RFC 1929 credentials (Tor uses them to keep circuits apart).
+    pub credentials: Option<(String, String)>,
+}
+
+impl SocksProxy {
+    pub fn parse(text: &str) -> Result<SocksProxy, String> {
+        let bad = |why: String| {
+            format!(
+                "{text:?} is not a SOCKS5 proxy ({why}): write it like \"socks5://127.0.0.1:9050\""
+            )
+        };
+        let url = url::Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "socks5" | "socks5h") {
+            return Err(bad("only socks5:// is supported".into()));
+        }
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(bad("no host".into())),
+        };
+        let port = url.port().ok_or_else(|| bad("no port".into()))?;
+        if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+            return Err(bad("no path allowed".into()));
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let credentials = (!url.username().is_empty())
+            .then(|| (decode(url.username()), decode(url.password().unwrap_or(""))));
+        if let Some((u, p)) = &credentials
+            && (u.len() > 255 || p.len() > 255)
+        {
+            return Err(bad("user name and password are at most 255 bytes".into()));
+        }
+        Ok(SocksProxy {
+            address: TargetAddress { host, port },
+            credentials,
+        })
+    }
+}
+
+/// Shown without the password.
+impl fmt::Display for SocksProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.credentials {
+            Some((user, _)) => write!(f, "socks5://{user}:***@{}", self.address),
+            None => write!(f, "socks5://{}", self.address),
+        }
+    }
+}
+
+impl fmt::Debug for SocksProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for SocksProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SocksProxy::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for SocksProxy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationConfig {
+    /// A certificate mismatch and a path anomaly this close together make one
+    /// `interception_suspected`.
+    pub window: Interval,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        CorrelationConfig {
+            window: Interval(Duration::from_secs(1800)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let a = TargetAddress::parse("xmpp.example.org:5222").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("xmpp.example.org", 5222));
+        let b = TargetAddress::parse("[2001:db8::1]:443").unwrap();
+        assert_eq!(b.host, "2001:db8::1");
+        assert_eq!(b.to_string(), "[2001:db8::1]:443");
+        for bad in [
+            "example.org",
+            "example.org:0",
+            "example.org:99999",
+            "2001:db8::1:443",
+            ":443",
+            "a b:1",
+            "[zz]:1",
+        ] {
+            assert!(TargetAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxies() {
+        let p = SocksProxy::parse("socks5://127.0.0.1:9050").unwrap();
+        assert_eq!(p.address.to_string(), "127.0.0.1:9050");
+        assert_eq!(p.credentials, None);
+        let q = SocksProxy::parse("socks5h://alice:s%40cret@[::1]:1080").unwrap();
+        assert_eq!(q.credentials, Some(("alice".into(), "s@cret".into())));
+        assert_eq!(q.to_string(), "socks5://alice:***@[::1]:1080");
+        for bad in [
+            "http://127.0.0.1:8080",
+            "socks5://127.0.0.1",
+            "socks4://h:1",
+            "nonsense",
+        ] {
+            assert!(SocksProxy::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

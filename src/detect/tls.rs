@@ -1,0 +1,735 @@
+//! Certificate comparison (pure): what a client really got from one of our
+//! services against the certificates the server holds.
+//!
+//! Input: one [`ProbeReport`] per check, and the certificates currently in the
+//! expected files. Output: `tls_mismatch`, `tls_recovered`, `tls_expiring`,
+//! `tls_probe_failed` (and the clearing of those conditions).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use crate::alert::{Finding, Kind, format_time};
+use crate::cert::{CertFacts, CertIdentity, Sha256};
+use crate::config::{Expect, TlsTarget};
+
+/// The result of one check of one target (what the probe source reports).
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    pub target: String,
+    /// The address checked, as configured.
+    pub address: String,
+    /// The address actually connected to (unknown through a proxy).
+    pub peer: Option<String>,
+    /// The target resolved to an address of this host: the check never left it.
+    pub local: bool,
+    pub time: DateTime<Utc>,
+    pub outcome: Result<Seen, String>,
+}
+
+/// The server certificate a check received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub facts: CertFacts,
+    /// The chain verifies against the trust anchors and names the server.
+    pub chain_valid: bool,
+    /// Why it does not, when it does not.
+    pub chain_error: Option<String>,
+}
+
+/// The certificates a target may present: fixed hashes from the configuration
+/// and the certificates of the expected files, including replaced ones that are
+/// still inside their rotation grace.
+#[derive(Clone, Debug, Default)]
+pub struct ExpectedSet {
+    spki: Vec<Sha256>,
+    certs: Vec<Sha256>,
+    /// From the files: (identity, replaced at). Capped at [`MAX_FILE_CERTS`].
+    files: Vec<(CertIdentity, Option<DateTime<Utc>>)>,
+}
+
+/// Certificates remembered per target (current and replaced ones in grace).
+const MAX_FILE_CERTS: usize = 64;
+
+/// How a seen certificate relates to the expected set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// One of ours.
+    Current,
+    /// One we replaced at this time, still inside the rotation grace.
+    Replaced(DateTime<Utc>),
+    /// We replaced it at this time and the grace is over.
+    Expired(DateTime<Utc>),
+    No,
+}
+
+impl ExpectedSet {
+    pub fn new(expect: &Expect) -> ExpectedSet {
+        ExpectedSet {
+            spki: expect.spki_sha256.clone(),
+            certs: expect.cert_sha256.clone(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The files now hold `current`: what was there before and is gone is
+    /// marked replaced (accepted for the rotation grace from `now`).
+    pub fn set_files(&mut self, current: &[CertIdentity], now: DateTime<Utc>) {
+        for (id, replaced) in &mut self.files {
+            if current.contains(id) {
+                *replaced = None;
+            } else if replaced.is_none() {
+                *replaced = Some(now);
+            }
+        }
+        for id in current {
+            if !self.files.iter().any(|(known, _)| known == id) {
+                self.files.push((*id, None));
+            }
+        }
+        // Forget the oldest replaced certificates beyond the cap.
+        while self.files.len() > MAX_FILE_CERTS {
+            let oldest = self
+                .files
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, r))| r.map(|t| (t, i)))
+                .min();
+            match oldest {
+                Some((_, i)) => {
+                    self.files.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Drops replaced certificates whose grace ended long ago (keeps memory flat).
+    pub fn forget_before(&mut self, cutoff: DateTime<Utc>) {
+        self.files
+            .retain(|(_, replaced)| replaced.is_none_or(|t| t >= cutoff));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spki.is_empty() && self.certs.is_empty() && self.files.is_empty()
+    }
+
+    /// A certificate matches by its own hash or by its key (whoever presents
+    /// our key proved in the handshake that they hold our private key).
+    pub fn matches(&self, seen: &CertIdentity, now: DateTime<Utc>, grace: Duration) -> Match {
+        if self.certs.contains(&seen.cert_sha256) || self.spki.contains(&seen.spki_sha256) {
+            return Match::Current;
+        }
+        let mut best = Match::No;
+        for (id, replaced) in &self.files {
+            if id.cert_sha256 != seen.cert_sha256 && id.spki_sha256 != seen.spki_sha256 {
+                continue;
+            }
+            match replaced {
+                None => return Match::Current,
+                Some(t) if now - *t <= grace => best = Match::Replaced(*t),
+                Some(t) if best == Match::No => best = Match::Expired(*t),
+                Some(_) => {}
+            }
+        }
+        best
+    }
+
+    /// What is accepted now, as hex: certificate SHA-256s (files and
+    /// `cert_sha256`), then SPKI SHA-256s (`spki_sha256`).
+    pub fn expected(&self, now: DateTime<Utc>, grace: Duration) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (id, replaced) in &self.files {
+            if replaced.is_none_or(|t| now - t <= grace) {
+                out.push(id.cert_sha256.hex());
+            }
+        }
+        out.extend(self.certs.iter().map(Sha256::hex));
+        out.extend(self.spki.iter().map(Sha256::hex));
+        out.dedup();
+        out
+    }
+}
+
+/// A target's rules, from its configuration.
+#[derive(Clone, Debug)]
+pub struct TargetRules {
+    pub name: String,
+    pub address: String,
+    pub server_name: String,
+    pub vantage: String,
+    pub expiry_warning: Duration,
+    pub rotation_grace: Duration,
+}
+
+impl TargetRules {
+    pub fn from_config(t: &TlsTarget) -> TargetRules {
+        let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
+        TargetRules {
+            name: t.name.clone(),
+            address: t.address.to_string(),
+            server_name: t.server_name().to_string(),
+            vantage: t.vantage(),
+            expiry_warning: dur(t.expiry_warning.0),
+            rotation_grace: dur(t.rotation_grace.0),
+        }
+    }
+}
+
+/// Monitoring-plugin states, ordered by how much they matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Unknown,
+    Warning,
+    Critical,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The exit code of the monitoring-plugin convention.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+}
+
+/// One check judged on its own (what `netsentry probe` prints).
+#[derive(Clone, Debug)]
+pub struct Assessment {
+    pub verdict: Verdict,
+    pub matched: Option<Match>,
+    /// One line for people.
+    pub text: String,
+    pub days_left: Option<i64>,
+}
+
+/// Judges one report against the expected set.
+pub fn assess(
+    rules: &TargetRules,
+    expected: &ExpectedSet,
+    report: &ProbeReport,
+    now: DateTime<Utc>,
+) -> Assessment {
+    let seen = match &report.outcome {
+        Err(e) => {
+            return Assessment {
+                verdict: Verdict::Unknown,
+                matched: None,
+                text: format!("check failed: {e}"),
+                days_left: None,
+            };
+        }
+        Ok(seen) => seen,
+    };
+    let id = &seen.facts.identity;
+    let matched = expected.matches(id, now, rules.rotation_grace);
+    let days_left = (seen.facts.not_after - now).num_days();
+    let chain = match (&seen.chain_valid, &seen.chain_error) {
+        (true, _) => "chain valid".to_string(),
+        (false, Some(e)) => format!("chain does not verify: {e}"),
+        (false, None) => "chain does not verify".to_string(),
+    };
+    let (verdict, text) = match matched {
+        Match::No | Match::Expired(_) => (
+            Verdict::Critical,
+            format!(
+                "certificate is NOT ours: sha256 {} (spki {}), subject {}, issuer {}, {chain}{}",
+                id.cert_sha256,
+                id.spki_sha256,
+                seen.facts.subject,
+                seen.facts.issuer,
+                match matched {
+                    Match::Expired(t) => format!(
+                        "; it is our previous certificate, replaced {}",
+                        format_time(&t)
+                    ),
+                    _ => String::new(),
+                }
+            ),
+        ),
+        Match::Current | Match::Replaced(_) => {
+            let expiring = seen.facts.not_after - now <= rules.expiry_warning;
+            let verdict = if expiring || !seen.chain_valid {
+                Verdict::Warning
+            } else {
+                Verdict::Ok
+            };
+            let note = match matched {
+                Match::Replaced(t) => format!(
+                    " (the previous one, replaced {}: inside rotation_grace)",
+                    format_time(&t)
+                ),
+                _ => String::new(),
+            };
+            (
+                verdict,
+                format!(
+                    "certificate is ours{note}: sha256 {}, expires {} ({days_left} days), {chain}",
+                    id.cert_sha256,
+                    format_time(&seen.facts.not_after),
+                ),
+            )
+        }
+    };
+    Assessment {
+        verdict,
+        matched: Some(matched),
+        text,
+        days_left: Some(days_left),
+    }
+}
+
+/// What the detector remembers per target.
+#[derive(Clone, Debug, Default)]
+struct TargetState {
+    /// The foreign certificate last reported (a mismatch episode), if any.
+    mismatch: Option<Sha256>,
+    failures: u32,
+    failure_reported: bool,
+    /// The certificate whose expiry was reported.
+    expiry_reported: Option<Sha256>,
+}
+
+/// The comparison detector for all targets.
+#[derive(Debug)]
+pub struct TlsDetector {
+    failures_before_alert: u32,
+    targets: HashMap<String, (TargetRules, ExpectedSet, TargetState)>,
+}
+
+impl TlsDetector {
+    pub fn new(targets: &[TlsTarget], failures_before_alert: u32) -> TlsDetector {
+        TlsDetector {
+            failures_before_alert: failures_before_alert.max(1),
+            targets: targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        (
+                            TargetRules::from_config(t),
+                            ExpectedSet::new(&t.expect),
+                            TargetState::default(),
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The expected files of `target` now hold these certificates.
+    pub fn set_files(&mut self, target: &str, current: &[CertIdentity], now: DateTime<Utc>) {
+        if let Some((rules, expected, _)) = self.targets.get_mut(target) {
+            expected.set_files(current, now);
+            expected.forget_before(now - rules.rotation_grace - Duration::days(30));
+        }
+    }
+
+    pub fn expected(&self, target: &str) -> Option<(&TargetRules, &ExpectedSet)> {
+        self.targets.get(target).map(|(r, e, _)| (r, e))
+    }
+
+    pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
+        let Some((rules, expected, state)) = self.targets.get_mut(&report.target) else {
+            return Vec::new();
+        };
+        let now = report.time;
+        let mut out = Vec::new();
+        let ids = json!({"target": rules.name, "address": rules.address});
+        let seen = match &report.outcome {
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                if state.failures >= self.failures_before_alert && !state.failure_reported {
+                    state.failure_reported = true;
+                    out.push(Finding::new(
+                        Kind::TlsProbeFailed,
+                        now,
+                        format!(
+                            "TLS check of {} ({}) failed {} times in a row: {error}",
+                            rules.name, rules.address, state.failures
+                        ),
+                        json!({
+                            "target": rules.name,
+                            "address": rules.address,
+                            "error": error,
+                            "failures": state.failures,
+                            "vantage": rules.vantage,
+                        }),
+                    ));
+                }
+                return out;
+            }
+            Ok(seen) => seen,
+        };
+        let failed_before = state.failure_reported;
+        if state.failure_reported {
+            state.failure_reported = false;
+            out.push(Finding::cleared(
+                Kind::TlsProbeFailed,
+                now,
+                format!("TLS check of {} works again", rules.name),
+                ids.clone(),
+            ));
+        }
+        state.failures = 0;
+        let id = seen.facts.identity;
+        let vantage = if report.local {
+            format!(
+                "{} (local: this check never leaves the host)",
+                rules.vantage
+            )
+        } else {
+            rules.vantage.clone()
+        };
+        match expected.matches(&id, now, rules.rotation_grace) {
+            Match::No | Match::Expired(_) => {
+                if state.mismatch != Some(id.cert_sha256) {
+                    state.mismatch = Some(id.cert_sha256);
+                    let chain = if seen.chain_valid {
+                        "a valid chain"
+                    } else {
+                        "a chain that does not verify"
+                    };
+                    out.push(Finding::new(
+                        Kind::TlsMismatch,
+                        now,
+                        format!(
+                            "{} ({}) presents a certificate that is not ours: {} issued by {}, sha256 {}, with {chain}",
+                            rules.name,
+                            report.peer.as_deref().unwrap_or(&rules.address),
+                            seen.facts.subject,
+                            seen.facts.issuer,
+                            id.cert_sha256,
+                        ),
+                        json!({
+                            "target": rules.name,
+                            "address": rules.address,
+                            "peer": report.peer,
+                            "server_name": rules.server_name,
+                            "vantage": vantage,
+                            "expected": expected.expected(now, rules.rotation_grace),
+                            "seen": {
+                                "cert_sha256": id.cert_sha256.hex(),
+                                "spki_sha256": id.spki_sha256.hex(),
+                                "subject": seen.facts.subject,
+                                "issuer": seen.facts.issuer,
+                                "not_before": format_time(&seen.facts.not_before),
+                                "not_after": format_time(&seen.facts.not_after),
+                                "dns_names": seen.facts.dns_names,
+                                "chain_valid": seen.chain_valid,
+                                "chain_error": seen.chain_error,
+                            },
+                        }),
+                    ));
+                }
+            }
+            Match::Current | Match::Replaced(_) => {
+                let was_mismatch = state.mismatch.take().is_some();
+                if was_mismatch {
+                    out.push(Finding::cleared(
+                        Kind::TlsMismatch,
+                        now,
+                        format!("{} presents our certificate again", rules.name),
+                        ids.clone(),
+                    ));
+                }
+                if was_mismatch || failed_before {
+                    out.push(Finding::new(
+                        Kind::TlsRecovered,
+                        now,
+                        format!(
+                            "{} ({}) presents our certificate again (sha256 {})",
+                            rules.name, rules.address, id.cert_sha256
+                        ),
+                        json!({
+                            "target": rules.name,
+                            "address": rules.address,
+                            "after": if was_mismatch { "tls_mismatch" } else { "tls_probe_failed" },
+                            "cert_sha256": id.cert_sha256.hex(),
+                        }),
+                    ));
+                }
+                let left = seen.facts.not_after - now;
+                if left <= rules.expiry_warning && state.expiry_reported != Some(id.cert_sha256) {
+                    state.expiry_reported = Some(id.cert_sha256);
+                    let days_left = left.num_days();
+                    let when = if left < Duration::zero() {
+                        "expired".to_string()
+                    } else {
+                        format!("expires in {days_left} days")
+                    };
+                    out.push(Finding::new(
+                        Kind::TlsExpiring,
+                        now,
+                        format!(
+                            "the certificate of {} {when} ({})",
+                            rules.name,
+                            format_time(&seen.facts.not_after)
+                        ),
+                        json!({
+                            "target": rules.name,
+                            "address": rules.address,
+                            "not_after": format_time(&seen.facts.not_after),
+                            "days_left": days_left,
+                            "cert_sha256": id.cert_sha256.hex(),
+                        }),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{TargetAddress, TlsTarget};
+    use chrono::TimeZone;
+
+    pub(crate) fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+    }
+
+    fn facts(n: u8, not_after: DateTime<Utc>) -> CertFacts {
+        CertFacts {
+            identity: CertIdentity {
+                cert_sha256: Sha256::of(&[n]),
+                spki_sha256: Sha256::of(&[n, n]),
+            },
+            subject: format!("CN=cert{n}"),
+            issuer: "CN=Test CA".into(),
+            not_before: t0() - Duration::days(10),
+            not_after,
+            dns_names: vec!["example.org".into()],
+        }
+    }
+
+    fn target() -> TlsTarget {
+        TlsTarget {
+            name: "xmpp".into(),
+            address: TargetAddress::parse("xmpp.example.org:5222").unwrap(),
+            server_name: Some("example.org".into()),
+            starttls: Default::default(),
+            interval: crate::config::Interval(std::time::Duration::from_secs(60)),
+            via: None,
+            ca_file: None,
+            expect: Expect {
+                cert_files: vec!["/x.pem".into()],
+                ..Default::default()
+            },
+            expiry_warning: crate::config::Interval(std::time::Duration::from_secs(14 * 86400)),
+            rotation_grace: crate::config::Interval(std::time::Duration::from_secs(86400)),
+            timeout: crate::config::Interval(std::time::Duration::from_secs(10)),
+        }
+    }
+
+    fn report(at: DateTime<Utc>, outcome: Result<CertFacts, &str>) -> ProbeReport {
+        ProbeReport {
+            target: "xmpp".into(),
+            address: "xmpp.example.org:5222".into(),
+            peer: Some("198.51.100.10:5222".into()),
+            local: false,
+            time: at,
+            outcome: outcome
+                .map(|facts| Seen {
+                    facts,
+                    chain_valid: true,
+                    chain_error: None,
+                })
+                .map_err(str::to_string),
+        }
+    }
+
+    fn kinds(f: &[Finding]) -> Vec<(&'static str, bool)> {
+        f.iter().map(|f| (f.kind.as_str(), f.clears)).collect()
+    }
+
+    #[test]
+    fn mismatch_once_then_recovered() {
+        let far = t0() + Duration::days(90);
+        let ours = facts(1, far);
+        let theirs = facts(2, far);
+        let mut d = TlsDetector::new(&[target()], 3);
+        d.set_files("xmpp", &[ours.identity], t0());
+        assert!(d.observe(&report(t0(), Ok(ours.clone()))).is_empty());
+        let f = d.observe(&report(t0() + Duration::minutes(1), Ok(theirs.clone())));
+        assert_eq!(kinds(&f), [("tls_mismatch", false)]);
+        let seen = &f[0].details["seen"];
+        assert_eq!(seen["cert_sha256"], theirs.identity.cert_sha256.hex());
+        assert_eq!(seen["chain_valid"], true);
+        assert_eq!(f[0].details["expected"][0], ours.identity.cert_sha256.hex());
+        assert_eq!(f[0].details["vantage"], "direct");
+        // The same foreign certificate again: no new alert.
+        assert!(
+            d.observe(&report(t0() + Duration::minutes(2), Ok(theirs)))
+                .is_empty()
+        );
+        // Another foreign certificate: a new alert.
+        let f = d.observe(&report(t0() + Duration::minutes(3), Ok(facts(3, far))));
+        assert_eq!(kinds(&f), [("tls_mismatch", false)]);
+        let f = d.observe(&report(t0() + Duration::minutes(4), Ok(ours.clone())));
+        assert_eq!(
+            kinds(&f),
+            [("tls_mismatch", true), ("tls_recovered", false)]
+        );
+        assert!(
+            d.observe(&report(t0() + Duration::minutes(5), Ok(ours)))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_key_match_is_ours_and_configured_hashes_count() {
+        let far = t0() + Duration::days(90);
+        let mut t = target();
+        let pinned = facts(7, far);
+        t.expect.spki_sha256 = vec![pinned.identity.spki_sha256];
+        let mut d = TlsDetector::new(&[t], 3);
+        // A renewed certificate with the same key (certbot --reuse-key).
+        let mut renewed = facts(8, far);
+        renewed.identity.spki_sha256 = pinned.identity.spki_sha256;
+        assert!(d.observe(&report(t0(), Ok(renewed))).is_empty());
+    }
+
+    #[test]
+    fn rotation_grace() {
+        let far = t0() + Duration::days(90);
+        let old = facts(1, far);
+        let new = facts(2, far);
+        let mut d = TlsDetector::new(&[target()], 3);
+        d.set_files("xmpp", &[old.identity], t0());
+        // Renewal at t0+1h: the file now holds the new certificate, the server
+        // still serves the old one until reloaded.
+        d.set_files("xmpp", &[new.identity], t0() + Duration::hours(1));
+        assert!(
+            d.observe(&report(t0() + Duration::hours(2), Ok(old.clone())))
+                .is_empty()
+        );
+        let (rules, set) = d.expected("xmpp").unwrap();
+        let a = assess(
+            rules,
+            set,
+            &report(t0() + Duration::hours(2), Ok(old.clone())),
+            t0() + Duration::hours(2),
+        );
+        assert_eq!(a.verdict, Verdict::Ok);
+        assert!(a.text.contains("inside rotation_grace"), "{}", a.text);
+        // 24h after the renewal the old certificate is no longer ours.
+        let late = t0() + Duration::hours(26);
+        let f = d.observe(&report(late, Ok(old.clone())));
+        assert_eq!(kinds(&f), [("tls_mismatch", false)]);
+        let (rules, set) = d.expected("xmpp").unwrap();
+        let a = assess(rules, set, &report(late, Ok(old)), late);
+        assert_eq!(a.verdict, Verdict::Critical);
+        assert!(a.text.contains("our previous certificate"), "{}", a.text);
+        assert_eq!(
+            set.expected(late, rules.rotation_grace),
+            vec![new.identity.cert_sha256.hex()]
+        );
+        // The new one is fine.
+        let f = d.observe(&report(late, Ok(new)));
+        assert_eq!(
+            kinds(&f),
+            [("tls_mismatch", true), ("tls_recovered", false)]
+        );
+    }
+
+    #[test]
+    fn failures_after_n_in_a_row() {
+        let ours = facts(1, t0() + Duration::days(90));
+        let mut d = TlsDetector::new(&[target()], 3);
+        d.set_files("xmpp", &[ours.identity], t0());
+        let at = |m| t0() + Duration::minutes(m);
+        assert!(
+            d.observe(&report(at(1), Err("connect: refused")))
+                .is_empty()
+        );
+        assert!(
+            d.observe(&report(at(2), Err("connect: refused")))
+                .is_empty()
+        );
+        let f = d.observe(&report(at(3), Err("connect: refused")));
+        assert_eq!(kinds(&f), [("tls_probe_failed", false)]);
+        assert_eq!(f[0].details["error"], "connect: refused");
+        assert!(
+            d.observe(&report(at(4), Err("connect: refused")))
+                .is_empty()
+        );
+        let f = d.observe(&report(at(5), Ok(ours.clone())));
+        assert_eq!(
+            kinds(&f),
+            [("tls_probe_failed", true), ("tls_recovered", false)]
+        );
+        // Two failures, then success: nothing at all.
+        assert!(d.observe(&report(at(6), Err("x"))).is_empty());
+        assert!(d.observe(&report(at(7), Err("x"))).is_empty());
+        assert!(d.observe(&report(at(8), Ok(ours))).is_empty());
+    }
+
+    #[test]
+    fn expiry_warned_once_per_certificate() {
+        let soon = facts(1, t0() + Duration::days(5));
+        let mut d = TlsDetector::new(&[target()], 3);
+        d.set_files("xmpp", &[soon.identity], t0());
+        let f = d.observe(&report(t0(), Ok(soon.clone())));
+        assert_eq!(kinds(&f), [("tls_expiring", false)]);
+        assert_eq!(f[0].details["days_left"], 5);
+        assert!(
+            d.observe(&report(t0() + Duration::hours(1), Ok(soon)))
+                .is_empty()
+        );
+        let expired = facts(2, t0() - Duration::days(1));
+        d.set_files("xmpp", &[expired.identity], t0());
+        let f = d.observe(&report(t0(), Ok(expired)));
+        assert!(f[0].summary.contains("expired"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn local_checks_say_so() {
+        let far = t0() + Duration::days(90);
+        let mut d = TlsDetector::new(&[target()], 1);
+        d.set_files("xmpp", &[facts(1, far).identity], t0());
+        let mut r = report(t0(), Ok(facts(2, far)));
+        r.local = true;
+        let f = d.observe(&r);
+        assert!(
+            f[0].details["vantage"]
+                .as_str()
+                .unwrap()
+                .contains("never leaves the host")
+        );
+    }
+
+    #[test]
+    fn expected_set_is_capped() {
+        let mut set = ExpectedSet::default();
+        for i in 0..200u32 {
+            let id = CertIdentity {
+                cert_sha256: Sha256::of(&i.to_be_bytes()),
+                spki_sha256: Sha256::of(&i.to_le_bytes()),
+            };
+            set.set_files(&[id], t0() + Duration::minutes(i as i64));
+        }
+        assert!(set.files.len() <= MAX_FILE_CERTS);
+        let last = CertIdentity {
+            cert_sha256: Sha256::of(&199u32.to_be_bytes()),
+            spki_sha256: Sha256::of(&199u32.to_le_bytes()),
+        };
+        assert_eq!(set.matches(&last, t0(), Duration::hours(1)), Match::Current);
+    }
+}
