@@ -17,8 +17,10 @@ use crate::alert::{Alert, Delivery, Finding};
 use crate::baseline;
 use crate::config::{Config, JournaldMode};
 use crate::detect::coalesce::Coalescer;
+use crate::detect::correlate::Correlator;
 use crate::detect::lifecycle;
 use crate::detect::net::{NetDetector, NetSettings};
+use crate::detect::tls::{ProbeReport, TlsDetector};
 use crate::kernel::Observation;
 use crate::packet::{PacketWatch, STATION_KINDS};
 use crate::sink::journald::{self, JournaldSink};
@@ -26,7 +28,9 @@ use crate::sink::spool::Spool;
 use crate::sink::webhook::{Outbox, WebhookSink};
 use crate::sink::{console_line, format};
 use crate::source::capture::{self, CaptureEvent};
+use crate::source::certfiles::CertFiles;
 use crate::source::netlink::{self, SourceEvent};
+use crate::source::tls_probe::{TrustStore, probe};
 
 /// How long queued webhook deliveries may take once a stop was asked for.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -82,13 +86,16 @@ struct Outputs {
     /// Conditions that hold (e.g. an unreachable gateway), by identity: kept
     /// alive in Alertmanager by `refresh_conditions`, resolved when they clear.
     conditions: HashMap<String, Arc<Alert>>,
+    /// Sees every alert sent; may add an `interception_suspected`.
+    correlator: Correlator,
 }
 
 impl Outputs {
     fn emit(&mut self, findings: Vec<Finding>) {
         let mut alerts = Vec::new();
         let mut records = Vec::new();
-        for finding in findings {
+        let mut queue: std::collections::VecDeque<Finding> = findings.into();
+        while let Some(finding) = queue.pop_front() {
             if finding.clears {
                 let key = format::identity(finding.kind, &finding.details);
                 if let Some(original) = self.conditions.remove(&key) {
@@ -113,6 +120,9 @@ impl Outputs {
                     }
                     self.conditions
                         .insert(format::identity(alert.kind, &alert.details), alert.clone());
+                }
+                if let Some(suspicion) = self.correlator.observe(&alert) {
+                    queue.push_back(suspicion);
                 }
                 records.push(alert.clone());
                 alerts.push(alert);
@@ -273,6 +283,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         journal: open_journal(config.log.journald),
         outbox,
         conditions: HashMap::new(),
+        correlator: Correlator::new(config.correlation.window.0),
         coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
             .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind),
     };
@@ -307,6 +318,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drop(cap_tx);
         tracing::info!("packet capture is off ([arp] enabled = false)");
     }
+    // TLS checks: a scheduler task; reports come back on a channel.
+    let mut tls = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);
+    let mut cert_files = CertFiles::default();
+    let mut local_flagged = std::collections::HashSet::new();
+    let mut tls_rx = start_tls_checks(&config);
+    let mut tls_on = tls_rx.is_some();
+
     let mut reported_drops = 0u64;
     let mut save_tick = tokio::time::interval(STATE_SAVE_EVERY);
     save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -405,6 +423,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 None => capture_on = false,
             },
+            report = async { tls_rx.as_mut()?.recv().await }, if tls_on => match report {
+                Some(report) => {
+                    let findings = observe_tls(&mut tls, &mut cert_files, &mut local_flagged, &config, &report);
+                    out.emit(findings);
+                }
+                None => tls_on = false,
+            },
             _ = save_tick.tick() => packets.save(&state_dir),
             _ = refresh_tick.tick(), if refresh_every.is_some() => out.refresh_conditions(Utc::now()),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
@@ -470,6 +495,101 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(why) => bail!(why),
         None => Ok(()),
     }
+}
+
+/// Starts the TLS check scheduler when targets are configured. Each target is
+/// checked every `interval` (the first time right away); a check still running
+/// when the next is due is not doubled; at most `[tls] concurrency` run at once.
+fn start_tls_checks(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
+    let targets = config.tls.targets.clone();
+    if targets.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "TLS checks: {} targets ({})",
+        targets.len(),
+        targets
+            .iter()
+            .map(|t| format!("{} {} {}", t.name, t.address, t.vantage()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.tls.concurrency.max(1)));
+    tokio::spawn(async move {
+        let mut trust = TrustStore::default();
+        let start = tokio::time::Instant::now();
+        let mut due: Vec<tokio::time::Instant> = vec![start; targets.len()];
+        let busy: Vec<Arc<std::sync::atomic::AtomicBool>> =
+            targets.iter().map(|_| Arc::default()).collect();
+        loop {
+            let Some(next) = due.iter().min().copied() else {
+                return;
+            };
+            tokio::time::sleep_until(next).await;
+            let now = tokio::time::Instant::now();
+            for (i, target) in targets.iter().enumerate() {
+                if due[i] > now {
+                    continue;
+                }
+                due[i] = (due[i] + target.interval.0).max(now);
+                if busy[i].swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    continue;
+                }
+                let (target, tx, limit, busy) =
+                    (target.clone(), tx.clone(), limit.clone(), busy[i].clone());
+                let roots = trust.get(target.ca_file.as_deref());
+                tokio::spawn(async move {
+                    let report = {
+                        let _permit = limit.acquire_owned().await;
+                        probe(&target, roots).await
+                    };
+                    busy.store(false, std::sync::atomic::Ordering::Release);
+                    let _ = tx.send(report).await;
+                });
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Some(rx)
+}
+
+/// One TLS check result through the comparison: the expected files are
+/// re-read first when they changed (renewals).
+fn observe_tls(
+    tls: &mut TlsDetector,
+    files: &mut CertFiles,
+    local_flagged: &mut std::collections::HashSet<String>,
+    config: &Config,
+    report: &ProbeReport,
+) -> Vec<Finding> {
+    let Some(target) = config.tls.targets.iter().find(|t| t.name == report.target) else {
+        return Vec::new();
+    };
+    let (ids, problems) = files.current(&target.expect.cert_files);
+    for p in problems {
+        tracing::warn!(
+            "tls target {}: {p}; the last good certificate stays expected",
+            target.name
+        );
+    }
+    tls.set_files(&target.name, &ids, report.time);
+    if report.local && local_flagged.insert(target.name.clone()) {
+        tracing::warn!(
+            "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
+            target.name,
+            target.address
+        );
+    }
+    match &report.outcome {
+        Ok(seen) => {
+            tracing::debug!(target = %target.name, cert = %seen.facts.identity.cert_sha256, chain_valid = seen.chain_valid, "TLS check")
+        }
+        Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
+    }
+    tls.observe(report)
 }
 
 /// What `netsentry status` shows about capture (the agent is another process).

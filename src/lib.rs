@@ -16,4 +16,5 @@ pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod tlscheck;
 pub mod wire;

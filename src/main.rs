@@ -42,6 +42,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the TLS checks once; exit 0 ok, 1 warning, 2 critical, 3 unknown (a Nagios/Icinga check)
+    Probe {
+        /// Targets to check by name [default: all]
+        targets: Vec<String>,
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of one line per target
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print SHA-256 of each certificate and of its public key (SPKI), for publishing
+    Fingerprints {
+        /// PEM files [default: the expected certificate files of the configuration]
+        files: Vec<PathBuf>,
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show default routes, gateway neighbour entries, watched links and the stored baseline
     Status {
         /// Configuration file [default: /etc/netsentry/netsentry.toml]
@@ -122,6 +144,52 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Probe {
+            targets,
+            config,
+            json,
+        } => {
+            let c = match load(config.as_deref()) {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            match netsentry::tlscheck::probe_command(&c, &targets, json, &mut out) {
+                Ok(code) => ExitCode::from(code as u8),
+                Err(e) => {
+                    eprintln!("netsentry probe: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Fingerprints {
+            files,
+            config,
+            json,
+        } => {
+            let c = if files.is_empty() {
+                match load(config.as_deref()) {
+                    Ok((c, _)) => Some(c),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                None
+            };
+            let mut out = std::io::stdout().lock();
+            match netsentry::tlscheck::fingerprints_command(&files, c.as_ref(), json, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netsentry fingerprints: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -1,6 +1,7 @@
 //! Sources: turn the outside world into observations, and nothing else.
 
 pub mod capture;
+pub mod certfiles;
 pub mod netlink;
 pub mod socks;
 pub mod starttls;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod tls;
+
 /// True when the test may run. Outside CI a non-root run prints
 /// `skipped: needs root`; with NETSENTRY_REQUIRE_ROOT_TESTS=1 it fails instead.
 pub fn have_root() -> bool {
@@ -77,8 +79,13 @@ pub struct Lab {
     pub host: String,
     pub mitm: String,
     pub lan: String,
+    /// With [`Lab::with_service`]: `svc` (198.51.100.10, on `eth0`), a server
+    /// behind the gateway (198.51.100.1 on the gateway's `eth1`), which routes.
+    pub svc: Option<String>,
     pub dir: tempfile::TempDir,
 }
+
+pub const SVC_IP: &str = "198.51.100.10";
 
 pub const GW_IP: &str = "192.0.2.1";
 pub const GW_MAC: &str = "02:00:00:00:00:01";
@@ -94,6 +101,7 @@ impl Lab {
             host: format!("{prefix}host"),
             mitm: format!("{prefix}mitm"),
             lan: format!("{prefix}lan"),
+            svc: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
         let (gw, host, mitm, lan) = (
@@ -154,6 +162,43 @@ impl Lab {
         lab
     }
 
+    /// A LAN plus a service namespace behind the gateway, reached by routing.
+    pub fn with_service() -> Lab {
+        let mut lab = Lab::new();
+        let svc = lab.gw.replace("gw", "svc");
+        run("ip", &["netns", "add", &svc]);
+        lab.svc = Some(svc.clone());
+        ip(&svc, "link set lo up");
+        run(
+            "ip",
+            &[
+                "-n", &lab.gw, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0",
+                "netns", &svc,
+            ],
+        );
+        ip(&lab.gw, "addr add 198.51.100.1/24 dev eth1");
+        ip(&lab.gw, "link set eth1 up");
+        ip(&svc, &format!("addr add {SVC_IP}/24 dev eth0"));
+        ip(&svc, "link set eth0 up");
+        ip(&svc, "route add default via 198.51.100.1");
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &lab.gw,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        );
+        lab
+    }
+
+    pub fn svc(&self) -> &str {
+        self.svc.as_deref().expect("Lab::with_service")
+    }
+
     pub fn host_mac(&self) -> String {
         let out = ip(&self.host, "-br link show eth0");
         out.split_whitespace().nth(2).expect("host mac").to_string()
@@ -211,7 +256,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [&self.host, &self.gw, &self.mitm, &self.lan] {
+        for ns in [&self.host, &self.gw, &self.mitm, &self.lan]
+            .into_iter()
+            .chain(self.svc.as_ref())
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }

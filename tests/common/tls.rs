@@ -1,0 +1,293 @@
+//! TLS fixtures: a test CA (rcgen) and real TLS servers (rustls) that speak
+//! TLS from the first byte or after an RFC STARTTLS dialogue (SMTP, IMAP,
+//! POP3), started in a network namespace. Stopped on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use sha2::Digest;
+
+use super::in_netns;
+
+/// A certificate authority for tests, and the certificates it issues.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate with its key, as PEM, and its SHA-256 values (hex).
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_sha256: String,
+    pub spki_sha256: String,
+}
+
+impl Issued {
+    /// Writes `NAME.pem` (certificate) and `NAME.key` into `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses), valid for
+    /// `days` from yesterday.
+    pub fn issue(&self, names: &[&str], days: i64) -> Issued {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].to_string());
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(days);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_sha256: hex(cert.der()),
+            spki_sha256: hex(&rcgen::PublicKeyData::subject_public_key_info(&key)),
+        }
+    }
+}
+
+/// What the server says before TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialogue {
+    /// TLS from the first byte.
+    Direct,
+    /// RFC 3207: greeting, EHLO, STARTTLS.
+    Smtp,
+    /// RFC 9051: greeting, `tag STARTTLS`.
+    Imap,
+    /// RFC 2595: greeting, STLS.
+    Pop3,
+    /// Not TLS at all: answers every connection with an HTTP error.
+    PlainText,
+    /// Accepts and never says anything.
+    Silent,
+}
+
+/// A TLS server on `addr` in a namespace, one thread per connection.
+pub struct TlsServer {
+    stop: Arc<AtomicBool>,
+    pub handshakes: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsServer {
+    pub fn start(ns: &str, addr: &str, dialogue: Dialogue, cert: &Issued) -> TlsServer {
+        let addr = addr.to_string();
+        let listener = in_netns(ns, move || {
+            TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+        });
+        Self::serve(listener, dialogue, cert)
+    }
+
+    pub fn serve(listener: TcpListener, dialogue: Dialogue, cert: &Issued) -> TlsServer {
+        use rustls::pki_types::pem::PemObject;
+        let chain = vec![
+            rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap(),
+        ];
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+        );
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (stop2, count) = (stop.clone(), handshakes.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (config, count, stop) = (config.clone(), count.clone(), stop2.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve_one(stream, dialogue, config, &count, &stop);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        TlsServer {
+            stop,
+            handshakes,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_one(
+    stream: TcpStream,
+    dialogue: Dialogue,
+    config: Arc<rustls::ServerConfig>,
+    count: &AtomicUsize,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut w = stream.try_clone()?;
+    let mut line = String::new();
+    let mut expect = |reader: &mut BufReader<TcpStream>, prefix: &str| -> std::io::Result<()> {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line.to_ascii_uppercase().starts_with(prefix) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("unexpected {line:?}")))
+        }
+    };
+    match dialogue {
+        Dialogue::Direct => {}
+        Dialogue::Smtp => {
+            w.write_all(b"220-mail.example.org ESMTP test\r\n220 ready\r\n")?;
+            expect(&mut reader, "EHLO ")?;
+            w.write_all(
+                b"250-mail.example.org\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+            )?;
+            expect(&mut reader, "STARTTLS")?;
+            w.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+        }
+        Dialogue::Imap => {
+            w.write_all(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] test ready.\r\n")?;
+            line.clear();
+            reader.read_line(&mut line)?;
+            let tag = line.split_whitespace().next().unwrap_or("").to_string();
+            if !line.to_ascii_uppercase().contains("STARTTLS") {
+                return Ok(());
+            }
+            w.write_all(format!("{tag} OK Begin TLS negotiation now.\r\n").as_bytes())?;
+        }
+        Dialogue::Pop3 => {
+            w.write_all(b"+OK test ready.\r\n")?;
+            expect(&mut reader, "STLS")?;
+            w.write_all(b"+OK Begin TLS negotiation\r\n")?;
+        }
+        Dialogue::PlainText => {
+            let mut buf = [0u8; 512];
+            let _ = reader.get_mut().read(&mut buf)?;
+            w.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+        Dialogue::Silent => {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(());
+        }
+    }
+    // The client's first TLS bytes may already sit in the reader's buffer.
+    let early = reader.buffer().to_vec();
+    let mut conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    if !early.is_empty() {
+        conn.read_tls(&mut &early[..])?;
+    }
+    let mut tcp = stream;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    count.fetch_add(1, Ordering::Relaxed);
+    // Until the client closes.
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut buf = [0u8; 256];
+    while let Ok(n) = tls.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A real SOCKS5 proxy (Debian's microsocks) listening on `addr:port` in `ns`.
+pub struct Socks5Proxy(std::process::Child);
+
+impl Socks5Proxy {
+    pub fn start(ns: &str, addr: &str, port: u16) -> Socks5Proxy {
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "microsocks",
+                "-i",
+                addr,
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("microsocks (apt-get install microsocks)");
+        // Wait until it listens.
+        let target: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        for _ in 0..100 {
+            let ns2 = ns.to_string();
+            if in_netns(&ns2, move || {
+                TcpStream::connect_timeout(&target, Duration::from_millis(100)).is_ok()
+            }) {
+                return Socks5Proxy(child);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("microsocks did not start on {addr}:{port}");
+    }
+}
+
+impl Drop for Socks5Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
