@@ -195,6 +195,18 @@ impl Lab {
         lab
     }
 
+    /// The interceptor takes over the service's address on the path: `mitm`
+    /// gets 198.51.100.10 and the gateway routes that address to it.
+    pub fn intercept_service(&self) {
+        ip(&self.mitm, &format!("addr add {SVC_IP}/32 dev lo"));
+        ip(&self.gw, &format!("route add {SVC_IP}/32 via 192.0.2.66"));
+    }
+
+    /// The path is back to the real service.
+    pub fn restore_service(&self) {
+        ip(&self.gw, &format!("route del {SVC_IP}/32 via 192.0.2.66"));
+    }
+
     pub fn svc(&self) -> &str {
         self.svc.as_deref().expect("Lab::with_service")
     }

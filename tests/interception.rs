@@ -1,0 +1,138 @@
+//! The jabber.ru scenario end to end: the service on one host, the agent on
+//! another, an interceptor that takes over the service's address on the path
+//! with a certificate from the same CA, and a link flap on the agent's host
+//! shortly before.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::tls::{Dialogue, TestCa, TlsServer};
+use common::*;
+
+fn probe_exit(lab: &Lab, config: &std::path::Path) -> (i32, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.host, agent_binary(), "probe", "-c"])
+        .arg(config)
+        .output()
+        .expect("run netsentry probe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn interception_is_reported_and_correlated_with_the_link_flap() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let dir = lab.dir.path();
+    let ca = TestCa::new("Shared Public CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ours = ca.issue(&["example.org", "xmpp.example.org"], 90);
+    let (ours_file, _) = ours.write(dir, "ours");
+    // The interceptor's certificate: same names, same CA, its own key.
+    let rogue = ca.issue(&["example.org", "xmpp.example.org"], 90);
+    let _service = TlsServer::start(lab.svc(), "198.51.100.10:5223", Dialogue::Direct, &ours);
+    let _interceptor = TlsServer::start(&lab.mitm, "0.0.0.0:5223", Dialogue::Direct, &rogue);
+
+    let config = write_config(&lab, &receiver, "");
+    append_config(
+        &config,
+        &format!(
+            "\n[[tls.target]]\nname = \"xmpp\"\naddress = \"198.51.100.10:5223\"\nserver_name = \"xmpp.example.org\"\ninterval = \"1s\"\ntimeout = \"1s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n\n[correlation]\nwindow = \"10m\"\n",
+            ca_file.display(),
+            ours_file.display()
+        ),
+    );
+    let (code, out) = probe_exit(&lab, &config);
+    assert_eq!(code, 0, "{out}");
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(receiver.count_kind("tls_mismatch"), 0);
+
+    // A short link flap on the agent's host.
+    ip(&lab.lan, "link set phost down");
+    std::thread::sleep(Duration::from_millis(300));
+    ip(&lab.lan, "link set phost up");
+    let flap = receiver.wait_for("link_down", Duration::from_secs(10), |b| {
+        b["kind"] == "link_down" && b["details"]["interface"] == "eth0"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The interceptor takes over.
+    lab.intercept_service();
+    let taken_over = Instant::now();
+    let mismatch = receiver.wait_for("tls_mismatch", Duration::from_secs(10), |b| {
+        b["kind"] == "tls_mismatch"
+    });
+    let d = &mismatch.body["details"];
+    assert_eq!(mismatch.body["severity"], "critical");
+    assert_eq!(d["target"], "xmpp");
+    assert_eq!(d["address"], "198.51.100.10:5223");
+    assert_eq!(d["server_name"], "xmpp.example.org");
+    assert_eq!(d["vantage"], "direct");
+    assert_eq!(d["expected"], serde_json::json!([ours.cert_sha256]));
+    assert_eq!(d["seen"]["cert_sha256"], rogue.cert_sha256);
+    assert_eq!(d["seen"]["spki_sha256"], rogue.spki_sha256);
+    assert_eq!(
+        d["seen"]["chain_valid"], true,
+        "the interceptor's certificate is CA-valid: {d}"
+    );
+    assert_eq!(d["seen"]["issuer"], "CN=Shared Public CA");
+    eprintln!(
+        "tls_mismatch {} ms after the takeover",
+        (mismatch.at - taken_over).as_millis()
+    );
+
+    let suspected = receiver.wait_for("interception_suspected", Duration::from_secs(5), |b| {
+        b["kind"] == "interception_suspected"
+    });
+    let s = &suspected.body["details"];
+    assert_eq!(suspected.body["severity"], "critical");
+    let evidence: Vec<&str> = s["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(evidence.contains(&flap.body["id"].as_str().unwrap()), "{s}");
+    assert!(
+        evidence.contains(&mismatch.body["id"].as_str().unwrap()),
+        "{s}"
+    );
+    assert_eq!(s["window_s"], 600);
+    let reasons = s["reasons"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("link_down")),
+        "{s}"
+    );
+
+    let (code, out) = probe_exit(&lab, &config);
+    assert_eq!(code, 2, "probe during the interception: {out}");
+    assert!(out.contains(&rogue.cert_sha256), "{out}");
+
+    // The path is restored.
+    lab.restore_service();
+    let recovered = receiver.wait_kind("tls_recovered", Duration::from_secs(10), |_| true);
+    assert_eq!(recovered["target"], "xmpp");
+    assert_eq!(recovered["after"], "tls_mismatch");
+    let (code, out) = probe_exit(&lab, &config);
+    assert_eq!(code, 0, "probe after the interception: {out}");
+    assert_eq!(receiver.count_kind("interception_suspected"), 1);
+    assert_eq!(
+        receiver.count_kind("tls_mismatch"),
+        1,
+        "one alert per foreign certificate"
+    );
+    agent.stop();
+}

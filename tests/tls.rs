@@ -1,0 +1,357 @@
+//! TLS checks against real servers in namespaces: direct TLS and STARTTLS
+//! (in-test SMTP/IMAP/POP3 servers following the RFC dialogues, a real Prosody
+//! for XMPP), a real SOCKS5 proxy, misbehaving servers, and the command line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::tls::{Dialogue, Issued, Socks5Proxy, TestCa, TlsServer};
+use common::*;
+use serde_json::Value;
+
+/// `netsentry ARGS` run inside namespace `ns`.
+fn netsentry_in(ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, agent_binary()])
+        .args(args)
+        .output()
+        .expect("run netsentry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One `[[tls.target]]` block.
+fn target(
+    name: &str,
+    address: &str,
+    starttls: &str,
+    ca: &Path,
+    expect: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "\n[[tls.target]]\nname = \"{name}\"\naddress = \"{address}\"\nserver_name = \"example.org\"\nstarttls = \"{starttls}\"\nca_file = \"{}\"\ntimeout = \"2s\"\nexpect = {{ cert_files = [\"{}\"] }}\n{extra}\n",
+        ca.display(),
+        expect.display()
+    )
+}
+
+struct Pki {
+    ca: TestCa,
+    ca_file: PathBuf,
+    ours: Issued,
+    ours_file: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca = TestCa::new("netsentry test CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ours = ca.issue(&["example.org", "xmpp.example.org"], 90);
+    let (ours_file, _) = ours.write(dir, "ours");
+    Pki {
+        ca,
+        ca_file,
+        ours,
+        ours_file,
+    }
+}
+
+fn parse(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    let svc = lab.svc().to_string();
+    let dir = lab.dir.path();
+    let p = pki(dir);
+    let soon = p.ca.issue(&["example.org"], 5);
+    let (soon_file, _) = soon.write(dir, "soon");
+    let other = p.ca.issue(&["example.org"], 90);
+    let (other_file, _) = other.write(dir, "other");
+    let _servers = [
+        TlsServer::start(&svc, "198.51.100.10:443", Dialogue::Direct, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:25", Dialogue::Smtp, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:143", Dialogue::Imap, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:110", Dialogue::Pop3, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:8443", Dialogue::Direct, &soon),
+        TlsServer::start(&svc, "198.51.100.10:8080", Dialogue::PlainText, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:8444", Dialogue::Silent, &p.ours),
+    ];
+    let (ca, ours) = (&p.ca_file, &p.ours_file);
+    let mut text = String::from("[tls]\nconcurrency = 4\n");
+    text += &target("web", "198.51.100.10:443", "none", ca, ours, "");
+    text += &target("smtp", "198.51.100.10:25", "smtp", ca, ours, "");
+    text += &target("imap", "198.51.100.10:143", "imap", ca, ours, "");
+    text += &target("pop3", "198.51.100.10:110", "pop3", ca, ours, "");
+    text += &target("soon", "198.51.100.10:8443", "none", ca, &soon_file, "");
+    text += &target("wrong", "198.51.100.10:443", "none", ca, &other_file, "");
+    text += &target("plain", "198.51.100.10:8080", "none", ca, ours, "");
+    text += &target("silent", "198.51.100.10:8444", "none", ca, ours, "");
+    text += &target("closed", "198.51.100.10:9", "smtp", ca, ours, "");
+    text += &target("nostarttls", "198.51.100.10:443", "smtp", ca, ours, "");
+    let config = lab.path("probe.toml");
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let host = lab.host.clone();
+
+    // Our certificate, on the wire as on disk, with and without STARTTLS.
+    let (code, out, err) = netsentry_in(&host, &["probe", "-c", c, "web", "smtp", "imap", "pop3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    for (line, name) in lines.iter().zip(["web", "smtp", "imap", "pop3"]) {
+        assert!(
+            line.starts_with(&format!("OK {name} (198.51.100.10:")),
+            "{line}"
+        );
+        assert!(line.contains(&p.ours.cert_sha256), "{line}");
+        assert!(line.contains("chain valid"), "{line}");
+    }
+
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "--json", "smtp"]);
+    assert_eq!(code, 0);
+    let v = parse(&out);
+    assert_eq!(v["status"], "OK");
+    let t = &v["targets"][0];
+    assert_eq!(t["seen"]["cert_sha256"], p.ours.cert_sha256);
+    assert_eq!(t["seen"]["spki_sha256"], p.ours.spki_sha256);
+    assert_eq!(t["seen"]["chain_valid"], true);
+    assert_eq!(t["seen"]["issuer"], "CN=netsentry test CA");
+    assert_eq!(t["peer"], "198.51.100.10:25");
+    assert_eq!(t["local"], false);
+    assert_eq!(t["expected"][0], p.ours.cert_sha256);
+
+    // Close to expiry: warning.
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "soon"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("WARNING soon"), "{out}");
+
+    // A valid certificate from the right CA that is not the one we hold: critical.
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "wrong", "web"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("CRITICAL wrong"), "{out}");
+    assert!(out.contains("certificate is NOT ours"), "{out}");
+    assert!(out.contains(&p.ours.cert_sha256), "{out}");
+
+    // Misbehaving servers: precise errors, bounded time, exit 3.
+    let started = std::time::Instant::now();
+    let (code, out, _) = netsentry_in(
+        &host,
+        &[
+            "probe",
+            "-c",
+            c,
+            "--json",
+            "plain",
+            "silent",
+            "closed",
+            "nostarttls",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "bounded by the 2 s timeouts"
+    );
+    assert_eq!(code, 3, "{out}");
+    let v = parse(&out);
+    let error = |i: usize| {
+        v["targets"][i]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(error(0).starts_with("TLS handshake: "), "{}", error(0));
+    assert_eq!(error(1), "timed out after 2s while in the TLS handshake");
+    assert!(
+        error(2).starts_with("connect to 198.51.100.10:9: Connection refused"),
+        "{}",
+        error(2)
+    );
+    assert!(
+        error(3).starts_with("timed out after 2s while in the smtp STARTTLS dialogue"),
+        "{}",
+        error(3)
+    );
+    assert_eq!(v["targets"][0]["status"], "UNKNOWN");
+
+    // Unusable input.
+    let (code, _, err) = netsentry_in(&host, &["probe", "-c", c, "nosuch"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no tls target named \"nosuch\""), "{err}");
+}
+
+#[test]
+fn fingerprints_of_certificate_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let chain = dir.path().join("fullchain.pem");
+    std::fs::write(&chain, format!("{}{}", p.ours.cert_pem, p.ca.pem())).unwrap();
+    let (code, out, err) = netsentry(&["fingerprints", "--json", chain.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let v = parse(&out);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["cert_sha256"], p.ours.cert_sha256);
+    assert_eq!(v[0]["spki_sha256"], p.ours.spki_sha256);
+    assert_eq!(v[0]["dns_names"][1], "xmpp.example.org");
+    assert_eq!(v[1]["subject"], "CN=netsentry test CA");
+    let (code, out, _) = netsentry(&["fingerprints", p.ours_file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&p.ours.spki_sha256), "{out}");
+    assert!(out.contains("subject      CN=example.org"), "{out}");
+    // From the configuration's expected files.
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        target("x", "192.0.2.1:443", "none", &p.ca_file, &p.ours_file, ""),
+    )
+    .unwrap();
+    let (code, out, _) = netsentry(&["fingerprints", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&p.ours.cert_sha256), "{out}");
+    let (code, _, err) = netsentry(&["fingerprints", "/nonexistent.pem"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "netsentry fingerprints: cannot read /nonexistent.pem: No such file or directory (os error 2)"
+    );
+}
+
+/// A real Prosody (Debian's package) with our certificate: client-to-server and
+/// server-to-server STARTTLS.
+struct Prosody(std::process::Child);
+
+impl Prosody {
+    fn start(ns: &str, dir: &Path, cert: &Path, key: &Path) -> Prosody {
+        let d = dir.display();
+        std::fs::create_dir_all(dir.join("prosody-data")).unwrap();
+        let config = dir.join("prosody.cfg.lua");
+        std::fs::write(
+            &config,
+            format!(
+                r#"run_as_root = true
+daemonize = false
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/prosody-data"
+certificates = "{d}"
+log = {{ info = "{d}/prosody.log"; error = "{d}/prosody.log" }}
+interfaces = {{ "198.51.100.10" }}
+c2s_ports = {{ 5222 }}
+s2s_ports = {{ 5269 }}
+modules_enabled = {{ "tls"; "saslauth"; "dialback"; "disco" }}
+modules_disabled = {{ "posix" }}
+c2s_require_encryption = true
+s2s_require_encryption = true
+VirtualHost "example.org"
+  ssl = {{ certificate = "{}"; key = "{}"; }}
+"#,
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "prosody", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prosody (apt-get install prosody)");
+        let log = dir.join("prosody.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Activated service 's2s'") && text.contains("Activated service 'c2s'")
+            {
+                return Prosody(child);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prosody did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    let svc = lab.svc().to_string();
+    let dir = lab.dir.path();
+    let p = pki(dir);
+    let (_, key) = p.ours.write(dir, "example.org");
+    let _prosody = Prosody::start(&svc, dir, &dir.join("example.org.pem"), &key);
+    // The proxy runs on the service side; the TLS server behind it listens on
+    // the service's own loopback, which only the proxy can reach.
+    let _proxy = Socks5Proxy::start(&svc, "198.51.100.10", 1080);
+    let _hidden = TlsServer::start(&svc, "127.0.0.1:4443", Dialogue::Smtp, &p.ours);
+
+    let (ca, ours) = (&p.ca_file, &p.ours_file);
+    let mut text = target("xmpp", "198.51.100.10:5222", "xmpp", ca, ours, "");
+    text += &target(
+        "xmpp-s2s",
+        "198.51.100.10:5269",
+        "xmpp-server",
+        ca,
+        ours,
+        "",
+    );
+    text += &target(
+        "proxied",
+        "127.0.0.1:4443",
+        "smtp",
+        ca,
+        ours,
+        "via = \"socks5://198.51.100.10:1080\"",
+    );
+    text += &target("direct-loopback", "127.0.0.1:4443", "smtp", ca, ours, "");
+    let config = lab.path("probe.toml");
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+
+    let (code, out, err) = netsentry_in(
+        &lab.host,
+        &["probe", "-c", c, "--json", "xmpp", "xmpp-s2s", "proxied"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let v = parse(&out);
+    for t in v["targets"].as_array().unwrap() {
+        assert_eq!(t["status"], "OK", "{t}");
+        assert_eq!(t["seen"]["cert_sha256"], p.ours.cert_sha256);
+        assert_eq!(t["seen"]["chain_valid"], true);
+    }
+    assert_eq!(
+        v["targets"][2]["vantage"],
+        "via socks5://198.51.100.10:1080"
+    );
+    assert_eq!(v["targets"][2]["peer"], Value::Null);
+
+    // Without the proxy the same address is the host's own loopback: nothing
+    // listens there, and the check says it never left the host.
+    let (code, out, _) = netsentry_in(&lab.host, &["probe", "-c", c, "direct-loopback"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("Connection refused"), "{out}");
+    assert!(out.contains("this check never leaves the host"), "{out}");
+}
