@@ -57,7 +57,7 @@ pub async fn probe_round(
 }
 
 /// The targets named on the command line (all when none are named).
-fn select<'a>(config: &'a Config, names: &[String]) -> Result<Vec<TlsTarget>, String> {
+fn select(config: &Config, names: &[String]) -> Result<Vec<TlsTarget>, String> {
     let all = &config.tls.targets;
     if all.is_empty() {
         return Err(

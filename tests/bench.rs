@@ -587,3 +587,169 @@ fn bench_no_loss_across_kill9() {
         last.map(|a| a.log_text()).unwrap_or_default()
     );
 }
+
+/// CPU seconds (user + system) of finished children of this process so far.
+fn children_cpu_s() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One round of 1,000 TLS checks against a real TLS server on loopback (in a
+/// namespace of its own), at several `[tls] concurrency` settings; as a
+/// reference, 100 sequential `openssl s_client` runs (a shell loop's way).
+#[test]
+#[ignore]
+fn bench_tls_round_1000_targets() {
+    use common::tls::{Dialogue, TestCa, TlsServer};
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = lab.dir.path();
+    let ca = TestCa::new("bench CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let cert = ca.issue(&["example.org"], 90);
+    let (cert_file, _) = cert.write(dir, "cert");
+    let _server = TlsServer::start(&lab.host, "127.0.0.1:4443", Dialogue::Direct, &cert);
+    let run_round = |concurrency: usize| -> (f64, f64) {
+        let mut text = format!("[tls]\nconcurrency = {concurrency}\n");
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[[tls.target]]\nname = \"t{i}\"\naddress = \"127.0.0.1:4443\"\nserver_name = \"example.org\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
+                ca_file.display(),
+                cert_file.display()
+            ));
+        }
+        let config = dir.join(format!("round{concurrency}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let cpu0 = children_cpu_s();
+        let t0 = Instant::now();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.host, agent_binary(), "probe", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = children_cpu_s() - cpu0;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("OK ")).count(), 1000);
+        (wall, cpu)
+    };
+    for concurrency in [16, 64, 256] {
+        let mut walls = Vec::new();
+        let mut cpus = Vec::new();
+        for _ in 0..5 {
+            let (w, c) = run_round(concurrency);
+            walls.push(w);
+            cpus.push(c);
+        }
+        println!(
+            "1000 targets, concurrency {concurrency}: wall median {:.3} s ({}), netsentry CPU median {:.3} s ({})",
+            median(walls.clone()),
+            secs(&walls),
+            median(cpus.clone()),
+            secs(&cpus)
+        );
+    }
+    // Reference: openssl s_client, one process per check, 100 checks.
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.host,
+                "openssl",
+                "s_client",
+                "-connect",
+                "127.0.0.1:4443",
+                "-servername",
+                "example.org",
+                "-CAfile",
+            ])
+            .arg(&ca_file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let per = t0.elapsed().as_secs_f64() / 100.0;
+    println!(
+        "openssl s_client sequential: {:.1} ms per check, i.e. {:.1} s for 1000",
+        per * 1000.0,
+        per * 1000.0
+    );
+}
+
+/// Time from an interceptor taking over the service's address on the path to
+/// `tls_mismatch` at the webhook, with `interval = "2s"`; 10 takeovers.
+#[test]
+#[ignore]
+fn bench_tls_interception_to_webhook() {
+    use common::tls::{Dialogue, TestCa, TlsServer};
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let dir = lab.dir.path();
+    let ca = TestCa::new("bench CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ours = ca.issue(&["example.org"], 90);
+    let (ours_file, _) = ours.write(dir, "ours");
+    let rogue = ca.issue(&["example.org"], 90);
+    let _service = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &ours);
+    let _interceptor = TlsServer::start(&lab.mitm, "0.0.0.0:443", Dialogue::Direct, &rogue);
+    // The same foreign certificate ten times a minute would be coalesced
+    // (alerts_suppressed) after three: allow them all here.
+    let config = write_config(&lab, &receiver, "coalesce_burst = 100");
+    append_config(
+        &config,
+        &format!(
+            "\n[[tls.target]]\nname = \"web\"\naddress = \"198.51.100.10:443\"\nserver_name = \"example.org\"\ninterval = \"2s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
+            ca_file.display(),
+            ours_file.display()
+        ),
+    );
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    let mut latencies = Vec::new();
+    for round in 1..=10 {
+        // Take over at a random point of the check interval.
+        std::thread::sleep(Duration::from_millis(500 + (round * 337 % 2000) as u64));
+        lab.intercept_service();
+        let t0 = Instant::now();
+        while receiver.count_kind("tls_mismatch") < round {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no tls_mismatch in round {round}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let at = receiver
+            .all()
+            .into_iter()
+            .filter(|r| r.body["kind"] == "tls_mismatch")
+            .nth(round - 1)
+            .map(|r| r.at)
+            .unwrap();
+        latencies.push(at.duration_since(t0).as_secs_f64());
+        lab.restore_service();
+        while receiver.count_kind("tls_recovered") < round {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "interceptor takeover -> tls_mismatch at the webhook (interval 2s): median {:.2} s, min {:.2} s, max {:.2} s (10 takeovers)",
+        median(latencies.clone()),
+        latencies[0],
+        latencies[latencies.len() - 1]
+    );
+}

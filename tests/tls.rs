@@ -268,13 +268,14 @@ VirtualHost "example.org"
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("prosody (apt-get install prosody)");
+        let prosody = Prosody(child);
         let log = dir.join("prosody.log");
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("Activated service 's2s'") && text.contains("Activated service 'c2s'")
             {
-                return Prosody(child);
+                return prosody;
             }
             assert!(
                 std::time::Instant::now() < deadline,

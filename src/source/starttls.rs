@@ -467,7 +467,7 @@ fn ldap_result_name(code: u8) -> &'static str {
     match code {
         1 => "operationsError",
         2 => "protocolError",
-        2..=7 => "error",
+        8 => "strongerAuthRequired",
         51 => "busy",
         52 => "unavailable",
         53 => "unwillingToPerform",

@@ -103,6 +103,8 @@ pub enum Dialogue {
 
 /// A TLS server on `addr` in a namespace, one thread per connection.
 pub struct TlsServer {
+    ns: String,
+    addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     pub handshakes: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -114,10 +116,12 @@ impl TlsServer {
         let listener = in_netns(ns, move || {
             TcpListener::bind(&addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
         });
-        Self::serve(listener, dialogue, cert)
+        let mut server = Self::serve(listener, dialogue, cert);
+        server.ns = ns.to_string();
+        server
     }
 
-    pub fn serve(listener: TcpListener, dialogue: Dialogue, cert: &Issued) -> TlsServer {
+    fn serve(listener: TcpListener, dialogue: Dialogue, cert: &Issued) -> TlsServer {
         use rustls::pki_types::pem::PemObject;
         let chain = vec![
             rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap(),
@@ -134,7 +138,10 @@ impl TlsServer {
             .with_single_cert(chain, key)
             .unwrap(),
         );
-        listener.set_nonblocking(true).unwrap();
+        let mut addr = listener.local_addr().unwrap();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let handshakes = Arc::new(AtomicUsize::new(0));
         let (stop2, count) = (stop.clone(), handshakes.clone());
@@ -147,11 +154,13 @@ impl TlsServer {
                             let _ = serve_one(stream, dialogue, config, &count, &stop);
                         });
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
         });
         TlsServer {
+            ns: String::new(),
+            addr,
             stop,
             handshakes,
             thread: Some(thread),
@@ -162,7 +171,16 @@ impl TlsServer {
 impl Drop for TlsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        // Wake the blocking accept (inside the namespace the listener is in).
+        let addr = self.addr;
+        let woke = std::panic::catch_unwind(|| {
+            in_netns(&self.ns, move || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })
+        })
+        .unwrap_or(false);
+        // Otherwise the thread is left to end with the process.
+        if let Some(t) = self.thread.take().filter(|_| woke) {
             let _ = t.join();
         }
     }
@@ -270,6 +288,8 @@ impl Socks5Proxy {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("microsocks (apt-get install microsocks)");
+        // Owned from here on: killed on drop, also when it never listens.
+        let proxy = Socks5Proxy(child);
         // Wait until it listens.
         let target: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
         for _ in 0..100 {
@@ -277,7 +297,7 @@ impl Socks5Proxy {
             if in_netns(&ns2, move || {
                 TcpStream::connect_timeout(&target, Duration::from_millis(100)).is_ok()
             }) {
-                return Socks5Proxy(child);
+                return proxy;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
