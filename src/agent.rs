@@ -320,8 +320,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // TLS checks: a scheduler task; reports come back on a channel.
     let mut tls = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);
+    if let Some(text) = baseline::read_state_text(&state_dir, baseline::TLS_FILE) {
+        match serde_json::from_str(&text) {
+            Ok(saved) => tls.restore_state(&saved),
+            Err(e) => tracing::warn!("{}: unreadable ({e}); starting afresh", baseline::TLS_FILE),
+        }
+    }
     let mut cert_files = CertFiles::default();
     let mut local_flagged = std::collections::HashSet::new();
+    let mut tls_last: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut tls_last_dirty = false;
     let mut tls_rx = start_tls_checks(&config);
     let mut tls_on = tls_rx.is_some();
 
@@ -425,12 +433,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
             report = async { tls_rx.as_mut()?.recv().await }, if tls_on => match report {
                 Some(report) => {
-                    let findings = observe_tls(&mut tls, &mut cert_files, &mut local_flagged, &config, &report);
+                    let (findings, changed) = observe_tls(&mut tls, &mut cert_files, &mut local_flagged, &config, &report);
+                    if let Some((rules, expected)) = tls.expected(&report.target) {
+                        let a = crate::detect::tls::assess(rules, expected, &report, report.time);
+                        let row = serde_json::json!({
+                            "time": crate::alert::format_time(&report.time),
+                            "status": a.verdict.as_str(),
+                            "message": a.text,
+                            "peer": report.peer,
+                        });
+                        // Written at once when a target's state changes, else with the periodic save.
+                        let changed_state = tls_last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
+                        tls_last.insert(report.target.clone(), row);
+                        tls_last_dirty = true;
+                        if changed_state {
+                            save_tls_checks(&state_dir, &tls_last);
+                            tls_last_dirty = false;
+                        }
+                    }
                     out.emit(findings);
+                    if changed
+                        && let Err(e) = baseline::write_state_text(&state_dir, baseline::TLS_FILE, &tls.saved_state().to_string())
+                    {
+                        tracing::error!("{e}");
+                    }
                 }
                 None => tls_on = false,
             },
-            _ = save_tick.tick() => packets.save(&state_dir),
+            _ = save_tick.tick() => {
+                packets.save(&state_dir);
+                if std::mem::take(&mut tls_last_dirty) {
+                    save_tls_checks(&state_dir, &tls_last);
+                }
+            }
             _ = refresh_tick.tick(), if refresh_every.is_some() => out.refresh_conditions(Utc::now()),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
             _ = sigint.recv() => break "SIGINT".to_string(),
@@ -557,16 +592,17 @@ fn start_tls_checks(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
 }
 
 /// One TLS check result through the comparison: the expected files are
-/// re-read first when they changed (renewals).
+/// re-read first when they changed (renewals). Also says whether the expected
+/// set changed (to be saved).
 fn observe_tls(
     tls: &mut TlsDetector,
     files: &mut CertFiles,
     local_flagged: &mut std::collections::HashSet<String>,
     config: &Config,
     report: &ProbeReport,
-) -> Vec<Finding> {
+) -> (Vec<Finding>, bool) {
     let Some(target) = config.tls.targets.iter().find(|t| t.name == report.target) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let (ids, problems) = files.current(&target.expect.cert_files);
     for p in problems {
@@ -575,7 +611,7 @@ fn observe_tls(
             target.name
         );
     }
-    tls.set_files(&target.name, &ids, report.time);
+    let changed = tls.set_files(&target.name, &ids, report.time);
     if report.local && local_flagged.insert(target.name.clone()) {
         tracing::warn!(
             "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
@@ -589,7 +625,15 @@ fn observe_tls(
         }
         Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
     }
-    tls.observe(report)
+    (tls.observe(report), changed)
+}
+
+/// What `netsentry status` shows about the TLS checks.
+fn save_tls_checks(state_dir: &Path, last: &std::collections::BTreeMap<String, serde_json::Value>) {
+    let text = serde_json::to_string(last).unwrap_or_default();
+    if let Err(e) = baseline::write_state_text(state_dir, baseline::TLS_CHECKS_FILE, &text) {
+        tracing::debug!("{e}");
+    }
 }
 
 /// What `netsentry status` shows about capture (the agent is another process).

@@ -183,6 +183,11 @@ pub const STATIONS_FILE: &str = "stations.tsv";
 pub const ROUTERS_FILE: &str = "routers.tsv";
 /// Capture counters the running agent last wrote, for `netsentry status`.
 pub const CAPTURE_FILE: &str = "capture.json";
+/// The certificates of each TLS target's expected files, with when they were
+/// replaced (so that a restart keeps the rotation grace), and the last results.
+pub const TLS_FILE: &str = "tls.json";
+/// The last result of each TLS check, for `netsentry status`.
+pub const TLS_CHECKS_FILE: &str = "tls_checks.json";
 
 /// Reads a state file as text; `None` when it does not exist or cannot be read.
 pub fn read_state_text(state_dir: &Path, name: &str) -> Option<String> {

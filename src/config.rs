@@ -681,6 +681,28 @@ mod tests {
         assert_eq!(c.agent.heartbeat_interval.0, Duration::ZERO);
     }
 
+    /// The commented `[[tls.target]]` example of the shipped config, uncommented.
+    #[test]
+    fn the_shipped_tls_target_example_parses() {
+        let text = include_str!("../config/netsentry.toml");
+        let start = text.find("# [[tls.target]]").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #") && l.len() > 2)
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let c = Config::parse(&block, "example").unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let t = &c.tls.targets[0];
+        assert_eq!(t.name, "xmpp");
+        assert_eq!(t.starttls, StartTls::Xmpp);
+        assert_eq!(
+            t.via.as_ref().unwrap().to_string(),
+            "socks5://127.0.0.1:9050"
+        );
+        assert_eq!(t.expect.cert_files.len(), 1);
+    }
+
     #[test]
     fn a_full_config_parses() {
         let c = Config::parse(

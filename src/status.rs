@@ -46,6 +46,8 @@ pub struct Status {
     /// Packet capture counters as the running agent last wrote them.
     pub capture: Option<serde_json::Value>,
     pub receivers: Vec<ReceiverRow>,
+    /// The last result of each TLS check, as the running agent last wrote them.
+    pub tls_checks: Option<serde_json::Value>,
 }
 
 /// One webhook receiver: what waits for it in the spool, and how it went last.
@@ -96,6 +98,11 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
     status.receivers = receivers(config);
     status.capture = baseline::read_state_text(&config.agent.state_dir, baseline::CAPTURE_FILE)
         .and_then(|t| serde_json::from_str(&t).ok());
+    if !config.tls.targets.is_empty() {
+        status.tls_checks =
+            baseline::read_state_text(&config.agent.state_dir, baseline::TLS_CHECKS_FILE)
+                .and_then(|t| serde_json::from_str(&t).ok());
+    }
     Ok(status)
 }
 
@@ -190,6 +197,7 @@ pub fn build(
         baseline_problem,
         capture: None,
         receivers: Vec::new(),
+        tls_checks: None,
     }
 }
 
@@ -277,6 +285,19 @@ pub fn render(status: &Status) -> String {
                 _ => "none".to_string(),
             }
         ));
+    }
+    if let Some(checks) = status.tls_checks.as_ref().and_then(|v| v.as_object()) {
+        s.push_str("TLS checks (last result; as of the last change or up to 30 s ago):\n");
+        for (name, c) in checks {
+            s.push_str(&format!(
+                "  {:<16} {:<8} {} {}: {}\n",
+                name,
+                c["status"].as_str().unwrap_or("?"),
+                c["time"].as_str().unwrap_or("?"),
+                c["peer"].as_str().unwrap_or("-"),
+                c["message"].as_str().unwrap_or("")
+            ));
+        }
     }
     s.push_str("Baseline: ");
     match (&status.baseline, &status.baseline_problem) {

@@ -128,11 +128,92 @@ fn interception_is_reported_and_correlated_with_the_link_flap() {
     assert_eq!(recovered["after"], "tls_mismatch");
     let (code, out) = probe_exit(&lab, &config);
     assert_eq!(code, 0, "probe after the interception: {out}");
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host,
+            agent_binary(),
+            "status",
+            "--json",
+            "-c",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["tls_checks"]["xmpp"]["status"], "OK", "{status}");
     assert_eq!(receiver.count_kind("interception_suspected"), 1);
     assert_eq!(
         receiver.count_kind("tls_mismatch"),
         1,
         "one alert per foreign certificate"
     );
+    agent.stop();
+}
+
+/// A certificate renewal is not an alarm: the new certificate in the file, the
+/// server still on the old one until reloaded — within `rotation_grace`, also
+/// across an agent restart; after it, the old one is a mismatch.
+#[test]
+fn renewal_within_the_rotation_grace_is_not_an_alarm() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let dir = lab.dir.path();
+    let ca = TestCa::new("Shared Public CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let old = ca.issue(&["example.org"], 90);
+    let new = ca.issue(&["example.org"], 90);
+    let (cert_file, _) = old.write(dir, "cert");
+    let server = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &old);
+    let config = write_config(&lab, &receiver, "");
+    append_config(
+        &config,
+        &format!(
+            "\n[[tls.target]]\nname = \"web\"\naddress = \"198.51.100.10:443\"\nserver_name = \"example.org\"\ninterval = \"1s\"\nrotation_grace = \"8s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
+            ca_file.display(),
+            cert_file.display()
+        ),
+    );
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Renewal: certbot writes the new certificate; the server is not reloaded.
+    new.write(dir, "cert");
+    let renewed = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent2.log"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        receiver.count_kind("tls_mismatch"),
+        0,
+        "the previous certificate is accepted inside rotation_grace, also after a restart"
+    );
+    // The grace ends while the server still presents the old certificate.
+    let stale = receiver.wait_for("tls_mismatch", Duration::from_secs(15), |b| {
+        b["kind"] == "tls_mismatch"
+    });
+    assert!(renewed.elapsed() >= Duration::from_secs(8));
+    assert_eq!(
+        stale.body["details"]["seen"]["cert_sha256"],
+        old.cert_sha256
+    );
+    assert_eq!(
+        stale.body["details"]["expected"],
+        serde_json::json!([new.cert_sha256])
+    );
+    // The server is reloaded with the new certificate.
+    drop(server);
+    let _server = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &new);
+    receiver.wait_kind("tls_recovered", Duration::from_secs(10), |d| {
+        d["cert_sha256"] == new.cert_sha256.as_str()
+    });
+    assert_eq!(receiver.count_kind("tls_mismatch"), 1);
     agent.stop();
 }

@@ -74,8 +74,10 @@ impl ExpectedSet {
     }
 
     /// The files now hold `current`: what was there before and is gone is
-    /// marked replaced (accepted for the rotation grace from `now`).
-    pub fn set_files(&mut self, current: &[CertIdentity], now: DateTime<Utc>) {
+    /// marked replaced (accepted for the rotation grace from `now`). True when
+    /// anything changed.
+    pub fn set_files(&mut self, current: &[CertIdentity], now: DateTime<Utc>) -> bool {
+        let before = self.files.clone();
         for (id, replaced) in &mut self.files {
             if current.contains(id) {
                 *replaced = None;
@@ -103,6 +105,12 @@ impl ExpectedSet {
                 None => break,
             }
         }
+        self.files != before
+    }
+
+    /// The file certificates and when each was replaced (None: current).
+    pub fn file_certs(&self) -> &[(CertIdentity, Option<DateTime<Utc>>)] {
+        &self.files
     }
 
     /// Drops replaced certificates whose grace ended long ago (keeps memory flat).
@@ -331,11 +339,77 @@ impl TlsDetector {
         }
     }
 
-    /// The expected files of `target` now hold these certificates.
-    pub fn set_files(&mut self, target: &str, current: &[CertIdentity], now: DateTime<Utc>) {
-        if let Some((rules, expected, _)) = self.targets.get_mut(target) {
-            expected.set_files(current, now);
-            expected.forget_before(now - rules.rotation_grace - Duration::days(30));
+    /// The expected files of `target` now hold these certificates. True when
+    /// the set changed (worth saving).
+    pub fn set_files(
+        &mut self,
+        target: &str,
+        current: &[CertIdentity],
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some((rules, expected, _)) = self.targets.get_mut(target) else {
+            return false;
+        };
+        let changed = expected.set_files(current, now);
+        expected.forget_before(now - rules.rotation_grace - Duration::days(30));
+        changed
+    }
+
+    /// What to keep across restarts: per target, the file certificates and
+    /// when they were replaced.
+    pub fn saved_state(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, (_, expected, _)) in &self.targets {
+            let certs: Vec<serde_json::Value> = expected
+                .file_certs()
+                .iter()
+                .map(|(id, replaced)| {
+                    json!({
+                        "cert_sha256": id.cert_sha256.hex(),
+                        "spki_sha256": id.spki_sha256.hex(),
+                        "replaced": replaced.as_ref().map(format_time),
+                    })
+                })
+                .collect();
+            out.insert(name.clone(), json!(certs));
+        }
+        json!({ "expected_files": out })
+    }
+
+    /// Restores [`TlsDetector::saved_state`]; entries that do not parse, and
+    /// targets no longer configured, are ignored.
+    pub fn restore_state(&mut self, saved: &serde_json::Value) {
+        let Some(targets) = saved.get("expected_files").and_then(|v| v.as_object()) else {
+            return;
+        };
+        for (name, certs) in targets {
+            let Some((_, expected, _)) = self.targets.get_mut(name) else {
+                continue;
+            };
+            for c in certs.as_array().into_iter().flatten().take(MAX_FILE_CERTS) {
+                let hash = |k: &str| {
+                    c.get(k)
+                        .and_then(|v| v.as_str())
+                        .and_then(|t| Sha256::parse_hex(t).ok())
+                };
+                let (Some(cert_sha256), Some(spki_sha256)) =
+                    (hash("cert_sha256"), hash("spki_sha256"))
+                else {
+                    continue;
+                };
+                let replaced = c
+                    .get("replaced")
+                    .and_then(|v| v.as_str())
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                let id = CertIdentity {
+                    cert_sha256,
+                    spki_sha256,
+                };
+                if !expected.files.iter().any(|(known, _)| *known == id) {
+                    expected.files.push((id, replaced));
+                }
+            }
         }
     }
 
@@ -647,6 +721,34 @@ pub(crate) mod tests {
             kinds(&f),
             [("tls_mismatch", true), ("tls_recovered", false)]
         );
+    }
+
+    #[test]
+    fn the_rotation_grace_survives_a_restart() {
+        let far = t0() + Duration::days(90);
+        let (old, new) = (facts(1, far), facts(2, far));
+        let mut d = TlsDetector::new(&[target()], 3);
+        assert!(d.set_files("xmpp", &[old.identity], t0()));
+        assert!(!d.set_files("xmpp", &[old.identity], t0()));
+        assert!(d.set_files("xmpp", &[new.identity], t0() + Duration::hours(1)));
+        let saved = serde_json::to_string(&d.saved_state()).unwrap();
+        // A new agent: it reads the files (the new certificate) and the saved state.
+        let mut again = TlsDetector::new(&[target()], 3);
+        again.restore_state(&serde_json::from_str(&saved).unwrap());
+        again.set_files("xmpp", &[new.identity], t0() + Duration::hours(2));
+        assert!(
+            again
+                .observe(&report(t0() + Duration::hours(3), Ok(old.clone())))
+                .is_empty(),
+            "the old certificate is still inside its grace"
+        );
+        let f = again.observe(&report(t0() + Duration::hours(26), Ok(old)));
+        assert_eq!(kinds(&f), [("tls_mismatch", false)]);
+        // Garbage is ignored.
+        again.restore_state(
+            &json!({"expected_files": {"xmpp": [{"cert_sha256": "zz"}], "gone": []}}),
+        );
+        again.restore_state(&json!("nonsense"));
     }
 
     #[test]

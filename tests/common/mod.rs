@@ -199,7 +199,10 @@ impl Lab {
     /// gets 198.51.100.10 and the gateway routes that address to it.
     pub fn intercept_service(&self) {
         ip(&self.mitm, &format!("addr replace {SVC_IP}/32 dev lo"));
-        ip(&self.gw, &format!("route replace {SVC_IP}/32 via 192.0.2.66"));
+        ip(
+            &self.gw,
+            &format!("route replace {SVC_IP}/32 via 192.0.2.66"),
+        );
     }
 
     /// The path is back to the real service.
