@@ -602,25 +602,24 @@ fn children_cpu_s() -> f64 {
 #[test]
 #[ignore]
 fn bench_tls_round_1000_targets() {
-    use common::tls::{Dialogue, TestCa, TlsServer};
+    use common::tls::{Dialogue, Pki, TlsServer};
     if !have_root() {
         return;
     }
     let lab = Lab::new();
     let dir = lab.dir.path();
-    let ca = TestCa::new("bench CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let cert = ca.issue(&["example.org"], 90);
-    let (cert_file, _) = cert.write(dir, "cert");
-    let _server = TlsServer::start(&lab.host, "127.0.0.1:4443", Dialogue::Direct, &cert);
+    let pki = Pki::new(dir, "bench CA");
+    let ca_file = &pki.ca_file;
+    let _server = TlsServer::start(&lab.host, "127.0.0.1:4443", Dialogue::Direct, &pki.ours);
     let run_round = |concurrency: usize| -> (f64, f64) {
         let mut text = format!("[tls]\nconcurrency = {concurrency}\n");
         for i in 0..1000 {
-            text.push_str(&format!(
-                "[[tls.target]]\nname = \"t{i}\"\naddress = \"127.0.0.1:4443\"\nserver_name = \"example.org\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
-                ca_file.display(),
-                cert_file.display()
+            text.push_str(&pki.target(
+                &format!("t{i}"),
+                "127.0.0.1:4443",
+                "example.org",
+                &pki.ours_file,
+                "",
             ));
         }
         let config = dir.join(format!("round{concurrency}.toml"));
@@ -671,7 +670,7 @@ fn bench_tls_round_1000_targets() {
                 "example.org",
                 "-CAfile",
             ])
-            .arg(&ca_file)
+            .arg(ca_file)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -690,31 +689,25 @@ fn bench_tls_round_1000_targets() {
 #[test]
 #[ignore]
 fn bench_tls_interception_to_webhook() {
-    use common::tls::{Dialogue, TestCa, TlsServer};
+    use common::tls::{Dialogue, TlsServer, service_lab};
     if !have_root() {
         return;
     }
-    let lab = Lab::with_service();
-    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
-    let receiver = Receiver::start(&lab.host);
-    let dir = lab.dir.path();
-    let ca = TestCa::new("bench CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let ours = ca.issue(&["example.org"], 90);
-    let (ours_file, _) = ours.write(dir, "ours");
-    let rogue = ca.issue(&["example.org"], 90);
-    let _service = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &ours);
+    let (lab, receiver, pki) = service_lab("bench CA");
+    let rogue = pki.ca.issue(&["example.org"], 90);
+    let _service = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &pki.ours);
     let _interceptor = TlsServer::start(&lab.mitm, "0.0.0.0:443", Dialogue::Direct, &rogue);
     // The same foreign certificate ten times a minute would be coalesced
     // (alerts_suppressed) after three: allow them all here.
     let config = write_config(&lab, &receiver, "coalesce_burst = 100");
     append_config(
         &config,
-        &format!(
-            "\n[[tls.target]]\nname = \"web\"\naddress = \"198.51.100.10:443\"\nserver_name = \"example.org\"\ninterval = \"2s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
-            ca_file.display(),
-            ours_file.display()
+        &pki.target(
+            "web",
+            "198.51.100.10:443",
+            "example.org",
+            &pki.ours_file,
+            "interval = \"2s\"",
         ),
     );
     let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));

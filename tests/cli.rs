@@ -56,6 +56,18 @@ fn unusable_input_is_exit_2_with_one_line() {
         err.contains(":2:7: url \"ftp://example.net/\" must start with https://"),
         "{err}"
     );
+    // probe without targets, and with a config that is not one.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let (code, out, err) = netsentry(&["probe", "-c", empty.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err.trim(),
+        "netsentry probe: no [[tls.target]] in the configuration: add one (see config/netsentry.toml)"
+    );
+    let (code, _, err) = netsentry(&["probe", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 
 #[test]
@@ -67,7 +79,7 @@ fn the_shipped_config_checks() {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in ["run", "check-config", "status"] {
+    for verb in ["run", "check-config", "status", "probe", "fingerprints"] {
         let (code, out, _) = netsentry(&[verb, "--help"]);
         assert_eq!(code, 0);
         assert!(out.contains("--config"), "{verb}: {out}");

@@ -5,22 +5,14 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tls::{Dialogue, TestCa, TlsServer};
+use common::tls::{Dialogue, TlsServer, service_lab};
 use common::*;
 
 fn probe_exit(lab: &Lab, config: &std::path::Path) -> (i32, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.host, agent_binary(), "probe", "-c"])
-        .arg(config)
-        .output()
-        .expect("run netsentry probe");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, out, _) = netsentry_in(&lab.host, &["probe", "-c", config.to_str().unwrap()]);
+    (code, out)
 }
 
 #[test]
@@ -28,28 +20,23 @@ fn interception_is_reported_and_correlated_with_the_link_flap() {
     if !have_root() {
         return;
     }
-    let lab = Lab::with_service();
-    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
-    let receiver = Receiver::start(&lab.host);
-    let dir = lab.dir.path();
-    let ca = TestCa::new("Shared Public CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let ours = ca.issue(&["example.org", "xmpp.example.org"], 90);
-    let (ours_file, _) = ours.write(dir, "ours");
+    let (lab, receiver, pki) = service_lab("Shared Public CA");
+    let ours = &pki.ours;
     // The interceptor's certificate: same names, same CA, its own key.
-    let rogue = ca.issue(&["example.org", "xmpp.example.org"], 90);
-    let _service = TlsServer::start(lab.svc(), "198.51.100.10:5223", Dialogue::Direct, &ours);
+    let rogue = pki.ca.issue(&["example.org", "xmpp.example.org"], 90);
+    let _service = TlsServer::start(lab.svc(), "198.51.100.10:5223", Dialogue::Direct, ours);
     let _interceptor = TlsServer::start(&lab.mitm, "0.0.0.0:5223", Dialogue::Direct, &rogue);
 
     let config = write_config(&lab, &receiver, "");
     append_config(
         &config,
-        &format!(
-            "\n[[tls.target]]\nname = \"xmpp\"\naddress = \"198.51.100.10:5223\"\nserver_name = \"xmpp.example.org\"\ninterval = \"1s\"\ntimeout = \"1s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n\n[correlation]\nwindow = \"10m\"\n",
-            ca_file.display(),
-            ours_file.display()
-        ),
+        &(pki.target(
+            "xmpp",
+            "198.51.100.10:5223",
+            "xmpp.example.org",
+            &pki.ours_file,
+            "interval = \"1s\"\ntimeout = \"1s\"",
+        ) + "\n[correlation]\nwindow = \"10m\"\n"),
     );
     let (code, out) = probe_exit(&lab, &config);
     assert_eq!(code, 0, "{out}");
@@ -128,20 +115,11 @@ fn interception_is_reported_and_correlated_with_the_link_flap() {
     assert_eq!(recovered["after"], "tls_mismatch");
     let (code, out) = probe_exit(&lab, &config);
     assert_eq!(code, 0, "probe after the interception: {out}");
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.host,
-            agent_binary(),
-            "status",
-            "--json",
-            "-c",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let (_, status, _) = netsentry_in(
+        &lab.host,
+        &["status", "--json", "-c", config.to_str().unwrap()],
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["tls_checks"]["xmpp"]["status"], "OK", "{status}");
     assert_eq!(receiver.count_kind("interception_suspected"), 1);
     assert_eq!(
@@ -160,31 +138,27 @@ fn renewal_within_the_rotation_grace_is_not_an_alarm() {
     if !have_root() {
         return;
     }
-    let lab = Lab::with_service();
-    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
-    let receiver = Receiver::start(&lab.host);
+    let (lab, receiver, pki) = service_lab("Shared Public CA");
     let dir = lab.dir.path();
-    let ca = TestCa::new("Shared Public CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let old = ca.issue(&["example.org"], 90);
-    let new = ca.issue(&["example.org"], 90);
-    let (cert_file, _) = old.write(dir, "cert");
+    let old = pki.ours.clone();
+    let new = pki.ca.issue(&["example.org"], 90);
     let server = TlsServer::start(lab.svc(), "198.51.100.10:443", Dialogue::Direct, &old);
     let config = write_config(&lab, &receiver, "");
     append_config(
         &config,
-        &format!(
-            "\n[[tls.target]]\nname = \"web\"\naddress = \"198.51.100.10:443\"\nserver_name = \"example.org\"\ninterval = \"1s\"\nrotation_grace = \"8s\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n",
-            ca_file.display(),
-            cert_file.display()
+        &pki.target(
+            "web",
+            "198.51.100.10:443",
+            "example.org",
+            &pki.ours_file,
+            "interval = \"1s\"\nrotation_grace = \"8s\"",
         ),
     );
     let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
     std::thread::sleep(Duration::from_millis(1500));
     // Renewal: certbot writes the new certificate; the server is not reloaded.
-    new.write(dir, "cert");
+    new.write(dir, "ours");
     let renewed = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     agent.stop();

@@ -4,63 +4,30 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tls::{Dialogue, Issued, Socks5Proxy, TestCa, TlsServer};
+use common::tls::{Dialogue, Pki, Socks5Proxy, TlsServer};
 use common::*;
 use serde_json::Value;
 
-/// `netsentry ARGS` run inside namespace `ns`.
-fn netsentry_in(ns: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, agent_binary()])
-        .args(args)
-        .output()
-        .expect("run netsentry");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// One `[[tls.target]]` block.
+/// A target of these tests: server name example.org, 2 s timeout.
 fn target(
     name: &str,
     address: &str,
     starttls: &str,
-    ca: &Path,
+    p: &Pki,
     expect: &Path,
     extra: &str,
 ) -> String {
-    format!(
-        "\n[[tls.target]]\nname = \"{name}\"\naddress = \"{address}\"\nserver_name = \"example.org\"\nstarttls = \"{starttls}\"\nca_file = \"{}\"\ntimeout = \"2s\"\nexpect = {{ cert_files = [\"{}\"] }}\n{extra}\n",
-        ca.display(),
-        expect.display()
+    p.target(
+        name,
+        address,
+        "example.org",
+        expect,
+        &format!("starttls = \"{starttls}\"\ntimeout = \"2s\"\n{extra}"),
     )
-}
-
-struct Pki {
-    ca: TestCa,
-    ca_file: PathBuf,
-    ours: Issued,
-    ours_file: PathBuf,
-}
-
-fn pki(dir: &Path) -> Pki {
-    let ca = TestCa::new("netsentry test CA");
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let ours = ca.issue(&["example.org", "xmpp.example.org"], 90);
-    let (ours_file, _) = ours.write(dir, "ours");
-    Pki {
-        ca,
-        ca_file,
-        ours,
-        ours_file,
-    }
 }
 
 fn parse(out: &str) -> Value {
@@ -75,7 +42,7 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
     let lab = Lab::with_service();
     let svc = lab.svc().to_string();
     let dir = lab.dir.path();
-    let p = pki(dir);
+    let p = Pki::new(dir, "netsentry test CA");
     let soon = p.ca.issue(&["example.org"], 5);
     let (soon_file, _) = soon.write(dir, "soon");
     let other = p.ca.issue(&["example.org"], 90);
@@ -88,19 +55,21 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
         TlsServer::start(&svc, "198.51.100.10:8443", Dialogue::Direct, &soon),
         TlsServer::start(&svc, "198.51.100.10:8080", Dialogue::PlainText, &p.ours),
         TlsServer::start(&svc, "198.51.100.10:8444", Dialogue::Silent, &p.ours),
+        TlsServer::start(&svc, "198.51.100.10:2525", Dialogue::EndlessBanner, &p.ours),
     ];
-    let (ca, ours) = (&p.ca_file, &p.ours_file);
+    let ours = &p.ours_file;
     let mut text = String::from("[tls]\nconcurrency = 4\n");
-    text += &target("web", "198.51.100.10:443", "none", ca, ours, "");
-    text += &target("smtp", "198.51.100.10:25", "smtp", ca, ours, "");
-    text += &target("imap", "198.51.100.10:143", "imap", ca, ours, "");
-    text += &target("pop3", "198.51.100.10:110", "pop3", ca, ours, "");
-    text += &target("soon", "198.51.100.10:8443", "none", ca, &soon_file, "");
-    text += &target("wrong", "198.51.100.10:443", "none", ca, &other_file, "");
-    text += &target("plain", "198.51.100.10:8080", "none", ca, ours, "");
-    text += &target("silent", "198.51.100.10:8444", "none", ca, ours, "");
-    text += &target("closed", "198.51.100.10:9", "smtp", ca, ours, "");
-    text += &target("nostarttls", "198.51.100.10:443", "smtp", ca, ours, "");
+    text += &target("web", "198.51.100.10:443", "none", &p, ours, "");
+    text += &target("smtp", "198.51.100.10:25", "smtp", &p, ours, "");
+    text += &target("imap", "198.51.100.10:143", "imap", &p, ours, "");
+    text += &target("pop3", "198.51.100.10:110", "pop3", &p, ours, "");
+    text += &target("soon", "198.51.100.10:8443", "none", &p, &soon_file, "");
+    text += &target("wrong", "198.51.100.10:443", "none", &p, &other_file, "");
+    text += &target("plain", "198.51.100.10:8080", "none", &p, ours, "");
+    text += &target("silent", "198.51.100.10:8444", "none", &p, ours, "");
+    text += &target("closed", "198.51.100.10:9", "smtp", &p, ours, "");
+    text += &target("nostarttls", "198.51.100.10:443", "smtp", &p, ours, "");
+    text += &target("endless", "198.51.100.10:2525", "smtp", &p, ours, "");
     let config = lab.path("probe.toml");
     std::fs::write(&config, text).unwrap();
     let c = config.to_str().unwrap();
@@ -158,6 +127,7 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
             "silent",
             "closed",
             "nostarttls",
+            "endless",
         ],
     );
     assert!(
@@ -184,6 +154,10 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
         "{}",
         error(3)
     );
+    assert_eq!(
+        error(4),
+        "STARTTLS (smtp): the server sent a line longer than 4096 bytes"
+    );
     assert_eq!(v["targets"][0]["status"], "UNKNOWN");
 
     // Unusable input.
@@ -195,7 +169,7 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
 #[test]
 fn fingerprints_of_certificate_files() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pki(dir.path());
+    let p = Pki::new(dir.path(), "netsentry test CA");
     let chain = dir.path().join("fullchain.pem");
     std::fs::write(&chain, format!("{}{}", p.ours.cert_pem, p.ca.pem())).unwrap();
     let (code, out, err) = netsentry(&["fingerprints", "--json", chain.to_str().unwrap()]);
@@ -214,7 +188,7 @@ fn fingerprints_of_certificate_files() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        target("x", "192.0.2.1:443", "none", &p.ca_file, &p.ours_file, ""),
+        target("x", "192.0.2.1:443", "none", &p, &p.ours_file, ""),
     )
     .unwrap();
     let (code, out, _) = netsentry(&["fingerprints", "-c", config.to_str().unwrap()]);
@@ -301,7 +275,7 @@ fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
     let lab = Lab::with_service();
     let svc = lab.svc().to_string();
     let dir = lab.dir.path();
-    let p = pki(dir);
+    let p = Pki::new(dir, "netsentry test CA");
     let (_, key) = p.ours.write(dir, "example.org");
     let _prosody = Prosody::start(&svc, dir, &dir.join("example.org.pem"), &key);
     // The proxy runs on the service side; the TLS server behind it listens on
@@ -309,13 +283,13 @@ fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
     let _proxy = Socks5Proxy::start(&svc, "198.51.100.10", 1080);
     let _hidden = TlsServer::start(&svc, "127.0.0.1:4443", Dialogue::Smtp, &p.ours);
 
-    let (ca, ours) = (&p.ca_file, &p.ours_file);
-    let mut text = target("xmpp", "198.51.100.10:5222", "xmpp", ca, ours, "");
+    let ours = &p.ours_file;
+    let mut text = target("xmpp", "198.51.100.10:5222", "xmpp", &p, ours, "");
     text += &target(
         "xmpp-s2s",
         "198.51.100.10:5269",
         "xmpp-server",
-        ca,
+        &p,
         ours,
         "",
     );
@@ -323,11 +297,11 @@ fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
         "proxied",
         "127.0.0.1:4443",
         "smtp",
-        ca,
+        &p,
         ours,
         "via = \"socks5://198.51.100.10:1080\"",
     );
-    text += &target("direct-loopback", "127.0.0.1:4443", "smtp", ca, ours, "");
+    text += &target("direct-loopback", "127.0.0.1:4443", "smtp", &p, ours, "");
     let config = lab.path("probe.toml");
     std::fs::write(&config, text).unwrap();
     let c = config.to_str().unwrap();

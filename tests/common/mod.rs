@@ -788,10 +788,21 @@ pub fn write_pcapng(path: &Path, interface: &str, frames: &[(Duration, Vec<u8>)]
 
 /// Runs `netsentry` with `args`: (exit code, stdout, stderr).
 pub fn netsentry(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(agent_binary())
-        .args(args)
-        .output()
-        .expect("run netsentry");
+    outcome(Command::new(agent_binary()).args(args))
+}
+
+/// `netsentry ARGS` run inside network namespace `ns`.
+pub fn netsentry_in(ns: &str, args: &[&str]) -> (i32, String, String) {
+    outcome(
+        Command::new("ip")
+            .args(["netns", "exec", ns, agent_binary()])
+            .args(args),
+    )
+}
+
+/// Exit code, stdout and stderr of a command.
+fn outcome(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run netsentry");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use sha2::Digest;
 
-use super::in_netns;
+use super::{GW_IP, GW_MAC, Lab, Receiver, in_netns};
 
 /// A certificate authority for tests, and the certificates it issues.
 pub struct TestCa {
@@ -84,6 +84,58 @@ impl TestCa {
     }
 }
 
+/// A test CA (its file written) and "our" certificate for example.org and
+/// xmpp.example.org (written as `ours.pem` / `ours.key`).
+pub struct Pki {
+    pub ca: TestCa,
+    pub ca_file: PathBuf,
+    pub ours: Issued,
+    pub ours_file: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, ca_name: &str) -> Pki {
+        let ca = TestCa::new(ca_name);
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let ours = ca.issue(&["example.org", "xmpp.example.org"], 90);
+        let (ours_file, _) = ours.write(dir, "ours");
+        Pki {
+            ca,
+            ca_file,
+            ours,
+            ours_file,
+        }
+    }
+
+    /// One `[[tls.target]]` trusting this CA and expecting `expect`;
+    /// `extra` holds more `key = value` lines.
+    pub fn target(
+        &self,
+        name: &str,
+        address: &str,
+        server_name: &str,
+        expect: &Path,
+        extra: &str,
+    ) -> String {
+        format!(
+            "\n[[tls.target]]\nname = \"{name}\"\naddress = \"{address}\"\nserver_name = \"{server_name}\"\nca_file = \"{}\"\nexpect = {{ cert_files = [\"{}\"] }}\n{extra}\n",
+            self.ca_file.display(),
+            expect.display()
+        )
+    }
+}
+
+/// A lab with a service behind the gateway (the host has resolved the
+/// gateway), a receiver on the host, and a [`Pki`] in the lab's directory.
+pub fn service_lab(ca_name: &str) -> (Lab, Receiver, Pki) {
+    let lab = Lab::with_service();
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let receiver = Receiver::start(&lab.host);
+    let pki = Pki::new(lab.dir.path(), ca_name);
+    (lab, receiver, pki)
+}
+
 /// What the server says before TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialogue {
@@ -99,6 +151,8 @@ pub enum Dialogue {
     PlainText,
     /// Accepts and never says anything.
     Silent,
+    /// An SMTP greeting line that never ends.
+    EndlessBanner,
 }
 
 /// A TLS server on `addr` in a namespace, one thread per connection.
@@ -237,6 +291,14 @@ fn serve_one(
             let mut buf = [0u8; 512];
             let _ = reader.get_mut().read(&mut buf)?;
             w.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+        Dialogue::EndlessBanner => {
+            w.write_all(b"220 ")?;
+            let chunk = [b'A'; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                w.write_all(&chunk)?;
+            }
             return Ok(());
         }
         Dialogue::Silent => {
