@@ -20,7 +20,6 @@ use crate::detect::coalesce::Coalescer;
 use crate::detect::correlate::Correlator;
 use crate::detect::lifecycle;
 use crate::detect::net::{NetDetector, NetSettings};
-use crate::detect::tls::{ProbeReport, TlsDetector};
 use crate::kernel::Observation;
 use crate::packet::{PacketWatch, STATION_KINDS};
 use crate::sink::journald::{self, JournaldSink};
@@ -28,9 +27,8 @@ use crate::sink::spool::Spool;
 use crate::sink::webhook::{Outbox, WebhookSink};
 use crate::sink::{console_line, format};
 use crate::source::capture::{self, CaptureEvent};
-use crate::source::certfiles::CertFiles;
 use crate::source::netlink::{self, SourceEvent};
-use crate::source::tls_probe::{TrustStore, probe};
+use crate::tlscheck::{self, TlsWatch};
 
 /// How long queued webhook deliveries may take once a stop was asked for.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -319,18 +317,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("packet capture is off ([arp] enabled = false)");
     }
     // TLS checks: a scheduler task; reports come back on a channel.
-    let mut tls = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);
-    if let Some(text) = baseline::read_state_text(&state_dir, baseline::TLS_FILE) {
-        match serde_json::from_str(&text) {
-            Ok(saved) => tls.restore_state(&saved),
-            Err(e) => tracing::warn!("{}: unreadable ({e}); starting afresh", baseline::TLS_FILE),
-        }
-    }
-    let mut cert_files = CertFiles::default();
-    let mut local_flagged = std::collections::HashSet::new();
-    let mut tls_last: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
-    let mut tls_last_dirty = false;
-    let mut tls_rx = start_tls_checks(&config);
+    let mut tls = TlsWatch::load(&config);
+    let mut tls_rx = tlscheck::start_scheduler(&config);
     let mut tls_on = tls_rx.is_some();
 
     let mut reported_drops = 0u64;
@@ -433,38 +421,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
             report = async { tls_rx.as_mut()?.recv().await }, if tls_on => match report {
                 Some(report) => {
-                    let (findings, changed) = observe_tls(&mut tls, &mut cert_files, &mut local_flagged, &config, &report);
-                    if let Some((rules, expected)) = tls.expected(&report.target) {
-                        let a = crate::detect::tls::assess(rules, expected, &report, report.time);
-                        let row = serde_json::json!({
-                            "time": crate::alert::format_time(&report.time),
-                            "status": a.verdict.as_str(),
-                            "message": a.text,
-                            "peer": report.peer,
-                        });
-                        // Written at once when a target's state changes, else with the periodic save.
-                        let changed_state = tls_last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
-                        tls_last.insert(report.target.clone(), row);
-                        tls_last_dirty = true;
-                        if changed_state {
-                            save_tls_checks(&state_dir, &tls_last);
-                            tls_last_dirty = false;
-                        }
-                    }
+                    let findings = tls.observe(&report);
                     out.emit(findings);
-                    if changed
-                        && let Err(e) = baseline::write_state_text(&state_dir, baseline::TLS_FILE, &tls.saved_state().to_string())
-                    {
-                        tracing::error!("{e}");
-                    }
                 }
                 None => tls_on = false,
             },
             _ = save_tick.tick() => {
                 packets.save(&state_dir);
-                if std::mem::take(&mut tls_last_dirty) {
-                    save_tls_checks(&state_dir, &tls_last);
-                }
+                tls.save();
             }
             _ = refresh_tick.tick(), if refresh_every.is_some() => out.refresh_conditions(Utc::now()),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
@@ -512,6 +476,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("{e}");
     }
     packets.save(&state_dir);
+    tls.save();
     let pending: Vec<_> = webhooks
         .into_iter()
         .map(|w| {
@@ -529,110 +494,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     match failure {
         Some(why) => bail!(why),
         None => Ok(()),
-    }
-}
-
-/// Starts the TLS check scheduler when targets are configured. Each target is
-/// checked every `interval` (the first time right away); a check still running
-/// when the next is due is not doubled; at most `[tls] concurrency` run at once.
-fn start_tls_checks(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
-    let targets = config.tls.targets.clone();
-    if targets.is_empty() {
-        return None;
-    }
-    tracing::info!(
-        "TLS checks: {} targets ({})",
-        targets.len(),
-        targets
-            .iter()
-            .map(|t| format!("{} {} {}", t.name, t.address, t.vantage()))
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
-    let limit = Arc::new(tokio::sync::Semaphore::new(config.tls.concurrency.max(1)));
-    tokio::spawn(async move {
-        let mut trust = TrustStore::default();
-        let start = tokio::time::Instant::now();
-        let mut due: Vec<tokio::time::Instant> = vec![start; targets.len()];
-        let busy: Vec<Arc<std::sync::atomic::AtomicBool>> =
-            targets.iter().map(|_| Arc::default()).collect();
-        loop {
-            let Some(next) = due.iter().min().copied() else {
-                return;
-            };
-            tokio::time::sleep_until(next).await;
-            let now = tokio::time::Instant::now();
-            for (i, target) in targets.iter().enumerate() {
-                if due[i] > now {
-                    continue;
-                }
-                due[i] = (due[i] + target.interval.0).max(now);
-                if busy[i].swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    continue;
-                }
-                let (target, tx, limit, busy) =
-                    (target.clone(), tx.clone(), limit.clone(), busy[i].clone());
-                let roots = trust.get(target.ca_file.as_deref());
-                tokio::spawn(async move {
-                    let report = {
-                        let _permit = limit.acquire_owned().await;
-                        probe(&target, roots).await
-                    };
-                    busy.store(false, std::sync::atomic::Ordering::Release);
-                    let _ = tx.send(report).await;
-                });
-            }
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    Some(rx)
-}
-
-/// One TLS check result through the comparison: the expected files are
-/// re-read first when they changed (renewals). Also says whether the expected
-/// set changed (to be saved).
-fn observe_tls(
-    tls: &mut TlsDetector,
-    files: &mut CertFiles,
-    local_flagged: &mut std::collections::HashSet<String>,
-    config: &Config,
-    report: &ProbeReport,
-) -> (Vec<Finding>, bool) {
-    let Some(target) = config.tls.targets.iter().find(|t| t.name == report.target) else {
-        return (Vec::new(), false);
-    };
-    let (ids, problems) = files.current(&target.expect.cert_files);
-    for p in problems {
-        tracing::warn!(
-            "tls target {}: {p}; the last good certificate stays expected",
-            target.name
-        );
-    }
-    let changed = tls.set_files(&target.name, &ids, report.time);
-    if report.local && local_flagged.insert(target.name.clone()) {
-        tracing::warn!(
-            "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
-            target.name,
-            target.address
-        );
-    }
-    match &report.outcome {
-        Ok(seen) => {
-            tracing::debug!(target = %target.name, cert = %seen.facts.identity.cert_sha256, chain_valid = seen.chain_valid, "TLS check")
-        }
-        Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
-    }
-    (tls.observe(report), changed)
-}
-
-/// What `netsentry status` shows about the TLS checks.
-fn save_tls_checks(state_dir: &Path, last: &std::collections::BTreeMap<String, serde_json::Value>) {
-    let text = serde_json::to_string(last).unwrap_or_default();
-    if let Err(e) = baseline::write_state_text(state_dir, baseline::TLS_CHECKS_FILE, &text) {
-        tracing::debug!("{e}");
     }
 }
 

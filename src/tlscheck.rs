@@ -1,20 +1,191 @@
-//! TLS checks as the agent and the command line run them: a round of probes
+//! TLS checks as the agent and the command line run them: the agent's
+//! scheduler and [`TlsWatch`] (comparison plus state files), a round of probes
 //! with bounded concurrency, `netsentry probe` and `netsentry fingerprints`.
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::alert::format_time;
+use crate::alert::{Finding, format_time};
+use crate::baseline;
 use crate::cert::{CertFacts, read_pem_file};
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::{ExpectedSet, ProbeReport, TargetRules, Verdict, assess};
+use crate::detect::tls::{ExpectedSet, ProbeReport, TargetRules, TlsDetector, Verdict, assess};
 use crate::source::certfiles::CertFiles;
 use crate::source::tls_probe::{TrustStore, probe};
+
+/// Starts the agent's check scheduler when targets are configured. Each target
+/// is checked every `interval` (the first time right away); a check still
+/// running when the next is due is not doubled; at most `[tls] concurrency`
+/// run at once. Reports arrive on the returned channel.
+pub fn start_scheduler(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
+    let targets = config.tls.targets.clone();
+    if targets.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "TLS checks: {} targets ({})",
+        targets.len(),
+        targets
+            .iter()
+            .map(|t| format!("{} {} {}", t.name, t.address, t.vantage()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
+    let limit = Arc::new(Semaphore::new(config.tls.concurrency.max(1)));
+    tokio::spawn(async move {
+        let mut trust = TrustStore::default();
+        let start = tokio::time::Instant::now();
+        let mut due = vec![start; targets.len()];
+        let busy: Vec<Arc<AtomicBool>> = targets.iter().map(|_| Arc::default()).collect();
+        loop {
+            let Some(next) = due.iter().min().copied() else {
+                return;
+            };
+            tokio::time::sleep_until(next).await;
+            let now = tokio::time::Instant::now();
+            for (i, target) in targets.iter().enumerate() {
+                if due[i] > now {
+                    continue;
+                }
+                due[i] = (due[i] + target.interval.0).max(now);
+                if busy[i].swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let (target, tx, limit, busy) =
+                    (target.clone(), tx.clone(), limit.clone(), busy[i].clone());
+                let roots = trust.get(target.ca_file.as_deref());
+                tokio::spawn(async move {
+                    let report = {
+                        let _permit = limit.acquire_owned().await;
+                        probe(&target, roots).await
+                    };
+                    busy.store(false, Ordering::Release);
+                    let _ = tx.send(report).await;
+                });
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Some(rx)
+}
+
+/// The agent's side of the checks: the comparison detector, the expected
+/// files, and the state files (`tls.json`: replaced certificates within their
+/// grace; `tls_checks.json`: the last result per target for `netsentry status`).
+pub struct TlsWatch {
+    state_dir: PathBuf,
+    targets: Vec<TlsTarget>,
+    detector: TlsDetector,
+    files: CertFiles,
+    /// Targets already warned about resolving to this host.
+    local_warned: HashSet<String>,
+    last: BTreeMap<String, Value>,
+    last_dirty: bool,
+}
+
+impl TlsWatch {
+    pub fn load(config: &Config) -> TlsWatch {
+        let state_dir = config.agent.state_dir.clone();
+        let mut detector = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);
+        if let Some(text) = baseline::read_state_text(&state_dir, baseline::TLS_FILE) {
+            match serde_json::from_str(&text) {
+                Ok(saved) => detector.restore_state(&saved),
+                Err(e) => {
+                    tracing::warn!("{}: unreadable ({e}); starting afresh", baseline::TLS_FILE)
+                }
+            }
+        }
+        TlsWatch {
+            state_dir,
+            targets: config.tls.targets.clone(),
+            detector,
+            files: CertFiles::default(),
+            local_warned: HashSet::new(),
+            last: BTreeMap::new(),
+            last_dirty: false,
+        }
+    }
+
+    /// One check result through the comparison. The expected files are
+    /// re-read first when they changed (renewals).
+    pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
+        let Some(target) = self.targets.iter().find(|t| t.name == report.target) else {
+            return Vec::new();
+        };
+        let (ids, problems) = self.files.current(&target.expect.cert_files);
+        for p in problems {
+            tracing::warn!(
+                "tls target {}: {p}; the last good certificate stays expected",
+                target.name
+            );
+        }
+        if self.detector.set_files(&target.name, &ids, report.time) {
+            let text = self.detector.saved_state().to_string();
+            if let Err(e) = baseline::write_state_text(&self.state_dir, baseline::TLS_FILE, &text) {
+                tracing::error!("{e}");
+            }
+        }
+        if report.local && self.local_warned.insert(target.name.clone()) {
+            tracing::warn!(
+                "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
+                target.name,
+                target.address
+            );
+        }
+        match &report.outcome {
+            Ok(seen) => {
+                tracing::debug!(target = %target.name, cert = %seen.facts.identity.cert_sha256, chain_valid = seen.chain_valid, "TLS check")
+            }
+            Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
+        }
+        self.remember(report);
+        self.detector.observe(report)
+    }
+
+    /// Keeps the last result for `netsentry status`: written at once when a
+    /// target's state changes, else with the periodic [`TlsWatch::save`].
+    fn remember(&mut self, report: &ProbeReport) {
+        let Some((rules, expected)) = self.detector.expected(&report.target) else {
+            return;
+        };
+        let a = assess(rules, expected, report, report.time);
+        let row = json!({
+            "time": format_time(&report.time),
+            "status": a.verdict.as_str(),
+            "message": a.text,
+            "peer": report.peer,
+        });
+        let changed = self.last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
+        self.last.insert(report.target.clone(), row);
+        self.last_dirty = true;
+        if changed {
+            self.save();
+        }
+    }
+
+    /// Writes the last results if they changed since the last write.
+    pub fn save(&mut self) {
+        if !std::mem::take(&mut self.last_dirty) {
+            return;
+        }
+        let text = serde_json::to_string(&self.last).unwrap_or_default();
+        if let Err(e) =
+            baseline::write_state_text(&self.state_dir, baseline::TLS_CHECKS_FILE, &text)
+        {
+            tracing::debug!("{e}");
+        }
+    }
+}
 
 /// Checks each target once, at most `concurrency` at a time; reports come
 /// back in the order of `targets`.
