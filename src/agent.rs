@@ -23,6 +23,8 @@ use crate::detect::net::{NetDetector, NetSettings};
 use crate::kernel::Observation;
 use crate::packet::{PacketWatch, STATION_KINDS};
 use crate::sink::journald::{self, JournaldSink};
+use crate::sink::metrics::{self, GatewayInfo, Metrics};
+use crate::sink::notify::Notifier;
 use crate::sink::spool::Spool;
 use crate::sink::webhook::{Outbox, WebhookSink};
 use crate::sink::{console_line, format};
@@ -86,6 +88,7 @@ struct Outputs {
     conditions: HashMap<String, Arc<Alert>>,
     /// Sees every alert sent; may add an `interception_suspected`.
     correlator: Correlator,
+    metrics: Metrics,
 }
 
 impl Outputs {
@@ -122,6 +125,7 @@ impl Outputs {
                 if let Some(suspicion) = self.correlator.observe(&alert) {
                     queue.push_back(suspicion);
                 }
+                self.metrics.count(&alert);
                 records.push(alert.clone());
                 alerts.push(alert);
             }
@@ -231,43 +235,221 @@ fn open_journal(mode: JournaldMode) -> Option<JournaldSink> {
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let host = config.host_id();
-    let state_dir = config.agent.state_dir.clone();
-    prepare_state_dir(&state_dir)?;
-    let outbox = if config.webhooks.is_empty() {
-        None
-    } else {
-        let (spool, recovery) =
-            Spool::open(&state_dir.join("spool"), config.agent.max_spool_bytes)?;
-        if recovery.torn_bytes > 0 {
-            tracing::warn!(
-                "spool: a half-written entry ({} bytes) from a crash was cut off",
-                recovery.torn_bytes
-            );
-        }
-        if recovery.records > 0 {
-            tracing::info!(
-                "spool: {} alerts on disk from before; undelivered ones go out now",
-                recovery.records
-            );
-        }
-        Some(Outbox::new(spool))
-    };
-    let mut webhooks = Vec::new();
-    for hook in &config.webhooks {
-        let key = hook.secret_file.as_deref().map(read_secret).transpose()?;
+/// Opens the spool under `state_dir` (recovering from a crash) as the outbox.
+fn open_outbox(state_dir: &Path, max_bytes: u64) -> anyhow::Result<Arc<Outbox>> {
+    let (spool, recovery) = Spool::open(&state_dir.join("spool"), max_bytes)?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            "spool: a half-written entry ({} bytes) from a crash was cut off",
+            recovery.torn_bytes
+        );
+    }
+    if recovery.records > 0 {
+        tracing::info!(
+            "spool: {} alerts on disk from before; undelivered ones go out now",
+            recovery.records
+        );
+    }
+    Ok(Outbox::new(spool))
+}
+
+/// Reads every receiver's secret (so that a bad one fails before anything changes).
+fn read_secrets(config: &Config) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    config
+        .webhooks
+        .iter()
+        .map(|hook| hook.secret_file.as_deref().map(read_secret).transpose())
+        .collect()
+}
+
+/// Starts one delivery task per receiver, reading from `outbox`.
+fn start_webhooks(
+    config: &Config,
+    secrets: Vec<Option<Vec<u8>>>,
+    outbox: &Arc<Outbox>,
+) -> anyhow::Result<Vec<WebhookSink>> {
+    let mut sinks = Vec::new();
+    for (hook, key) in config.webhooks.iter().zip(secrets) {
         if hook.url.is_cleartext_remote() {
             tracing::warn!(
                 "webhook {} is plain http to another host: alerts can be read and altered on the way",
                 hook.url.0
             );
         }
-        if let Some(outbox) = &outbox {
-            webhooks.push(WebhookSink::start(hook.clone(), key, outbox.clone())?);
+        sinks.push(WebhookSink::start(hook.clone(), key, outbox.clone())?);
+    }
+    Ok(sinks)
+}
+
+/// Stops delivery tasks, giving each `grace` to finish what it is sending.
+async fn stop_webhooks(sinks: Vec<WebhookSink>, grace: Duration) {
+    let pending: Vec<_> = sinks
+        .into_iter()
+        .map(|w| {
+            tokio::spawn(async move {
+                let url = w.url.clone();
+                if !w.finish(grace).await {
+                    tracing::info!(receiver = %url, "stopped with alerts still undelivered (they wait in the spool)");
+                }
+            })
+        })
+        .collect();
+    for p in pending {
+        let _ = p.await;
+    }
+}
+
+fn net_settings(config: &Config) -> NetSettings {
+    NetSettings {
+        interfaces: config
+            .agent
+            .interfaces
+            .iter()
+            .map(|i| i.0.clone())
+            .collect(),
+        ignore_links: config.agent.ignore_links.clone(),
+    }
+}
+
+fn new_coalescer(config: &Config) -> Coalescer {
+    Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
+        .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind)
+}
+
+/// A timer that ticks every `every` (first tick after one period); `None`: never.
+fn timer(every: Option<Duration>) -> tokio::time::Interval {
+    let period = every
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(3600));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// Alertmanager receivers get the conditions that hold re-sent at half their
+/// resolve_after, so that Alertmanager does not resolve them on its own.
+fn refresh_every(config: &Config) -> Option<Duration> {
+    config
+        .webhooks
+        .iter()
+        .filter(|w| w.format == crate::config::WebhookFormat::Alertmanager)
+        .map(|w| w.resolve_after.0 / 2)
+        .min()
+        .filter(|d| !d.is_zero())
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// Where the configuration came from, for SIGHUP: a file, or the built-in
+/// defaults (then a reload reads the default file if it appeared).
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    File(std::path::PathBuf),
+    Defaults,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<Config, crate::config::ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Defaults => {
+                let p = Path::new(crate::config::DEFAULT_PATH);
+                if p.exists() {
+                    Config::load(p)
+                } else {
+                    Ok(Config::default())
+                }
+            }
         }
     }
+
+    fn name(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Defaults => crate::config::DEFAULT_PATH.to_string(),
+        }
+    }
+}
+
+/// Settings that only take effect at a restart (threads and files opened at start).
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |differs: bool, key: &'static str| {
+        if differs {
+            keys.push(key);
+        }
+    };
+    check(
+        old.agent.state_dir != new.agent.state_dir,
+        "agent.state_dir",
+    );
+    check(
+        old.agent.netlink_receive_buffer != new.agent.netlink_receive_buffer,
+        "agent.netlink_receive_buffer",
+    );
+    check(
+        old.agent.reconcile_interval != new.agent.reconcile_interval,
+        "agent.reconcile_interval",
+    );
+    check(
+        old.agent.max_spool_bytes != new.agent.max_spool_bytes,
+        "agent.max_spool_bytes",
+    );
+    check(old.arp.enabled != new.arp.enabled, "arp.enabled");
+    check(
+        old.arp.receive_buffer != new.arp.receive_buffer,
+        "arp.receive_buffer",
+    );
+    check(old.log != new.log, "log");
+    check(old.metrics.listen != new.metrics.listen, "metrics.listen");
+    keys
+}
+
+/// The sections that differ.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.agent != new.agent {
+        out.push("agent");
+    }
+    if old.log != new.log {
+        out.push("log");
+    }
+    if old.webhooks != new.webhooks {
+        out.push("webhook");
+    }
+    if old.arp != new.arp {
+        out.push("arp");
+    }
+    if old.tls != new.tls {
+        out.push("tls");
+    }
+    if old.correlation != new.correlation {
+        out.push("correlation");
+    }
+    if old.metrics != new.metrics {
+        out.push("metrics");
+    }
+    out
+}
+
+/// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration
+/// from `source`: a valid one takes effect (baseline, spool and stations are
+/// kept), an invalid one is reported (`config_rejected`) and the running one stays.
+pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
+    let state_dir = config.agent.state_dir.clone();
+    prepare_state_dir(&state_dir)?;
+    let mut outbox = if config.webhooks.is_empty() {
+        None
+    } else {
+        Some(open_outbox(&state_dir, config.agent.max_spool_bytes)?)
+    };
+    let mut webhooks = match &outbox {
+        Some(o) => start_webhooks(&config, read_secrets(&config)?, o)?,
+        None => Vec::new(),
+    };
     let (stored, baseline_problem) = match baseline::load(&state_dir) {
         Ok(b) => (b, None),
         Err(e) => {
@@ -277,24 +459,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let baseline_loaded = stored.is_some();
     let mut out = Outputs {
-        host,
+        host: config.host_id(),
         journal: open_journal(config.log.journald),
-        outbox,
+        outbox: outbox.clone(),
         conditions: HashMap::new(),
         correlator: Correlator::new(config.correlation.window.0),
-        coalescer: Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
-            .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind),
+        coalescer: new_coalescer(&config),
+        metrics: Metrics {
+            start_time: Utc::now().timestamp(),
+            ..Default::default()
+        },
     };
-    let settings = NetSettings {
-        interfaces: config
-            .agent
-            .interfaces
-            .iter()
-            .map(|i| i.0.clone())
-            .collect(),
-        ignore_links: config.agent.ignore_links.clone(),
-    };
-    let mut detector = NetDetector::new(settings, stored);
+    let mut detector = NetDetector::new(net_settings(&config), stored);
 
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(1024);
     let reconcile = config.agent.reconcile_interval.0;
@@ -318,38 +494,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // TLS checks: a scheduler task; reports come back on a channel.
     let mut tls = TlsWatch::load(&config);
-    let mut tls_rx = tlscheck::start_scheduler(&config);
-    let mut tls_on = tls_rx.is_some();
+    let mut tls_checks = tlscheck::start_scheduler(&config);
+
+    // Metrics: a textfile and/or an HTTP endpoint, when configured.
+    let metrics_page = Arc::new(std::sync::Mutex::new(String::new()));
+    if !config.metrics.listen.is_empty() {
+        metrics::serve(&config.metrics.listen, metrics_page.clone()).await?;
+    }
 
     let mut reported_drops = 0u64;
-    let mut save_tick = tokio::time::interval(STATE_SAVE_EVERY);
-    save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    // Alertmanager receivers get the conditions that hold re-sent at half their
-    // resolve_after, so that Alertmanager does not resolve them on its own.
-    let refresh_every = config
-        .webhooks
-        .iter()
-        .filter(|w| w.format == crate::config::WebhookFormat::Alertmanager)
-        .map(|w| w.resolve_after.0 / 2)
-        .min()
-        .filter(|d| !d.is_zero());
-    let mut refresh_tick =
-        tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600)));
-    refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh_tick.tick().await;
-
+    let mut save_tick = timer(Some(STATE_SAVE_EVERY));
+    let mut refresh_tick = timer(refresh_every(&config));
+    let mut heartbeat = timer(nonzero(config.agent.heartbeat_interval.0));
+    let mut metrics_tick = timer(Some(config.metrics.interval.0));
+    let mut watchdog = timer(notifier.watchdog_every());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let heartbeat_every = config.agent.heartbeat_interval.0;
-    let mut heartbeat = tokio::time::interval(if heartbeat_every.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        heartbeat_every
-    });
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
     let started = tokio::time::Instant::now();
     let mut failure = None;
     let mut reported_counters = detector.counters().clone();
@@ -382,6 +543,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         let watching = detector.watched_interfaces();
                         tracing::info!("baseline ready ({}); watching {}", if baseline_loaded { "loaded" } else { "new" }, watching.join(", "));
                         out.emit(vec![lifecycle::agent_started(Utc::now(), baseline_loaded, &watching, baseline_problem.as_deref())]);
+                        notifier.notify(&format!("READY=1\nSTATUS=watching {}", watching.join(", ")));
+                        if config.metrics.enabled() {
+                            out.metrics.gateways = gateway_info(&detector);
+                            publish_metrics(&config, &out.metrics, &metrics_page);
+                        }
                     }
                     out.emit(findings);
                 }
@@ -411,6 +577,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         tracing::warn!("packet capture: the kernel dropped {} frames (of {seen} so far): the agent could not keep up", drops - reported_drops);
                         reported_drops = drops;
                     }
+                    out.metrics.capture_packets = seen;
+                    out.metrics.capture_drops = drops;
                     write_capture_stats(&state_dir, seen, drops, &packets);
                 }
                 Some(CaptureEvent::Failed(why)) => {
@@ -419,23 +587,106 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 None => capture_on = false,
             },
-            report = async { tls_rx.as_mut()?.recv().await }, if tls_on => match report {
+            report = async { tls_checks.as_mut()?.reports.recv().await }, if tls_checks.is_some() => match report {
                 Some(report) => {
                     let findings = tls.observe(&report);
                     out.emit(findings);
                 }
-                None => tls_on = false,
+                None => tls_checks = None,
             },
             _ = save_tick.tick() => {
                 packets.save(&state_dir);
                 tls.save();
             }
-            _ = refresh_tick.tick(), if refresh_every.is_some() => out.refresh_conditions(Utc::now()),
+            _ = metrics_tick.tick(), if config.metrics.enabled() => {
+                out.metrics.gateways = gateway_info(&detector);
+                out.metrics.tls = tls.metrics();
+                out.metrics.spool_pending = crate::status::receivers(&config).into_iter().map(|r| (r.url, r.pending)).collect();
+                publish_metrics(&config, &out.metrics, &metrics_page);
+            }
+            _ = watchdog.tick(), if notifier.watchdog_every().is_some() => notifier.notify("WATCHDOG=1"),
+            _ = refresh_tick.tick(), if refresh_every(&config).is_some() => out.refresh_conditions(Utc::now()),
             _ = sigterm.recv() => break "SIGTERM".to_string(),
             _ = sigint.recv() => break "SIGINT".to_string(),
-            _ = sighup.recv() => tracing::info!("SIGHUP: configuration reload is not supported yet; carrying on"),
-            _ = heartbeat.tick(), if !heartbeat_every.is_zero() => {
-                out.emit(vec![lifecycle::agent_heartbeat(Utc::now(), started.elapsed().as_secs(), heartbeat_every.as_secs())]);
+            _ = sighup.recv() => {
+                notifier.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                let file = source.name();
+                match source.load() {
+                    Err(e) => {
+                        tracing::error!("SIGHUP: {e}; the running configuration stays");
+                        out.emit(vec![lifecycle::config_rejected(Utc::now(), &file, &e.to_string())]);
+                    }
+                    Ok(new) => {
+                        // Everything that can fail is done before anything changes.
+                        let prepared = read_secrets(&new).and_then(|secrets| {
+                            let outbox = match (&outbox, new.webhooks.is_empty()) {
+                                (Some(o), _) => Some(o.clone()),
+                                (None, true) => None,
+                                (None, false) => Some(open_outbox(&state_dir, config.agent.max_spool_bytes)?),
+                            };
+                            Ok((secrets, outbox))
+                        });
+                        match prepared {
+                            Err(e) => {
+                                tracing::error!("SIGHUP: {e:#}; the running configuration stays");
+                                out.emit(vec![lifecycle::config_rejected(Utc::now(), &file, &format!("{e:#}"))]);
+                            }
+                            Ok((secrets, new_outbox)) => {
+                                let changed = changed_sections(&config, &new);
+                                let restart = needs_restart(&config, &new);
+                                if new.webhooks != config.webhooks {
+                                    stop_webhooks(std::mem::take(&mut webhooks), Duration::from_millis(500)).await;
+                                    outbox = new_outbox;
+                                    out.outbox = outbox.clone();
+                                    if let Some(o) = &outbox {
+                                        match start_webhooks(&new, secrets, o) {
+                                            Ok(w) => webhooks = w,
+                                            Err(e) => tracing::error!("{e:#}"),
+                                        }
+                                    }
+                                    refresh_tick = timer(refresh_every(&new));
+                                }
+                                if new.agent.coalesce_burst != config.agent.coalesce_burst
+                                    || new.agent.coalesce_window != config.agent.coalesce_window
+                                    || new.arp.alerts_per_kind != config.arp.alerts_per_kind
+                                {
+                                    let summaries = out.coalescer.close_all(Utc::now());
+                                    out.emit(summaries);
+                                    out.coalescer = new_coalescer(&new);
+                                }
+                                out.host = new.host_id();
+                                out.correlator.set_window(new.correlation.window.0);
+                                detector.set_settings(net_settings(&new));
+                                if new.arp != config.arp || new.agent.interfaces != config.agent.interfaces {
+                                    packets.save(&state_dir);
+                                    packets = PacketWatch::load(&new);
+                                    packets.sync(&detector);
+                                }
+                                if new.tls != config.tls {
+                                    tls.save();
+                                    tls = TlsWatch::load(&new);
+                                    tls_checks = tlscheck::start_scheduler(&new);
+                                }
+                                if new.agent.heartbeat_interval != config.agent.heartbeat_interval {
+                                    heartbeat = timer(nonzero(new.agent.heartbeat_interval.0));
+                                }
+                                if new.metrics.interval != config.metrics.interval {
+                                    metrics_tick = timer(Some(new.metrics.interval.0));
+                                }
+                                for key in &restart {
+                                    tracing::warn!("SIGHUP: {key} changed; it takes effect at the next restart");
+                                }
+                                tracing::info!("SIGHUP: configuration {file} reloaded (changed: {})", if changed.is_empty() { "nothing".to_string() } else { changed.join(", ") });
+                                out.emit(vec![lifecycle::config_reloaded(Utc::now(), &file, &changed, &restart)]);
+                                config = new;
+                            }
+                        }
+                    }
+                }
+                notifier.notify("READY=1");
+            }
+            _ = heartbeat.tick(), if !config.agent.heartbeat_interval.0.is_zero() => {
+                out.emit(vec![lifecycle::agent_heartbeat(Utc::now(), started.elapsed().as_secs(), config.agent.heartbeat_interval.0.as_secs())]);
             }
             _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => {
                 let summaries = out.coalescer.flush(Utc::now());
@@ -467,6 +718,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     tracing::info!("stopping: {reason}");
+    notifier.notify(&format!("STOPPING=1\nSTATUS=stopping ({reason})"));
     let mut last = out.coalescer.close_all(Utc::now());
     last.push(lifecycle::agent_stopping(Utc::now(), &reason));
     out.emit(last);
@@ -477,23 +729,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     packets.save(&state_dir);
     tls.save();
-    let pending: Vec<_> = webhooks
-        .into_iter()
-        .map(|w| {
-            tokio::spawn(async move {
-                let url = w.url.clone();
-                if !w.finish(STOP_GRACE).await {
-                    tracing::warn!(receiver = %url, "stopped with alerts still undelivered");
-                }
-            })
-        })
-        .collect();
-    for p in pending {
-        let _ = p.await;
-    }
+    stop_webhooks(webhooks, STOP_GRACE).await;
     match failure {
         Some(why) => bail!(why),
         None => Ok(()),
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds (for sd_notify's RELOADING=1).
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// The gateways and their MACs as the baseline holds them.
+fn gateway_info(detector: &NetDetector) -> Vec<GatewayInfo> {
+    detector
+        .baseline()
+        .gateways
+        .iter()
+        .map(|g| GatewayInfo {
+            interface: g.interface.clone(),
+            family: g.family.as_str().to_string(),
+            ip: g.ip.to_string(),
+            mac: g.mac.to_string(),
+        })
+        .collect()
+}
+
+/// Renders the metrics to the textfile and the HTTP page.
+fn publish_metrics(config: &Config, metrics: &Metrics, page: &std::sync::Mutex<String>) {
+    let text = metrics.render();
+    if !config.metrics.textfile.as_os_str().is_empty()
+        && let Err(e) = metrics::write_textfile(&config.metrics.textfile, &text)
+    {
+        tracing::warn!(
+            "cannot write the metrics textfile {}: {e}",
+            config.metrics.textfile.display()
+        );
+    }
+    if let Ok(mut p) = page.lock() {
+        *p = text;
     }
 }
 

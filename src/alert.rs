@@ -90,6 +90,8 @@ kinds! {
     TlsRecovered => "tls_recovered", Info;
     TlsExpiring => "tls_expiring", Warning;
     InterceptionSuspected => "interception_suspected", Critical;
+    ConfigReloaded => "config_reloaded", Info;
+    ConfigRejected => "config_rejected", Warning;
 }
 
 /// What a detector found: an alert before it gets an id and a host name.

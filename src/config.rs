@@ -32,6 +32,36 @@ pub struct Config {
     pub arp: ArpConfig,
     pub tls: TlsConfig,
     pub correlation: CorrelationConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics: a node_exporter textfile and/or an HTTP endpoint (both off by default).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A `.prom` file for node_exporter's textfile collector; empty: none.
+    pub textfile: PathBuf,
+    /// `host:port` for an HTTP `/metrics` endpoint; empty: none (no listening socket).
+    pub listen: String,
+    /// How often the metrics are refreshed.
+    pub interval: Interval,
+}
+
+impl MetricsConfig {
+    /// True when metrics go anywhere.
+    pub fn enabled(&self) -> bool {
+        !self.textfile.as_os_str().is_empty() || !self.listen.is_empty()
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            textfile: PathBuf::new(),
+            listen: String::new(),
+            interval: Interval(Duration::from_secs(15)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -484,6 +514,43 @@ impl Config {
                     message: format!("webhook {}: timeout must be greater than zero", hook.url.0),
                 });
             }
+        }
+        if !config.metrics.listen.is_empty()
+            && config
+                .metrics
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("listen"),
+                message: format!(
+                    "[metrics] listen {:?} is not an address: write ip:port, e.g. \"127.0.0.1:9469\"",
+                    config.metrics.listen
+                ),
+            });
+        }
+        if config.metrics.interval.0 < Duration::from_secs(1) {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("interval"),
+                message: "[metrics] interval must be at least \"1s\"".into(),
+            });
+        }
+        if !config.metrics.textfile.as_os_str().is_empty()
+            && config
+                .metrics
+                .textfile
+                .extension()
+                .is_none_or(|e| e != "prom")
+        {
+            return Err(ConfigError {
+                file: file.to_string(),
+                position: position_of("textfile"),
+                message: "[metrics] textfile must end in .prom (node_exporter reads only those)"
+                    .into(),
+            });
         }
         check_tls(&config, text).map_err(|(position, message)| ConfigError {
             file: file.to_string(),

@@ -3,14 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use netsentry::agent::ConfigSource;
 use netsentry::config::{self, Config};
 
 #[derive(Parser)]
 #[command(
     name = "netsentry",
     version,
-    about = "Host-level network integrity agent: gateway, routes, links, and who answers for them"
+    about = "Host-level network integrity agent: gateway, routes, links, and who answers for them",
+    long_about = "Host-level network integrity agent. Watches the default gateway's MAC, the default routes and the links through netlink, ARP and IPv6 neighbour discovery on the wire, and the TLS certificates of your services from the outside; reports to webhooks (and Alertmanager), journald and metrics.\n\nConfiguration: /etc/netsentry/netsentry.toml. State: /var/lib/netsentry."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,6 +66,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man page (netsentry.8) and shell completions into DIR (for packaging)
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory
+        dir: PathBuf,
+    },
     /// Show default routes, gateway neighbour entries, watched links and the stored baseline
     Status {
         /// Configuration file [default: /etc/netsentry/netsentry.toml]
@@ -96,9 +104,38 @@ fn load(explicit: Option<&Path>) -> Result<(Config, String), config::ConfigError
     }
 }
 
+/// The man page and bash/zsh/fish completions, generated from this CLI.
+fn generate_assets(dir: &Path) -> std::io::Result<()> {
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .render(&mut page)?;
+    std::fs::write(dir.join("netsentry.8"), page)?;
+    for (shell, file) in [
+        (Shell::Bash, "netsentry.bash"),
+        (Shell::Zsh, "_netsentry"),
+        (Shell::Fish, "netsentry.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "netsentry", &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netsentry generate-assets: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::CheckConfig { config } => match load(config.as_deref()) {
             Ok((c, source)) => {
                 println!("# {source}: OK\n{}", c.to_toml());
@@ -240,7 +277,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(netsentry::agent::run(c)) {
+            let reload_from = match config {
+                Some(path) => ConfigSource::File(path),
+                None if Path::new(config::DEFAULT_PATH).exists() => {
+                    ConfigSource::File(config::DEFAULT_PATH.into())
+                }
+                None => ConfigSource::Defaults,
+            };
+            match runtime.block_on(netsentry::agent::run(c, reload_from)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

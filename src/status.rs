@@ -61,7 +61,8 @@ pub struct ReceiverRow {
     pub last_error_at: Option<String>,
 }
 
-fn receivers(config: &Config) -> Vec<ReceiverRow> {
+/// Each receiver's backlog and last outcome, from the spool directory.
+pub fn receivers(config: &Config) -> Vec<ReceiverRow> {
     let dir = config.agent.state_dir.join("spool");
     config
         .webhooks

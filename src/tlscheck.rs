@@ -16,7 +16,10 @@ use crate::alert::{Finding, format_time};
 use crate::baseline;
 use crate::cert::{CertFacts, read_pem_file};
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::{ExpectedSet, ProbeReport, TargetRules, TlsDetector, Verdict, assess};
+use crate::detect::tls::{
+    ExpectedSet, Match, ProbeReport, TargetRules, TlsDetector, Verdict, assess,
+};
+use crate::sink::metrics::TlsInfo;
 use crate::source::certfiles::CertFiles;
 use crate::source::tls_probe::{TrustStore, probe};
 
@@ -24,7 +27,7 @@ use crate::source::tls_probe::{TrustStore, probe};
 /// is checked every `interval` (the first time right away); a check still
 /// running when the next is due is not doubled; at most `[tls] concurrency`
 /// run at once. Reports arrive on the returned channel.
-pub fn start_scheduler(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
+pub fn start_scheduler(config: &Config) -> Option<TlsChecks> {
     let targets = config.tls.targets.clone();
     if targets.is_empty() {
         return None;
@@ -40,7 +43,7 @@ pub fn start_scheduler(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
     );
     let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
     let limit = Arc::new(Semaphore::new(config.tls.concurrency.max(1)));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut trust = TrustStore::default();
         let start = tokio::time::Instant::now();
         let mut due = vec![start; targets.len()];
@@ -76,7 +79,20 @@ pub fn start_scheduler(config: &Config) -> Option<mpsc::Receiver<ProbeReport>> {
             }
         }
     });
-    Some(rx)
+    Some(TlsChecks { reports: rx, task })
+}
+
+/// The running scheduler: its reports, and its task (stopped on drop, e.g.
+/// when a reload replaces the targets; checks in flight finish on their own).
+pub struct TlsChecks {
+    pub reports: mpsc::Receiver<ProbeReport>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsChecks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The agent's side of the checks: the comparison detector, the expected
@@ -91,6 +107,7 @@ pub struct TlsWatch {
     local_warned: HashSet<String>,
     last: BTreeMap<String, Value>,
     last_dirty: bool,
+    metrics: BTreeMap<String, TlsInfo>,
 }
 
 impl TlsWatch {
@@ -113,6 +130,7 @@ impl TlsWatch {
             local_warned: HashSet::new(),
             last: BTreeMap::new(),
             last_dirty: false,
+            metrics: BTreeMap::new(),
         }
     }
 
@@ -159,6 +177,19 @@ impl TlsWatch {
             return;
         };
         let a = assess(rules, expected, report, report.time);
+        let seen = report.outcome.as_ref().ok();
+        self.metrics.insert(
+            report.target.clone(),
+            TlsInfo {
+                target: report.target.clone(),
+                up: seen.is_some(),
+                ours: a
+                    .matched
+                    .map(|m| matches!(m, Match::Current | Match::Replaced(_))),
+                not_after: seen.map(|s| s.facts.not_after.timestamp()),
+                checked: report.time.timestamp(),
+            },
+        );
         let row = json!({
             "time": format_time(&report.time),
             "status": a.verdict.as_str(),
@@ -171,6 +202,11 @@ impl TlsWatch {
         if changed {
             self.save();
         }
+    }
+
+    /// The last check of each target, for the metrics.
+    pub fn metrics(&self) -> Vec<TlsInfo> {
+        self.metrics.values().cloned().collect()
     }
 
     /// Writes the last results if they changed since the last write.

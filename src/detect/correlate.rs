@@ -59,6 +59,11 @@ impl Correlator {
         }
     }
 
+    /// A new window (configuration reload); what is remembered stays.
+    pub fn set_window(&mut self, window: std::time::Duration) {
+        self.window = Duration::from_std(window).unwrap_or(Duration::days(365));
+    }
+
     pub fn observe(&mut self, alert: &Alert) -> Option<Finding> {
         let evidence = |a: &Alert| Evidence {
             id: a.id.clone(),

@@ -1,4 +1,4 @@
-//! The agent's own events: started, stopping, heartbeat.
+//! The agent's own events: started, stopping, heartbeat, configuration reloads.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -62,5 +62,44 @@ pub fn spool_overflow(now: DateTime<Utc>, count: u64) -> Finding {
         now,
         format!("{count} undelivered alerts were dropped: the spool reached max_spool_bytes"),
         json!({"kind": "spool", "count": count, "window_s": 0, "reason": "max_spool_bytes"}),
+    )
+}
+
+/// SIGHUP: the new configuration is in effect. `changed`: the sections that
+/// differ; `needs_restart`: keys that changed but only take effect at a restart.
+pub fn config_reloaded(
+    now: DateTime<Utc>,
+    file: &str,
+    changed: &[&str],
+    needs_restart: &[&str],
+) -> Finding {
+    let what = if changed.is_empty() {
+        "nothing changed".to_string()
+    } else {
+        format!("changed: {}", changed.join(", "))
+    };
+    let restart = if needs_restart.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} only take effect at a restart",
+            needs_restart.join(", ")
+        )
+    };
+    Finding::new(
+        Kind::ConfigReloaded,
+        now,
+        format!("configuration {file} reloaded ({what}{restart})"),
+        json!({"file": file, "changed": changed, "needs_restart": needs_restart}),
+    )
+}
+
+/// SIGHUP: the new configuration is unusable; the running one stays.
+pub fn config_rejected(now: DateTime<Utc>, file: &str, error: &str) -> Finding {
+    Finding::new(
+        Kind::ConfigRejected,
+        now,
+        format!("configuration reload rejected, the running configuration stays: {error}"),
+        json!({"file": file, "error": error}),
     )
 }

@@ -51,6 +51,12 @@ pub struct NetDetector {
 }
 
 impl NetDetector {
+    /// New settings (configuration reload); they apply from the next
+    /// observation on, the baseline stays.
+    pub fn set_settings(&mut self, settings: NetSettings) {
+        self.settings = settings;
+    }
+
     pub fn new(settings: NetSettings, stored: Option<Baseline>) -> NetDetector {
         NetDetector {
             settings,

@@ -2,6 +2,8 @@
 
 pub mod format;
 pub mod journald;
+pub mod metrics;
+pub mod notify;
 pub mod spool;
 pub mod webhook;
 

@@ -1,0 +1,375 @@
+//! Prometheus metrics in the text exposition format, for node_exporter's
+//! textfile collector (written atomically) and an optional `/metrics` endpoint.
+//! The agent feeds [`Metrics`]; [`Metrics::render`] is pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::alert::{Alert, Kind, Severity};
+
+/// A gateway as the agent knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayInfo {
+    pub interface: String,
+    pub family: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+/// The last check of a TLS target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsInfo {
+    pub target: String,
+    /// The check completed (a certificate was received).
+    pub up: bool,
+    /// The certificate was ours (None: no certificate).
+    pub ours: Option<bool>,
+    /// Unix time the certificate ends (None: no certificate).
+    pub not_after: Option<i64>,
+    /// Unix time of the check.
+    pub checked: i64,
+}
+
+/// Everything the metrics show; counters only grow while the agent runs.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub alerts: BTreeMap<(Kind, Severity), u64>,
+    /// Carrier losses per interface seen by the agent (each link_down, and each
+    /// flap folded into one notification).
+    pub carrier_losses: BTreeMap<String, u64>,
+    pub capture_packets: u64,
+    pub capture_drops: u64,
+    pub gateways: Vec<GatewayInfo>,
+    pub tls: Vec<TlsInfo>,
+    /// Per receiver URL: alerts waiting in the spool.
+    pub spool_pending: Vec<(String, u64)>,
+    pub start_time: i64,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Counts an alert that was sent.
+    pub fn count(&mut self, alert: &Alert) {
+        *self.alerts.entry((alert.kind, alert.severity)).or_default() += 1;
+        if alert.kind == Kind::LinkDown
+            && let Some(name) = alert.details.get("interface").and_then(|v| v.as_str())
+        {
+            let flaps = alert
+                .details
+                .get("flaps")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(1);
+            *self.carrier_losses.entry(name.to_string()).or_default() += flaps;
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let section = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        section(
+            &mut s,
+            "netsentry_build_info",
+            "gauge",
+            "netsentry version (always 1).",
+        );
+        let _ = writeln!(
+            s,
+            "netsentry_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        section(
+            &mut s,
+            "netsentry_start_time_seconds",
+            "gauge",
+            "When the agent started (unix time).",
+        );
+        let _ = writeln!(s, "netsentry_start_time_seconds {}", self.start_time);
+        section(
+            &mut s,
+            "netsentry_gateway_info",
+            "gauge",
+            "Each default gateway with the MAC the agent holds for it (always 1).",
+        );
+        for g in &self.gateways {
+            let _ = writeln!(
+                s,
+                "netsentry_gateway_info{{interface=\"{}\",family=\"{}\",ip=\"{}\",mac=\"{}\"}} 1",
+                label(&g.interface),
+                label(&g.family),
+                label(&g.ip),
+                label(&g.mac)
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_alerts_total",
+            "counter",
+            "Alerts sent since the agent started, by kind and severity.",
+        );
+        for ((kind, severity), n) in &self.alerts {
+            let _ = writeln!(
+                s,
+                "netsentry_alerts_total{{kind=\"{}\",severity=\"{}\"}} {n}",
+                kind.as_str(),
+                severity.as_str()
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_link_carrier_losses_total",
+            "counter",
+            "Carrier losses (link_down, including folded flaps) since the agent started, by interface.",
+        );
+        for (name, n) in &self.carrier_losses {
+            let _ = writeln!(
+                s,
+                "netsentry_link_carrier_losses_total{{interface=\"{}\"}} {n}",
+                label(name)
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_capture_packets_total",
+            "counter",
+            "Frames that passed the kernel filter (ARP and neighbour discovery).",
+        );
+        let _ = writeln!(
+            s,
+            "netsentry_capture_packets_total {}",
+            self.capture_packets
+        );
+        section(
+            &mut s,
+            "netsentry_capture_drops_total",
+            "counter",
+            "Frames the kernel dropped because the agent did not keep up.",
+        );
+        let _ = writeln!(s, "netsentry_capture_drops_total {}", self.capture_drops);
+        section(
+            &mut s,
+            "netsentry_tls_probe_success",
+            "gauge",
+            "1 when the last TLS check of a target received a certificate.",
+        );
+        for t in &self.tls {
+            let _ = writeln!(
+                s,
+                "netsentry_tls_probe_success{{target=\"{}\"}} {}",
+                label(&t.target),
+                u8::from(t.up)
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_tls_certificate_expected",
+            "gauge",
+            "1 when the certificate of the last check was ours, 0 when not (absent without a certificate).",
+        );
+        for t in &self.tls {
+            if let Some(ours) = t.ours {
+                let _ = writeln!(
+                    s,
+                    "netsentry_tls_certificate_expected{{target=\"{}\"}} {}",
+                    label(&t.target),
+                    u8::from(ours)
+                );
+            }
+        }
+        section(
+            &mut s,
+            "netsentry_tls_certificate_not_after_seconds",
+            "gauge",
+            "When the certificate of the last check ends (unix time).",
+        );
+        for t in &self.tls {
+            if let Some(end) = t.not_after {
+                let _ = writeln!(
+                    s,
+                    "netsentry_tls_certificate_not_after_seconds{{target=\"{}\"}} {end}",
+                    label(&t.target)
+                );
+            }
+        }
+        section(
+            &mut s,
+            "netsentry_tls_last_check_seconds",
+            "gauge",
+            "When the target was last checked (unix time).",
+        );
+        for t in &self.tls {
+            let _ = writeln!(
+                s,
+                "netsentry_tls_last_check_seconds{{target=\"{}\"}} {}",
+                label(&t.target),
+                t.checked
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_spool_pending_alerts",
+            "gauge",
+            "Alerts in the spool not yet delivered to a receiver.",
+        );
+        for (url, n) in &self.spool_pending {
+            let _ = writeln!(
+                s,
+                "netsentry_spool_pending_alerts{{receiver=\"{}\"}} {n}",
+                label(url)
+            );
+        }
+        s
+    }
+}
+
+/// Serves the latest `page` as `GET /metrics` on `listen` (only when configured:
+/// the agent opens no listening socket otherwise). Requests are read with a
+/// size and time limit; anything but `GET /metrics` is a 404.
+pub async fn serve(
+    listen: &str,
+    page: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("[metrics] listen {listen}: {e}")))?;
+    tracing::info!("metrics on http://{listen}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut used = 0;
+                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while used < buf.len() {
+                        match conn.read(&mut buf[used..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => used += n,
+                        }
+                        if buf[..used].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    return;
+                }
+                let request = String::from_utf8_lossy(&buf[..used]);
+                let line = request.lines().next().unwrap_or("");
+                let response = if line.starts_with("GET /metrics ") {
+                    let body = page.lock().map(|p| p.clone()).unwrap_or_default();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                };
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically (temporary file in the same directory,
+/// then rename), mode 0644 so that node_exporter can read it.
+pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // node_exporter ignores files not ending in .prom: the temporary one is not read.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    f.sync_data()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Finding;
+    use serde_json::json;
+
+    #[test]
+    fn exposition_text() {
+        let mut m = Metrics {
+            start_time: 1_800_000_000,
+            gateways: vec![GatewayInfo {
+                interface: "eth0".into(),
+                family: "inet".into(),
+                ip: "192.0.2.1".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }],
+            tls: vec![TlsInfo {
+                target: "xmpp \"main\"".into(),
+                up: true,
+                ours: Some(false),
+                not_after: Some(1_900_000_000),
+                checked: 1_800_000_100,
+            }],
+            spool_pending: vec![("https://a.example/x".into(), 3)],
+            ..Default::default()
+        };
+        let now = chrono::Utc::now();
+        let down = Alert::from_finding(
+            Finding::new(
+                Kind::LinkDown,
+                now,
+                "",
+                json!({"interface": "eth0", "flaps": 2}),
+            ),
+            "h",
+        );
+        m.count(&down);
+        m.count(&down);
+        let text = m.render();
+        for line in [
+            "netsentry_gateway_info{interface=\"eth0\",family=\"inet\",ip=\"192.0.2.1\",mac=\"02:00:00:00:00:01\"} 1",
+            "netsentry_alerts_total{kind=\"link_down\",severity=\"warning\"} 2",
+            "netsentry_link_carrier_losses_total{interface=\"eth0\"} 4",
+            "netsentry_tls_probe_success{target=\"xmpp \\\"main\\\"\"} 1",
+            "netsentry_tls_certificate_expected{target=\"xmpp \\\"main\\\"\"} 0",
+            "netsentry_tls_certificate_not_after_seconds{target=\"xmpp \\\"main\\\"\"} 1900000000",
+            "netsentry_spool_pending_alerts{receiver=\"https://a.example/x\"} 3",
+            "# TYPE netsentry_alerts_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn textfile_is_replaced_atomically_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("netsentry.prom");
+        write_textfile(&p, "a 1\n").unwrap();
+        write_textfile(&p, "a 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "a 2\n");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
