@@ -58,7 +58,7 @@ fn sd_notify_ready_watchdog_reloading_stopping() {
         &lab.path("agent.log"),
     );
     let mut seen: Vec<String> = Vec::new();
-    let mut read_until = |what: &str, seen: &mut Vec<String>| {
+    let read_until = |what: &str, seen: &mut Vec<String>| {
         let deadline = Instant::now() + WAIT;
         let mut buf = [0u8; 4096];
         while !seen.iter().any(|m| m.lines().any(|l| l == what)) {
