@@ -114,6 +114,17 @@ fn generate_assets(dir: &Path) -> std::io::Result<()> {
         .section("8")
         .render(&mut page)?;
     std::fs::write(dir.join("netsentry.8"), page)?;
+    // One page per verb (netsentry-run(8), ...), as the main page refers to them.
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap names are 'static; this one-shot command can afford the leak.
+        let name: &'static str = format!("netsentry-{}", sub.get_name()).leak();
+        let bin: &'static str = format!("netsentry {}", sub.get_name()).leak();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub.clone().name(name).bin_name(bin))
+            .section("8")
+            .render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.8")), page)?;
+    }
     for (shell, file) in [
         (Shell::Bash, "netsentry.bash"),
         (Shell::Zsh, "_netsentry"),
