@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use crate::alert::{Alert, Delivery, Finding};
 use crate::baseline;
 use crate::config::{Config, JournaldMode};
+use crate::ctwatch::{CaaWatch, CtWatch};
+use crate::detect::caa::CaaRules;
 use crate::detect::coalesce::Coalescer;
 use crate::detect::correlate::Correlator;
 use crate::detect::lifecycle;
@@ -28,8 +30,11 @@ use crate::sink::notify::Notifier;
 use crate::sink::spool::Spool;
 use crate::sink::webhook::{Outbox, WebhookSink};
 use crate::sink::{console_line, format};
+use crate::source::caa::CaaReport;
 use crate::source::capture::{self, CaptureEvent};
+use crate::source::ct::CtEvent;
 use crate::source::netlink::{self, SourceEvent};
+use crate::source::{self, Feed};
 use crate::tlscheck::{self, TlsWatch};
 
 /// How long queued webhook deliveries may take once a stop was asked for.
@@ -431,6 +436,12 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.metrics != new.metrics {
         out.push("metrics");
     }
+    if old.ct != new.ct {
+        out.push("ct");
+    }
+    if old.caa != new.caa {
+        out.push("caa");
+    }
     out
 }
 
@@ -495,6 +506,13 @@ pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()>
     // TLS checks: a scheduler task; reports come back on a channel.
     let mut tls = TlsWatch::load(&config);
     let mut tls_checks = tlscheck::start_scheduler(&config);
+    out.correlator.set_served_names(served_names(&config));
+
+    // CT monitoring and the CAA audit: background tasks, when domains are configured.
+    let mut ct = CtWatch::load(&config);
+    let mut ct_feed = start_ct(&config, &ct);
+    let mut caa = CaaWatch::default();
+    let mut caa_feed = start_caa(&config);
 
     // Metrics: a textfile and/or an HTTP endpoint, when configured.
     let metrics_page = Arc::new(std::sync::Mutex::new(String::new()));
@@ -594,6 +612,22 @@ pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()>
                 }
                 None => tls_checks = None,
             },
+            event = async { ct_feed.as_mut()?.rx.recv().await }, if ct_feed.is_some() => match event {
+                Some(event) => {
+                    let findings = ct.observe(event, &mut tls.history);
+                    out.emit(findings);
+                    // After the alerts are spooled: a crash before this repeats the page.
+                    ct.save();
+                }
+                None => ct_feed = None,
+            },
+            report = async { caa_feed.as_mut()?.rx.recv().await }, if caa_feed.is_some() => match report {
+                Some(report) => {
+                    let findings = caa.observe(report, caa_rules(&config));
+                    out.emit(findings);
+                }
+                None => caa_feed = None,
+            },
             _ = save_tick.tick() => {
                 packets.save(&state_dir);
                 tls.save();
@@ -666,6 +700,15 @@ pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()>
                                     tls.save();
                                     tls = TlsWatch::load(&new);
                                     tls_checks = tlscheck::start_scheduler(&new);
+                                    out.correlator.set_served_names(served_names(&new));
+                                }
+                                if new.ct != config.ct || new.tls != config.tls {
+                                    ct.save();
+                                    ct = CtWatch::load(&new);
+                                    ct_feed = start_ct(&new, &ct);
+                                }
+                                if new.caa != config.caa {
+                                    caa_feed = start_caa(&new);
                                 }
                                 if new.agent.heartbeat_interval != config.agent.heartbeat_interval {
                                     heartbeat = timer(nonzero(new.agent.heartbeat_interval.0));
@@ -729,10 +772,59 @@ pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()>
     }
     packets.save(&state_dir);
     tls.save();
+    ct.save();
     stop_webhooks(webhooks, STOP_GRACE).await;
     match failure {
         Some(why) => bail!(why),
         None => Ok(()),
+    }
+}
+
+/// The names our TLS targets serve (for correlating CT issuances).
+fn served_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .tls
+        .targets
+        .iter()
+        .flat_map(|t| [t.server_name().to_string(), t.address.host.clone()])
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn start_ct(config: &Config, ct: &CtWatch) -> Option<Feed<CtEvent>> {
+    if config.ct.domains.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "CT monitoring of {} through {} every {}",
+        config.ct.domains.join(", "),
+        config.ct.api_url,
+        config.ct.interval
+    );
+    Some(Feed::new(source::ct::start(
+        config.ct.clone(),
+        ct.positions(),
+    )))
+}
+
+fn start_caa(config: &Config) -> Option<Feed<CaaReport>> {
+    if config.caa.domains.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "CAA audit of {} every {}",
+        config.caa.domains.join(", "),
+        config.caa.interval
+    );
+    Some(Feed::new(source::caa::start(config.caa.clone())))
+}
+
+fn caa_rules(config: &Config) -> CaaRules {
+    CaaRules {
+        require_accounturi: config.caa.require_accounturi,
+        require_validationmethods: config.caa.require_validationmethods,
     }
 }
 

@@ -90,6 +90,8 @@ kinds! {
     TlsRecovered => "tls_recovered", Info;
     TlsExpiring => "tls_expiring", Warning;
     InterceptionSuspected => "interception_suspected", Critical;
+    CtUnknownCertificate => "ct_unknown_certificate", Critical;
+    CaaWeak => "caa_weak", Warning;
     ConfigReloaded => "config_reloaded", Info;
     ConfigRejected => "config_rejected", Warning;
 }

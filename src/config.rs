@@ -15,7 +15,8 @@ use crate::alert::Severity;
 
 mod tls;
 pub use tls::{
-    CorrelationConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig, TlsTarget,
+    CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig,
+    TlsTarget,
 };
 
 /// Where `netsentry run` looks when no `-c` is given.
@@ -33,6 +34,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub correlation: CorrelationConfig,
     pub metrics: MetricsConfig,
+    pub ct: CtConfig,
+    pub caa: CaaConfig,
 }
 
 /// Prometheus metrics: a node_exporter textfile and/or an HTTP endpoint (both off by default).
@@ -552,6 +555,11 @@ impl Config {
                     .into(),
             });
         }
+        check_ct_caa(&config, text).map_err(|(position, message)| ConfigError {
+            file: file.to_string(),
+            position,
+            message,
+        })?;
         check_tls(&config, text).map_err(|(position, message)| ConfigError {
             file: file.to_string(),
             position,
@@ -577,6 +585,15 @@ impl Config {
     /// Every `expect.cert_files` entry must hold a readable certificate (checked
     /// when loading, so `check-config` catches a typo before the agent runs).
     fn check_cert_files(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        for path in &self.ct.authorized_cert_files {
+            if let Err(e) = crate::cert::read_pem_file(path) {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    position: key_position(text, &path.display().to_string()),
+                    message: format!("[ct] authorized_cert_files: {e}"),
+                });
+            }
+        }
         for target in &self.tls.targets {
             for path in &target.expect.cert_files {
                 if let Err(e) = crate::cert::read_leaf(path) {
@@ -612,6 +629,66 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+}
+
+/// Checks of `[ct]` and `[caa]`: (position, message) on error.
+fn check_ct_caa(config: &Config, text: &str) -> Result<(), (Option<(usize, usize)>, String)> {
+    let domain_ok = |d: &str| {
+        let d = d.trim_end_matches('.');
+        !d.is_empty()
+            && d.len() <= 253
+            && d.contains('.')
+            && d.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            })
+    };
+    for d in config.ct.domains.iter().chain(&config.caa.domains) {
+        if !domain_ok(d) {
+            return Err((
+                key_position(text, &format!("{d:?}")),
+                format!(
+                    "{d:?} is not a domain name: write it like \"example.org\" (subdomains are included)"
+                ),
+            ));
+        }
+    }
+    let ct = &config.ct;
+    match url::Url::parse(&ct.api_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+        _ => {
+            return Err((
+                key_position(text, "api_url"),
+                format!("[ct] api_url {:?} is not an http(s) URL", ct.api_url),
+            ));
+        }
+    }
+    if ct.interval.0 < Duration::from_secs(1) || ct.timeout.0.is_zero() {
+        return Err((
+            key_position(text, "[ct]"),
+            "[ct] interval must be at least \"1s\" and timeout greater than zero".into(),
+        ));
+    }
+    if config.caa.interval.0 < Duration::from_secs(1) {
+        return Err((
+            key_position(text, "[caa]"),
+            "[caa] interval must be at least \"1s\"".into(),
+        ));
+    }
+    for ns in &config.caa.nameservers {
+        let ok =
+            ns.parse::<std::net::SocketAddr>().is_ok() || ns.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            return Err((
+                key_position(text, &format!("{ns:?}")),
+                format!(
+                    "[caa] nameserver {ns:?} is not an address: write \"192.0.2.53\" or \"192.0.2.53:53\""
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Cross-field checks of `[tls]` and `[correlation]`: (position, message) on error.

@@ -65,6 +65,9 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Print the certificate history instead: every certificate the agent has seen in the expected files (state_dir/cert_history.json)
+        #[arg(long, conflicts_with = "files")]
+        history: bool,
     },
     /// Write the man page (netsentry.8) and shell completions into DIR (for packaging)
     #[command(hide = true)]
@@ -221,7 +224,20 @@ fn main() -> ExitCode {
             files,
             config,
             json,
+            history,
         } => {
+            if history {
+                let c = match load(config.as_deref()) {
+                    Ok((c, _)) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let mut out = std::io::stdout().lock();
+                netsentry::tlscheck::history_command(&c, json, &mut out);
+                return ExitCode::SUCCESS;
+            }
             let c = if files.is_empty() {
                 match load(config.as_deref()) {
                     Ok((c, _)) => Some(c),

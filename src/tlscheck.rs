@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::alert::{Finding, format_time};
 use crate::baseline;
 use crate::cert::{CertFacts, read_pem_file};
+use crate::certhistory::CertHistory;
 use crate::config::{Config, TlsTarget};
 use crate::detect::tls::{
     ExpectedSet, Match, ProbeReport, TargetRules, TlsDetector, Verdict, assess,
@@ -108,6 +109,8 @@ pub struct TlsWatch {
     last: BTreeMap<String, Value>,
     last_dirty: bool,
     metrics: BTreeMap<String, TlsInfo>,
+    /// Every certificate seen in the expected files (`cert_history.json`).
+    pub history: CertHistory,
 }
 
 impl TlsWatch {
@@ -123,7 +126,7 @@ impl TlsWatch {
             }
         }
         TlsWatch {
-            state_dir,
+            state_dir: state_dir.clone(),
             targets: config.tls.targets.clone(),
             detector,
             files: CertFiles::default(),
@@ -131,6 +134,7 @@ impl TlsWatch {
             last: BTreeMap::new(),
             last_dirty: false,
             metrics: BTreeMap::new(),
+            history: CertHistory::load(&config.agent.state_dir),
         }
     }
 
@@ -140,7 +144,12 @@ impl TlsWatch {
         let Some(target) = self.targets.iter().find(|t| t.name == report.target) else {
             return Vec::new();
         };
-        let (ids, problems) = self.files.current(&target.expect.cert_files);
+        let (found, problems) = self.files.current(&target.expect.cert_files);
+        let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
+        for (path, facts) in &found {
+            self.history.record(facts, path, report.time);
+        }
+        self.history.save(&self.state_dir);
         for p in problems {
             tracing::warn!(
                 "tls target {}: {p}; the last good certificate stays expected",
@@ -309,7 +318,8 @@ pub fn probe_command(
     for (target, report) in targets.iter().zip(&reports) {
         let rules = TargetRules::from_config(target);
         let mut expected = ExpectedSet::new(&target.expect);
-        let (ids, problems) = files.current(&target.expect.cert_files);
+        let (found, problems) = files.current(&target.expect.cert_files);
+        let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
         expected.set_files(&ids, report.time);
         let mut a = assess(&rules, &expected, report, report.time);
         if !problems.is_empty() && a.verdict == Verdict::Ok {
@@ -453,4 +463,44 @@ pub fn fingerprints_command(
         );
     }
     Ok(())
+}
+
+/// `netsentry fingerprints --history`: the certificates the agent has seen in
+/// its expected files, oldest first.
+pub fn history_command(config: &Config, json_out: bool, out: &mut impl Write) {
+    let history = CertHistory::load(&config.agent.state_dir);
+    let mut certs = history.certificates;
+    certs.sort_by_key(|c| c.not_before);
+    if json_out {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&certs).unwrap_or_default()
+        );
+        return;
+    }
+    if certs.is_empty() {
+        let _ = writeln!(
+            out,
+            "no certificates recorded yet in {} (the agent records those of expect.cert_files and [ct] authorized_cert_files)",
+            config
+                .agent
+                .state_dir
+                .join(crate::certhistory::HISTORY_FILE)
+                .display()
+        );
+    }
+    for c in &certs {
+        let _ = writeln!(
+            out,
+            "{} .. {}  cert {}  spki {}  {}  ({}; first seen {})",
+            format_time(&c.not_before),
+            format_time(&c.not_after),
+            c.cert_sha256,
+            c.spki_sha256,
+            c.dns_names.join(","),
+            c.file,
+            format_time(&c.first_seen)
+        );
+    }
 }

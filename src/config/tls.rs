@@ -348,3 +348,64 @@ mod tests {
         }
     }
 }
+
+/// `[ct]`: Certificate Transparency monitoring of our domains.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CtConfig {
+    /// Domains watched, each with its subdomains; empty: CT monitoring off.
+    pub domains: Vec<String>,
+    /// Cert Spotter's issuances API (or anything that speaks its format).
+    pub api_url: String,
+    /// A file holding a Cert Spotter API key (sent as a bearer token); optional.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    pub interval: Interval,
+    /// Certificates that are ours although no TLS target serves them (PEM files).
+    pub authorized_cert_files: Vec<PathBuf>,
+    /// Keys that are ours (hex SHA-256 of the SPKI).
+    pub authorized_spki_sha256: Vec<Sha256>,
+    /// Each request (and each page) must end within this.
+    pub timeout: Interval,
+}
+
+impl Default for CtConfig {
+    fn default() -> Self {
+        CtConfig {
+            domains: Vec::new(),
+            api_url: "https://api.certspotter.com/v1/issuances".into(),
+            api_key_file: None,
+            interval: Interval(Duration::from_secs(3600)),
+            authorized_cert_files: Vec::new(),
+            authorized_spki_sha256: Vec::new(),
+            timeout: Interval(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `[caa]`: the CAA policy of our domains.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaaConfig {
+    /// Domains audited; empty: the audit is off.
+    pub domains: Vec<String>,
+    /// DNS servers as "ip" or "ip:port"; empty: the system resolver (/etc/resolv.conf).
+    pub nameservers: Vec<String>,
+    pub interval: Interval,
+    /// An `issue` property without RFC 8657 `accounturi` is weak.
+    pub require_accounturi: bool,
+    /// An `issue` property without RFC 8657 `validationmethods` is weak.
+    pub require_validationmethods: bool,
+}
+
+impl Default for CaaConfig {
+    fn default() -> Self {
+        CaaConfig {
+            domains: Vec::new(),
+            nameservers: Vec::new(),
+            interval: Interval(Duration::from_secs(6 * 3600)),
+            require_accounturi: true,
+            require_validationmethods: true,
+        }
+    }
+}

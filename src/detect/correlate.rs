@@ -45,6 +45,10 @@ pub struct Correlator {
     window: Duration,
     anomalies: VecDeque<Evidence>,
     mismatches: VecDeque<Evidence>,
+    /// ct_unknown_certificate alerts for names our TLS targets serve.
+    foreign_issuances: VecDeque<Evidence>,
+    /// The names our TLS targets serve (lowercase).
+    served: Vec<String>,
     /// When the last interception_suspected was raised.
     last_raised: Option<DateTime<Utc>>,
 }
@@ -55,8 +59,26 @@ impl Correlator {
             window: Duration::from_std(window).unwrap_or(Duration::days(365)),
             anomalies: VecDeque::new(),
             mismatches: VecDeque::new(),
+            foreign_issuances: VecDeque::new(),
+            served: Vec::new(),
             last_raised: None,
         }
+    }
+
+    /// The names our TLS targets serve: a CT issuance for one of them is evidence.
+    pub fn set_served_names(&mut self, names: Vec<String>) {
+        self.served = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+    }
+
+    /// True when a certificate name (possibly `*.example.org`) covers a served name.
+    fn covers_served(&self, cert_name: &str) -> bool {
+        let cert_name = cert_name.to_ascii_lowercase();
+        self.served.iter().any(|s| {
+            *s == cert_name
+                || cert_name
+                    .strip_prefix("*.")
+                    .is_some_and(|base| s.split_once('.').is_some_and(|(_, parent)| parent == base))
+        })
     }
 
     /// A new window (configuration reload); what is remembered stays.
@@ -81,8 +103,22 @@ impl Correlator {
         let within = |e: &Evidence| (now - e.time).abs() <= window;
         self.anomalies.retain(within);
         self.mismatches.retain(within);
+        self.foreign_issuances.retain(within);
+        let served = alert.kind == Kind::CtUnknownCertificate
+            && alert
+                .details
+                .get("dns_names")
+                .and_then(|v| v.as_array())
+                .is_some_and(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str())
+                        .any(|n| self.covers_served(n))
+                });
         let list = if alert.kind == Kind::TlsMismatch {
             &mut self.mismatches
+        } else if served {
+            &mut self.foreign_issuances
         } else if is_path_anomaly(alert.kind) {
             &mut self.anomalies
         } else {
@@ -103,8 +139,10 @@ impl Correlator {
             t.dedup();
             t
         };
-        let suspicious =
-            !self.mismatches.is_empty() && (!self.anomalies.is_empty() || targets.len() >= 2);
+        let issued = !self.foreign_issuances.is_empty();
+        let suspicious = (!self.mismatches.is_empty()
+            && (!self.anomalies.is_empty() || targets.len() >= 2 || issued))
+            || (issued && !self.anomalies.is_empty());
         if !suspicious || self.last_raised.is_some_and(|t| now - t <= window) {
             return None;
         }
@@ -128,6 +166,19 @@ impl Correlator {
                 ));
             }
         }
+        for c in &self.foreign_issuances {
+            if let Some(other) = self.mismatches.iter().chain(&self.anomalies).next() {
+                let gap = (c.time - other.time).num_seconds();
+                reasons.push(format!(
+                    "a certificate for a name we serve that we never held appeared in Certificate Transparency ({}), {} s {} {} ({})",
+                    c.summary,
+                    gap.abs(),
+                    if gap >= 0 { "after" } else { "before" },
+                    other.summary,
+                    other.kind.as_str()
+                ));
+            }
+        }
         if targets.len() >= 2 {
             reasons.push(format!(
                 "{} services present foreign certificates within {} minutes: {}",
@@ -136,23 +187,39 @@ impl Correlator {
                 targets.join(", ")
             ));
         }
-        let mut all: Vec<&Evidence> = self.anomalies.iter().chain(&self.mismatches).collect();
+        let mut all: Vec<&Evidence> = self
+            .anomalies
+            .iter()
+            .chain(&self.mismatches)
+            .chain(&self.foreign_issuances)
+            .collect();
         all.sort_by_key(|e| e.time);
         let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
         let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-        let summary = if self.anomalies.is_empty() {
+        let summary = if self.mismatches.is_empty() {
+            format!(
+                "interception suspected: a certificate we never held was issued for a name we serve, within {} minutes of a network path change ({})",
+                window.num_minutes(),
+                self.anomalies
+                    .front()
+                    .map(|a| a.kind.as_str())
+                    .unwrap_or("?")
+            )
+        } else if self.anomalies.is_empty() && !issued {
             format!(
                 "interception suspected: {} services present certificates that are not ours ({})",
                 targets.len(),
                 targets.join(", ")
             )
         } else {
-            let first = &self.anomalies[0];
+            let with = match self.anomalies.front() {
+                Some(a) => format!("a network path change ({})", a.kind.as_str()),
+                None => "a certificate for it in CT that we never held".to_string(),
+            };
             format!(
-                "interception suspected: {} presents a certificate that is not ours, within {} minutes of a network path change ({})",
+                "interception suspected: {} presents a certificate that is not ours, within {} minutes of {with}",
                 targets.join(", "),
                 window.num_minutes(),
-                first.kind.as_str()
             )
         };
         Some(Finding::new(
@@ -253,6 +320,59 @@ mod tests {
             c.observe(&alert("N", Kind::ArpNewStation, minutes(32), None))
                 .is_none()
         );
+    }
+
+    fn ct_alert(id: &str, at: DateTime<Utc>, names: &[&str]) -> Alert {
+        let mut a = Alert::from_finding(
+            Finding::new(
+                Kind::CtUnknownCertificate,
+                at,
+                format!("{id} issued"),
+                json!({"domain": "example.org", "dns_names": names}),
+            ),
+            "h",
+        );
+        a.id = id.into();
+        a
+    }
+
+    #[test]
+    fn a_foreign_issuance_for_a_served_name_joins_the_evidence() {
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        c.set_served_names(vec!["xmpp.example.org".into()]);
+        // For a name we do not serve: no evidence.
+        assert!(
+            c.observe(&ct_alert("C0", minutes(0), &["mail.example.org"]))
+                .is_none()
+        );
+        assert!(
+            c.observe(&ct_alert("C1", minutes(1), &["*.example.org"]))
+                .is_none()
+        );
+        let f = c
+            .observe(&alert("M", Kind::TlsMismatch, minutes(5), Some("xmpp")))
+            .expect("mismatch + foreign issuance");
+        assert_eq!(f.details["evidence"], json!(["C1", "M"]));
+        assert!(
+            f.details["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("appeared in Certificate Transparency"),
+            "{}",
+            f.details["reasons"]
+        );
+        // A foreign issuance with a path change (no mismatch) is also enough.
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        c.set_served_names(vec!["xmpp.example.org".into()]);
+        assert!(
+            c.observe(&alert("L", Kind::LinkDown, minutes(0), None))
+                .is_none()
+        );
+        let f = c
+            .observe(&ct_alert("C", minutes(3), &["xmpp.example.org"]))
+            .unwrap();
+        assert_eq!(f.details["evidence"], json!(["L", "C"]));
+        assert!(f.summary.contains("never held"), "{}", f.summary);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Pure detectors: observations and time in, findings out. No I/O here.
 
 pub mod arp;
+pub mod caa;
 pub mod coalesce;
 pub mod correlate;
+pub mod ct;
 pub mod lifecycle;
 pub mod net;
 pub mod stations;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::cert::{CertIdentity, read_leaf};
+use crate::cert::{CertFacts, read_leaf};
 
 /// What identifies a version of a file without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct CertFiles {
 #[derive(Debug, Default)]
 struct Known {
     stamp: Option<Stamp>,
-    id: Option<CertIdentity>,
+    facts: Option<CertFacts>,
     problem: Option<String>,
 }
 
@@ -41,17 +41,17 @@ impl CertFiles {
     /// The certificates the files hold now. A file that cannot be read keeps
     /// its last good certificate (a renewal may be half-way); each new problem
     /// is returned once so that it can be logged.
-    pub fn current(&mut self, paths: &[PathBuf]) -> (Vec<CertIdentity>, Vec<String>) {
-        let mut ids = Vec::new();
+    pub fn current(&mut self, paths: &[PathBuf]) -> (Vec<(PathBuf, CertFacts)>, Vec<String>) {
+        let mut found = Vec::new();
         let mut problems = Vec::new();
         for path in paths {
             let now = stamp(path);
             let known = self.known.entry(path.clone()).or_default();
-            if now.is_none() || known.stamp != now || known.id.is_none() {
+            if now.is_none() || known.stamp != now || known.facts.is_none() {
                 known.stamp = now;
                 match read_leaf(path) {
                     Ok(facts) => {
-                        known.id = Some(facts.identity);
+                        known.facts = Some(facts);
                         known.problem = None;
                     }
                     Err(e) => {
@@ -63,11 +63,10 @@ impl CertFiles {
                     }
                 }
             }
-            if let Some(id) = known.id {
-                ids.push(id);
+            if let Some(facts) = &known.facts {
+                found.push((path.clone(), facts.clone()));
             }
         }
-        ids.dedup();
-        (ids, problems)
+        (found, problems)
     }
 }

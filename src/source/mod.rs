@@ -1,7 +1,9 @@
 //! Sources: turn the outside world into observations, and nothing else.
 
+pub mod caa;
 pub mod capture;
 pub mod certfiles;
+pub mod ct;
 pub mod netlink;
 pub mod socks;
 pub mod starttls;
@@ -25,5 +27,26 @@ pub(crate) fn set_receive_buffer(fd: RawFd, bytes: usize) {
     };
     if set(libc::SO_RCVBUFFORCE) != 0 {
         let _ = set(libc::SO_RCVBUF);
+    }
+}
+
+/// A background task's output, and the task (stopped when this is dropped,
+/// e.g. when a reload replaces it).
+pub struct Feed<T> {
+    pub rx: tokio::sync::mpsc::Receiver<T>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Feed<T> {
+    pub fn new(
+        (rx, task): (tokio::sync::mpsc::Receiver<T>, tokio::task::JoinHandle<()>),
+    ) -> Feed<T> {
+        Feed { rx, task }
+    }
+}
+
+impl<T> Drop for Feed<T> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -1,0 +1,188 @@
+//! The agent's side of CT monitoring and the CAA audit: what is ours (the
+//! certificate history, authorised files and keys, pinned TLS hashes), the
+//! detectors, and their state in `state_dir` (`ct.json`: positions and recent
+//! issuances, so a restart neither re-alerts nor misses).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Finding;
+use crate::baseline;
+use crate::cert::Sha256;
+use crate::certhistory::CertHistory;
+use crate::config::Config;
+use crate::detect::caa::{self, CaaRules};
+use crate::detect::ct::{Authorized, CtDetector};
+use crate::source::caa::CaaReport;
+use crate::source::certfiles::CertFiles;
+use crate::source::ct::CtEvent;
+
+pub const CT_FILE: &str = "ct.json";
+/// Recent issuances kept in `ct.json` (dedup of precertificate/certificate pairs).
+const SAVED_SEEN: usize = 10_000;
+
+#[derive(Default, Serialize, Deserialize)]
+struct CtState {
+    positions: BTreeMap<String, String>,
+    seen: Vec<String>,
+}
+
+pub struct CtWatch {
+    state_dir: PathBuf,
+    config: Config,
+    detector: CtDetector,
+    positions: BTreeMap<String, String>,
+    files: CertFiles,
+}
+
+impl CtWatch {
+    pub fn load(config: &Config) -> CtWatch {
+        let state_dir = config.agent.state_dir.clone();
+        let state: CtState = baseline::read_state_text(&state_dir, CT_FILE)
+            .and_then(|t| match serde_json::from_str(&t) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(
+                        "{CT_FILE} is damaged ({e}); CT monitoring starts from the beginning"
+                    );
+                    None
+                }
+            })
+            .unwrap_or_default();
+        let mut detector = CtDetector::default();
+        for tbs in state.seen.iter().filter_map(|t| Sha256::parse_hex(t).ok()) {
+            detector.remember(tbs);
+        }
+        CtWatch {
+            state_dir,
+            config: config.clone(),
+            detector,
+            positions: state.positions,
+            files: CertFiles::default(),
+        }
+    }
+
+    /// Where each domain's previous run stopped.
+    pub fn positions(&self) -> BTreeMap<String, String> {
+        self.positions.clone()
+    }
+
+    /// What is ours: certificates we held (history), authorised files (recorded
+    /// into the history too), authorised keys, and the TLS targets' pins.
+    fn authorized(&mut self, history: &mut CertHistory) -> Authorized {
+        let mut ours = Authorized::default();
+        let now = Utc::now();
+        let files = self.config.ct.authorized_cert_files.clone();
+        let (facts, problems) = self.files.current(&files);
+        for p in problems {
+            tracing::warn!("[ct] authorized_cert_files: {p}");
+        }
+        for (path, f) in &facts {
+            history.record(f, path, now);
+        }
+        for (cert, spki) in history.hashes() {
+            ours.certs.extend(cert);
+            ours.spki.extend(spki);
+        }
+        ours.spki
+            .extend(self.config.ct.authorized_spki_sha256.iter().copied());
+        for t in &self.config.tls.targets {
+            ours.spki.extend(t.expect.spki_sha256.iter().copied());
+            ours.certs.extend(t.expect.cert_sha256.iter().copied());
+        }
+        ours
+    }
+
+    pub fn observe(&mut self, event: CtEvent, history: &mut CertHistory) -> Vec<Finding> {
+        match event {
+            CtEvent::Failed { domain, error } => {
+                tracing::warn!("CT monitoring of {domain}: {error}; trying again next round");
+                Vec::new()
+            }
+            CtEvent::Page {
+                domain,
+                issuances,
+                damaged,
+                last_id,
+            } => {
+                if damaged > 0 {
+                    tracing::warn!(
+                        "CT API: {damaged} issuances for {domain} did not parse and were skipped"
+                    );
+                }
+                let ours = self.authorized(history);
+                let now = Utc::now();
+                let findings: Vec<Finding> = issuances
+                    .iter()
+                    .filter_map(|i| self.detector.observe(&domain, i, &ours, "certspotter", now))
+                    .collect();
+                self.positions.insert(domain, last_id);
+                history.save(&self.state_dir);
+                findings
+            }
+        }
+    }
+
+    /// Saves positions and recent issuances; call after the page's alerts
+    /// are spooled (at least once: a crash in between repeats the page).
+    pub fn save(&self) {
+        let seen: Vec<String> = {
+            let all: Vec<&Sha256> = self.detector.seen().collect();
+            all[all.len().saturating_sub(SAVED_SEEN)..]
+                .iter()
+                .map(|s| s.hex())
+                .collect()
+        };
+        let state = CtState {
+            positions: self.positions.clone(),
+            seen,
+        };
+        let text = serde_json::to_string(&state).unwrap_or_default();
+        if let Err(e) = baseline::write_state_text(&self.state_dir, CT_FILE, &text) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// The CAA audit's memory: the problems reported per domain, so each is
+/// reported once (again only after it was fixed and came back).
+#[derive(Default)]
+pub struct CaaWatch {
+    reported: HashMap<String, Vec<String>>,
+}
+
+impl CaaWatch {
+    pub fn observe(&mut self, report: CaaReport, rules: CaaRules) -> Vec<Finding> {
+        let records = match &report.found {
+            Err(e) => {
+                tracing::warn!(
+                    "CAA audit of {}: {e}; trying again next round",
+                    report.domain
+                );
+                return Vec::new();
+            }
+            Ok(found) => found,
+        };
+        let problems = caa::audit(
+            &report.domain,
+            records
+                .as_ref()
+                .map(|(owner, r)| (owner.as_str(), r.as_slice())),
+            rules,
+        );
+        let before = self.reported.remove(&report.domain).unwrap_or_default();
+        let new: Vec<String> = problems
+            .iter()
+            .filter(|p| !before.contains(p))
+            .cloned()
+            .collect();
+        if problems.is_empty() && !before.is_empty() {
+            tracing::info!("CAA policy of {} is fine now", report.domain);
+        }
+        self.reported.insert(report.domain.clone(), problems);
+        caa::findings(&report.domain, &new, Utc::now())
+    }
+}

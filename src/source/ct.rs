@@ -1,0 +1,176 @@
+//! Certificate Transparency source: pages of issuances for our domains from
+//! Cert Spotter's API (`/v1/issuances`), after the last position, honouring
+//! 429 + `Retry-After`. Bounded: time per request, bytes per page, pages per round.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::CtConfig;
+use crate::detect::ct::{Issuance, parse_issuances};
+
+/// What the CT task reports to the agent.
+#[derive(Debug)]
+pub enum CtEvent {
+    /// One page of issuances for `domain`; the position is now `last_id`.
+    Page {
+        domain: String,
+        issuances: Vec<Issuance>,
+        damaged: usize,
+        last_id: String,
+    },
+    /// Something went wrong for `domain`; tried again next round.
+    Failed { domain: String, error: String },
+}
+
+/// Largest answer read (one page).
+const MAX_BODY: usize = 16 << 20;
+/// Pages fetched per domain per round (the rest follow next round).
+const MAX_PAGES: usize = 100;
+/// The longest `Retry-After` obeyed at once.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+enum Fetch {
+    Page(Vec<Issuance>, usize),
+    RateLimited(Duration),
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    config: &CtConfig,
+    key: Option<&str>,
+    domain: &str,
+    after: Option<&str>,
+) -> Result<Fetch, String> {
+    let mut url = reqwest::Url::parse(&config.api_url).map_err(|e| e.to_string())?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("domain", domain)
+            .append_pair("include_subdomains", "true")
+            .append_pair("expand", "dns_names")
+            .append_pair("expand", "issuer");
+        if let Some(a) = after {
+            q.append_pair("after", a);
+        }
+    }
+    let mut request = client.get(url).timeout(config.timeout.0);
+    if let Some(k) = key {
+        request = request.bearer_auth(k);
+    }
+    let mut response = request.send().await.map_err(|e| format!("CT API: {e}"))?;
+    let status = response.status();
+    if status.as_u16() == 429 {
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(60))
+            .min(MAX_RETRY_AFTER);
+        return Ok(Fetch::RateLimited(wait));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("CT API: reading the answer: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("CT API: answer larger than {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        return Err(format!(
+            "CT API answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    let (list, damaged) = parse_issuances(&body)?;
+    Ok(Fetch::Page(list, damaged))
+}
+
+/// The CT task: every `interval`, for each domain, fetches pages after the
+/// last position until an empty page. `positions` are where the previous run
+/// stopped (from `state_dir`).
+pub fn start(
+    config: CtConfig,
+    positions: std::collections::BTreeMap<String, String>,
+) -> (mpsc::Receiver<CtEvent>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        let key = config
+            .api_key_file
+            .as_ref()
+            .and_then(|p| match std::fs::read_to_string(p) {
+                Ok(k) => Some(k.trim().to_string()),
+                Err(e) => {
+                    tracing::warn!(
+                        "[ct] api_key_file {}: {e}; querying without a key",
+                        p.display()
+                    );
+                    None
+                }
+            });
+        let client = match reqwest::Client::builder()
+            .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("CT monitoring is off: {e}");
+                return;
+            }
+        };
+        let mut positions = positions;
+        let mut tick = tokio::time::interval(config.interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for domain in &config.domains {
+                let mut pages = 0;
+                while pages < MAX_PAGES {
+                    let after = positions.get(domain).map(String::as_str);
+                    match fetch(&client, &config, key.as_deref(), domain, after).await {
+                        Ok(Fetch::RateLimited(wait)) => {
+                            tracing::info!(
+                                "CT API: rate limited; waiting {} s as asked",
+                                wait.as_secs()
+                            );
+                            tokio::time::sleep(wait).await;
+                        }
+                        Ok(Fetch::Page(list, damaged)) => {
+                            pages += 1;
+                            let Some(last) = list.last().map(|i| i.id.clone()) else {
+                                break;
+                            };
+                            positions.insert(domain.clone(), last.clone());
+                            let event = CtEvent::Page {
+                                domain: domain.clone(),
+                                issuances: list,
+                                damaged,
+                                last_id: last,
+                            };
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            let event = CtEvent::Failed {
+                                domain: domain.clone(),
+                                error,
+                            };
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (rx, task)
+}
