@@ -404,17 +404,21 @@ pub fn fingerprints_command(
     if files.is_empty()
         && let Some(c) = config
     {
-        for t in &c.tls.targets {
-            for f in &t.expect.cert_files {
-                if !files.contains(f) {
-                    files.push(f.clone());
-                }
+        let named = c
+            .tls
+            .targets
+            .iter()
+            .flat_map(|t| &t.expect.cert_files)
+            .chain(&c.ct.authorized_cert_files);
+        for f in named {
+            if !files.contains(f) {
+                files.push(f.clone());
             }
         }
     }
     if files.is_empty() {
         return Err(
-            "no certificate files: name them on the command line or in expect.cert_files of a [[tls.target]]"
+            "no certificate files: name them on the command line, in expect.cert_files of a [[tls.target]] or in [ct] authorized_cert_files"
                 .into(),
         );
     }
