@@ -53,3 +53,45 @@ proptest! {
         prop_assert_eq!(c.arp + c.ndp + c.malformed + c.other, 2);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Whatever a server says before TLS, in whatever chunks: a step or an
+    /// error, never a panic, and never more than the dialogue's byte limit read.
+    #[test]
+    fn starttls_dialogues_never_panic(
+        protocol in 0usize..8,
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12),
+    ) {
+        use netsentry::config::StartTls;
+        use netsentry::source::starttls::{Dialogue, MAX_DIALOGUE};
+        let protocols = [
+            StartTls::None, StartTls::Xmpp, StartTls::XmppServer, StartTls::Smtp,
+            StartTls::Imap, StartTls::Pop3, StartTls::Ldap, StartTls::Postgres,
+        ];
+        let mut d = Dialogue::new(protocols[protocol], "example.org");
+        let _ = d.opening();
+        let mut total = 0;
+        for chunk in chunks {
+            total += chunk.len();
+            match d.receive(&chunk) {
+                Ok(_) => prop_assert!(total <= MAX_DIALOGUE),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// CAA values and CT answers from the network: parsed or refused, never a panic.
+    #[test]
+    fn caa_values_and_ct_answers_never_panic(text in ".{0,200}", bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = netsentry::detect::caa::parse_issue_value(&text);
+        let _ = netsentry::detect::caa::parse_validation_methods(&text);
+        let _ = netsentry::detect::caa::lookup_order(&text);
+        let records = [netsentry::detect::caa::CaaRecord { flags: 0, tag: "issue".into(), value: text.clone() }];
+        let rules = netsentry::detect::caa::CaaRules { require_accounturi: true, require_validationmethods: true };
+        let _ = netsentry::detect::caa::audit("example.org", Some(("example.org", &records)), rules);
+        let _ = netsentry::detect::ct::parse_issuances(&bytes);
+        let _ = netsentry::detect::ct::parse_issuances(text.as_bytes());
+    }
+}
