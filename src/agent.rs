@@ -605,7 +605,7 @@ pub async fn run(mut config: Config, source: ConfigSource) -> anyhow::Result<()>
                 }
                 None => capture_on = false,
             },
-            report = async { tls_checks.as_mut()?.reports.recv().await }, if tls_checks.is_some() => match report {
+            report = async { tls_checks.as_mut()?.rx.recv().await }, if tls_checks.is_some() => match report {
                 Some(report) => {
                     let findings = tls.observe(&report);
                     out.emit(findings);

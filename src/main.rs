@@ -107,6 +107,17 @@ fn load(explicit: Option<&Path>) -> Result<(Config, String), config::ConfigError
     }
 }
 
+/// [`load`] for verbs that only need the config: the error is printed here.
+fn load_or_report(explicit: Option<&Path>) -> Option<Config> {
+    match load(explicit) {
+        Ok((c, _)) => Some(c),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
 /// The man page and bash/zsh/fish completions, generated from this CLI.
 fn generate_assets(dir: &Path) -> std::io::Result<()> {
     use clap_complete::Shell;
@@ -204,12 +215,9 @@ fn main() -> ExitCode {
             config,
             json,
         } => {
-            let c = match load(config.as_deref()) {
-                Ok((c, _)) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
+            let c = match load_or_report(config.as_deref()) {
+                Some(c) => c,
+                None => return ExitCode::from(2),
             };
             let mut out = std::io::stdout().lock();
             match netsentry::tlscheck::probe_command(&c, &targets, json, &mut out) {
@@ -227,25 +235,19 @@ fn main() -> ExitCode {
             history,
         } => {
             if history {
-                let c = match load(config.as_deref()) {
-                    Ok((c, _)) => c,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(2);
-                    }
+                let c = match load_or_report(config.as_deref()) {
+                    Some(c) => c,
+                    None => return ExitCode::from(2),
                 };
                 let mut out = std::io::stdout().lock();
                 netsentry::tlscheck::history_command(&c, json, &mut out);
                 return ExitCode::SUCCESS;
             }
             let c = if files.is_empty() {
-                match load(config.as_deref()) {
-                    Ok((c, _)) => Some(c),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(2);
-                    }
-                }
+                let Some(c) = load_or_report(config.as_deref()) else {
+                    return ExitCode::from(2);
+                };
+                Some(c)
             } else {
                 None
             };
@@ -259,12 +261,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { config, json } => {
-            let c = match load(config.as_deref()) {
-                Ok((c, _)) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
+            let c = match load_or_report(config.as_deref()) {
+                Some(c) => c,
+                None => return ExitCode::from(2),
             };
             match netsentry::status::collect(&c) {
                 Ok(s) if json => {

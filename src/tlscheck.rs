@@ -21,6 +21,7 @@ use crate::detect::tls::{
     ExpectedSet, Match, ProbeReport, TargetRules, TlsDetector, Verdict, assess,
 };
 use crate::sink::metrics::TlsInfo;
+use crate::source::Feed;
 use crate::source::certfiles::CertFiles;
 use crate::source::tls_probe::{TrustStore, probe};
 
@@ -28,7 +29,7 @@ use crate::source::tls_probe::{TrustStore, probe};
 /// is checked every `interval` (the first time right away); a check still
 /// running when the next is due is not doubled; at most `[tls] concurrency`
 /// run at once. Reports arrive on the returned channel.
-pub fn start_scheduler(config: &Config) -> Option<TlsChecks> {
+pub fn start_scheduler(config: &Config) -> Option<Feed<ProbeReport>> {
     let targets = config.tls.targets.clone();
     if targets.is_empty() {
         return None;
@@ -80,20 +81,7 @@ pub fn start_scheduler(config: &Config) -> Option<TlsChecks> {
             }
         }
     });
-    Some(TlsChecks { reports: rx, task })
-}
-
-/// The running scheduler: its reports, and its task (stopped on drop, e.g.
-/// when a reload replaces the targets; checks in flight finish on their own).
-pub struct TlsChecks {
-    pub reports: mpsc::Receiver<ProbeReport>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TlsChecks {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    Some(Feed::new((rx, task)))
 }
 
 /// The agent's side of the checks: the comparison detector, the expected
