@@ -1,4 +1,4 @@
-//! Alerts: the kinds and severities of SPEC.md and the JSON a receiver gets.
+//! Alerts: the kinds and severities of docs/ALERTS.md and the JSON a receiver gets.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -34,7 +34,7 @@ impl Severity {
 
 macro_rules! kinds {
     ($($variant:ident => $name:literal, $sev:ident;)*) => {
-        /// Every alert kind of SPEC.md. The names are part of the contract.
+        /// Every alert kind of docs/ALERTS.md. The names are part of the contract.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum Kind { $($variant,)* }
@@ -149,7 +149,7 @@ impl Finding {
     }
 }
 
-/// One alert as SPEC.md defines it; serializes to exactly the JSON of `format = "netsentry"`.
+/// One alert as docs/ALERTS.md defines it; serializes to exactly the JSON of `format = "netsentry"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: String,
@@ -161,7 +161,7 @@ pub struct Alert {
     pub summary: String,
     pub details: Map<String, Value>,
     /// For spooled copies that only condition-tracking receivers get; never part
-    /// of an alert as SPEC defines it (absent for ordinary alerts).
+    /// of an alert as docs/ALERTS.md defines it (absent for ordinary alerts).
     #[serde(default, skip_serializing_if = "Delivery::is_alert")]
     pub delivery: Delivery,
 }
@@ -206,7 +206,7 @@ impl Alert {
     }
 }
 
-/// RFC 3339 UTC with microseconds, as in SPEC.md (`2026-11-28T12:00:00.123456Z`).
+/// RFC 3339 UTC with microseconds, as in docs/ALERTS.md (`2026-11-28T12:00:00.123456Z`).
 pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -216,7 +216,7 @@ pub fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S
     s.serialize_str(&format_time(t))
 }
 
-/// Formats a MAC address as SPEC.md wants it: lowercase, colon-separated.
+/// Formats a MAC address as docs/ALERTS.md shows it: lowercase, colon-separated.
 pub fn format_mac(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 3);
     for (i, b) in bytes.iter().enumerate() {
@@ -226,6 +226,22 @@ pub fn format_mac(bytes: &[u8]) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// Details that identify what an alert is about; they become Alertmanager labels
+/// (so that different gateways or links are different alerts there).
+pub const IDENTIFYING: &[&str] = &["interface", "ip", "family", "target", "domain", "router_ip"];
+
+/// What identifies the subject of an alert: its kind and identifying details
+/// (the Alertmanager labels). Conditions are matched to their clearing by it.
+pub fn identity(kind: Kind, details: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut key = kind.as_str().to_string();
+    for k in IDENTIFYING {
+        if let Some(serde_json::Value::String(v)) = details.get(*k) {
+            key.push_str(&format!("|{k}={v}"));
+        }
+    }
+    key
 }
 
 #[cfg(test)]

@@ -109,6 +109,19 @@ pub enum CertError {
 }
 
 impl CertFacts {
+    /// The facts as JSON (what `probe --json` and `fingerprints --json` print).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cert_sha256": self.identity.cert_sha256.hex(),
+            "spki_sha256": self.identity.spki_sha256.hex(),
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "not_before": crate::alert::format_time(&self.not_before),
+            "not_after": crate::alert::format_time(&self.not_after),
+            "dns_names": self.dns_names,
+        })
+    }
+
     /// Parses a DER certificate. Nothing here trusts the input: a damaged
     /// certificate is an error, never a panic.
     pub fn from_der(der: &[u8]) -> Result<CertFacts, CertError> {

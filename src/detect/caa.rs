@@ -225,6 +225,47 @@ pub fn findings(domain: &str, problems: &[String], now: DateTime<Utc>) -> Vec<Fi
         .collect()
 }
 
+/// The CAA audit's memory: the problems reported per domain, so each is
+/// reported once (again only after it was fixed and came back).
+#[derive(Default)]
+pub struct CaaWatch {
+    reported: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// What one audit of a domain gave.
+pub struct CaaOutcome {
+    /// Problems not reported before.
+    pub findings: Vec<Finding>,
+    /// The domain had problems before and has none now.
+    pub fixed: bool,
+}
+
+impl CaaWatch {
+    /// Audits the records found for `domain` (`None`: no CAA anywhere up the
+    /// tree) and reports each problem once per episode.
+    pub fn observe(
+        &mut self,
+        domain: &str,
+        found: Option<(&str, &[CaaRecord])>,
+        rules: CaaRules,
+        now: DateTime<Utc>,
+    ) -> CaaOutcome {
+        let problems = audit(domain, found, rules);
+        let before = self.reported.remove(domain).unwrap_or_default();
+        let new: Vec<String> = problems
+            .iter()
+            .filter(|p| !before.contains(p))
+            .cloned()
+            .collect();
+        let fixed = problems.is_empty() && !before.is_empty();
+        self.reported.insert(domain.to_string(), problems);
+        CaaOutcome {
+            findings: findings(domain, &new, now),
+            fixed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::alert::{Finding, Kind};
-use crate::baseline::{Baseline, LinkRecord, MAX_LINKS, NextHopRecord};
 use crate::config::Glob;
 use crate::kernel::{Family, KernelView, Link, Neighbour, NeighbourState, Observation};
+use crate::state::baseline::{Baseline, LinkRecord, MAX_LINKS, NextHopRecord};
 
 /// Neighbour entries kept; beyond this, entries that are not gateways are ignored.
 pub const MAX_NEIGHBOURS: usize = 65_536;

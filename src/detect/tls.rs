@@ -222,7 +222,10 @@ pub struct Assessment {
     pub matched: Option<Match>,
     /// One line for people.
     pub text: String,
+    /// Days until the certificate seen expires.
     pub days_left: Option<i64>,
+    /// Our certificate, expiring within `expiry_warning` (or expired).
+    pub expiring: bool,
 }
 
 /// Judges one report against the expected set.
@@ -239,6 +242,7 @@ pub fn assess(
                 matched: None,
                 text: format!("check failed: {e}"),
                 days_left: None,
+                expiring: false,
             };
         }
         Ok(seen) => seen,
@@ -251,6 +255,8 @@ pub fn assess(
         (false, Some(e)) => format!("chain does not verify: {e}"),
         (false, None) => "chain does not verify".to_string(),
     };
+    let ours = matches!(matched, Match::Current | Match::Replaced(_));
+    let expiring = ours && seen.facts.not_after - now <= rules.expiry_warning;
     let (verdict, text) = match matched {
         Match::No | Match::Expired(_) => (
             Verdict::Critical,
@@ -270,7 +276,6 @@ pub fn assess(
             ),
         ),
         Match::Current | Match::Replaced(_) => {
-            let expiring = seen.facts.not_after - now <= rules.expiry_warning;
             let verdict = if expiring || !seen.chain_valid {
                 Verdict::Warning
             } else {
@@ -298,6 +303,7 @@ pub fn assess(
         matched: Some(matched),
         text,
         days_left: Some(days_left),
+        expiring,
     }
 }
 
@@ -417,11 +423,19 @@ impl TlsDetector {
         self.targets.get(target).map(|(r, e, _)| (r, e))
     }
 
+    /// The findings of one report (see [`TlsDetector::judge`]).
     pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
-        let Some((rules, expected, state)) = self.targets.get_mut(&report.target) else {
-            return Vec::new();
-        };
+        self.judge(report).map(|(_, f)| f).unwrap_or_default()
+    }
+
+    /// Judges one report once, with [`assess`] (what `probe` prints), and turns
+    /// the judgement into findings: a foreign certificate once per certificate,
+    /// recovery, expiry once per certificate, failures after N in a row.
+    /// `None` for a target that is not configured.
+    pub fn judge(&mut self, report: &ProbeReport) -> Option<(Assessment, Vec<Finding>)> {
+        let (rules, expected, state) = self.targets.get_mut(&report.target)?;
         let now = report.time;
+        let judgement = assess(rules, expected, report, now);
         let mut out = Vec::new();
         let ids = json!({"target": rules.name, "address": rules.address});
         let seen = match &report.outcome {
@@ -445,7 +459,7 @@ impl TlsDetector {
                         }),
                     ));
                 }
-                return out;
+                return Some((judgement, out));
             }
             Ok(seen) => seen,
         };
@@ -469,8 +483,8 @@ impl TlsDetector {
         } else {
             rules.vantage.clone()
         };
-        match expected.matches(&id, now, rules.rotation_grace) {
-            Match::No | Match::Expired(_) => {
+        match judgement.matched {
+            None | Some(Match::No | Match::Expired(_)) => {
                 if state.mismatch != Some(id.cert_sha256) {
                     state.mismatch = Some(id.cert_sha256);
                     let chain = if seen.chain_valid {
@@ -511,7 +525,7 @@ impl TlsDetector {
                     ));
                 }
             }
-            Match::Current | Match::Replaced(_) => {
+            Some(Match::Current | Match::Replaced(_)) => {
                 let was_mismatch = state.mismatch.take().is_some();
                 if was_mismatch {
                     out.push(Finding::cleared(
@@ -538,7 +552,7 @@ impl TlsDetector {
                     ));
                 }
                 let left = seen.facts.not_after - now;
-                if left <= rules.expiry_warning && state.expiry_reported != Some(id.cert_sha256) {
+                if judgement.expiring && state.expiry_reported != Some(id.cert_sha256) {
                     state.expiry_reported = Some(id.cert_sha256);
                     let days_left = left.num_days();
                     let when = if left < Duration::zero() {
@@ -565,7 +579,7 @@ impl TlsDetector {
                 }
             }
         }
-        out
+        Some((judgement, out))
     }
 }
 

@@ -5,24 +5,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
-use crate::alert::{Alert, Delivery, Kind, format_time};
+use crate::alert::{Alert, Delivery, IDENTIFYING, Kind, format_time};
 use crate::config::WebhookFormat;
-
-/// Details that identify what an alert is about; they become Alertmanager labels
-/// (so that different gateways or links are different alerts there).
-const IDENTIFYING: &[&str] = &["interface", "ip", "family", "target", "domain", "router_ip"];
-
-/// What identifies the subject of an alert: its kind and identifying details
-/// (the Alertmanager labels). Conditions are matched to their clearing by it.
-pub fn identity(kind: Kind, details: &Map<String, Value>) -> String {
-    let mut key = kind.as_str().to_string();
-    for k in IDENTIFYING {
-        if let Some(Value::String(v)) = details.get(*k) {
-            key.push_str(&format!("|{k}={v}"));
-        }
-    }
-    key
-}
 
 /// The JSON body of one alert in the given format.
 pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Duration) -> String {

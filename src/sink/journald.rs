@@ -1,4 +1,4 @@
-//! journald sink: one journal entry per alert, with the fields of SPEC.md,
+//! journald sink: one journal entry per alert, with the fields of docs/ALERTS.md,
 //! sent over journald's native datagram protocol (no libsystemd needed).
 
 use std::io;

@@ -1,9 +1,10 @@
 //! The spool: alerts on disk before delivery, in append-only segment files.
 //!
-//! Building block for durable delivery (issue 4): each alert is appended and
-//! fsynced (one fsync per batch) before any receiver sees it; each receiver keeps
-//! its own cursor and moves it only after a 2xx, so outages, restarts and
-//! `kill -9` lose nothing (at-least-once). Not yet wired into the webhook sink.
+//! Each alert is appended and fsynced (one fsync per batch) before any receiver
+//! sees it; each receiver keeps its own cursor and moves it only after a 2xx,
+//! so outages, restarts and `kill -9` lose nothing (at-least-once). The writer
+//! knows where every record ends, so what waits for a receiver is counted from
+//! memory ([`Spool::count_after`]), never by reading the files.
 //!
 //! Record: `b"NS"`, payload length (u32 LE), CRC-32 of the payload (u32 LE),
 //! payload. A record cut short by a crash, or damaged, ends the valid part of its
@@ -37,10 +38,13 @@ pub enum SpoolError {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Segment {
     bytes: u64,
     records: u64,
+    /// Where each record ends (offsets in the segment, ascending); bounded by
+    /// the segment size (a segment is closed past [`SEGMENT_BYTES`]).
+    ends: Vec<u32>,
 }
 
 /// What `open` found.
@@ -117,7 +121,10 @@ impl Spool {
                 source,
             })?;
             let mut records = 0;
-            let end = scan(&bytes, 0, usize::MAX, |_, _| records += 1);
+            let end = scan(&bytes, 0, usize::MAX, |_, end| {
+                records += 1;
+                seg.ends.push(end as u32);
+            });
             seg.records = records;
             seg.bytes = end as u64;
             recovery.records += records;
@@ -192,11 +199,13 @@ impl Spool {
     /// Appends payloads and makes them durable with one fsync; returns the new end.
     pub fn append(&mut self, payloads: &[&[u8]]) -> Result<Position, SpoolError> {
         let mut buf = Vec::new();
+        let mut ends = Vec::new();
         for p in payloads.iter().filter(|p| p.len() <= MAX_RECORD) {
             buf.extend_from_slice(&MAGIC);
             buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
             buf.extend_from_slice(p);
+            ends.push(buf.len() as u64);
         }
         let id = self.newest();
         let path = segment_path(&self.dir, id);
@@ -209,8 +218,12 @@ impl Spool {
             .and_then(|_| self.writer.sync_data())
             .map_err(io)?;
         let seg = self.segments.entry(id).or_default();
+        seg.ends.extend(
+            ends.iter()
+                .map(|end| (seg.bytes + end).min(u32::MAX as u64) as u32),
+        );
         seg.bytes += buf.len() as u64;
-        seg.records += payloads.len() as u64;
+        seg.records += ends.len() as u64;
         if seg.bytes >= SEGMENT_BYTES {
             let next = id + 1;
             let path = segment_path(&self.dir, next);
@@ -294,6 +307,24 @@ impl Spool {
         Ok(out)
     }
 
+    /// Records after `from` (from the oldest kept when `from` was dropped),
+    /// counted from memory.
+    pub fn count_after(&self, from: Position) -> u64 {
+        let from = from.max(self.start());
+        self.segments
+            .range(from.segment..)
+            .map(|(id, seg)| match *id == from.segment {
+                true => {
+                    let done = seg
+                        .ends
+                        .partition_point(|end| u64::from(*end) <= from.offset);
+                    (seg.ends.len() - done) as u64
+                }
+                false => seg.records,
+            })
+            .sum()
+    }
+
     /// Deletes the segments every cursor has passed.
     pub fn collect(&mut self, cursors: &[Position]) {
         let Some(min) = cursors.iter().min().copied() else {
@@ -333,9 +364,9 @@ impl Spool {
     }
 }
 
-/// Counts the records after `from` without opening the spool for writing (for
-/// `netsentry status` while the agent runs).
-pub fn count_after(dir: &Path, from: Option<Position>) -> u64 {
+/// Counts the records after `from` by reading the segment files, without
+/// opening the spool (for `netsentry status`, another process than the agent).
+pub fn count_after_on_disk(dir: &Path, from: Option<Position>) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -409,8 +440,39 @@ mod tests {
         assert_eq!(rest.len(), 6);
         assert_eq!(rest[0].0, b"{\"id\":\"alert-4\"}");
         assert_eq!(s2.load_cursor("never-saved"), None);
-        assert_eq!(count_after(dir.path(), read_cursor(dir.path(), "r1")), 6);
-        assert_eq!(count_after(dir.path(), None), 10);
+        assert_eq!(
+            count_after_on_disk(dir.path(), read_cursor(dir.path(), "r1")),
+            6
+        );
+        assert_eq!(count_after_on_disk(dir.path(), None), 10);
+        // The same counts from memory: in the writer that appended them, and
+        // in one that reopened the spool.
+        assert_eq!(s.count_after(got[3].1), 6);
+        assert_eq!(s2.count_after(s2.load_cursor("r1").unwrap()), 6);
+        assert_eq!(s2.count_after(s2.start()), 10);
+        assert_eq!(s2.count_after(s2.end()), 0);
+    }
+
+    #[test]
+    fn pending_counts_from_memory_match_the_files_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
+        // Records of ~100 KiB: a new segment every ten or so.
+        let big: Vec<Vec<u8>> = (0..35)
+            .map(|i| vec![b'a' + (i % 26) as u8; 100 << 10])
+            .collect();
+        for chunk in big.chunks(3) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|p| p.as_slice()).collect();
+            s.append(&refs).unwrap();
+        }
+        assert!(s.segments.len() > 2, "{} segments", s.segments.len());
+        let all = s.read(s.start(), 100).unwrap();
+        assert_eq!(all.len(), 35);
+        for (i, (_, after)) in all.iter().enumerate() {
+            let want = 35 - (i as u64 + 1);
+            assert_eq!(s.count_after(*after), want, "after record {i}");
+            assert_eq!(count_after_on_disk(dir.path(), Some(*after)), want);
+        }
     }
 
     #[test]

@@ -58,6 +58,18 @@ impl Outbox {
         Ok(dropped)
     }
 
+    /// Alerts in the spool not yet delivered to `receiver` (from memory).
+    pub fn pending(&self, receiver: &str) -> u64 {
+        let cursor = self
+            .cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(receiver)
+            .copied();
+        let spool = self.lock();
+        spool.count_after(cursor.unwrap_or_else(|| spool.start()))
+    }
+
     fn read(&self, from: Position) -> Result<Vec<(Vec<u8>, Position)>, SpoolError> {
         self.lock().read(from, READ_BATCH)
     }

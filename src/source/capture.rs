@@ -4,7 +4,11 @@
 //! a server's real traffic — never leaves the kernel.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::socket::{LinkAddr, recvfrom};
+
+use super::sys;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -136,73 +140,25 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
     out
 }
 
-fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
-    }
-    Ok(())
-}
-
 /// Opens the capture socket. Fails with `PermissionDenied` without CAP_NET_RAW.
+/// Non-blocking: the loop waits in `poll` and drains until the queue is empty.
 pub fn open(receive_buffer: usize) -> io::Result<OwnedFd> {
-    let all = (libc::ETH_P_ALL as u16).to_be();
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     // Protocol 0 first: no frame is queued before the filter is in place.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    check(fd, "AF_PACKET socket")?;
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let program = filter_program();
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    check(
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &prog as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::sock_fprog>() as u32,
-            )
-        },
-        "attach BPF filter",
-    )?;
-    super::set_receive_buffer(fd.as_raw_fd(), receive_buffer);
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = all;
-    addr.sll_ifindex = 0;
-    check(
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        },
-        "bind AF_PACKET socket",
-    )?;
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("AF_PACKET socket: {e}"))
+    })?;
+    sys::attach_filter(fd.as_fd(), &filter_program())?;
+    super::set_receive_buffer(&fd, receive_buffer);
+    sys::bind_all_interfaces(fd.as_fd())?;
     Ok(fd)
-}
-
-/// Reads and resets the kernel's counters (PACKET_STATISTICS).
-fn read_stats(fd: &OwnedFd) -> Option<(u64, u64)> {
-    let mut stats = libc::tpacket_stats {
-        tp_packets: 0,
-        tp_drops: 0,
-    };
-    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            &mut stats as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some((stats.tp_packets as u64, stats.tp_drops as u64))
 }
 
 /// Runs the capture on the calling thread until the receiver goes away.
@@ -229,22 +185,17 @@ pub fn run(
     let mut buf = vec![0u8; SNAPLEN];
     loop {
         let wait = next_stats.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let ready = match super::wait_readable(&fd, wait) {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = tx.blocking_send(CaptureEvent::Failed(format!(
+                    "poll on the capture socket failed: {e}"
+                )));
+                return;
+            }
         };
-        let ready =
-            unsafe { libc::poll(&mut pfd, 1, wait.as_millis().min(i32::MAX as u128) as i32) };
-        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            let _ = tx.blocking_send(CaptureEvent::Failed(format!(
-                "poll on the capture socket failed: {}",
-                io::Error::last_os_error()
-            )));
-            return;
-        }
         if Instant::now() >= next_stats {
-            if let Some((p, d)) = read_stats(&fd) {
+            if let Some((p, d)) = sys::packet_statistics(fd.as_fd()) {
                 packets += p;
                 drops += d;
             }
@@ -256,34 +207,24 @@ pub fn run(
             }
             next_stats = Instant::now() + stats_every;
         }
-        if ready <= 0 {
+        if !ready {
             continue;
         }
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut addr_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            let n = unsafe {
-                libc::recvfrom(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    &mut addr as *mut _ as *mut libc::sockaddr,
-                    &mut addr_len,
-                )
+            let (n, addr) = match recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) {
+                Ok((n, Some(addr))) => (n, addr),
+                Ok((_, None)) => continue,
+                Err(_) => break, // EAGAIN: drained (or an error poll will report)
             };
-            if n < 0 {
-                break;
-            }
             // Our own frames tell nothing about the network.
-            if addr.sll_pkttype == libc::PACKET_OUTGOING {
+            if addr.pkttype() == libc::PACKET_OUTGOING {
                 continue;
             }
             batch.push(CapturedFrame {
-                ifindex: addr.sll_ifindex as u32,
+                ifindex: addr.ifindex() as u32,
                 time: Utc::now(),
-                data: buf[..n as usize].to_vec(),
+                data: buf[..n].to_vec(),
             });
         }
         if !batch.is_empty() && tx.blocking_send(CaptureEvent::Frames(batch)).is_err() {

@@ -5,28 +5,37 @@ pub mod capture;
 pub mod certfiles;
 pub mod ct;
 pub mod netlink;
+pub mod pcap;
 pub mod socks;
 pub mod starttls;
+mod sys;
 pub mod tls_probe;
+pub mod tls_scheduler;
 
-use std::os::fd::RawFd;
+use std::os::fd::AsFd;
+
+use nix::sys::socket::{setsockopt, sockopt};
 
 /// Sets a socket's receive buffer: SO_RCVBUFFORCE (root/CAP_NET_ADMIN) goes past
 /// `net.core.rmem_max`; without it, SO_RCVBUF gets as much as the system allows.
 /// What overflows is counted by the kernel (netlink: re-dump; capture: drops).
-pub(crate) fn set_receive_buffer(fd: RawFd, bytes: usize) {
-    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    let set = |opt| unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            &value as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if set(libc::SO_RCVBUFFORCE) != 0 {
-        let _ = set(libc::SO_RCVBUF);
+pub(crate) fn set_receive_buffer(fd: &impl AsFd, bytes: usize) {
+    let value = bytes.min(i32::MAX as usize / 2);
+    if setsockopt(fd, sockopt::RcvBufForce, &value).is_err() {
+        let _ = setsockopt(fd, sockopt::RcvBuf, &value);
+    }
+}
+
+/// Waits until `fd` is readable or `wait` passed: `Ok(true)` when readable.
+/// An interrupted wait is `Ok(false)` (the caller loops anyway).
+pub(crate) fn wait_readable(fd: &impl AsFd, wait: std::time::Duration) -> std::io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -71,7 +70,7 @@ pub fn open_event_socket(receive_buffer: usize) -> io::Result<Socket> {
         | RTMGRP_IPV4_IFADDR
         | RTMGRP_IPV6_IFADDR;
     socket.bind(&SocketAddr::new(0, groups))?;
-    super::set_receive_buffer(socket.as_raw_fd(), receive_buffer);
+    super::set_receive_buffer(&socket, receive_buffer);
     Ok(socket)
 }
 
@@ -452,24 +451,19 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
     let mut stats = ParseStats::default();
     loop {
         let wait = next_reconcile.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
-        let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let ready = match super::wait_readable(&socket, wait) {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = tx.blocking_send(SourceEvent::Failed(format!(
+                    "poll on the netlink socket failed: {e}"
+                )));
+                return;
             }
-            let _ = tx.blocking_send(SourceEvent::Failed(format!(
-                "poll on the netlink socket failed: {e}"
-            )));
-            return;
-        }
-        if ready == 0 {
+        };
+        if !ready {
+            if Instant::now() < next_reconcile {
+                continue; // interrupted
+            }
             if !resync("timer") {
                 return;
             }

@@ -9,12 +9,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::alert::{Finding, Kind};
-use crate::baseline::{self, Baseline};
 use crate::config::Config;
 use crate::detect::arp::{ArpDetector, ArpSettings};
 use crate::detect::net::NetDetector;
 use crate::detect::stations::StationTable;
 use crate::kernel::{Family, Mac};
+use crate::state::{self, baseline::Baseline};
 
 /// Kinds limited per window under `[arp] alerts_per_kind`.
 pub const STATION_KINDS: &[Kind] = &[
@@ -45,17 +45,20 @@ fn known_mac(baseline: Option<&Baseline>, ip: &IpAddr) -> Option<Mac> {
         .map(|g| g.mac.clone())
 }
 
-/// `[arp] gateways` with the MACs the stored baseline knows (for replay).
-pub fn configured_gateways(
-    config: &Config,
+/// The gateways to guard: `primary` (the default routes' next hops, or in a
+/// replay the baseline's gateways) and the `extra` addresses of `[arp] gateways`
+/// with the MAC the baseline knows for them. One list for the agent and replay.
+pub fn merge_gateways(
+    mut primary: Vec<(IpAddr, Option<Mac>)>,
+    extra: &[IpAddr],
     baseline: Option<&Baseline>,
 ) -> Vec<(IpAddr, Option<Mac>)> {
-    config
-        .arp
-        .gateways
-        .iter()
-        .map(|ip| (*ip, known_mac(baseline, ip)))
-        .collect()
+    for ip in extra {
+        if !primary.iter().any(|(g, _)| g == ip) {
+            primary.push((*ip, known_mac(baseline, ip)));
+        }
+    }
+    primary
 }
 
 /// The packet detector with its live inputs.
@@ -75,17 +78,17 @@ impl PacketWatch {
     pub fn load(config: &Config) -> PacketWatch {
         let mut detector = ArpDetector::new(settings(config));
         let dir = &config.agent.state_dir;
-        if let Some(text) = baseline::read_state_text(dir, baseline::STATIONS_FILE) {
+        if let Some(text) = state::read_text(dir, state::STATIONS_FILE) {
             let (table, bad) = StationTable::from_text(&text, config.arp.max_stations);
             if bad > 0 {
                 tracing::warn!(
                     "{}: {bad} unreadable lines skipped",
-                    dir.join(baseline::STATIONS_FILE).display()
+                    dir.join(state::STATIONS_FILE).display()
                 );
             }
             detector.set_stations(table);
         }
-        if let Some(text) = baseline::read_state_text(dir, baseline::ROUTERS_FILE) {
+        if let Some(text) = state::read_text(dir, state::ROUTERS_FILE) {
             detector.load_routers(&text);
         }
         PacketWatch {
@@ -113,11 +116,7 @@ impl PacketWatch {
                 gateways.push((ip, mac));
             }
         }
-        for ip in &self.extra_gateways {
-            if !gateways.iter().any(|(g, _)| g == ip) {
-                gateways.push((*ip, known_mac(Some(net.baseline()), ip)));
-            }
-        }
+        let gateways = merge_gateways(gateways, &self.extra_gateways, Some(net.baseline()));
         if gateways != self.gateways {
             self.detector.set_gateways(&gateways);
             self.gateways = gateways;
@@ -167,10 +166,10 @@ impl PacketWatch {
         let stations = self.detector.stations().to_text();
         let routers = self.detector.routers_text();
         for (name, text) in [
-            (baseline::STATIONS_FILE, stations),
-            (baseline::ROUTERS_FILE, routers),
+            (state::STATIONS_FILE, stations),
+            (state::ROUTERS_FILE, routers),
         ] {
-            if let Err(e) = baseline::write_state_text(state_dir, name, &text) {
+            if let Err(e) = state::write_text(state_dir, name, &text) {
                 tracing::error!("{e}");
             }
         }

@@ -9,10 +9,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::baseline;
 use crate::cert::{CertFacts, Sha256};
+use crate::state;
 
-pub const HISTORY_FILE: &str = "cert_history.json";
+pub use super::HISTORY_FILE;
 /// Certificates remembered; beyond this the ones that ended longest ago go.
 pub const MAX_HISTORY: usize = 10_000;
 
@@ -43,7 +43,7 @@ impl CertHistory {
     /// Reads the history from `state_dir`; a missing or damaged file is an
     /// empty history (damage is logged).
     pub fn load(state_dir: &Path) -> CertHistory {
-        let Some(text) = baseline::read_state_text(state_dir, HISTORY_FILE) else {
+        let Some(text) = state::read_text(state_dir, HISTORY_FILE) else {
             return CertHistory::default();
         };
         match serde_json::from_str::<CertHistory>(&text) {
@@ -106,7 +106,7 @@ impl CertHistory {
             return;
         }
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        if let Err(e) = baseline::write_state_text(state_dir, HISTORY_FILE, &text) {
+        if let Err(e) = state::write_text(state_dir, HISTORY_FILE, &text) {
             tracing::error!("{e}");
             self.dirty = true;
         }

@@ -3,10 +3,13 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::baseline::{self, Baseline};
 use crate::config::Config;
 use crate::kernel::{Family, KernelView};
 use crate::source::netlink;
+use crate::state::{
+    self,
+    baseline::{self, Baseline},
+};
 
 #[derive(Debug, Serialize)]
 pub struct RouteRow {
@@ -78,7 +81,7 @@ pub fn receivers(config: &Config) -> Vec<ReceiverRow> {
             ReceiverRow {
                 url: hook.url.0.to_string(),
                 format: format!("{:?}", hook.format).to_lowercase(),
-                pending: crate::sink::spool::count_after(&dir, cursor),
+                pending: crate::sink::spool::count_after_on_disk(&dir, cursor),
                 last_success: status.last_success,
                 last_error: status.last_error,
                 last_error_at: status.last_error_at,
@@ -97,12 +100,11 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
     };
     let mut status = build(config, &view, baseline, baseline_problem);
     status.receivers = receivers(config);
-    status.capture = baseline::read_state_text(&config.agent.state_dir, baseline::CAPTURE_FILE)
+    status.capture = state::read_text(&config.agent.state_dir, state::CAPTURE_FILE)
         .and_then(|t| serde_json::from_str(&t).ok());
     if !config.tls.targets.is_empty() {
-        status.tls_checks =
-            baseline::read_state_text(&config.agent.state_dir, baseline::TLS_CHECKS_FILE)
-                .and_then(|t| serde_json::from_str(&t).ok());
+        status.tls_checks = state::read_text(&config.agent.state_dir, state::TLS_CHECKS_FILE)
+            .and_then(|t| serde_json::from_str(&t).ok());
     }
     Ok(status)
 }

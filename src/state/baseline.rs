@@ -3,15 +3,16 @@
 //! reported at the next start.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::{StateError, write_atomically};
 use crate::kernel::{Family, Mac};
 
+/// The baseline file in `state_dir`.
 pub const FILE_NAME: &str = "baseline.json";
 const FORMAT_VERSION: u32 = 1;
 /// Gateways remembered (current and past); the least recently confirmed go first.
@@ -117,37 +118,20 @@ impl Baseline {
     }
 }
 
-/// Why a stored baseline could not be used (it is replaced, never fatal).
-#[derive(Debug, thiserror::Error)]
-pub enum BaselineError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is corrupt ({reason}); starting a new baseline")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
 /// Loads the baseline. `Ok(None)` when there is none yet.
-pub fn load(state_dir: &Path) -> Result<Option<Baseline>, BaselineError> {
+pub fn load(state_dir: &Path) -> Result<Option<Baseline>, StateError> {
     let path = state_dir.join(FILE_NAME);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(BaselineError::Read { path, source }),
+        Err(source) => return Err(StateError::Read { path, source }),
     };
-    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
+    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
         path: path.clone(),
         reason: e.to_string(),
     })?;
     if baseline.version != FORMAT_VERSION {
-        return Err(BaselineError::Corrupt {
+        return Err(StateError::Corrupt {
             path,
             reason: format!("unknown format version {}", baseline.version),
         });
@@ -156,48 +140,12 @@ pub fn load(state_dir: &Path) -> Result<Option<Baseline>, BaselineError> {
 }
 
 /// Writes the baseline atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn save(state_dir: &Path, baseline: &Baseline) -> Result<(), BaselineError> {
+pub fn save(state_dir: &Path, baseline: &Baseline) -> Result<(), StateError> {
     let path = state_dir.join(FILE_NAME);
     let mut stored = baseline.clone();
     stored.version = FORMAT_VERSION;
     let text = serde_json::to_vec_pretty(&stored).unwrap_or_default();
-    write_atomically(&path, &text).map_err(|source| BaselineError::Write { path, source })
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Station table of the packet detector, `interface ip mac first last previous`.
-pub const STATIONS_FILE: &str = "stations.tsv";
-/// Routers seen in router advertisements, `interface ip`.
-pub const ROUTERS_FILE: &str = "routers.tsv";
-/// Capture counters the running agent last wrote, for `netsentry status`.
-pub const CAPTURE_FILE: &str = "capture.json";
-/// The certificates of each TLS target's expected files, with when they were
-/// replaced (so that a restart keeps the rotation grace), and the last results.
-pub const TLS_FILE: &str = "tls.json";
-/// The last result of each TLS check, for `netsentry status`.
-pub const TLS_CHECKS_FILE: &str = "tls_checks.json";
-
-/// Reads a state file as text; `None` when it does not exist or cannot be read.
-pub fn read_state_text(state_dir: &Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(state_dir.join(name)).ok()
-}
-
-/// Writes a state file atomically.
-pub fn write_state_text(state_dir: &Path, name: &str, text: &str) -> Result<(), BaselineError> {
-    let path = state_dir.join(name);
-    write_atomically(&path, text.as_bytes()).map_err(|source| BaselineError::Write { path, source })
+    write_atomically(&path, &text).map_err(|source| StateError::Write { path, source })
 }
 
 #[cfg(test)]
@@ -253,7 +201,7 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(FILE_NAME), junk).unwrap();
             let err = load(dir.path()).unwrap_err();
-            assert!(matches!(err, BaselineError::Corrupt { .. }), "{err}");
+            assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         }
     }
 

@@ -3,24 +3,22 @@
 //! detectors, and their state in `state_dir` (`ct.json`: positions and recent
 //! issuances, so a restart neither re-alerts nor misses).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Finding;
-use crate::baseline;
 use crate::cert::Sha256;
-use crate::certhistory::CertHistory;
 use crate::config::Config;
-use crate::detect::caa::{self, CaaRules};
 use crate::detect::ct::{Authorized, CtDetector};
-use crate::source::caa::CaaReport;
 use crate::source::certfiles::CertFiles;
 use crate::source::ct::CtEvent;
+use crate::state;
+use crate::state::certhistory::CertHistory;
 
-pub const CT_FILE: &str = "ct.json";
+use crate::state::CT_FILE;
 /// Recent issuances kept in `ct.json` (dedup of precertificate/certificate pairs).
 const SAVED_SEEN: usize = 10_000;
 
@@ -41,7 +39,7 @@ pub struct CtWatch {
 impl CtWatch {
     pub fn load(config: &Config) -> CtWatch {
         let state_dir = config.agent.state_dir.clone();
-        let state: CtState = baseline::read_state_text(&state_dir, CT_FILE)
+        let state: CtState = state::read_text(&state_dir, CT_FILE)
             .and_then(|t| match serde_json::from_str(&t) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -141,48 +139,8 @@ impl CtWatch {
             seen,
         };
         let text = serde_json::to_string(&state).unwrap_or_default();
-        if let Err(e) = baseline::write_state_text(&self.state_dir, CT_FILE, &text) {
+        if let Err(e) = state::write_text(&self.state_dir, CT_FILE, &text) {
             tracing::error!("{e}");
         }
-    }
-}
-
-/// The CAA audit's memory: the problems reported per domain, so each is
-/// reported once (again only after it was fixed and came back).
-#[derive(Default)]
-pub struct CaaWatch {
-    reported: HashMap<String, Vec<String>>,
-}
-
-impl CaaWatch {
-    pub fn observe(&mut self, report: CaaReport, rules: CaaRules) -> Vec<Finding> {
-        let records = match &report.found {
-            Err(e) => {
-                tracing::warn!(
-                    "CAA audit of {}: {e}; trying again next round",
-                    report.domain
-                );
-                return Vec::new();
-            }
-            Ok(found) => found,
-        };
-        let problems = caa::audit(
-            &report.domain,
-            records
-                .as_ref()
-                .map(|(owner, r)| (owner.as_str(), r.as_slice())),
-            rules,
-        );
-        let before = self.reported.remove(&report.domain).unwrap_or_default();
-        let new: Vec<String> = problems
-            .iter()
-            .filter(|p| !before.contains(p))
-            .cloned()
-            .collect();
-        if problems.is_empty() && !before.is_empty() {
-            tracing::info!("CAA policy of {} is fine now", report.domain);
-        }
-        self.reported.insert(report.domain.clone(), problems);
-        caa::findings(&report.domain, &new, Utc::now())
     }
 }

@@ -1,22 +1,17 @@
-//! `netsentry replay`: the packet detectors over a pcap or pcapng file, with
-//! packet timestamps as time and no rate limits (forensics wants every finding).
+//! Capture files (pcap and pcapng, Ethernet) as frames with their time, for
+//! `netsentry replay`. Damage is an error with a sentence, never a panic.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use pcap_file::DataLink;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
-use crate::alert::{Alert, Finding};
-use crate::config::Config;
-use crate::detect::arp::{ArpCounters, ArpDetector};
-use crate::packet;
-
-/// Why a capture file cannot be replayed (exit 2 with this sentence).
+/// Why a capture file cannot be read (`replay` exits 2 with this sentence).
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub enum PcapError {
     #[error("{file}: cannot read: {source}")]
     Io {
         file: String,
@@ -30,20 +25,14 @@ pub enum ReplayError {
     NotEthernet { file: String, link: String },
 }
 
-/// What a replay found.
-#[derive(Debug, Default)]
-pub struct ReplaySummary {
-    pub counters: ArpCounters,
-    pub alerts: u64,
-    /// Frames on interfaces with another link type (skipped).
-    pub skipped_link_type: u64,
-}
-
 /// One frame from a capture file.
-struct Packet<'a> {
-    interface: &'a str,
-    time: DateTime<Utc>,
-    data: &'a [u8],
+pub struct Packet<'a> {
+    /// The interface name (pcapng), or "pcap".
+    pub interface: &'a str,
+    /// When it was captured.
+    pub time: DateTime<Utc>,
+    /// The frame, from the Ethernet header.
+    pub data: &'a [u8],
 }
 
 /// Packet time to calendar time, with the date computed once per day (captures
@@ -88,8 +77,8 @@ fn read_pcap(
     mut reader: impl Read,
     file: &str,
     mut f: impl FnMut(std::time::Duration, &[u8]),
-) -> Result<(), ReplayError> {
-    let broken = |reason: String| ReplayError::Broken {
+) -> Result<(), PcapError> {
+    let broken = |reason: String| PcapError::Broken {
         file: file.to_string(),
         reason,
     };
@@ -114,7 +103,7 @@ fn read_pcap(
     };
     let link = word(&header[20..24]) & 0x0fff_ffff;
     if link != 1 {
-        return Err(ReplayError::NotEthernet {
+        return Err(PcapError::NotEthernet {
             file: file.to_string(),
             link: format!("{link}"),
         });
@@ -156,7 +145,7 @@ fn read_pcap(
         buf.copy_within(start..filled, 0);
         filled -= start;
         start = 0;
-        let n = read_full(&mut reader, &mut buf[filled..]).map_err(|e| ReplayError::Io {
+        let n = read_full(&mut reader, &mut buf[filled..]).map_err(|e| PcapError::Io {
             file: file.to_string(),
             source: e,
         })?;
@@ -180,9 +169,9 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Calls `f` for each Ethernet frame of a pcap or pcapng file.
-fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, ReplayError> {
+pub fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, PcapError> {
     let file = path.display().to_string();
-    let io = |source| ReplayError::Io {
+    let io = |source| PcapError::Io {
         file: file.clone(),
         source,
     };
@@ -190,9 +179,9 @@ fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, Rep
     let mut magic = [0u8; 4];
     reader
         .read_exact(&mut magic)
-        .map_err(|_| ReplayError::NotPcap { file: file.clone() })?;
+        .map_err(|_| PcapError::NotPcap { file: file.clone() })?;
     let reader = std::io::Cursor::new(magic).chain(reader);
-    let broken = |e: pcap_file::PcapError| ReplayError::Broken {
+    let broken = |e: pcap_file::PcapError| PcapError::Broken {
         file: file.clone(),
         reason: e.to_string(),
     };
@@ -249,81 +238,15 @@ fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, Rep
                 }
             }
             if !any_ethernet && !names.is_empty() {
-                return Err(ReplayError::NotEthernet {
+                return Err(PcapError::NotEthernet {
                     file,
                     link: "none of the interfaces is Ethernet".into(),
                 });
             }
         }
-        _ => return Err(ReplayError::NotPcap { file }),
+        _ => return Err(PcapError::NotPcap { file }),
     }
     Ok(skipped)
-}
-
-/// Replays `path` and writes every alert to `out` (JSON lines with `json`).
-pub fn replay(
-    path: &Path,
-    config: &Config,
-    use_baseline: bool,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<ReplaySummary, ReplayError> {
-    let stored = if use_baseline {
-        crate::baseline::load(&config.agent.state_dir)
-            .ok()
-            .flatten()
-    } else {
-        None
-    };
-    let mut gateways = packet::configured_gateways(config, stored.as_ref());
-    if let Some(b) = &stored {
-        for g in &b.gateways {
-            if !gateways.iter().any(|(ip, _)| *ip == g.ip) {
-                gateways.push((g.ip, Some(g.mac.clone())));
-            }
-        }
-    }
-    let mut detector = ArpDetector::new(packet::settings(config));
-    detector.set_gateways(&gateways);
-    let host = config.host_id();
-    let mut alerts = 0u64;
-    let mut write_error = None;
-    let mut emit = |findings: Vec<Finding>, out: &mut dyn Write| {
-        for f in findings {
-            alerts += 1;
-            let a = Alert::from_finding(f, &host);
-            let line = if json {
-                a.to_json()
-            } else {
-                crate::sink::console_line(&a)
-            };
-            if let Err(e) = writeln!(out, "{line}")
-                && write_error.is_none()
-            {
-                write_error = Some(e);
-            }
-        }
-    };
-    let skipped = for_each_frame(path, |p| {
-        let findings = detector.observe(p.interface, p.data, p.time);
-        if !findings.is_empty() {
-            emit(findings, out);
-        }
-    })?;
-    let _ = out.flush();
-    if let Some(e) = write_error
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(ReplayError::Io {
-            file: "stdout".into(),
-            source: e,
-        });
-    }
-    Ok(ReplaySummary {
-        counters: detector.counters(),
-        alerts,
-        skipped_link_type: skipped,
-    })
 }
 
 #[cfg(test)]
@@ -355,7 +278,7 @@ mod tests {
         out
     }
 
-    fn read(bytes: &[u8]) -> Result<Vec<(std::time::Duration, Vec<u8>)>, ReplayError> {
+    fn read(bytes: &[u8]) -> Result<Vec<(std::time::Duration, Vec<u8>)>, PcapError> {
         let mut got = Vec::new();
         read_pcap(bytes, "t", |t, d| got.push((t, d.to_vec())))?;
         Ok(got)
@@ -389,12 +312,12 @@ mod tests {
         }
         let mut huge = pcap(false, false, &[(1, 0, b"x")]);
         huge[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(read(&huge), Err(ReplayError::Broken { .. })));
+        assert!(matches!(read(&huge), Err(PcapError::Broken { .. })));
         let mut not_ethernet = pcap(false, false, &[]);
         not_ethernet[20] = 101;
         assert!(matches!(
             read(&not_ethernet),
-            Err(ReplayError::NotEthernet { .. })
+            Err(PcapError::NotEthernet { .. })
         ));
     }
 }

@@ -1,0 +1,646 @@
+//! The agent: wires the sources, the detectors and the sinks together, and
+//! handles start, signals, reload and stop.
+//!
+//! - `mod.rs`: [`run`] — the loop that waits for the next event and hands it
+//!   to one small method of [`Agent`];
+//! - `outputs.rs`: the emit pipeline every finding goes through;
+//! - `reload.rs`: [`ReloadPlan`], what a SIGHUP changes (pure);
+//! - `setup.rs`: logging, state_dir, journal, spool and receivers, timers;
+//! - `packets.rs`, `tls.rs`, `ct.rs`: the glue between a source's events, its
+//!   detector and its state files.
+
+pub mod ct;
+pub mod packets;
+pub mod tls;
+
+mod outputs;
+mod reload;
+mod setup;
+
+pub use reload::{Rebuild, ReloadPlan};
+pub use setup::init_logging;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::bail;
+use chrono::Utc;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigSource};
+use crate::detect::caa::CaaWatch;
+use crate::detect::correlate::Correlator;
+use crate::detect::lifecycle;
+use crate::detect::net::{MAX_NEIGHBOURS, NetCounters, NetDetector};
+use crate::detect::tls::ProbeReport;
+use crate::kernel::Observation;
+use crate::sink::metrics::{self, Metrics};
+use crate::sink::notify::Notifier;
+use crate::sink::webhook::{Outbox, WebhookSink, receiver_id};
+use crate::source::caa::CaaReport;
+use crate::source::capture::{self, CaptureEvent};
+use crate::source::ct::CtEvent;
+use crate::source::netlink::{self, SourceEvent};
+use crate::source::{Feed, tls_scheduler};
+use crate::state::baseline;
+use ct::CtWatch;
+use outputs::Outputs;
+use packets::PacketWatch;
+use setup::*;
+use tls::TlsWatch;
+
+/// How long queued webhook deliveries may take once a stop was asked for.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often the capture's kernel counters are read (and logged when frames were dropped).
+const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(10);
+/// How often a changed station table is written to state_dir.
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration
+/// from `source`: a valid one takes effect (baseline, spool and stations are
+/// kept), an invalid one is reported (`config_rejected`) and the running one stays.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let mut agent = Agent::start(config, source).await?;
+    let mut signals = Signals::new()?;
+    // The arms only hand the event to one method each; see `Agent`.
+    let stop = loop {
+        let coalesce_wait = agent
+            .out
+            .coalescer
+            .next_deadline()
+            .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+        let a = &mut agent;
+        tokio::select! {
+            event = a.netlink.recv() => if let Some(stop) = a.on_netlink(event) { break stop },
+            event = a.capture.recv(), if a.capture_on => a.on_capture(event),
+            report = next(&mut a.tls_checks), if a.tls_checks.is_some() => a.on_tls(report),
+            event = next(&mut a.ct_feed), if a.ct_feed.is_some() => a.on_ct(event),
+            report = next(&mut a.caa_feed), if a.caa_feed.is_some() => a.on_caa(report),
+            _ = a.timers.save.tick() => a.save_state(),
+            _ = a.timers.metrics.tick(), if a.config.metrics.enabled() => a.publish_metrics(),
+            _ = a.timers.watchdog.tick(), if a.notifier.watchdog_every().is_some() => a.notifier.notify("WATCHDOG=1"),
+            _ = a.timers.refresh.tick(), if refresh_every(&a.config).is_some() => a.out.refresh_conditions(Utc::now()),
+            _ = a.timers.heartbeat.tick(), if !a.config.agent.heartbeat_interval.0.is_zero() => a.heartbeat(),
+            _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => a.flush_coalescer(),
+            _ = signals.term.recv() => break Stop::signal("SIGTERM"),
+            _ = signals.int.recv() => break Stop::signal("SIGINT"),
+            _ = signals.hup.recv() => a.reload().await,
+        }
+        agent.after_event();
+    };
+    agent.stop(stop).await
+}
+
+/// The next item of a feed that may not be running (the arm's condition
+/// makes sure it is).
+async fn next<T>(feed: &mut Option<Feed<T>>) -> Option<T> {
+    feed.as_mut()?.rx.recv().await
+}
+
+/// The signals the agent answers.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Why the loop ended: the reason logged and sent in `agent_stopping`, and a
+/// failure (exit 2) when a source died.
+struct Stop {
+    reason: String,
+    failure: Option<String>,
+}
+
+impl Stop {
+    fn signal(name: &str) -> Stop {
+        Stop {
+            reason: name.to_string(),
+            failure: None,
+        }
+    }
+
+    fn failed(reason: String, failure: String) -> Stop {
+        Stop {
+            reason,
+            failure: Some(failure),
+        }
+    }
+}
+
+/// The loop's timers (each can be re-made by a reload).
+struct Timers {
+    save: tokio::time::Interval,
+    refresh: tokio::time::Interval,
+    heartbeat: tokio::time::Interval,
+    metrics: tokio::time::Interval,
+    watchdog: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(config: &Config, notifier: &Notifier) -> Timers {
+        Timers {
+            save: timer(Some(STATE_SAVE_EVERY)),
+            refresh: timer(refresh_every(config)),
+            heartbeat: timer(nonzero(config.agent.heartbeat_interval.0)),
+            metrics: timer(Some(config.metrics.interval.0)),
+            watchdog: timer(notifier.watchdog_every()),
+        }
+    }
+}
+
+/// What a reload could prepare without changing anything.
+struct Prepared {
+    new: Config,
+    secrets: Vec<Option<Vec<u8>>>,
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// Everything the running agent holds.
+struct Agent {
+    config: Config,
+    source: ConfigSource,
+    state_dir: PathBuf,
+    notifier: Notifier,
+    outbox: Option<Arc<Outbox>>,
+    webhooks: Vec<WebhookSink>,
+    out: Outputs,
+    detector: NetDetector,
+    baseline_loaded: bool,
+    baseline_problem: Option<String>,
+    netlink: mpsc::Receiver<SourceEvent>,
+    capture: mpsc::Receiver<CaptureEvent>,
+    capture_on: bool,
+    reported_drops: u64,
+    packets: PacketWatch,
+    tls: TlsWatch,
+    tls_checks: Option<Feed<ProbeReport>>,
+    ct: CtWatch,
+    ct_feed: Option<Feed<CtEvent>>,
+    caa: CaaWatch,
+    caa_feed: Option<Feed<CaaReport>>,
+    metrics_page: Arc<Mutex<String>>,
+    timers: Timers,
+    started: tokio::time::Instant,
+    reported_counters: NetCounters,
+}
+
+impl Agent {
+    /// Opens state, spool and receivers, then starts every source.
+    async fn start(config: Config, source: ConfigSource) -> anyhow::Result<Agent> {
+        let notifier = Notifier::from_env();
+        let state_dir = config.agent.state_dir.clone();
+        prepare_state_dir(&state_dir)?;
+        let outbox = match config.webhooks.is_empty() {
+            true => None,
+            false => Some(open_outbox(&state_dir, config.agent.max_spool_bytes)?),
+        };
+        let webhooks = match &outbox {
+            Some(o) => start_webhooks(&config, read_secrets(&config)?, o)?,
+            None => Vec::new(),
+        };
+        let (stored, baseline_problem) = match baseline::load(&state_dir) {
+            Ok(b) => (b, None),
+            Err(e) => {
+                tracing::warn!("{e}");
+                (None, Some(e.to_string()))
+            }
+        };
+        let baseline_loaded = stored.is_some();
+        let mut out = Outputs {
+            host: config.host_id(),
+            journal: open_journal(config.log.journald),
+            outbox: outbox.clone(),
+            conditions: HashMap::new(),
+            correlator: Correlator::new(config.correlation.window.0),
+            coalescer: new_coalescer(&config),
+            metrics: Metrics {
+                start_time: Utc::now().timestamp(),
+                ..Default::default()
+            },
+        };
+        out.correlator.set_served_names(served_names(&config));
+        let detector = NetDetector::new(net_settings(&config), stored);
+        let (netlink, capture, capture_on) = start_threads(&config)?;
+        let metrics_page = Arc::new(Mutex::new(String::new()));
+        if !config.metrics.listen.is_empty() {
+            metrics::serve(&config.metrics.listen, metrics_page.clone()).await?;
+        }
+        let ct = CtWatch::load(&config);
+        Ok(Agent {
+            timers: Timers::new(&config, &notifier),
+            reported_counters: detector.counters().clone(),
+            packets: PacketWatch::load(&config),
+            tls: TlsWatch::load(&config),
+            tls_checks: tls_scheduler::start(&config),
+            ct_feed: start_ct(&config, &ct),
+            ct,
+            caa: CaaWatch::default(),
+            caa_feed: start_caa(&config),
+            source,
+            state_dir,
+            notifier,
+            outbox,
+            webhooks,
+            out,
+            detector,
+            baseline_loaded,
+            baseline_problem,
+            netlink,
+            capture,
+            capture_on,
+            reported_drops: 0,
+            metrics_page,
+            started: tokio::time::Instant::now(),
+            config,
+        })
+    }
+
+    /// Netlink: observations, full dumps (the first one makes the baseline
+    /// ready), or the end of the source (which stops the agent).
+    fn on_netlink(&mut self, event: Option<SourceEvent>) -> Option<Stop> {
+        match event {
+            Some(SourceEvent::Observations(batch)) => {
+                for obs in batch {
+                    tracing::trace!(?obs, "netlink");
+                    let findings = self.detector.observe(obs, Utc::now());
+                    self.out.emit(findings);
+                }
+                self.packets.sync(&self.detector);
+            }
+            Some(SourceEvent::Resynced { reason, view }) => self.on_resync(reason, view),
+            Some(SourceEvent::Failed(why)) => {
+                tracing::error!("{why}");
+                return Some(Stop::failed(format!("netlink source failed: {why}"), why));
+            }
+            None => {
+                let why = "netlink source stopped".to_string();
+                return Some(Stop::failed(why.clone(), why));
+            }
+        }
+        None
+    }
+
+    fn on_resync(&mut self, reason: &str, view: crate::kernel::KernelView) {
+        let first = !self.detector.is_ready();
+        match reason {
+            "start" => {}
+            "overrun" => tracing::warn!(
+                "netlink: the kernel dropped events (receive buffer overrun); full dump after overrun, reconciling"
+            ),
+            _ => tracing::debug!("netlink: full dump after {reason}; reconciling"),
+        }
+        let findings = self
+            .detector
+            .observe(Observation::Snapshot(view), Utc::now());
+        self.packets.sync(&self.detector);
+        if first {
+            let watching = self.detector.watched_interfaces();
+            let loaded = if self.baseline_loaded {
+                "loaded"
+            } else {
+                "new"
+            };
+            tracing::info!(
+                "baseline ready ({loaded}); watching {}",
+                watching.join(", ")
+            );
+            self.out.emit(vec![lifecycle::agent_started(
+                Utc::now(),
+                self.baseline_loaded,
+                &watching,
+                self.baseline_problem.as_deref(),
+            )]);
+            self.notifier
+                .notify(&format!("READY=1\nSTATUS=watching {}", watching.join(", ")));
+            if self.config.metrics.enabled() {
+                self.publish_metrics();
+            }
+        }
+        self.out.emit(findings);
+    }
+
+    /// Captured frames, the capture's counters, or its end (the agent goes on).
+    fn on_capture(&mut self, event: Option<CaptureEvent>) {
+        match event {
+            Some(CaptureEvent::Frames(frames)) => {
+                for frame in frames {
+                    let Some(name) = self.packets.interface_of(frame.ifindex) else {
+                        continue;
+                    };
+                    let name = name.to_string();
+                    let findings = self.packets.observe(&name, &frame.data, frame.time);
+                    if !findings.is_empty() {
+                        self.out.emit(findings);
+                    }
+                }
+            }
+            Some(CaptureEvent::Stats { packets, drops }) => {
+                if drops > self.reported_drops {
+                    tracing::warn!(
+                        "packet capture: the kernel dropped {} frames (of {packets} so far): the agent could not keep up",
+                        drops - self.reported_drops
+                    );
+                    self.reported_drops = drops;
+                }
+                self.out.metrics.capture_packets = packets;
+                self.out.metrics.capture_drops = drops;
+                write_capture_stats(&self.state_dir, packets, drops, &self.packets);
+            }
+            Some(CaptureEvent::Failed(why)) => {
+                tracing::warn!("{why}");
+                self.capture_on = false;
+            }
+            None => self.capture_on = false,
+        }
+    }
+
+    fn on_tls(&mut self, report: Option<ProbeReport>) {
+        match report {
+            Some(report) => {
+                let findings = self.tls.observe(&report);
+                self.out.emit(findings);
+            }
+            None => self.tls_checks = None,
+        }
+    }
+
+    fn on_ct(&mut self, event: Option<CtEvent>) {
+        match event {
+            Some(event) => {
+                let findings = self.ct.observe(event, &mut self.tls.history);
+                self.out.emit(findings);
+                // After the alerts are spooled: a crash before this repeats the page.
+                self.ct.save();
+            }
+            None => self.ct_feed = None,
+        }
+    }
+
+    fn on_caa(&mut self, report: Option<CaaReport>) {
+        let Some(report) = report else {
+            self.caa_feed = None;
+            return;
+        };
+        let found = match &report.found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(
+                    "CAA audit of {}: {e}; trying again next round",
+                    report.domain
+                );
+                return;
+            }
+        };
+        let outcome = self.caa.observe(
+            &report.domain,
+            found
+                .as_ref()
+                .map(|(owner, r)| (owner.as_str(), r.as_slice())),
+            caa_rules(&self.config),
+            Utc::now(),
+        );
+        if outcome.fixed {
+            tracing::info!("CAA policy of {} is fine now", report.domain);
+        }
+        self.out.emit(outcome.findings);
+    }
+
+    fn save_state(&mut self) {
+        self.packets.save(&self.state_dir);
+        self.tls.save();
+    }
+
+    /// Refreshes the metrics from memory (no file is read) and writes them out.
+    fn publish_metrics(&mut self) {
+        let m = &mut self.out.metrics;
+        m.gateways = gateway_info(&self.detector);
+        m.tls = self.tls.metrics();
+        m.spool_pending = match &self.outbox {
+            Some(outbox) => self
+                .config
+                .webhooks
+                .iter()
+                .map(|hook| (hook.url.0.to_string(), outbox.pending(&receiver_id(hook))))
+                .collect(),
+            None => Vec::new(),
+        };
+        publish_metrics(&self.config, &self.out.metrics, &self.metrics_page);
+    }
+
+    fn heartbeat(&mut self) {
+        self.out.emit(vec![lifecycle::agent_heartbeat(
+            Utc::now(),
+            self.started.elapsed().as_secs(),
+            self.config.agent.heartbeat_interval.0.as_secs(),
+        )]);
+    }
+
+    fn flush_coalescer(&mut self) {
+        let summaries = self.out.coalescer.flush(Utc::now());
+        self.out.emit(summaries);
+    }
+
+    /// After every event: the baseline saved when it changed; full tables said
+    /// at the first drop, then each time the count doubles (no log flood).
+    fn after_event(&mut self) {
+        if self.detector.take_dirty()
+            && let Err(e) = baseline::save(&self.state_dir, self.detector.baseline())
+        {
+            tracing::error!("{e}");
+        }
+        let counters = self.detector.counters();
+        let said = &self.reported_counters;
+        let grew = |now: u64, said: u64| now > 0 && now >= said.saturating_mul(2).max(1);
+        if grew(counters.neighbours_dropped, said.neighbours_dropped)
+            || grew(counters.links_dropped, said.links_dropped)
+        {
+            tracing::warn!(
+                neighbours_dropped = counters.neighbours_dropped,
+                links_dropped = counters.links_dropped,
+                "tables full: neighbour entries beyond {MAX_NEIGHBOURS} (gateways always kept) or links beyond {} are not tracked",
+                baseline::MAX_LINKS
+            );
+            self.reported_counters = counters.clone();
+        }
+    }
+
+    /// SIGHUP: everything that can fail is done before anything changes.
+    async fn reload(&mut self) {
+        self.notifier
+            .notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        let file = self.source.name();
+        match self.prepare_reload() {
+            Err(why) => {
+                tracing::error!("SIGHUP: {why}; the running configuration stays");
+                self.out
+                    .emit(vec![lifecycle::config_rejected(Utc::now(), &file, &why)]);
+            }
+            Ok(prepared) => self.apply(prepared, &file).await,
+        }
+        self.notifier.notify("READY=1");
+    }
+
+    fn prepare_reload(&self) -> Result<Prepared, String> {
+        let new = self.source.load().map_err(|e| e.to_string())?;
+        let secrets = read_secrets(&new).map_err(|e| format!("{e:#}"))?;
+        let outbox = match (&self.outbox, new.webhooks.is_empty()) {
+            (Some(o), _) => Some(o.clone()),
+            (None, true) => None,
+            (None, false) => Some(
+                open_outbox(&self.state_dir, self.config.agent.max_spool_bytes)
+                    .map_err(|e| format!("{e:#}"))?,
+            ),
+        };
+        Ok(Prepared {
+            new,
+            secrets,
+            outbox,
+        })
+    }
+
+    /// Applies a valid new configuration as the [`ReloadPlan`] says.
+    async fn apply(&mut self, prepared: Prepared, file: &str) {
+        let Prepared {
+            new,
+            secrets,
+            outbox,
+        } = prepared;
+        let plan = ReloadPlan::new(&self.config, &new);
+        let rebuild = plan.rebuild;
+        if rebuild.webhooks {
+            stop_webhooks(
+                std::mem::take(&mut self.webhooks),
+                Duration::from_millis(500),
+            )
+            .await;
+            self.outbox = outbox;
+            self.out.outbox = self.outbox.clone();
+            if let Some(o) = &self.outbox {
+                match start_webhooks(&new, secrets, o) {
+                    Ok(w) => self.webhooks = w,
+                    Err(e) => tracing::error!("{e:#}"),
+                }
+            }
+            self.timers.refresh = timer(refresh_every(&new));
+        }
+        if rebuild.coalescer {
+            let summaries = self.out.coalescer.close_all(Utc::now());
+            self.out.emit(summaries);
+            self.out.coalescer = new_coalescer(&new);
+        }
+        self.out.host = new.host_id();
+        self.out.correlator.set_window(new.correlation.window.0);
+        self.detector.set_settings(net_settings(&new));
+        self.rebuild_sources(rebuild, &new);
+        for key in &plan.restart {
+            tracing::warn!("SIGHUP: {key} changed; it takes effect at the next restart");
+        }
+        let changed = match plan.changed.is_empty() {
+            true => "nothing".to_string(),
+            false => plan.changed.join(", "),
+        };
+        tracing::info!("SIGHUP: configuration {file} reloaded (changed: {changed})");
+        self.out.emit(vec![lifecycle::config_reloaded(
+            Utc::now(),
+            file,
+            &plan.changed,
+            &plan.restart,
+        )]);
+        self.config = new;
+    }
+
+    /// The detectors and feeds a reload replaces, and their timers.
+    fn rebuild_sources(&mut self, rebuild: Rebuild, new: &Config) {
+        if rebuild.packets {
+            self.packets.save(&self.state_dir);
+            self.packets = PacketWatch::load(new);
+            self.packets.sync(&self.detector);
+        }
+        if rebuild.tls {
+            self.tls.save();
+            self.tls = TlsWatch::load(new);
+            self.tls_checks = tls_scheduler::start(new);
+            self.out.correlator.set_served_names(served_names(new));
+        }
+        if rebuild.ct {
+            self.ct.save();
+            self.ct = CtWatch::load(new);
+            self.ct_feed = start_ct(new, &self.ct);
+        }
+        if rebuild.caa {
+            self.caa_feed = start_caa(new);
+        }
+        if rebuild.heartbeat {
+            self.timers.heartbeat = timer(nonzero(new.agent.heartbeat_interval.0));
+        }
+        if rebuild.metrics_interval {
+            self.timers.metrics = timer(Some(new.metrics.interval.0));
+        }
+    }
+
+    /// Summaries and `agent_stopping` out, state saved, receivers given their grace.
+    async fn stop(mut self, stop: Stop) -> anyhow::Result<()> {
+        let reason = stop.reason;
+        tracing::info!("stopping: {reason}");
+        self.notifier
+            .notify(&format!("STOPPING=1\nSTATUS=stopping ({reason})"));
+        let mut last = self.out.coalescer.close_all(Utc::now());
+        last.push(lifecycle::agent_stopping(Utc::now(), &reason));
+        self.out.emit(last);
+        if self.detector.is_ready()
+            && let Err(e) = baseline::save(&self.state_dir, self.detector.baseline())
+        {
+            tracing::error!("{e}");
+        }
+        self.packets.save(&self.state_dir);
+        self.tls.save();
+        self.ct.save();
+        stop_webhooks(self.webhooks, STOP_GRACE).await;
+        match stop.failure {
+            Some(why) => bail!(why),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the netlink thread and, when `[arp] enabled`, the capture thread
+/// (blocking sockets, each on its own thread). Without capture the agent goes on.
+fn start_threads(
+    config: &Config,
+) -> anyhow::Result<(
+    mpsc::Receiver<SourceEvent>,
+    mpsc::Receiver<CaptureEvent>,
+    bool,
+)> {
+    let (tx, rx) = mpsc::channel::<SourceEvent>(1024);
+    let reconcile = config.agent.reconcile_interval.0;
+    let receive_buffer = config.agent.netlink_receive_buffer;
+    std::thread::Builder::new()
+        .name("netlink".into())
+        .spawn(move || netlink::run(tx, reconcile, receive_buffer))?;
+    let (cap_tx, cap_rx) = mpsc::channel::<CaptureEvent>(64);
+    let capture_on = config.arp.enabled;
+    if capture_on {
+        let buffer = config.arp.receive_buffer;
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture::run(cap_tx, CAPTURE_STATS_EVERY, buffer))?;
+    } else {
+        drop(cap_tx);
+        tracing::info!("packet capture is off ([arp] enabled = false)");
+    }
+    Ok((rx, cap_rx, capture_on))
+}

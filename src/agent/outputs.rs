@@ -1,0 +1,139 @@
+//! The emit pipeline: every finding goes through coalescing, gets its id,
+//! is remembered as a condition (Alertmanager), feeds the correlator, is
+//! counted for the metrics, spooled for the receivers (fsynced first) and
+//! written to the journal or stderr.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::alert::{Alert, Delivery, Finding};
+use crate::detect::coalesce::Coalescer;
+use crate::detect::correlate::Correlator;
+use crate::detect::lifecycle;
+use crate::sink::console_line;
+use crate::sink::journald::JournaldSink;
+use crate::sink::metrics::Metrics;
+use crate::sink::webhook::Outbox;
+
+/// Conditions remembered for Alertmanager (beyond this, the oldest are forgotten).
+const MAX_CONDITIONS: usize = 1024;
+
+/// Where alerts go, and the coalescing in front of them.
+pub struct Outputs {
+    pub host: String,
+    pub journal: Option<JournaldSink>,
+    pub outbox: Option<Arc<Outbox>>,
+    pub coalescer: Coalescer,
+    /// Conditions that hold (e.g. an unreachable gateway), by identity: kept
+    /// alive in Alertmanager by `refresh_conditions`, resolved when they clear.
+    pub conditions: HashMap<String, Arc<Alert>>,
+    /// Sees every alert sent; may add an `interception_suspected`.
+    pub correlator: Correlator,
+    pub metrics: Metrics,
+}
+
+impl Outputs {
+    pub fn emit(&mut self, findings: Vec<Finding>) {
+        let mut alerts = Vec::new();
+        let mut records = Vec::new();
+        let mut queue: VecDeque<Finding> = findings.into();
+        while let Some(finding) = queue.pop_front() {
+            if finding.clears {
+                let key = crate::alert::identity(finding.kind, &finding.details);
+                if let Some(original) = self.conditions.remove(&key) {
+                    tracing::info!("{} (clears alert {})", finding.summary, original.id);
+                    let mut resolve = (*original).clone();
+                    resolve.delivery = Delivery::Resolve { at: finding.time };
+                    records.push(Arc::new(resolve));
+                }
+                continue;
+            }
+            for admitted in self.coalescer.admit(finding) {
+                let alert = Arc::new(Alert::from_finding(admitted, &self.host));
+                if alert.kind.is_condition() {
+                    if self.conditions.len() >= MAX_CONDITIONS
+                        && let Some(oldest) = self
+                            .conditions
+                            .iter()
+                            .min_by_key(|(_, a)| a.time)
+                            .map(|(k, _)| k.clone())
+                    {
+                        self.conditions.remove(&oldest);
+                    }
+                    self.conditions.insert(
+                        crate::alert::identity(alert.kind, &alert.details),
+                        alert.clone(),
+                    );
+                }
+                if let Some(suspicion) = self.correlator.observe(&alert) {
+                    queue.push_back(suspicion);
+                }
+                self.metrics.count(&alert);
+                records.push(alert.clone());
+                alerts.push(alert);
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        // On disk before anything else: the receivers read it from there.
+        if let Some(outbox) = &self.outbox {
+            match outbox.append(&records) {
+                Ok(0) => {}
+                Ok(dropped) => {
+                    tracing::warn!(
+                        "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
+                    );
+                    // Queued behind everything still spooled: receivers learn of
+                    // the loss as soon as delivery works again.
+                    let notice = Arc::new(Alert::from_finding(
+                        lifecycle::spool_overflow(Utc::now(), dropped),
+                        &self.host,
+                    ));
+                    if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
+                        tracing::error!("{e}");
+                    }
+                    alerts.push(notice);
+                }
+                Err(e) => {
+                    tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
+                }
+            }
+        }
+        for alert in &alerts {
+            match &self.journal {
+                Some(j) => {
+                    if let Err(e) = j.send(alert) {
+                        tracing::warn!(
+                            "cannot write to the journal at {}: {e}",
+                            j.path().display()
+                        );
+                        eprintln!("{}", console_line(alert));
+                    }
+                }
+                None => eprintln!("{}", console_line(alert)),
+            }
+        }
+    }
+
+    /// Re-sends the conditions that still hold (Alertmanager receivers extend them).
+    pub fn refresh_conditions(&mut self, now: chrono::DateTime<Utc>) {
+        let (Some(outbox), false) = (&self.outbox, self.conditions.is_empty()) else {
+            return;
+        };
+        let records: Vec<Arc<Alert>> = self
+            .conditions
+            .values()
+            .map(|a| {
+                let mut refresh = (**a).clone();
+                refresh.delivery = Delivery::Refresh { at: now };
+                Arc::new(refresh)
+            })
+            .collect();
+        if let Err(e) = outbox.append(&records) {
+            tracing::error!("{e}");
+        }
+    }
+}

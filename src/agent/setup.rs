@@ -1,0 +1,317 @@
+//! Setting up what the agent runs with: logging, `state_dir`, the journal, the
+//! spool and its receivers, timers, and the background feeds (CT, CAA). Small
+//! functions the run loop and a reload share.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+
+use crate::agent::ct::CtWatch;
+use crate::agent::packets::{PacketWatch, STATION_KINDS};
+use crate::config::{Config, JournaldMode};
+use crate::detect::caa::CaaRules;
+use crate::detect::coalesce::Coalescer;
+use crate::detect::net::{NetDetector, NetSettings};
+use crate::sink::format;
+use crate::sink::journald::{self, JournaldSink};
+use crate::sink::metrics::{self, GatewayInfo, Metrics};
+use crate::sink::spool::Spool;
+use crate::sink::webhook::{Outbox, WebhookSink};
+use crate::source::caa::CaaReport;
+use crate::source::ct::CtEvent;
+use crate::source::{self, Feed};
+use crate::state;
+
+/// Sets up logging: journald when it is there (or asked for), else stderr.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::prelude::*;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NETSENTRY_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("netsentry={}", config.log.level.as_str()))
+        });
+    let journal = match use_journald(config.log.journald) {
+        true => tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_syslog_identifier("netsentry".into())),
+        false => None,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if let Some(journal) = journal {
+        let _ = registry.with(journal).try_init();
+    } else {
+        let _ = registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .try_init();
+    }
+}
+
+pub fn use_journald(mode: JournaldMode) -> bool {
+    match mode {
+        JournaldMode::Off => false,
+        JournaldMode::On => true,
+        JournaldMode::Auto => Path::new(journald::SOCKET_PATH).exists(),
+    }
+}
+
+/// Creates `state_dir` (mode 0700) if needed and checks that it is usable.
+pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("cannot create state_dir {}: run as root or set [agent] state_dir to a writable directory", dir.display())
+    })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Reads a `whsec_` secret, refusing files that everyone can read.
+pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        bail!(
+            "webhook secret_file {} is readable by everyone: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
+    format::secret_key(&text).with_context(|| format!("webhook secret_file {}", path.display()))
+}
+
+pub fn open_journal(mode: JournaldMode) -> Option<JournaldSink> {
+    if !use_journald(mode) {
+        return None;
+    }
+    match JournaldSink::connect(Path::new(journald::SOCKET_PATH)) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            tracing::warn!("journald is not available ({e}); alerts go to stderr");
+            None
+        }
+    }
+}
+
+/// Opens the spool under `state_dir` (recovering from a crash) as the outbox.
+pub fn open_outbox(state_dir: &Path, max_bytes: u64) -> anyhow::Result<Arc<Outbox>> {
+    let (spool, recovery) = Spool::open(&state_dir.join("spool"), max_bytes)?;
+    if recovery.torn_bytes > 0 {
+        tracing::warn!(
+            "spool: a half-written entry ({} bytes) from a crash was cut off",
+            recovery.torn_bytes
+        );
+    }
+    if recovery.records > 0 {
+        tracing::info!(
+            "spool: {} alerts on disk from before; undelivered ones go out now",
+            recovery.records
+        );
+    }
+    Ok(Outbox::new(spool))
+}
+
+/// Reads every receiver's secret (so that a bad one fails before anything changes).
+pub fn read_secrets(config: &Config) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+    config
+        .webhooks
+        .iter()
+        .map(|hook| hook.secret_file.as_deref().map(read_secret).transpose())
+        .collect()
+}
+
+/// Starts one delivery task per receiver, reading from `outbox`.
+pub fn start_webhooks(
+    config: &Config,
+    secrets: Vec<Option<Vec<u8>>>,
+    outbox: &Arc<Outbox>,
+) -> anyhow::Result<Vec<WebhookSink>> {
+    let mut sinks = Vec::new();
+    for (hook, key) in config.webhooks.iter().zip(secrets) {
+        if hook.url.is_cleartext_remote() {
+            tracing::warn!(
+                "webhook {} is plain http to another host: alerts can be read and altered on the way",
+                hook.url.0
+            );
+        }
+        sinks.push(WebhookSink::start(hook.clone(), key, outbox.clone())?);
+    }
+    Ok(sinks)
+}
+
+/// Stops delivery tasks, giving each `grace` to finish what it is sending.
+pub async fn stop_webhooks(sinks: Vec<WebhookSink>, grace: Duration) {
+    let pending: Vec<_> = sinks
+        .into_iter()
+        .map(|w| {
+            tokio::spawn(async move {
+                let url = w.url.clone();
+                if !w.finish(grace).await {
+                    tracing::info!(receiver = %url, "stopped with alerts still undelivered (they wait in the spool)");
+                }
+            })
+        })
+        .collect();
+    for p in pending {
+        let _ = p.await;
+    }
+}
+
+pub fn net_settings(config: &Config) -> NetSettings {
+    NetSettings {
+        interfaces: config
+            .agent
+            .interfaces
+            .iter()
+            .map(|i| i.0.clone())
+            .collect(),
+        ignore_links: config.agent.ignore_links.clone(),
+    }
+}
+
+pub fn new_coalescer(config: &Config) -> Coalescer {
+    Coalescer::new(config.agent.coalesce_burst, config.agent.coalesce_window.0)
+        .with_kind_limit(STATION_KINDS, config.arp.alerts_per_kind)
+}
+
+/// A timer that ticks every `every` (first tick after one period); `None`: never.
+pub fn timer(every: Option<Duration>) -> tokio::time::Interval {
+    let period = every
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(3600));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+/// Alertmanager receivers get the conditions that hold re-sent at half their
+/// resolve_after, so that Alertmanager does not resolve them on its own.
+pub fn refresh_every(config: &Config) -> Option<Duration> {
+    config
+        .webhooks
+        .iter()
+        .filter(|w| w.format == crate::config::WebhookFormat::Alertmanager)
+        .map(|w| w.resolve_after.0 / 2)
+        .min()
+        .filter(|d| !d.is_zero())
+}
+
+pub fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// The names our TLS targets serve (for correlating CT issuances).
+pub fn served_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .tls
+        .targets
+        .iter()
+        .flat_map(|t| [t.server_name().to_string(), t.address.host.clone()])
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn start_ct(config: &Config, ct: &CtWatch) -> Option<Feed<CtEvent>> {
+    if config.ct.domains.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "CT monitoring of {} through {} every {}",
+        config.ct.domains.join(", "),
+        config.ct.api_url,
+        config.ct.interval
+    );
+    Some(Feed::new(source::ct::start(
+        config.ct.clone(),
+        ct.positions(),
+    )))
+}
+
+pub fn start_caa(config: &Config) -> Option<Feed<CaaReport>> {
+    if config.caa.domains.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "CAA audit of {} every {}",
+        config.caa.domains.join(", "),
+        config.caa.interval
+    );
+    Some(Feed::new(source::caa::start(config.caa.clone())))
+}
+
+pub fn caa_rules(config: &Config) -> CaaRules {
+    CaaRules {
+        require_accounturi: config.caa.require_accounturi,
+        require_validationmethods: config.caa.require_validationmethods,
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds (for sd_notify's RELOADING=1).
+pub fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
+}
+
+/// The gateways and their MACs as the baseline holds them.
+pub fn gateway_info(detector: &NetDetector) -> Vec<GatewayInfo> {
+    detector
+        .baseline()
+        .gateways
+        .iter()
+        .map(|g| GatewayInfo {
+            interface: g.interface.clone(),
+            family: g.family.as_str().to_string(),
+            ip: g.ip.to_string(),
+            mac: g.mac.to_string(),
+        })
+        .collect()
+}
+
+/// Renders the metrics to the textfile and the HTTP page.
+pub fn publish_metrics(config: &Config, metrics: &Metrics, page: &std::sync::Mutex<String>) {
+    let text = metrics.render();
+    if !config.metrics.textfile.as_os_str().is_empty()
+        && let Err(e) = metrics::write_textfile(&config.metrics.textfile, &text)
+    {
+        tracing::warn!(
+            "cannot write the metrics textfile {}: {e}",
+            config.metrics.textfile.display()
+        );
+    }
+    if let Ok(mut p) = page.lock() {
+        *p = text;
+    }
+}
+
+/// What `netsentry status` shows about capture (the agent is another process).
+pub fn write_capture_stats(state_dir: &Path, packets_seen: u64, drops: u64, watch: &PacketWatch) {
+    let c = watch.detector.counters();
+    let stats = serde_json::json!({
+        "updated": crate::alert::format_time(&Utc::now()),
+        "interfaces": watch.watched(),
+        "kernel_packets": packets_seen,
+        "kernel_drops": drops,
+        "frames": c.frames,
+        "arp": c.arp,
+        "ndp": c.ndp,
+        "malformed": c.malformed,
+        "stations": watch.detector.stations().len(),
+        "stations_evicted": c.stations_evicted,
+    });
+    if let Err(e) = state::write_text(state_dir, state::CAPTURE_FILE, &stats.to_string()) {
+        tracing::debug!("{e}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent's side of the TLS checks: [`TlsWatch`] feeds each report through
+//! the comparison detector and keeps the state files (`tls.json`: replaced
+//! certificates within their grace; `tls_checks.json`: the last result per
+//! target for `netsentry status`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::alert::{Finding, format_time};
+use crate::config::{Config, TlsTarget};
+use crate::detect::tls::{Assessment, Match, ProbeReport, TlsDetector};
+use crate::sink::metrics::TlsInfo;
+use crate::source::certfiles::CertFiles;
+use crate::state::{self, certhistory::CertHistory};
+
+/// The agent's side of the checks: the comparison detector, the expected
+/// files, and the state files (`tls.json`: replaced certificates within their
+/// grace; `tls_checks.json`: the last result per target for `netsentry status`).
+pub struct TlsWatch {
+    state_dir: PathBuf,
+    targets: Vec<TlsTarget>,
+    detector: TlsDetector,
+    files: CertFiles,
+    /// Targets already warned about resolving to this host.
+    local_warned: HashSet<String>,
+    last: BTreeMap<String, Value>,
+    last_dirty: bool,
+    metrics: BTreeMap<String, TlsInfo>,
+    /// Every certificate seen in the expected files (`cert_history.json`).
+    pub history: CertHistory,
+}
+
+impl TlsWatch {
+    pub fn load(config: &Config) -> TlsWatch {
+        let state_dir = config.agent.state_dir.clone();
+        let mut detector = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);
+        if let Some(text) = state::read_text(&state_dir, state::TLS_FILE) {
+            match serde_json::from_str(&text) {
+                Ok(saved) => detector.restore_state(&saved),
+                Err(e) => {
+                    tracing::warn!("{}: unreadable ({e}); starting afresh", state::TLS_FILE)
+                }
+            }
+        }
+        TlsWatch {
+            state_dir: state_dir.clone(),
+            targets: config.tls.targets.clone(),
+            detector,
+            files: CertFiles::default(),
+            local_warned: HashSet::new(),
+            last: BTreeMap::new(),
+            last_dirty: false,
+            metrics: BTreeMap::new(),
+            history: CertHistory::load(&config.agent.state_dir),
+        }
+    }
+
+    /// One check result through the comparison. The expected files are
+    /// re-read first when they changed (renewals).
+    pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
+        let Some(target) = self.targets.iter().find(|t| t.name == report.target) else {
+            return Vec::new();
+        };
+        let (found, problems) = self.files.current(&target.expect.cert_files);
+        let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
+        for (path, facts) in &found {
+            self.history.record(facts, path, report.time);
+        }
+        self.history.save(&self.state_dir);
+        for p in problems {
+            tracing::warn!(
+                "tls target {}: {p}; the last good certificate stays expected",
+                target.name
+            );
+        }
+        if self.detector.set_files(&target.name, &ids, report.time) {
+            let text = self.detector.saved_state().to_string();
+            if let Err(e) = state::write_text(&self.state_dir, state::TLS_FILE, &text) {
+                tracing::error!("{e}");
+            }
+        }
+        if report.local && self.local_warned.insert(target.name.clone()) {
+            tracing::warn!(
+                "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
+                target.name,
+                target.address
+            );
+        }
+        match &report.outcome {
+            Ok(seen) => {
+                tracing::debug!(target = %target.name, cert = %seen.facts.identity.cert_sha256, chain_valid = seen.chain_valid, "TLS check")
+            }
+            Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
+        }
+        let Some((judgement, findings)) = self.detector.judge(report) else {
+            return Vec::new();
+        };
+        self.remember(report, &judgement);
+        findings
+    }
+
+    /// Keeps the last result for `netsentry status`: written at once when a
+    /// target's state changes, else with the periodic [`TlsWatch::save`].
+    fn remember(&mut self, report: &ProbeReport, a: &Assessment) {
+        let seen = report.outcome.as_ref().ok();
+        self.metrics.insert(
+            report.target.clone(),
+            TlsInfo {
+                target: report.target.clone(),
+                up: seen.is_some(),
+                ours: a
+                    .matched
+                    .map(|m| matches!(m, Match::Current | Match::Replaced(_))),
+                not_after: seen.map(|s| s.facts.not_after.timestamp()),
+                checked: report.time.timestamp(),
+            },
+        );
+        let row = json!({
+            "time": format_time(&report.time),
+            "status": a.verdict.as_str(),
+            "message": a.text,
+            "peer": report.peer,
+        });
+        let changed = self.last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
+        self.last.insert(report.target.clone(), row);
+        self.last_dirty = true;
+        if changed {
+            self.save();
+        }
+    }
+
+    /// The last check of each target, for the metrics.
+    pub fn metrics(&self) -> Vec<TlsInfo> {
+        self.metrics.values().cloned().collect()
+    }
+
+    /// Writes the last results if they changed since the last write.
+    pub fn save(&mut self) {
+        if !std::mem::take(&mut self.last_dirty) {
+            return;
+        }
+        let text = serde_json::to_string(&self.last).unwrap_or_default();
+        if let Err(e) = state::write_text(&self.state_dir, state::TLS_CHECKS_FILE, &text) {
+            tracing::debug!("{e}");
+        }
+    }
+}

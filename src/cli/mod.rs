@@ -1,0 +1,210 @@
+//! The command line: clap types, the configuration source decided once, one
+//! mapping from errors to exit codes, and one file per verb.
+//!
+//! Exit codes: 0 success; 2 for any error (a configuration that does not load,
+//! a file that cannot be read, the agent failing); `probe` returns the
+//! monitoring-plugin code of its worst result (0 ok, 1 warning, 2 critical,
+//! 3 unknown).
+
+pub mod fingerprints;
+pub mod probe;
+pub mod replay;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, ConfigSource};
+
+/// The command line of `netsentry`.
+#[derive(Parser)]
+#[command(
+    name = "netsentry",
+    version,
+    about = "Host-level network integrity agent: gateway, routes, links, and who answers for them",
+    long_about = "Host-level network integrity agent. Watches the default gateway's MAC, the default routes and the links through netlink, ARP and IPv6 neighbour discovery on the wire, and the TLS certificates of your services from the outside; reports to webhooks (and Alertmanager), journald and metrics.\n\nConfiguration: /etc/netsentry/netsentry.toml. State: /var/lib/netsentry."
+)]
+pub struct Cli {
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground until SIGTERM or SIGINT
+    Run {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml, or built-in defaults when it does not exist]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Parse and validate the configuration; print the effective configuration
+    CheckConfig {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the packet detectors over a pcap or pcapng file (packet timestamps as time, no rate limits); nothing is sent
+    Replay {
+        /// The capture file (Ethernet link type)
+        pcap: PathBuf,
+        /// Configuration whose [arp] settings, gateways and stored baseline to use [default: none]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print one alert per line as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the TLS checks once; exit 0 ok, 1 warning, 2 critical, 3 unknown (a Nagios/Icinga check)
+    Probe {
+        /// Targets to check by name [default: all]
+        targets: Vec<String>,
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of one line per target
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print SHA-256 of each certificate and of its public key (SPKI), for publishing
+    Fingerprints {
+        /// PEM files [default: the expected certificate files of the configuration]
+        files: Vec<PathBuf>,
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Print the certificate history instead: every certificate the agent has seen in the expected files (state_dir/cert_history.json)
+        #[arg(long, conflicts_with = "files")]
+        history: bool,
+    },
+    /// Show default routes, gateway neighbour entries, watched links and the stored baseline
+    Status {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Why a verb failed; printed on stderr, and the process exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration did not load (`FILE:LINE:COL: message`).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A verb's own failure, printed after its name.
+    #[error("netsentry {verb}: {message}")]
+    Verb {
+        /// The verb, as typed.
+        verb: &'static str,
+        /// A sentence a user can act on.
+        message: String,
+    },
+    /// A failure whose sentence already says where (e.g. a capture file).
+    #[error("{0}")]
+    Plain(String),
+}
+
+impl CliError {
+    fn verb(verb: &'static str, message: impl ToString) -> CliError {
+        CliError::Verb {
+            verb,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Loads the configuration from `-c FILE`, the default file or the defaults.
+fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+    let source = ConfigSource::resolve(explicit);
+    Ok((source.load()?, source))
+}
+
+/// Runs one verb; the exit code on success (the verb's own, e.g. `probe`'s).
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Run { config } => {
+            let (config, source) = load(config.as_deref())?;
+            run_agent(config, source)
+        }
+        Command::CheckConfig { config } => {
+            let (config, source) = load(config.as_deref())?;
+            println!("# {}: OK\n{}", source.describe(), config.to_toml());
+            Ok(0)
+        }
+        Command::Replay { pcap, config, json } => replay::command(&pcap, config.as_deref(), json),
+        Command::Probe {
+            targets,
+            config,
+            json,
+        } => {
+            let (config, _) = load(config.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            let code = probe::command(&config, &targets, json, &mut out)
+                .map_err(|e| CliError::verb("probe", e))?;
+            Ok(code as u8)
+        }
+        Command::Fingerprints {
+            files,
+            config,
+            json,
+            history,
+        } => {
+            let mut out = std::io::stdout().lock();
+            if history {
+                let (config, _) = load(config.as_deref())?;
+                fingerprints::history_command(&config, json, &mut out);
+                return Ok(0);
+            }
+            // Files on the command line need no configuration.
+            let config = match files.is_empty() {
+                true => Some(load(config.as_deref())?.0),
+                false => None,
+            };
+            fingerprints::command(&files, config.as_ref(), json, &mut out)
+                .map_err(|e| CliError::verb("fingerprints", e))?;
+            Ok(0)
+        }
+        Command::Status { config, json } => {
+            let (config, _) = load(config.as_deref())?;
+            let status =
+                status::collect(&config).map_err(|e| CliError::verb("status", format!("{e:#}")))?;
+            match json {
+                true => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                ),
+                false => print!("{}", status::render(&status)),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `netsentry run`: logging, a single-threaded runtime, the agent until a signal.
+fn run_agent(config: Config, source: ConfigSource) -> Result<u8, CliError> {
+    crate::agent::init_logging(&config);
+    tracing::info!(
+        "netsentry {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        source.describe()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Plain(format!("netsentry: cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(crate::agent::run(config, source))
+        .map_err(|e| {
+            tracing::error!("{e:#}");
+            CliError::Plain(format!("netsentry: {e:#}"))
+        })?;
+    Ok(0)
+}

@@ -1,0 +1,301 @@
+//! Checks that span values or sections, run after deserializing. Each names
+//! the value it is about by its path, and the parser's spans give the position,
+//! so two sections with a key of the same name are never confused.
+
+use std::time::Duration;
+
+use super::Config;
+use super::positions::Positions;
+
+/// A failed check: position (when the value is written) and the message.
+pub type Failure = (Option<(usize, usize)>, String);
+
+fn fail(at: &Positions<'_>, path: &str, message: impl Into<String>) -> Result<(), Failure> {
+    Err((at.at(path), message.into()))
+}
+
+/// Every check of a parsed configuration, in the order of the file's sections.
+pub fn all(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    agent(config, at)?;
+    arp(config, at)?;
+    webhooks(config, at)?;
+    metrics(config, at)?;
+    ct_caa(config, at)?;
+    tls(config, at)
+}
+
+fn agent(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let agent = &config.agent;
+    if agent.coalesce_burst == 0 {
+        return fail(
+            at,
+            "agent.coalesce_burst",
+            "coalesce_burst must be at least 1 (alerts allowed per window before coalescing)",
+        );
+    }
+    if agent.reconcile_interval.0 < Duration::from_secs(1) {
+        return fail(
+            at,
+            "agent.reconcile_interval",
+            "reconcile_interval must be at least \"1s\" (a full netlink dump is not free)",
+        );
+    }
+    if agent.max_spool_bytes < 2 << 20 {
+        return fail(
+            at,
+            "agent.max_spool_bytes",
+            "max_spool_bytes must be at least 2097152 (2 MiB: two spool segments)",
+        );
+    }
+    if agent.netlink_receive_buffer < 4096 {
+        return fail(
+            at,
+            "agent.netlink_receive_buffer",
+            "netlink_receive_buffer must be at least 4096 (bytes)",
+        );
+    }
+    Ok(())
+}
+
+fn arp(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let arp = &config.arp;
+    for (key, value) in [
+        ("max_stations", arp.max_stations as u64),
+        ("storm_pps", arp.storm_pps as u64),
+        ("alerts_per_kind", arp.alerts_per_kind as u64),
+    ] {
+        if value == 0 {
+            return fail(
+                at,
+                &format!("arp.{key}"),
+                "[arp] max_stations, storm_pps and alerts_per_kind must be at least 1",
+            );
+        }
+    }
+    if arp.receive_buffer < 65536 {
+        return fail(
+            at,
+            "arp.receive_buffer",
+            "[arp] receive_buffer must be at least 65536 (bytes)",
+        );
+    }
+    Ok(())
+}
+
+fn webhooks(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        if hook.timeout.0.is_zero() {
+            return fail(
+                at,
+                &format!("webhook.{i}.timeout"),
+                format!("webhook {}: timeout must be greater than zero", hook.url.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn metrics(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let metrics = &config.metrics;
+    if !metrics.listen.is_empty() && metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+        return fail(
+            at,
+            "metrics.listen",
+            format!(
+                "[metrics] listen {:?} is not an address: write ip:port, e.g. \"127.0.0.1:9469\"",
+                metrics.listen
+            ),
+        );
+    }
+    if metrics.interval.0 < Duration::from_secs(1) {
+        return fail(
+            at,
+            "metrics.interval",
+            "[metrics] interval must be at least \"1s\"",
+        );
+    }
+    if !metrics.textfile.as_os_str().is_empty()
+        && metrics.textfile.extension().is_none_or(|e| e != "prom")
+    {
+        return fail(
+            at,
+            "metrics.textfile",
+            "[metrics] textfile must end in .prom (node_exporter reads only those)",
+        );
+    }
+    Ok(())
+}
+
+fn domain_ok(d: &str) -> bool {
+    let d = d.trim_end_matches('.');
+    !d.is_empty()
+        && d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        })
+}
+
+fn ct_caa(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let lists = [("ct", &config.ct.domains), ("caa", &config.caa.domains)];
+    for (section, domains) in lists {
+        for (i, d) in domains.iter().enumerate() {
+            if !domain_ok(d) {
+                return fail(
+                    at,
+                    &format!("{section}.domains.{i}"),
+                    format!(
+                        "{d:?} is not a domain name: write it like \"example.org\" (subdomains are included)"
+                    ),
+                );
+            }
+        }
+    }
+    let ct = &config.ct;
+    match url::Url::parse(&ct.api_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+        _ => {
+            return fail(
+                at,
+                "ct.api_url",
+                format!("[ct] api_url {:?} is not an http(s) URL", ct.api_url),
+            );
+        }
+    }
+    if ct.interval.0 < Duration::from_secs(1) {
+        return fail(
+            at,
+            "ct.interval",
+            "[ct] interval must be at least \"1s\" and timeout greater than zero",
+        );
+    }
+    if ct.timeout.0.is_zero() {
+        return fail(
+            at,
+            "ct.timeout",
+            "[ct] interval must be at least \"1s\" and timeout greater than zero",
+        );
+    }
+    if config.caa.interval.0 < Duration::from_secs(1) {
+        return fail(at, "caa.interval", "[caa] interval must be at least \"1s\"");
+    }
+    for (i, ns) in config.caa.nameservers.iter().enumerate() {
+        let ok =
+            ns.parse::<std::net::SocketAddr>().is_ok() || ns.parse::<std::net::IpAddr>().is_ok();
+        if !ok {
+            return fail(
+                at,
+                &format!("caa.nameservers.{i}"),
+                format!(
+                    "[caa] nameserver {ns:?} is not an address: write \"192.0.2.53\" or \"192.0.2.53:53\""
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn tls(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let tls = &config.tls;
+    if tls.concurrency == 0 {
+        return fail(
+            at,
+            "tls.concurrency",
+            "[tls] concurrency and failures_before_alert must be at least 1",
+        );
+    }
+    if tls.failures_before_alert == 0 {
+        return fail(
+            at,
+            "tls.failures_before_alert",
+            "[tls] concurrency and failures_before_alert must be at least 1",
+        );
+    }
+    if config.correlation.window.0.is_zero() {
+        return fail(
+            at,
+            "correlation.window",
+            "[correlation] window must be greater than zero (e.g. \"30m\")",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, target) in tls.targets.iter().enumerate() {
+        let name = &target.name;
+        let key = |k: &str| format!("tls.target.{i}.{k}");
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            return fail(
+                at,
+                &key("name"),
+                format!(
+                    "tls target name {name:?}: use 1 to 64 letters, digits, '-', '_' or '.' (it is used on the command line and in alerts)"
+                ),
+            );
+        }
+        if !seen.insert(name.as_str()) {
+            return fail(
+                at,
+                &key("name"),
+                format!("tls target name {name:?} is used twice: names must be unique"),
+            );
+        }
+        if target.expect.is_empty() {
+            return fail(
+                at,
+                &key("expect"),
+                format!(
+                    "tls target {name:?}: expect names no certificate: add cert_files, spki_sha256 or cert_sha256 (see `netsentry fingerprints`)"
+                ),
+            );
+        }
+        let interval_msg = format!(
+            "tls target {name:?}: interval must be at least \"1s\" and timeout greater than zero"
+        );
+        if target.interval.0 < Duration::from_secs(1) {
+            return fail(at, &key("interval"), interval_msg);
+        }
+        if target.timeout.0.is_zero() {
+            return fail(at, &key("timeout"), interval_msg);
+        }
+        if target.server_name().is_empty() {
+            return fail(
+                at,
+                &key("server_name"),
+                format!("tls target {name:?}: server_name is empty"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every certificate file named must hold a readable certificate (checked when
+/// loading a file, so `check-config` catches a typo before the agent runs).
+pub fn cert_files(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    for (i, path) in config.ct.authorized_cert_files.iter().enumerate() {
+        if let Err(e) = crate::cert::read_pem_file(path) {
+            return fail(
+                at,
+                &format!("ct.authorized_cert_files.{i}"),
+                format!("[ct] authorized_cert_files: {e}"),
+            );
+        }
+    }
+    for (t, target) in config.tls.targets.iter().enumerate() {
+        for (i, path) in target.expect.cert_files.iter().enumerate() {
+            if let Err(e) = crate::cert::read_leaf(path) {
+                return fail(
+                    at,
+                    &format!("tls.target.{t}.expect.cert_files.{i}"),
+                    format!("tls target {:?}: {e}", target.name),
+                );
+            }
+        }
+    }
+    Ok(())
+}

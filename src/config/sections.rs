@@ -1,0 +1,203 @@
+//! The sections of the configuration besides `[tls]`, `[ct]`, `[caa]` and
+//! `[correlation]` (in `tls.rs`): their fields, defaults and value types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{Glob, InterfaceName, Interval, WebhookUrl};
+use crate::alert::Severity;
+
+/// Prometheus metrics: a node_exporter textfile and/or an HTTP endpoint (both off by default).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A `.prom` file for node_exporter's textfile collector; empty: none.
+    pub textfile: PathBuf,
+    /// `host:port` for an HTTP `/metrics` endpoint; empty: none (no listening socket).
+    pub listen: String,
+    /// How often the metrics are refreshed.
+    pub interval: Interval,
+}
+
+impl MetricsConfig {
+    /// True when metrics go anywhere.
+    pub fn enabled(&self) -> bool {
+        !self.textfile.as_os_str().is_empty() || !self.listen.is_empty()
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            textfile: PathBuf::new(),
+            listen: String::new(),
+            interval: Interval(Duration::from_secs(15)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Name in every alert; empty means the hostname.
+    pub host_id: String,
+    pub state_dir: PathBuf,
+    pub interfaces: Vec<InterfaceName>,
+    pub ignore_links: Vec<Glob>,
+    pub heartbeat_interval: Interval,
+    /// Full netlink dump and reconcile this often, besides after lost events.
+    pub reconcile_interval: Interval,
+    /// Bytes of kernel buffer for netlink events. A burst larger than this makes
+    /// the kernel drop events; the agent then re-dumps everything (and a change
+    /// that came and went inside the burst can be missed).
+    pub netlink_receive_buffer: usize,
+    /// Bytes of undelivered alerts kept in `state_dir/spool`; beyond this the
+    /// oldest are dropped (and the drop is logged).
+    pub max_spool_bytes: u64,
+    /// Identical alerts (same kind and details) allowed per `coalesce_window` before
+    /// they are counted and summarised in one `alerts_suppressed`.
+    pub coalesce_burst: u32,
+    pub coalesce_window: Interval,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            host_id: String::new(),
+            state_dir: PathBuf::from("/var/lib/netsentry"),
+            interfaces: Vec::new(),
+            ignore_links: ["veth*", "docker*", "br-*", "cni*", "virbr*", "tap*"]
+                .iter()
+                .map(|p| Glob(p.to_string()))
+                .collect(),
+            heartbeat_interval: Interval(Duration::ZERO),
+            reconcile_interval: Interval(Duration::from_secs(300)),
+            netlink_receive_buffer: 8 << 20,
+            max_spool_bytes: 64 << 20,
+            coalesce_burst: 3,
+            coalesce_window: Interval(Duration::from_secs(60)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub journald: JournaldMode,
+    pub level: LogLevel,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JournaldMode {
+    /// journald when its socket exists, else stderr.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: WebhookUrl,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+    #[serde(default = "default_timeout")]
+    pub timeout: Interval,
+    /// `format = "alertmanager"`: events are resolved (`endsAt`) this long after they fired.
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: Interval,
+}
+
+fn default_min_severity() -> Severity {
+    Severity::Info
+}
+fn default_timeout() -> Interval {
+    Interval(Duration::from_secs(10))
+}
+fn default_resolve_after() -> Interval {
+    Interval(Duration::from_secs(3600))
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Netsentry,
+    Alertmanager,
+    Slack,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArpConfig {
+    /// Capture ARP and neighbour discovery (needs CAP_NET_RAW).
+    pub enabled: bool,
+    /// Interfaces to capture on; empty: the watched interfaces (default routes).
+    pub interfaces: Vec<InterfaceName>,
+    /// Extra gateway addresses to guard (besides the default routes' next hops);
+    /// with `replay` the only ones, their MAC learned from the first frame unless
+    /// the baseline knows it.
+    pub gateways: Vec<std::net::IpAddr>,
+    /// Stations remembered (least recently seen evicted beyond this).
+    pub max_stations: usize,
+    /// ARP+NDP frames per second on one interface that make an `arp_storm`.
+    pub storm_pps: u32,
+    /// Two MACs claiming a gateway within this time: `arp_gateway_conflict`.
+    pub conflict_window: Interval,
+    /// VRRP/CARP virtual MACs taking over a gateway are failovers, not attacks.
+    pub vrrp_is_normal: bool,
+    /// Station alerts (arp_new_station, arp_mac_changed, ...) let through per kind
+    /// per `[agent] coalesce_window`; the rest are counted in `alerts_suppressed`.
+    /// Gateway alerts are never limited this way.
+    pub alerts_per_kind: u32,
+    /// Bytes of kernel buffer for captured frames: how big a burst is absorbed
+    /// while the agent catches up (drops are counted and logged).
+    pub receive_buffer: usize,
+}
+
+impl Default for ArpConfig {
+    fn default() -> Self {
+        ArpConfig {
+            enabled: true,
+            interfaces: Vec::new(),
+            gateways: Vec::new(),
+            max_stations: 65_536,
+            storm_pps: 1000,
+            conflict_window: Interval(Duration::from_secs(60)),
+            vrrp_is_normal: true,
+            alerts_per_kind: 20,
+            receive_buffer: 32 << 20,
+        }
+    }
+}
