@@ -14,6 +14,7 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The name in alerts, the journal and metrics (`gateway_mac_changed`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -111,6 +112,7 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding of `kind` at `now`, with a one-line summary and its details.
     pub fn new(
         kind: Kind,
         time: DateTime<Utc>,
@@ -180,6 +182,7 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// True for an alert as it fired (not a refresh or a resolution of a condition).
     pub fn is_alert(&self) -> bool {
         *self == Delivery::Alert
     }
@@ -200,6 +203,7 @@ impl Alert {
         }
     }
 
+    /// The alert as the JSON of docs/ALERTS.md (one line).
     pub fn to_json(&self) -> String {
         // Serializing plain maps and strings cannot fail.
         serde_json::to_string(self).unwrap_or_default()

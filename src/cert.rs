@@ -14,6 +14,7 @@ use sha2::Digest;
 pub struct Sha256([u8; 32]);
 
 impl Sha256 {
+    /// The SHA-256 of `data`.
     pub fn of(data: &[u8]) -> Sha256 {
         Sha256(Sha256::digest_bytes(data))
     }
@@ -43,10 +44,12 @@ impl Sha256 {
         Ok(Sha256(out))
     }
 
+    /// Lowercase hex, 64 characters.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Standard base64 (as HPKP and DANE tools show pins).
     pub fn base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }

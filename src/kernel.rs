@@ -18,6 +18,7 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of an address.
     pub fn of(ip: &IpAddr) -> Family {
         if ip.is_ipv4() {
             Family::Inet
@@ -25,6 +26,7 @@ impl Family {
             Family::Inet6
         }
     }
+    /// `inet` or `inet6`.
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Inet => "inet",
@@ -68,6 +70,7 @@ impl Mac {
             Some(Mac(bytes.to_vec()))
         }
     }
+    /// Parses `aa:bb:cc:dd:ee:ff` (case free).
     pub fn parse(text: &str) -> Option<Mac> {
         let bytes: Option<Vec<u8>> = text
             .split(':')
@@ -131,6 +134,7 @@ impl NeighbourState {
                 | NeighbourState::Noarp
         )
     }
+    /// The state as `ip neigh` shows it (`REACHABLE`, `STALE`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             NeighbourState::Incomplete => "incomplete",
@@ -205,6 +209,7 @@ impl KernelView {
             .unwrap_or_else(|| format!("if{index}"))
     }
 
+    /// The link named `name`.
     pub fn link_by_name(&self, name: &str) -> Option<&Link> {
         self.links.values().find(|l| l.name == name)
     }

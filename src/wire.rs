@@ -17,6 +17,7 @@ use crate::kernel::Mac;
 pub struct EtherAddr(pub [u8; 6]);
 
 impl EtherAddr {
+    /// ff:ff:ff:ff:ff:ff
     pub const BROADCAST: EtherAddr = EtherAddr([0xff; 6]);
 
     /// Broadcast, multicast or all-zero: never a station's own address.
@@ -34,6 +35,7 @@ impl EtherAddr {
         <[u8; 6]>::try_from(mac.0.as_slice()).ok().map(EtherAddr)
     }
 
+    /// Parses `aa:bb:cc:dd:ee:ff` (case free).
     pub fn parse(text: &str) -> Option<EtherAddr> {
         Mac::parse(text).as_ref().and_then(EtherAddr::from_mac)
     }
@@ -107,6 +109,7 @@ pub enum NdpMessage {
     },
 }
 
+/// A neighbour discovery message (RS, RA, NS, NA, redirect) as far as the detectors need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NdpFrame {
     pub eth_src: EtherAddr,
@@ -117,6 +120,7 @@ pub struct NdpFrame {
     pub message: NdpMessage,
 }
 
+/// A parsed frame: ARP or neighbour discovery (anything else is a [`FrameError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Arp(ArpFrame),

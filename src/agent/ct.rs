@@ -28,6 +28,7 @@ struct CtState {
     seen: Vec<String>,
 }
 
+/// The agent's side of CT monitoring: the detector, the positions per domain and `state_dir/ct.json`.
 pub struct CtWatch {
     state_dir: PathBuf,
     config: Config,
@@ -37,6 +38,7 @@ pub struct CtWatch {
 }
 
 impl CtWatch {
+    /// Loads the saved positions and recently reported issuances (a damaged file starts afresh).
     pub fn load(config: &Config) -> CtWatch {
         let state_dir = config.agent.state_dir.clone();
         let state: CtState = state::read_text(&state_dir, CT_FILE)
@@ -94,6 +96,7 @@ impl CtWatch {
         ours
     }
 
+    /// One event of the CT task: a page of issuances judged against what is ours, or a failure (logged, tried again next round).
     pub fn observe(&mut self, event: CtEvent, history: &mut CertHistory) -> Vec<Finding> {
         match event {
             CtEvent::Failed { domain, error } => {

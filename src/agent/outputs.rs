@@ -79,29 +79,7 @@ impl Outputs {
             return;
         }
         // On disk before anything else: the receivers read it from there.
-        if let Some(outbox) = &self.outbox {
-            match outbox.append(&records) {
-                Ok(0) => {}
-                Ok(dropped) => {
-                    tracing::warn!(
-                        "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
-                    );
-                    // Queued behind everything still spooled: receivers learn of
-                    // the loss as soon as delivery works again.
-                    let notice = Arc::new(Alert::from_finding(
-                        lifecycle::spool_overflow(Utc::now(), dropped),
-                        &self.host,
-                    ));
-                    if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
-                        tracing::error!("{e}");
-                    }
-                    alerts.push(notice);
-                }
-                Err(e) => {
-                    tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
-                }
-            }
-        }
+        self.spool(&records, &mut alerts);
         for alert in &alerts {
             match &self.journal {
                 Some(j) => {
@@ -114,6 +92,35 @@ impl Outputs {
                     }
                 }
                 None => eprintln!("{}", console_line(alert)),
+            }
+        }
+    }
+
+    /// Appends `records` to the spool (fsynced) for the receivers; a loss to
+    /// the size cap is reported too, and added to `alerts` for the journal.
+    fn spool(&self, records: &[Arc<Alert>], alerts: &mut Vec<Arc<Alert>>) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        match outbox.append(records) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                tracing::warn!(
+                    "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
+                );
+                // Queued behind everything still spooled: receivers learn of
+                // the loss as soon as delivery works again.
+                let notice = Arc::new(Alert::from_finding(
+                    lifecycle::spool_overflow(Utc::now(), dropped),
+                    &self.host,
+                ));
+                if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
+                    tracing::error!("{e}");
+                }
+                alerts.push(notice);
+            }
+            Err(e) => {
+                tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
             }
         }
     }

@@ -27,6 +27,7 @@ pub const STATION_KINDS: &[Kind] = &[
     Kind::ArpBadMac,
 ];
 
+/// The packet detector's settings from `[arp]`.
 pub fn settings(config: &Config) -> ArpSettings {
     ArpSettings {
         max_stations: config.arp.max_stations,
@@ -150,10 +151,12 @@ impl PacketWatch {
         self.by_index.get(&ifindex).map(String::as_str)
     }
 
+    /// The interfaces frames are taken from.
     pub fn watched(&self) -> &[String] {
         &self.watched
     }
 
+    /// One frame captured on `interface` through the detector.
     pub fn observe(&mut self, interface: &str, frame: &[u8], time: DateTime<Utc>) -> Vec<Finding> {
         self.detector.observe(interface, frame, time)
     }

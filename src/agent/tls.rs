@@ -33,6 +33,7 @@ pub struct TlsWatch {
 }
 
 impl TlsWatch {
+    /// The comparison for the configured targets, with the rotation grace saved in `state_dir/tls.json`.
     pub fn load(config: &Config) -> TlsWatch {
         let state_dir = config.agent.state_dir.clone();
         let mut detector = TlsDetector::new(&config.tls.targets, config.tls.failures_before_alert);

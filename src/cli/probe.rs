@@ -89,7 +89,7 @@ pub fn command(
                 "message": a.text,
                 "expected": expected.expected(report.time, rules.rotation_grace),
                 "seen": seen,
-                "error": report.outcome.as_ref().err(),
+                "error": report.outcome.as_ref().err().map(|e| e.to_string()),
                 "days_left": a.days_left,
             }));
         } else {

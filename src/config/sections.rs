@@ -38,6 +38,7 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[agent]`: identity, state, which links matter, netlink and spool sizes, coalescing.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -82,6 +83,7 @@ impl Default for AgentConfig {
     }
 }
 
+/// `[log]`: where log lines go and how many.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -89,6 +91,7 @@ pub struct LogConfig {
     pub level: LogLevel,
 }
 
+/// Whether log lines and alerts go to journald.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JournaldMode {
@@ -99,6 +102,7 @@ pub enum JournaldMode {
     Off,
 }
 
+/// The least important log lines written.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -111,6 +115,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    /// The name as `tracing` filters take it.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Error => "error",
@@ -122,6 +127,7 @@ impl LogLevel {
     }
 }
 
+/// One `[[webhook]]` receiver.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -149,6 +155,7 @@ fn default_resolve_after() -> Interval {
     Interval(Duration::from_secs(3600))
 }
 
+/// The request body a receiver gets.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
@@ -158,6 +165,7 @@ pub enum WebhookFormat {
     Slack,
 }
 
+/// `[arp]`: packet capture of ARP and neighbour discovery.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArpConfig {

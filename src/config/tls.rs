@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::Interval;
 use crate::cert::Sha256;
 
+/// `[tls]`: the checks of our services from outside, and their targets.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -101,6 +102,7 @@ pub struct Expect {
 }
 
 impl Expect {
+    /// True when no certificate is named at all.
     pub fn is_empty(&self) -> bool {
         self.cert_files.is_empty() && self.spki_sha256.is_empty() && self.cert_sha256.is_empty()
     }
@@ -130,6 +132,7 @@ pub enum StartTls {
 }
 
 impl StartTls {
+    /// The name used in the configuration and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             StartTls::None => "none",
@@ -152,6 +155,7 @@ pub struct TargetAddress {
 }
 
 impl TargetAddress {
+    /// Parses `host:port` or `[v6]:port`; the message says what is wrong.
     pub fn parse(text: &str) -> Result<TargetAddress, String> {
         let bad = |why: &str| {
             format!(
@@ -222,6 +226,7 @@ pub struct SocksProxy {
 }
 
 impl SocksProxy {
+    /// Parses `socks5://[user:pass@]host:port`; the message says what is wrong.
     pub fn parse(text: &str) -> Result<SocksProxy, String> {
         let bad = |why: String| {
             format!(
@@ -290,6 +295,7 @@ impl Serialize for SocksProxy {
     }
 }
 
+/// `[correlation]`: how close in time evidence must be for `interception_suspected`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorrelationConfig {

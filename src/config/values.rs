@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub struct Interval(pub Duration);
 
 impl Interval {
+    /// Parses `"30s"`, `"1h30m"`, ...; the message says how to write it.
     pub fn parse(text: &str) -> Result<Interval, String> {
         let bad = || {
             format!(
@@ -120,6 +121,7 @@ impl<'de> Deserialize<'de> for InterfaceName {
 pub struct Glob(pub String);
 
 impl Glob {
+    /// True when `name` matches the pattern.
     pub fn matches(&self, name: &str) -> bool {
         glob_match(self.0.as_bytes(), name.as_bytes())
     }

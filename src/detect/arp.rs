@@ -28,6 +28,7 @@ const MAX_CLAIMERS: usize = 16;
 /// Routers remembered (beyond this, a new router is reported but not stored).
 pub const MAX_ROUTERS: usize = 1024;
 
+/// What the packet detector is told by the configuration.
 #[derive(Clone, Debug)]
 pub struct ArpSettings {
     pub max_stations: usize,
@@ -50,6 +51,7 @@ impl Default for ArpSettings {
     }
 }
 
+/// What the packet detector saw (for `status`, metrics and replay).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ArpCounters {
     pub frames: u64,
@@ -81,6 +83,7 @@ struct StormWindow {
     senders: FxHashMap<EtherAddr, u32>,
 }
 
+/// The ARP and neighbour discovery detector: frames in, findings out (pure).
 pub struct ArpDetector {
     settings: ArpSettings,
     stations: StationTable,
@@ -127,6 +130,7 @@ fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 }
 
 impl ArpDetector {
+    /// A detector with an empty station table.
     pub fn new(settings: ArpSettings) -> ArpDetector {
         ArpDetector {
             stations: StationTable::new(settings.max_stations),
@@ -140,6 +144,7 @@ impl ArpDetector {
         }
     }
 
+    /// The counters so far.
     pub fn counters(&self) -> ArpCounters {
         ArpCounters {
             stations_evicted: self.stations.evicted(),
@@ -147,6 +152,7 @@ impl ArpDetector {
         }
     }
 
+    /// The station table (saved to `state_dir/stations.tsv`).
     pub fn stations(&self) -> &StationTable {
         &self.stations
     }
@@ -173,6 +179,7 @@ impl ArpDetector {
         rows.concat()
     }
 
+    /// Restores the routers saved in `state_dir/routers.tsv`.
     pub fn load_routers(&mut self, text: &str) {
         for line in text.lines() {
             let mut f = line.split('\t');
@@ -298,6 +305,9 @@ impl ArpDetector {
         }
     }
 
+    /// One ARP frame: bad sender MAC, ethernet mismatch, bogon, gateway claims
+    /// and conflicts, then the station table. (~85 lines: the checks run in
+    /// this order and each may end the frame's handling.)
     fn observe_arp(
         &mut self,
         interface: &str,

@@ -29,6 +29,7 @@ pub struct IssueValue {
 }
 
 impl IssueValue {
+    /// The value of parameter `tag` (RFC 8659 4.2), if given.
     pub fn parameter(&self, tag: &str) -> Option<&str> {
         self.parameters
             .iter()

@@ -53,6 +53,7 @@ impl Window {
     }
 }
 
+/// Holds back identical alerts beyond a burst per window and summarises them (`alerts_suppressed`).
 pub struct Coalescer {
     burst: u32,
     window: chrono::Duration,
@@ -64,6 +65,7 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
+    /// At most `burst` identical alerts per `window` go through.
     pub fn new(burst: u32, window: Duration) -> Coalescer {
         Coalescer {
             burst: burst.max(1),

@@ -40,6 +40,7 @@ struct Evidence {
     target: Option<String>,
 }
 
+/// Joins TLS mismatches, CT issuances and path anomalies that come close in time into `interception_suspected`.
 #[derive(Debug)]
 pub struct Correlator {
     window: Duration,
@@ -54,6 +55,7 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator over `window` (before or after).
     pub fn new(window: std::time::Duration) -> Correlator {
         Correlator {
             window: Duration::from_std(window).unwrap_or(Duration::days(365)),
@@ -86,24 +88,32 @@ impl Correlator {
         self.window = Duration::from_std(window).unwrap_or(Duration::days(365));
     }
 
+    /// Sees an alert after it got its id; returns an `interception_suspected`
+    /// when the evidence in the window is enough (at most one per window).
     pub fn observe(&mut self, alert: &Alert) -> Option<Finding> {
-        let evidence = |a: &Alert| Evidence {
-            id: a.id.clone(),
-            kind: a.kind,
-            time: a.time,
-            summary: a.summary.clone(),
-            target: a
-                .details
-                .get("target")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-        };
         let now = alert.time;
         let window = self.window;
         let within = |e: &Evidence| (now - e.time).abs() <= window;
         self.anomalies.retain(within);
         self.mismatches.retain(within);
         self.foreign_issuances.retain(within);
+        if !self.remember(alert) {
+            return None;
+        }
+        let targets = self.targets();
+        let issued = !self.foreign_issuances.is_empty();
+        let suspicious = (!self.mismatches.is_empty()
+            && (!self.anomalies.is_empty() || targets.len() >= 2 || issued))
+            || (issued && !self.anomalies.is_empty());
+        if !suspicious || self.last_raised.is_some_and(|t| now - t <= window) {
+            return None;
+        }
+        self.last_raised = Some(now);
+        Some(self.suspicion(now, &targets))
+    }
+
+    /// Keeps `alert` as evidence of its sort; false when it is no evidence.
+    fn remember(&mut self, alert: &Alert) -> bool {
         let served = alert.kind == Kind::CtUnknownCertificate
             && alert
                 .details
@@ -122,32 +132,67 @@ impl Correlator {
         } else if is_path_anomaly(alert.kind) {
             &mut self.anomalies
         } else {
-            return None;
+            return false;
         };
         if list.len() >= MAX_REMEMBERED {
             list.pop_front();
         }
-        list.push_back(evidence(alert));
+        list.push_back(Evidence {
+            id: alert.id.clone(),
+            kind: alert.kind,
+            time: alert.time,
+            summary: alert.summary.clone(),
+            target: alert
+                .details
+                .get("target")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        });
+        true
+    }
 
-        let targets: Vec<&str> = {
-            let mut t: Vec<&str> = self
-                .mismatches
-                .iter()
-                .filter_map(|m| m.target.as_deref())
-                .collect();
-            t.sort();
-            t.dedup();
-            t
-        };
-        let issued = !self.foreign_issuances.is_empty();
-        let suspicious = (!self.mismatches.is_empty()
-            && (!self.anomalies.is_empty() || targets.len() >= 2 || issued))
-            || (issued && !self.anomalies.is_empty());
-        if !suspicious || self.last_raised.is_some_and(|t| now - t <= window) {
-            return None;
-        }
-        self.last_raised = Some(now);
+    /// The targets with a foreign certificate in the window, sorted.
+    fn targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .mismatches
+            .iter()
+            .filter_map(|m| m.target.clone())
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
 
+    /// The finding, with every piece of evidence in the window.
+    fn suspicion(&self, now: DateTime<Utc>, targets: &[String]) -> Finding {
+        let window = self.window;
+        let mut all: Vec<&Evidence> = self
+            .anomalies
+            .iter()
+            .chain(&self.mismatches)
+            .chain(&self.foreign_issuances)
+            .collect();
+        all.sort_by_key(|e| e.time);
+        let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+        Finding::new(
+            Kind::InterceptionSuspected,
+            now,
+            self.summary(targets),
+            json!({
+                "evidence": ids,
+                "evidence_kinds": kinds,
+                "targets": targets,
+                "window_s": window.num_seconds(),
+                "reasons": self.reasons(targets),
+            }),
+        )
+    }
+
+    /// One sentence per pair of a mismatch (or CT issuance) and an anomaly,
+    /// and one for several targets.
+    fn reasons(&self, targets: &[String]) -> Vec<String> {
+        let window = self.window;
         let mut reasons = Vec::new();
         for m in &self.mismatches {
             let target = m.target.as_deref().unwrap_or("?");
@@ -187,16 +232,14 @@ impl Correlator {
                 targets.join(", ")
             ));
         }
-        let mut all: Vec<&Evidence> = self
-            .anomalies
-            .iter()
-            .chain(&self.mismatches)
-            .chain(&self.foreign_issuances)
-            .collect();
-        all.sort_by_key(|e| e.time);
-        let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
-        let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
-        let summary = if self.mismatches.is_empty() {
+        reasons
+    }
+
+    /// The one-line summary, by which evidence there is.
+    fn summary(&self, targets: &[String]) -> String {
+        let window = self.window;
+        let issued = !self.foreign_issuances.is_empty();
+        if self.mismatches.is_empty() {
             format!(
                 "interception suspected: a certificate we never held was issued for a name we serve, within {} minutes of a network path change ({})",
                 window.num_minutes(),
@@ -221,19 +264,7 @@ impl Correlator {
                 targets.join(", "),
                 window.num_minutes(),
             )
-        };
-        Some(Finding::new(
-            Kind::InterceptionSuspected,
-            now,
-            summary,
-            json!({
-                "evidence": ids,
-                "evidence_kinds": kinds,
-                "targets": targets,
-                "window_s": window.num_seconds(),
-                "reasons": reasons,
-            }),
-        ))
+        }
     }
 }
 

@@ -53,11 +53,16 @@ struct RawIssuance {
 /// Most issuances taken from one answer (Cert Spotter pages are far smaller).
 pub const MAX_PAGE: usize = 10_000;
 
+/// An answer that is not a page of issuances at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the CT API did not answer with a JSON array of issuances: {0}")]
+pub struct NotIssuances(pub String);
+
 /// Parses one page of the issuances API. Entries that do not parse are
 /// skipped and counted (`.1`); an answer that is not a JSON array is an error.
-pub fn parse_issuances(body: &[u8]) -> Result<(Vec<Issuance>, usize), String> {
-    let raw: Vec<serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| format!("the CT API did not answer with a JSON array of issuances: {e}"))?;
+pub fn parse_issuances(body: &[u8]) -> Result<(Vec<Issuance>, usize), NotIssuances> {
+    let raw: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| NotIssuances(e.to_string()))?;
     let mut out = Vec::new();
     let mut bad = 0;
     for value in raw.into_iter().take(MAX_PAGE) {
@@ -96,6 +101,7 @@ pub struct Authorized {
 }
 
 impl Authorized {
+    /// True when the issuance's certificate or key is ours.
     pub fn covers(&self, i: &Issuance) -> bool {
         self.spki.contains(&i.spki_sha256) || i.cert_sha256.is_some_and(|c| self.certs.contains(&c))
     }
@@ -114,10 +120,12 @@ pub struct CtDetector {
 }
 
 impl CtDetector {
+    /// The TBS hashes already reported (oldest first), to save across restarts.
     pub fn seen(&self) -> impl Iterator<Item = &Sha256> {
         self.order.iter()
     }
 
+    /// Remembers an issuance as reported; false when it was already known.
     pub fn remember(&mut self, tbs: Sha256) -> bool {
         if !self.seen.insert(tbs) {
             return false;

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::alert::{Finding, Kind};
 
+/// `agent_started`: the baseline is ready and what is watched.
 pub fn agent_started(
     now: DateTime<Utc>,
     baseline_loaded: bool,
@@ -36,6 +37,7 @@ pub fn agent_started(
     )
 }
 
+/// `agent_stopping`, with why.
 pub fn agent_stopping(now: DateTime<Utc>, reason: &str) -> Finding {
     Finding::new(
         Kind::AgentStopping,

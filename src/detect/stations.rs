@@ -9,6 +9,7 @@ use crate::wire::EtherAddr as Mac;
 /// Previous MACs remembered per station (for flip-flop and reused detection).
 const HISTORY: usize = 3;
 
+/// One IPv4 address on an interface, with its MACs (arpwatch's `arp.dat` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Station {
     pub mac: Mac,
@@ -42,6 +43,7 @@ pub fn same_name(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
+/// Stations by interface and address, bounded (least recently seen evicted).
 pub struct StationTable {
     cap: usize,
     /// Per interface (a handful: a list, searched without hashing the name).
@@ -52,6 +54,7 @@ pub struct StationTable {
 }
 
 impl StationTable {
+    /// An empty table for at most `cap` stations.
     pub fn new(cap: usize) -> StationTable {
         StationTable {
             cap: cap.max(1),
@@ -62,18 +65,22 @@ impl StationTable {
         }
     }
 
+    /// Stations held.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// True when no station is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Stations evicted to stay under the cap.
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
 
+    /// The station at `ip` on `interface`.
     pub fn get(&self, interface: &str, ip: Ipv4Addr) -> Option<&Station> {
         self.interface(interface)?.get(&ip)
     }

@@ -9,14 +9,17 @@ use serde_json::Value;
 
 use crate::alert::Alert;
 
+/// journald's native protocol socket.
 pub const SOCKET_PATH: &str = "/run/systemd/journal/socket";
 
+/// Writes alerts to journald as structured entries (`NETSENTRY_*` fields).
 pub struct JournaldSink {
     socket: UnixDatagram,
     path: PathBuf,
 }
 
 impl JournaldSink {
+    /// A datagram socket to journald at `path`.
     pub fn connect(path: &Path) -> io::Result<JournaldSink> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
@@ -26,10 +29,12 @@ impl JournaldSink {
         })
     }
 
+    /// The journal socket written to.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// One alert as one journal entry.
     pub fn send(&self, alert: &Alert) -> io::Result<()> {
         self.socket.send(&entry(alert)).map(|_| ())
     }

@@ -73,7 +73,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
+    /// The exposition text. Long (~160 lines) on purpose: one block per metric
+    /// family (HELP, TYPE, samples), in the order they are exposed.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let section = |s: &mut String, name: &str, kind: &str, help: &str| {

@@ -6,6 +6,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+/// sd_notify(3): READY, WATCHDOG, RELOADING and STOPPING for systemd (nothing when not run by it).
 pub struct Notifier {
     socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
     watchdog: Option<Duration>,

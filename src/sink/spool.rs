@@ -29,6 +29,7 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// Why the spool could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
@@ -56,6 +57,7 @@ pub struct Recovery {
     pub torn_bytes: u64,
 }
 
+/// The spool: segment files under `state_dir/spool`, bounded by `max_spool_bytes`.
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
@@ -165,6 +167,7 @@ impl Spool {
         self.segments.keys().next_back().copied().unwrap_or(1)
     }
 
+    /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

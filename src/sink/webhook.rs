@@ -16,7 +16,9 @@ use crate::config::{WebhookConfig, WebhookFormat};
 use crate::sink::format;
 use crate::sink::spool::{Position, Spool, SpoolError};
 
+/// The first retry's delay.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
+/// The longest delay between retries.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Alerts read from the spool at once by a receiver task.
 const READ_BATCH: usize = 64;
@@ -30,6 +32,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The outbox over an opened spool.
     pub fn new(spool: Spool) -> Arc<Outbox> {
         let end = spool.end();
         Arc::new(Outbox {
@@ -211,6 +214,28 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// One receiver's delivery task: its client, settings and how it goes.
+struct Receiver {
+    client: reqwest::Client,
+    config: WebhookConfig,
+    key: Option<Vec<u8>>,
+    outbox: Arc<Outbox>,
+    id: String,
+    url: reqwest::Url,
+    /// Failed attempts in a row (for the backoff and the log).
+    failures: u32,
+    status: ReceiverStatus,
+    /// A success not yet written to the status file, and when it was last written.
+    unsaved: bool,
+    saved_at: std::time::Instant,
+}
+
+/// Whether the task goes on after an alert.
+enum Next {
+    Continue,
+    Stop,
+}
+
 async fn deliver(
     client: reqwest::Client,
     config: WebhookConfig,
@@ -222,27 +247,33 @@ async fn deliver(
 ) {
     let url = config.url.0.clone();
     let mut end = outbox.end.subscribe();
-    let mut failures: u32 = 0;
-    let mut status = ReceiverStatus {
-        url: url.to_string(),
-        ..Default::default()
+    let mut r = Receiver {
+        status: ReceiverStatus {
+            url: url.to_string(),
+            ..Default::default()
+        },
+        client,
+        config,
+        key,
+        outbox,
+        id,
+        url,
+        failures: 0,
+        unsaved: false,
+        saved_at: std::time::Instant::now() - Duration::from_secs(60),
     };
-    // A success not yet written to the status file, and when it was last written.
-    let mut unsaved = false;
-    let mut saved_at = std::time::Instant::now() - Duration::from_secs(60);
     loop {
-        let batch = match outbox.read(cursor) {
+        let batch = match r.outbox.read(cursor) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(receiver = %url, "cannot read the spool: {e}");
+                tracing::error!(receiver = %r.url, "cannot read the spool: {e}");
                 Vec::new()
             }
         };
         if batch.is_empty() {
             // Idle: make sure the last success is on disk.
-            if unsaved {
-                outbox.save_status(&id, &status);
-                (unsaved, saved_at) = (false, std::time::Instant::now());
+            if r.unsaved {
+                r.save_status();
             }
             if *stop.borrow() {
                 return;
@@ -254,72 +285,101 @@ async fn deliver(
             continue;
         }
         for (bytes, next) in batch {
-            match serde_json::from_slice::<Alert>(&bytes) {
-                // Refreshes and resolutions of conditions are for Alertmanager only.
-                Ok(alert)
-                    if !alert.delivery.is_alert()
-                        && config.format != WebhookFormat::Alertmanager => {}
-                Ok(alert) if alert.severity >= config.min_severity => loop {
-                    match attempt_once(&client, &config, key.as_deref(), &alert).await {
-                        Outcome::Delivered => {
-                            if failures > 0 {
-                                tracing::info!(receiver = %url, "webhook delivery works again after {failures} failed attempts");
-                            }
-                            status.last_success =
-                                Some(crate::alert::format_time(&chrono::Utc::now()));
-                            unsaved = true;
-                            // Written on recovery at once, otherwise at most every 5 s
-                            // while busy (and when idle again, above).
-                            if failures > 0 || saved_at.elapsed() >= Duration::from_secs(5) {
-                                outbox.save_status(&id, &status);
-                                (unsaved, saved_at) = (false, std::time::Instant::now());
-                            }
-                            failures = 0;
-                            break;
-                        }
-                        Outcome::Rejected(why) => {
-                            tracing::error!(receiver = %url, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
-                            outbox.move_aside(&id, &alert, &why);
-                            status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
-                            status.last_error_at =
-                                Some(crate::alert::format_time(&chrono::Utc::now()));
-                            outbox.save_status(&id, &status);
-                            (unsaved, saved_at) = (false, std::time::Instant::now());
-                            failures = 0;
-                            break;
-                        }
-                        Outcome::Retry(after, why) => {
-                            failures += 1;
-                            let wait = after
-                                .unwrap_or_else(|| jitter(backoff(failures)))
-                                .min(BACKOFF_CAP);
-                            if failures == 1 || failures.is_power_of_two() {
-                                tracing::warn!(receiver = %url, "webhook delivery failed ({why}); retry {failures} in {:.1} s", wait.as_secs_f64());
-                                status.last_error = Some(why.clone());
-                                status.last_error_at =
-                                    Some(crate::alert::format_time(&chrono::Utc::now()));
-                                outbox.save_status(&id, &status);
-                                saved_at = std::time::Instant::now();
-                            }
-                            if *stop.borrow() {
-                                // Stopping: what is not delivered waits in the spool.
-                                return;
-                            }
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = stop.changed() => return,
-                            }
-                        }
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(receiver = %url, "skipping an unreadable spool entry: {e}")
-                }
+            if let Next::Stop = r.deliver_entry(&bytes, &mut stop).await {
+                return;
             }
             cursor = next;
-            outbox.save_cursor(&id, cursor);
+            r.outbox.save_cursor(&r.id, cursor);
         }
+    }
+}
+
+impl Receiver {
+    fn save_status(&mut self) {
+        self.outbox.save_status(&self.id, &self.status);
+        (self.unsaved, self.saved_at) = (false, std::time::Instant::now());
+    }
+
+    /// One spool entry: skipped when it is not for this receiver, else sent
+    /// until it is delivered or rejected (or the task is asked to stop).
+    async fn deliver_entry(&mut self, bytes: &[u8], stop: &mut watch::Receiver<bool>) -> Next {
+        let alert = match serde_json::from_slice::<Alert>(bytes) {
+            Ok(alert) => alert,
+            Err(e) => {
+                tracing::warn!(receiver = %self.url, "skipping an unreadable spool entry: {e}");
+                return Next::Continue;
+            }
+        };
+        // Refreshes and resolutions of conditions are for Alertmanager only.
+        if !alert.delivery.is_alert() && self.config.format != WebhookFormat::Alertmanager {
+            return Next::Continue;
+        }
+        if alert.severity < self.config.min_severity {
+            return Next::Continue;
+        }
+        loop {
+            match attempt_once(&self.client, &self.config, self.key.as_deref(), &alert).await {
+                Outcome::Delivered => {
+                    self.delivered();
+                    return Next::Continue;
+                }
+                Outcome::Rejected(why) => {
+                    self.rejected(&alert, &why);
+                    return Next::Continue;
+                }
+                Outcome::Retry(after, why) => {
+                    let wait = self.failed(after, why);
+                    if *stop.borrow() {
+                        // Stopping: what is not delivered waits in the spool.
+                        return Next::Stop;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return Next::Stop,
+                    }
+                }
+            }
+        }
+    }
+
+    fn delivered(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(receiver = %self.url, "webhook delivery works again after {} failed attempts", self.failures);
+        }
+        self.status.last_success = Some(crate::alert::format_time(&chrono::Utc::now()));
+        self.unsaved = true;
+        // Written on recovery at once, otherwise at most every 5 s while busy
+        // (and when idle again).
+        if self.failures > 0 || self.saved_at.elapsed() >= Duration::from_secs(5) {
+            self.save_status();
+        }
+        self.failures = 0;
+    }
+
+    fn rejected(&mut self, alert: &Alert, why: &str) {
+        tracing::error!(receiver = %self.url, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
+        self.outbox.move_aside(&self.id, alert, why);
+        self.status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
+        self.status.last_error_at = Some(crate::alert::format_time(&chrono::Utc::now()));
+        self.save_status();
+        self.failures = 0;
+    }
+
+    /// Counts a failed attempt (logged at the first and at powers of two);
+    /// returns how long to wait before the next.
+    fn failed(&mut self, after: Option<Duration>, why: String) -> Duration {
+        self.failures += 1;
+        let wait = after
+            .unwrap_or_else(|| jitter(backoff(self.failures)))
+            .min(BACKOFF_CAP);
+        if self.failures == 1 || self.failures.is_power_of_two() {
+            tracing::warn!(receiver = %self.url, "webhook delivery failed ({why}); retry {} in {:.1} s", self.failures, wait.as_secs_f64());
+            self.status.last_error = Some(why);
+            self.status.last_error_at = Some(crate::alert::format_time(&chrono::Utc::now()));
+            self.outbox.save_status(&self.id, &self.status);
+            self.saved_at = std::time::Instant::now();
+        }
+        wait
     }
 }
 

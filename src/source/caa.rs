@@ -14,17 +14,32 @@ use tokio::sync::mpsc;
 use crate::config::CaaConfig;
 use crate::detect::caa::{CaaRecord, lookup_order};
 
+/// Why the CAA records of a domain could not be looked up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaaError {
+    /// No resolver could be made (system configuration, name servers).
+    #[error("{0}")]
+    Resolver(String),
+    /// The lookup of a name failed (not NXDOMAIN/NODATA, which climb the tree).
+    #[error("{0}")]
+    Lookup(String),
+}
+
 /// The CAA policy found for one domain: `Ok(None)` when no name up the tree
 /// has CAA records, `Ok(Some((owner, records)))` for the relevant set.
 #[derive(Debug)]
 pub struct CaaReport {
     pub domain: String,
-    pub found: Result<Option<(String, Vec<CaaRecord>)>, String>,
+    pub found: Result<Option<(String, Vec<CaaRecord>)>, CaaError>,
 }
 
 type TokioResolver = Resolver<TokioRuntimeProvider>;
 
-fn resolver(config: &CaaConfig) -> Result<TokioResolver, String> {
+fn resolver(config: &CaaConfig) -> Result<TokioResolver, CaaError> {
+    resolver_inner(config).map_err(CaaError::Resolver)
+}
+
+fn resolver_inner(config: &CaaConfig) -> Result<TokioResolver, String> {
     let mut opts = ResolverOpts::default();
     opts.timeout = Duration::from_secs(5);
     opts.attempts = 2;
@@ -59,7 +74,7 @@ fn resolver(config: &CaaConfig) -> Result<TokioResolver, String> {
 }
 
 /// The CAA records at exactly `name` (empty when there are none).
-async fn caa_at(resolver: &TokioResolver, name: &str) -> Result<Vec<CaaRecord>, String> {
+async fn caa_at(resolver: &TokioResolver, name: &str) -> Result<Vec<CaaRecord>, CaaError> {
     let fqdn = format!("{name}.");
     match resolver.lookup(fqdn.as_str(), RecordType::CAA).await {
         Ok(lookup) => Ok(lookup
@@ -75,7 +90,7 @@ async fn caa_at(resolver: &TokioResolver, name: &str) -> Result<Vec<CaaRecord>, 
             })
             .collect()),
         Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
-        Err(e) => Err(format!("CAA lookup of {name}: {e}")),
+        Err(e) => Err(CaaError::Lookup(format!("CAA lookup of {name}: {e}"))),
     }
 }
 
@@ -83,7 +98,7 @@ async fn caa_at(resolver: &TokioResolver, name: &str) -> Result<Vec<CaaRecord>, 
 pub async fn lookup(
     resolver: &TokioResolver,
     domain: &str,
-) -> Result<Option<(String, Vec<CaaRecord>)>, String> {
+) -> Result<Option<(String, Vec<CaaRecord>)>, CaaError> {
     for name in lookup_order(domain) {
         let records = caa_at(resolver, &name).await?;
         if !records.is_empty() {

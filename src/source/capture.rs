@@ -21,6 +21,7 @@ pub struct CapturedFrame {
     pub data: Vec<u8>,
 }
 
+/// What the capture thread reports.
 #[derive(Debug)]
 pub enum CaptureEvent {
     Frames(Vec<CapturedFrame>),

@@ -7,7 +7,32 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::CtConfig;
-use crate::detect::ct::{Issuance, parse_issuances};
+use crate::detect::ct::{Issuance, NotIssuances, parse_issuances};
+
+/// Why a page could not be fetched (tried again next round).
+#[derive(Debug, thiserror::Error)]
+pub enum CtError {
+    /// The request failed (connect, TLS, timeout).
+    #[error("CT API: {0}")]
+    Request(String),
+    /// The answer broke off.
+    #[error("CT API: reading the answer: {0}")]
+    Read(String),
+    /// The answer is larger than a page can be.
+    #[error("CT API: answer larger than {0} bytes")]
+    TooLarge(usize),
+    /// The API answered with an error status.
+    #[error("CT API answered {status}: {text}")]
+    Status {
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The start of the answer (200 characters at most).
+        text: String,
+    },
+    /// The answer is not a page of issuances.
+    #[error(transparent)]
+    Format(#[from] NotIssuances),
+}
 
 /// What the CT task reports to the agent.
 #[derive(Debug)]
@@ -20,7 +45,12 @@ pub enum CtEvent {
         last_id: String,
     },
     /// Something went wrong for `domain`; tried again next round.
-    Failed { domain: String, error: String },
+    Failed {
+        /// The domain whose page failed.
+        domain: String,
+        /// What went wrong.
+        error: CtError,
+    },
 }
 
 /// Largest answer read (one page).
@@ -41,8 +71,10 @@ async fn fetch(
     key: Option<&str>,
     domain: &str,
     after: Option<&str>,
-) -> Result<Fetch, String> {
-    let mut url = reqwest::Url::parse(&config.api_url).map_err(|e| e.to_string())?;
+) -> Result<Fetch, CtError> {
+    // Checked when the configuration was loaded.
+    let mut url =
+        reqwest::Url::parse(&config.api_url).map_err(|e| CtError::Request(e.to_string()))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("domain", domain)
@@ -57,7 +89,10 @@ async fn fetch(
     if let Some(k) = key {
         request = request.bearer_auth(k);
     }
-    let mut response = request.send().await.map_err(|e| format!("CT API: {e}"))?;
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| CtError::Request(e.to_string()))?;
     let status = response.status();
     if status.as_u16() == 429 {
         let wait = response
@@ -74,19 +109,19 @@ async fn fetch(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("CT API: reading the answer: {e}"))?
+        .map_err(|e| CtError::Read(e.to_string()))?
     {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("CT API: answer larger than {MAX_BODY} bytes"));
+            return Err(CtError::TooLarge(MAX_BODY));
         }
         body.extend_from_slice(&chunk);
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
-        return Err(format!(
-            "CT API answered {status}: {}",
-            text.chars().take(200).collect::<String>()
-        ));
+        return Err(CtError::Status {
+            status,
+            text: text.chars().take(200).collect(),
+        });
     }
     let (list, damaged) = parse_issuances(&body)?;
     Ok(Fetch::Page(list, damaged))

@@ -47,6 +47,7 @@ pub struct Feed<T> {
 }
 
 impl<T> Feed<T> {
+    /// A feed from a task's channel and handle.
     pub fn new(
         (rx, task): (tokio::sync::mpsc::Receiver<T>, tokio::task::JoinHandle<()>),
     ) -> Feed<T> {

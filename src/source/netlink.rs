@@ -421,7 +421,9 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
 
 /// Runs the source on the calling thread until the receiver goes away: a dump,
 /// then events, a re-dump after lost events and every `reconcile` interval.
-/// Blocks in `poll` between events; there is no polling loop.
+/// Blocks in `poll` between events; there is no polling loop. (~85 lines:
+/// the loop is wait, re-dump on the timer, drain; split, its state would be
+/// passed around more than it is used.)
 pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, receive_buffer: usize) {
     let socket = match open_event_socket(receive_buffer) {
         Ok(s) => s,

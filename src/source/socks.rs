@@ -6,14 +6,48 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::SocksProxy;
 
+/// Why the proxy did not give us a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SocksError {
+    /// Reading from or writing to the proxy failed.
+    #[error("the proxy closed or broke the connection: {0}")]
+    Io(String),
+    /// The other end does not speak SOCKS5.
+    #[error("not a SOCKS5 proxy (it answered version {0})")]
+    NotSocks5(u8),
+    /// User name and password were refused.
+    #[error("the proxy rejected the user name and password")]
+    Rejected,
+    /// The proxy wants an authentication we did not offer.
+    #[error("the proxy accepts none of our authentication methods (add user:password to via?)")]
+    NoMethod,
+    /// The proxy chose a method outside the protocol.
+    #[error("the proxy chose an unknown method 0x{0:02x}")]
+    UnknownMethod(u8),
+    /// The name cannot be sent (longer than 255 bytes).
+    #[error("host name {0:?} is too long for SOCKS5")]
+    NameTooLong(String),
+    /// The proxy could not reach the target.
+    #[error("the proxy could not connect to {target}: {reason}")]
+    Refused {
+        /// `host:port` asked for.
+        target: String,
+        /// The proxy's reply, in words (RFC 1928 6).
+        reason: &'static str,
+    },
+    /// The reply names an address type outside the protocol.
+    #[error("the proxy sent an unknown address type {0}")]
+    UnknownAddressType(u8),
+}
+
 /// Asks the proxy on `stream` to connect to `host:port`.
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &SocksProxy,
     host: &str,
     port: u16,
-) -> Result<(), String> {
-    let io = |e: std::io::Error| format!("the proxy closed or broke the connection: {e}");
+) -> Result<(), SocksError> {
+    let io = |e: std::io::Error| SocksError::Io(e.to_string());
     let methods: &[u8] = if proxy.credentials.is_some() {
         &[0x00, 0x02]
     } else {
@@ -25,10 +59,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let mut choice = [0u8; 2];
     stream.read_exact(&mut choice).await.map_err(io)?;
     if choice[0] != 5 {
-        return Err(format!(
-            "not a SOCKS5 proxy (it answered version {})",
-            choice[0]
-        ));
+        return Err(SocksError::NotSocks5(choice[0]));
     }
     match (choice[1], &proxy.credentials) {
         (0x00, _) => {}
@@ -41,16 +72,13 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             let mut status = [0u8; 2];
             stream.read_exact(&mut status).await.map_err(io)?;
             if status[1] != 0 {
-                return Err("the proxy rejected the user name and password".into());
+                return Err(SocksError::Rejected);
             }
         }
         (0xff, _) => {
-            return Err(
-                "the proxy accepts none of our authentication methods (add user:password to via?)"
-                    .into(),
-            );
+            return Err(SocksError::NoMethod);
         }
-        (other, _) => return Err(format!("the proxy chose an unknown method 0x{other:02x}")),
+        (other, _) => return Err(SocksError::UnknownMethod(other)),
     }
     stream
         .write_all(&connect_request(host, port)?)
@@ -59,10 +87,10 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await.map_err(io)?;
     if head[1] != 0 {
-        return Err(format!(
-            "the proxy could not connect to {host}:{port}: {}",
-            reply_text(head[1])
-        ));
+        return Err(SocksError::Refused {
+            target: format!("{host}:{port}"),
+            reason: reply_text(head[1]),
+        });
     }
     // The bound address: skip it.
     let skip = match head[3] {
@@ -73,7 +101,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             stream.read_exact(&mut n).await.map_err(io)?;
             n[0] as usize + 2
         }
-        other => return Err(format!("the proxy sent an unknown address type {other}")),
+        other => return Err(SocksError::UnknownAddressType(other)),
     };
     let mut rest = vec![0u8; skip];
     stream.read_exact(&mut rest).await.map_err(io)?;
@@ -81,7 +109,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The CONNECT request for a name or an address.
-fn connect_request(host: &str, port: u16) -> Result<Vec<u8>, String> {
+fn connect_request(host: &str, port: u16) -> Result<Vec<u8>, SocksError> {
     let mut req = vec![5, 1, 0];
     match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(ip)) => {
@@ -94,7 +122,7 @@ fn connect_request(host: &str, port: u16) -> Result<Vec<u8>, String> {
         }
         Err(_) => {
             if host.len() > 255 {
-                return Err(format!("host name {host:?} is too long for SOCKS5"));
+                return Err(SocksError::NameTooLong(host.to_string()));
             }
             req.push(3);
             req.push(host.len() as u8);
@@ -159,7 +187,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "the proxy could not connect to example.org:443: connection refused"
         );
         script.await.unwrap();

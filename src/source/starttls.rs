@@ -23,6 +23,7 @@ pub enum Step {
     Ready,
 }
 
+/// Why a STARTTLS dialogue failed (the server's words shortened).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DialogueError {
     #[error("the server sent a line longer than {MAX_LINE} bytes")]
@@ -167,6 +168,8 @@ impl Dialogue {
         Ok(reply.unwrap_or(Step::Read))
     }
 
+    /// One line of the server's, by protocol and state. (~80 lines: one arm
+    /// per protocol step, the dialogue's whole grammar in one match.)
     fn line(&mut self, line: &str) -> Result<Step, DialogueError> {
         let shown = || shorten(line);
         match (self.protocol, self.state) {

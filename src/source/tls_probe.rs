@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::cert::{CertFacts, CertIdentity};
 use crate::config::{StartTls, TlsTarget};
-use crate::detect::tls::{ProbeReport, Seen};
+use crate::detect::tls::{ProbeError, ProbeReport, Seen};
 use crate::source::socks;
 use crate::source::starttls::{Dialogue, Step};
 
@@ -32,6 +32,7 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
+    /// The trust anchors of `ca_file` (the system's without one), loaded once; the error becomes the chain error of every check.
     pub fn get(&mut self, ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, String> {
         self.loaded
             .entry(ca_file.map(Path::to_path_buf))
@@ -157,7 +158,7 @@ pub async fn probe(target: &TlsTarget, roots: Result<Arc<RootCertStore>, String>
         peer: None,
         local: false,
         time: Utc::now(),
-        outcome: Err(String::new()),
+        outcome: Err(ProbeError::Stopped),
     };
     let deadline = Instant::now() + target.timeout.0;
     report.outcome = run(target, roots, deadline, &mut report.peer, &mut report.local).await;
@@ -170,45 +171,52 @@ async fn step<T>(
     deadline: Instant,
     limit: Duration,
     what: &str,
-    fut: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    fut: impl std::future::Future<Output = Result<T, ProbeError>>,
+) -> Result<T, ProbeError> {
     match timeout_at(deadline, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "timed out after {} while {what}",
-            crate::config::Interval(limit)
-        )),
+        Err(_) => Err(ProbeError::Timeout {
+            after: crate::config::Interval(limit).to_string(),
+            step: what.to_string(),
+        }),
     }
 }
 
-async fn run(
+/// A TCP connection to the target: through the SOCKS5 proxy (`via`), or
+/// directly to the first of its addresses (at most 8) that answers.
+async fn open_stream(
     target: &TlsTarget,
-    roots: Result<Arc<RootCertStore>, String>,
     deadline: Instant,
     peer: &mut Option<String>,
     local: &mut bool,
-) -> Result<Seen, String> {
+) -> Result<TcpStream, ProbeError> {
     let limit = target.timeout.0;
     let host = target.address.host.as_str();
     let port = target.address.port;
-    let mut stream = match &target.via {
+    match &target.via {
         Some(proxy) => {
             let p = &proxy.address;
             let what = format!("connecting to the SOCKS5 proxy {p}");
             let mut s = step(deadline, limit, &what, async {
                 TcpStream::connect((p.host.as_str(), p.port))
                     .await
-                    .map_err(|e| format!("SOCKS5 proxy {p}: {e}"))
+                    .map_err(|e| ProbeError::Proxy {
+                        proxy: p.to_string(),
+                        reason: e.to_string(),
+                    })
             })
             .await?;
             let what = format!("the SOCKS5 proxy {p} connected to {}", target.address);
             step(deadline, limit, &what, async {
                 socks::connect(&mut s, proxy, host, port)
                     .await
-                    .map_err(|e| format!("SOCKS5 proxy {p}: {e}"))
+                    .map_err(|e| ProbeError::Proxy {
+                        proxy: p.to_string(),
+                        reason: e.to_string(),
+                    })
             })
             .await?;
-            s
+            Ok(s)
         }
         None => {
             let what = format!("resolving {host}");
@@ -216,11 +224,14 @@ async fn run(
                 tokio::net::lookup_host((host, port))
                     .await
                     .map(|a| a.collect())
-                    .map_err(|e| format!("cannot resolve {host}: {e}"))
+                    .map_err(|e| ProbeError::Resolve {
+                        host: host.to_string(),
+                        reason: e.to_string(),
+                    })
             })
             .await?;
             if addrs.is_empty() {
-                return Err(format!("{host} has no address"));
+                return Err(ProbeError::NoAddress(host.to_string()));
             }
             *local = addrs.iter().any(|a| is_local_address(a.ip()));
             let mut errors = Vec::new();
@@ -230,7 +241,7 @@ async fn run(
                 match step(deadline, limit, &what, async {
                     TcpStream::connect(addr)
                         .await
-                        .map_err(|e| format!("connect to {addr}: {e}"))
+                        .map_err(|e| ProbeError::Connect(vec![format!("connect to {addr}: {e}")]))
                 })
                 .await
                 {
@@ -239,12 +250,23 @@ async fn run(
                         connected = Some(s);
                         break;
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.push(e.to_string()),
                 }
             }
-            connected.ok_or_else(|| errors.join("; "))?
+            connected.ok_or(ProbeError::Connect(errors))
         }
-    };
+    }
+}
+
+async fn run(
+    target: &TlsTarget,
+    roots: Result<Arc<RootCertStore>, String>,
+    deadline: Instant,
+    peer: &mut Option<String>,
+    local: &mut bool,
+) -> Result<Seen, ProbeError> {
+    let limit = target.timeout.0;
+    let mut stream = open_stream(target, deadline, peer, local).await?;
     let _ = stream.set_nodelay(true);
 
     if target.starttls != StartTls::None {
@@ -252,7 +274,10 @@ async fn run(
         step(deadline, limit, &what, async {
             starttls(&mut stream, target.starttls, target.server_name())
                 .await
-                .map_err(|e| format!("STARTTLS ({}): {e}", target.starttls.as_str()))
+                .map_err(|reason| ProbeError::StartTls {
+                    protocol: target.starttls.as_str(),
+                    reason,
+                })
         })
         .await?;
     }
@@ -270,18 +295,22 @@ async fn run(
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ProbeError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
-    let name = ServerName::try_from(target.server_name().to_string())
-        .map_err(|e| format!("server_name {:?}: {e}", target.server_name()))?;
+    let name = ServerName::try_from(target.server_name().to_string()).map_err(|e| {
+        ProbeError::ServerName {
+            name: target.server_name().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut tls = step(deadline, limit, "in the TLS handshake", async {
         connector
             .connect(name, stream)
             .await
-            .map_err(|e| format!("TLS handshake: {e}"))
+            .map_err(|e| ProbeError::Handshake(e.to_string()))
     })
     .await?;
     let leaf = tls
@@ -290,12 +319,19 @@ async fn run(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec())
-        .ok_or("the server sent no certificate")?;
+        .ok_or(ProbeError::NoCertificate)?;
     // A polite close; the answer does not matter.
     let _ = timeout_at(deadline, tls.shutdown()).await;
-    let facts = CertFacts::from_der(&leaf).unwrap_or_else(|e| CertFacts {
+    let verdict = verifier.verdict.lock().ok().and_then(|mut v| v.take());
+    Ok(seen(&leaf, verdict))
+}
+
+/// What the check saw: the leaf's facts (a certificate that does not parse is
+/// still reported, by its hash) and the chain verdict the verifier recorded.
+fn seen(leaf: &[u8], verdict: Option<Result<(), String>>) -> Seen {
+    let facts = CertFacts::from_der(leaf).unwrap_or_else(|e| CertFacts {
         identity: CertIdentity {
-            cert_sha256: crate::cert::Sha256::of(&leaf),
+            cert_sha256: crate::cert::Sha256::of(leaf),
             spki_sha256: crate::cert::Sha256::of(&[]),
         },
         subject: format!("(unparseable certificate: {e})"),
@@ -304,17 +340,12 @@ async fn run(
         not_after: chrono::DateTime::<Utc>::MIN_UTC,
         dns_names: Vec::new(),
     });
-    let verdict = verifier
-        .verdict
-        .lock()
-        .ok()
-        .and_then(|mut v| v.take())
-        .unwrap_or_else(|| Err("not verified".into()));
-    Ok(Seen {
+    let verdict = verdict.unwrap_or_else(|| Err("not verified".into()));
+    Seen {
         facts,
         chain_valid: verdict.is_ok(),
         chain_error: verdict.err(),
-    })
+    }
 }
 
 /// Drives a [`Dialogue`] over the connection.

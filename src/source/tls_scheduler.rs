@@ -8,7 +8,7 @@ use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::ProbeReport;
+use crate::detect::tls::{ProbeError, ProbeReport};
 use crate::source::Feed;
 use crate::source::tls_probe::{TrustStore, probe};
 
@@ -105,7 +105,7 @@ pub async fn probe_round(
                 peer: None,
                 local: false,
                 time: Utc::now(),
-                outcome: Err("the check stopped unexpectedly".into()),
+                outcome: Err(ProbeError::Stopped),
             })
         })
         .collect()

@@ -57,11 +57,13 @@ pub struct LinkRecord {
 }
 
 impl LinkRecord {
+    /// Admin up and carrier.
     pub fn is_up(&self) -> bool {
         self.admin_up && self.carrier
     }
 }
 
+/// What the agent last knew: gateways with their MACs, default routes, links.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
@@ -73,6 +75,7 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// The MAC known for a gateway.
     pub fn gateway_mac(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<&Mac> {
         self.gateways
             .iter()

@@ -32,6 +32,7 @@ pub struct HeldCertificate {
     pub file: String,
 }
 
+/// Every certificate seen in our files, bounded (`state_dir/cert_history.json`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CertHistory {
     pub certificates: Vec<HeldCertificate>,

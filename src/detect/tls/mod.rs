@@ -11,154 +11,15 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use crate::alert::{Finding, Kind, format_time};
-use crate::cert::{CertFacts, CertIdentity, Sha256};
-use crate::config::{Expect, TlsTarget};
+use crate::cert::{CertIdentity, Sha256};
+use crate::config::TlsTarget;
 
-/// The result of one check of one target (what the probe source reports).
-#[derive(Clone, Debug)]
-pub struct ProbeReport {
-    pub target: String,
-    /// The address checked, as configured.
-    pub address: String,
-    /// The address actually connected to (unknown through a proxy).
-    pub peer: Option<String>,
-    /// The target resolved to an address of this host: the check never left it.
-    pub local: bool,
-    pub time: DateTime<Utc>,
-    pub outcome: Result<Seen, String>,
-}
+mod expected;
+mod report;
 
-/// The server certificate a check received.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub facts: CertFacts,
-    /// The chain verifies against the trust anchors and names the server.
-    pub chain_valid: bool,
-    /// Why it does not, when it does not.
-    pub chain_error: Option<String>,
-}
-
-/// The certificates a target may present: fixed hashes from the configuration
-/// and the certificates of the expected files, including replaced ones that are
-/// still inside their rotation grace.
-#[derive(Clone, Debug, Default)]
-pub struct ExpectedSet {
-    spki: Vec<Sha256>,
-    certs: Vec<Sha256>,
-    /// From the files: (identity, replaced at). Capped at [`MAX_FILE_CERTS`].
-    files: Vec<(CertIdentity, Option<DateTime<Utc>>)>,
-}
-
-/// Certificates remembered per target (current and replaced ones in grace).
-const MAX_FILE_CERTS: usize = 64;
-
-/// How a seen certificate relates to the expected set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Match {
-    /// One of ours.
-    Current,
-    /// One we replaced at this time, still inside the rotation grace.
-    Replaced(DateTime<Utc>),
-    /// We replaced it at this time and the grace is over.
-    Expired(DateTime<Utc>),
-    No,
-}
-
-impl ExpectedSet {
-    pub fn new(expect: &Expect) -> ExpectedSet {
-        ExpectedSet {
-            spki: expect.spki_sha256.clone(),
-            certs: expect.cert_sha256.clone(),
-            files: Vec::new(),
-        }
-    }
-
-    /// The files now hold `current`: what was there before and is gone is
-    /// marked replaced (accepted for the rotation grace from `now`). True when
-    /// anything changed.
-    pub fn set_files(&mut self, current: &[CertIdentity], now: DateTime<Utc>) -> bool {
-        let before = self.files.clone();
-        for (id, replaced) in &mut self.files {
-            if current.contains(id) {
-                *replaced = None;
-            } else if replaced.is_none() {
-                *replaced = Some(now);
-            }
-        }
-        for id in current {
-            if !self.files.iter().any(|(known, _)| known == id) {
-                self.files.push((*id, None));
-            }
-        }
-        // Forget the oldest replaced certificates beyond the cap.
-        while self.files.len() > MAX_FILE_CERTS {
-            let oldest = self
-                .files
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, r))| r.map(|t| (t, i)))
-                .min();
-            match oldest {
-                Some((_, i)) => {
-                    self.files.remove(i);
-                }
-                None => break,
-            }
-        }
-        self.files != before
-    }
-
-    /// The file certificates and when each was replaced (None: current).
-    pub fn file_certs(&self) -> &[(CertIdentity, Option<DateTime<Utc>>)] {
-        &self.files
-    }
-
-    /// Drops replaced certificates whose grace ended long ago (keeps memory flat).
-    pub fn forget_before(&mut self, cutoff: DateTime<Utc>) {
-        self.files
-            .retain(|(_, replaced)| replaced.is_none_or(|t| t >= cutoff));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spki.is_empty() && self.certs.is_empty() && self.files.is_empty()
-    }
-
-    /// A certificate matches by its own hash or by its key (whoever presents
-    /// our key proved in the handshake that they hold our private key).
-    pub fn matches(&self, seen: &CertIdentity, now: DateTime<Utc>, grace: Duration) -> Match {
-        if self.certs.contains(&seen.cert_sha256) || self.spki.contains(&seen.spki_sha256) {
-            return Match::Current;
-        }
-        let mut best = Match::No;
-        for (id, replaced) in &self.files {
-            if id.cert_sha256 != seen.cert_sha256 && id.spki_sha256 != seen.spki_sha256 {
-                continue;
-            }
-            match replaced {
-                None => return Match::Current,
-                Some(t) if now - *t <= grace => best = Match::Replaced(*t),
-                Some(t) if best == Match::No => best = Match::Expired(*t),
-                Some(_) => {}
-            }
-        }
-        best
-    }
-
-    /// What is accepted now, as hex: certificate SHA-256s (files and
-    /// `cert_sha256`), then SPKI SHA-256s (`spki_sha256`).
-    pub fn expected(&self, now: DateTime<Utc>, grace: Duration) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for (id, replaced) in &self.files {
-            if replaced.is_none_or(|t| now - t <= grace) {
-                out.push(id.cert_sha256.hex());
-            }
-        }
-        out.extend(self.certs.iter().map(Sha256::hex));
-        out.extend(self.spki.iter().map(Sha256::hex));
-        out.dedup();
-        out
-    }
-}
+use expected::MAX_FILE_CERTS;
+pub use expected::{ExpectedSet, Match};
+pub use report::{ProbeError, ProbeReport, Seen};
 
 /// A target's rules, from its configuration.
 #[derive(Clone, Debug)]
@@ -172,6 +33,7 @@ pub struct TargetRules {
 }
 
 impl TargetRules {
+    /// The rules of one `[[tls.target]]`.
     pub fn from_config(t: &TlsTarget) -> TargetRules {
         let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
         TargetRules {
@@ -195,6 +57,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// `OK`, `WARNING`, `CRITICAL`, `UNKNOWN`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Ok => "OK",
@@ -326,6 +189,7 @@ pub struct TlsDetector {
 }
 
 impl TlsDetector {
+    /// A detector for `targets`; a failure is reported after `failures_before_alert` in a row.
     pub fn new(targets: &[TlsTarget], failures_before_alert: u32) -> TlsDetector {
         TlsDetector {
             failures_before_alert: failures_before_alert.max(1),
@@ -412,13 +276,12 @@ impl TlsDetector {
                     cert_sha256,
                     spki_sha256,
                 };
-                if !expected.files.iter().any(|(known, _)| *known == id) {
-                    expected.files.push((id, replaced));
-                }
+                expected.restore(id, replaced);
             }
         }
     }
 
+    /// The rules and expected set of `target`.
     pub fn expected(&self, target: &str) -> Option<(&TargetRules, &ExpectedSet)> {
         self.targets.get(target).map(|(r, e, _)| (r, e))
     }
@@ -433,160 +296,203 @@ impl TlsDetector {
     /// recovery, expiry once per certificate, failures after N in a row.
     /// `None` for a target that is not configured.
     pub fn judge(&mut self, report: &ProbeReport) -> Option<(Assessment, Vec<Finding>)> {
+        let limit = self.failures_before_alert;
         let (rules, expected, state) = self.targets.get_mut(&report.target)?;
-        let now = report.time;
-        let judgement = assess(rules, expected, report, now);
-        let mut out = Vec::new();
-        let ids = json!({"target": rules.name, "address": rules.address});
-        let seen = match &report.outcome {
-            Err(error) => {
-                state.failures = state.failures.saturating_add(1);
-                if state.failures >= self.failures_before_alert && !state.failure_reported {
-                    state.failure_reported = true;
-                    out.push(Finding::new(
-                        Kind::TlsProbeFailed,
-                        now,
-                        format!(
-                            "TLS check of {} ({}) failed {} times in a row: {error}",
-                            rules.name, rules.address, state.failures
-                        ),
-                        json!({
-                            "target": rules.name,
-                            "address": rules.address,
-                            "error": error,
-                            "failures": state.failures,
-                            "vantage": rules.vantage,
-                        }),
-                    ));
-                }
-                return Some((judgement, out));
+        let judgement = assess(rules, expected, report, report.time);
+        let findings = match (&report.outcome, judgement.matched) {
+            (Err(error), _) => state.failed(rules, error, limit, report.time),
+            (Ok(seen), Some(Match::Current | Match::Replaced(_))) => {
+                state.ours(rules, seen, judgement.expiring, report.time)
             }
-            Ok(seen) => seen,
+            (Ok(seen), _) => state.foreign(rules, expected, report, seen),
         };
-        let failed_before = state.failure_reported;
-        if state.failure_reported {
-            state.failure_reported = false;
-            out.push(Finding::cleared(
-                Kind::TlsProbeFailed,
-                now,
-                format!("TLS check of {} works again", rules.name),
-                ids.clone(),
-            ));
+        Some((judgement, findings))
+    }
+}
+
+impl TargetState {
+    /// A failed check: `tls_probe_failed` once the `limit`-th in a row failed.
+    fn failed(
+        &mut self,
+        rules: &TargetRules,
+        error: &ProbeError,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Vec<Finding> {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures < limit || self.failure_reported {
+            return Vec::new();
         }
-        state.failures = 0;
-        let id = seen.facts.identity;
-        let vantage = if report.local {
+        self.failure_reported = true;
+        vec![Finding::new(
+            Kind::TlsProbeFailed,
+            now,
             format!(
+                "TLS check of {} ({}) failed {} times in a row: {error}",
+                rules.name, rules.address, self.failures
+            ),
+            json!({
+                "target": rules.name,
+                "address": rules.address,
+                "error": error.to_string(),
+                "failures": self.failures,
+                "vantage": rules.vantage,
+            }),
+        )]
+    }
+
+    /// A check that got a certificate ends a failure episode.
+    fn works_again(&mut self, rules: &TargetRules, now: DateTime<Utc>) -> (bool, Vec<Finding>) {
+        self.failures = 0;
+        if !std::mem::take(&mut self.failure_reported) {
+            return (false, Vec::new());
+        }
+        let ids = json!({"target": rules.name, "address": rules.address});
+        let cleared = Finding::cleared(
+            Kind::TlsProbeFailed,
+            now,
+            format!("TLS check of {} works again", rules.name),
+            ids,
+        );
+        (true, vec![cleared])
+    }
+
+    /// A certificate that is not ours: `tls_mismatch` once per certificate.
+    fn foreign(
+        &mut self,
+        rules: &TargetRules,
+        expected: &ExpectedSet,
+        report: &ProbeReport,
+        seen: &Seen,
+    ) -> Vec<Finding> {
+        let now = report.time;
+        let (_, mut out) = self.works_again(rules, now);
+        let id = seen.facts.identity;
+        if self.mismatch == Some(id.cert_sha256) {
+            return out;
+        }
+        self.mismatch = Some(id.cert_sha256);
+        let vantage = match report.local {
+            true => format!(
                 "{} (local: this check never leaves the host)",
                 rules.vantage
-            )
-        } else {
-            rules.vantage.clone()
+            ),
+            false => rules.vantage.clone(),
         };
-        match judgement.matched {
-            None | Some(Match::No | Match::Expired(_)) => {
-                if state.mismatch != Some(id.cert_sha256) {
-                    state.mismatch = Some(id.cert_sha256);
-                    let chain = if seen.chain_valid {
-                        "a valid chain"
-                    } else {
-                        "a chain that does not verify"
-                    };
-                    out.push(Finding::new(
-                        Kind::TlsMismatch,
-                        now,
-                        format!(
-                            "{} ({}) presents a certificate that is not ours: {} issued by {}, sha256 {}, with {chain}",
-                            rules.name,
-                            report.peer.as_deref().unwrap_or(&rules.address),
-                            seen.facts.subject,
-                            seen.facts.issuer,
-                            id.cert_sha256,
-                        ),
-                        json!({
-                            "target": rules.name,
-                            "address": rules.address,
-                            "peer": report.peer,
-                            "server_name": rules.server_name,
-                            "vantage": vantage,
-                            "expected": expected.expected(now, rules.rotation_grace),
-                            "seen": {
-                                "cert_sha256": id.cert_sha256.hex(),
-                                "spki_sha256": id.spki_sha256.hex(),
-                                "subject": seen.facts.subject,
-                                "issuer": seen.facts.issuer,
-                                "not_before": format_time(&seen.facts.not_before),
-                                "not_after": format_time(&seen.facts.not_after),
-                                "dns_names": seen.facts.dns_names,
-                                "chain_valid": seen.chain_valid,
-                                "chain_error": seen.chain_error,
-                            },
-                        }),
-                    ));
-                }
-            }
-            Some(Match::Current | Match::Replaced(_)) => {
-                let was_mismatch = state.mismatch.take().is_some();
-                if was_mismatch {
-                    out.push(Finding::cleared(
-                        Kind::TlsMismatch,
-                        now,
-                        format!("{} presents our certificate again", rules.name),
-                        ids.clone(),
-                    ));
-                }
-                if was_mismatch || failed_before {
-                    out.push(Finding::new(
-                        Kind::TlsRecovered,
-                        now,
-                        format!(
-                            "{} ({}) presents our certificate again (sha256 {})",
-                            rules.name, rules.address, id.cert_sha256
-                        ),
-                        json!({
-                            "target": rules.name,
-                            "address": rules.address,
-                            "after": if was_mismatch { "tls_mismatch" } else { "tls_probe_failed" },
-                            "cert_sha256": id.cert_sha256.hex(),
-                        }),
-                    ));
-                }
-                let left = seen.facts.not_after - now;
-                if judgement.expiring && state.expiry_reported != Some(id.cert_sha256) {
-                    state.expiry_reported = Some(id.cert_sha256);
-                    let days_left = left.num_days();
-                    let when = if left < Duration::zero() {
-                        "expired".to_string()
-                    } else {
-                        format!("expires in {days_left} days")
-                    };
-                    out.push(Finding::new(
-                        Kind::TlsExpiring,
-                        now,
-                        format!(
-                            "the certificate of {} {when} ({})",
-                            rules.name,
-                            format_time(&seen.facts.not_after)
-                        ),
-                        json!({
-                            "target": rules.name,
-                            "address": rules.address,
-                            "not_after": format_time(&seen.facts.not_after),
-                            "days_left": days_left,
-                            "cert_sha256": id.cert_sha256.hex(),
-                        }),
-                    ));
-                }
-            }
-        }
-        Some((judgement, out))
+        let chain = match seen.chain_valid {
+            true => "a valid chain",
+            false => "a chain that does not verify",
+        };
+        out.push(Finding::new(
+            Kind::TlsMismatch,
+            now,
+            format!(
+                "{} ({}) presents a certificate that is not ours: {} issued by {}, sha256 {}, with {chain}",
+                rules.name,
+                report.peer.as_deref().unwrap_or(&rules.address),
+                seen.facts.subject,
+                seen.facts.issuer,
+                id.cert_sha256,
+            ),
+            json!({
+                "target": rules.name,
+                "address": rules.address,
+                "peer": report.peer,
+                "server_name": rules.server_name,
+                "vantage": vantage,
+                "expected": expected.expected(now, rules.rotation_grace),
+                "seen": {
+                    "cert_sha256": id.cert_sha256.hex(),
+                    "spki_sha256": id.spki_sha256.hex(),
+                    "subject": seen.facts.subject,
+                    "issuer": seen.facts.issuer,
+                    "not_before": format_time(&seen.facts.not_before),
+                    "not_after": format_time(&seen.facts.not_after),
+                    "dns_names": seen.facts.dns_names,
+                    "chain_valid": seen.chain_valid,
+                    "chain_error": seen.chain_error,
+                },
+            }),
+        ));
+        out
     }
+
+    /// Our certificate: the end of a mismatch or failure (`tls_recovered`), and
+    /// `tls_expiring` once per certificate when it is `expiring`.
+    fn ours(
+        &mut self,
+        rules: &TargetRules,
+        seen: &Seen,
+        expiring: bool,
+        now: DateTime<Utc>,
+    ) -> Vec<Finding> {
+        let (failed_before, mut out) = self.works_again(rules, now);
+        let id = seen.facts.identity;
+        let ids = json!({"target": rules.name, "address": rules.address});
+        let was_mismatch = self.mismatch.take().is_some();
+        if was_mismatch {
+            out.push(Finding::cleared(
+                Kind::TlsMismatch,
+                now,
+                format!("{} presents our certificate again", rules.name),
+                ids,
+            ));
+        }
+        if was_mismatch || failed_before {
+            out.push(Finding::new(
+                Kind::TlsRecovered,
+                now,
+                format!(
+                    "{} ({}) presents our certificate again (sha256 {})",
+                    rules.name, rules.address, id.cert_sha256
+                ),
+                json!({
+                    "target": rules.name,
+                    "address": rules.address,
+                    "after": if was_mismatch { "tls_mismatch" } else { "tls_probe_failed" },
+                    "cert_sha256": id.cert_sha256.hex(),
+                }),
+            ));
+        }
+        if expiring && self.expiry_reported != Some(id.cert_sha256) {
+            self.expiry_reported = Some(id.cert_sha256);
+            out.push(expiring_finding(rules, seen, now));
+        }
+        out
+    }
+}
+
+/// `tls_expiring` for our certificate `seen`.
+fn expiring_finding(rules: &TargetRules, seen: &Seen, now: DateTime<Utc>) -> Finding {
+    let left = seen.facts.not_after - now;
+    let days_left = left.num_days();
+    let when = match left < Duration::zero() {
+        true => "expired".to_string(),
+        false => format!("expires in {days_left} days"),
+    };
+    Finding::new(
+        Kind::TlsExpiring,
+        now,
+        format!(
+            "the certificate of {} {when} ({})",
+            rules.name,
+            format_time(&seen.facts.not_after)
+        ),
+        json!({
+            "target": rules.name,
+            "address": rules.address,
+            "not_after": format_time(&seen.facts.not_after),
+            "days_left": days_left,
+            "cert_sha256": seen.facts.identity.cert_sha256.hex(),
+        }),
+    )
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{TargetAddress, TlsTarget};
+    use crate::cert::CertFacts;
+    use crate::config::{Expect, TargetAddress, TlsTarget};
     use chrono::TimeZone;
 
     pub(crate) fn t0() -> DateTime<Utc> {
@@ -639,7 +545,7 @@ pub(crate) mod tests {
                     chain_valid: true,
                     chain_error: None,
                 })
-                .map_err(str::to_string),
+                .map_err(|e| ProbeError::Connect(vec![e.to_string()])),
         }
     }
 
@@ -841,7 +747,7 @@ pub(crate) mod tests {
             };
             set.set_files(&[id], t0() + Duration::minutes(i as i64));
         }
-        assert!(set.files.len() <= MAX_FILE_CERTS);
+        assert!(set.file_certs().len() <= MAX_FILE_CERTS);
         let last = CertIdentity {
             cert_sha256: Sha256::of(&199u32.to_be_bytes()),
             spki_sha256: Sha256::of(&199u32.to_le_bytes()),

@@ -1,0 +1,165 @@
+//! Gateways: the default routes' next hops and the MAC each answers from
+//! (`gateway_changed`, `gateway_mac_changed`, `gateway_unreachable`).
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{NetDetector, Pass};
+use crate::alert::{Finding, Kind};
+use crate::kernel::{Family, KernelView, NeighbourState};
+use crate::state::baseline::NextHopRecord;
+
+impl NetDetector {
+    /// The gateways of the current default routes: (family, ifindex, ip).
+    pub(super) fn gateways(&self) -> Vec<(Family, u32, IpAddr)> {
+        gateways_of(&self.view)
+    }
+
+    pub(super) fn update_gateways(&mut self, pass: &mut Pass<'_>) {
+        for family in [Family::Inet, Family::Inet6] {
+            let new: Vec<NextHopRecord> = self
+                .view
+                .default_routes(family)
+                .flat_map(|(_, hops)| hops.iter())
+                .map(|h| NextHopRecord {
+                    ip: h.gateway,
+                    interface: self.view.link_name(h.ifindex),
+                })
+                .collect();
+            let old = self
+                .baseline
+                .default_routes
+                .get(&family)
+                .cloned()
+                .unwrap_or_default();
+            if new == old {
+                continue;
+            }
+            if !pass.quiet {
+                pass.out.push(gateway_changed(family, &old, &new, pass.now));
+            }
+            if new.is_empty() {
+                self.baseline.default_routes.remove(&family);
+            } else {
+                self.baseline.default_routes.insert(family, new);
+            }
+            self.dirty = true;
+        }
+        for (family, ifindex, ip) in self.gateways() {
+            self.check_gateway(family, ifindex, ip, pass);
+        }
+    }
+
+    /// Compares a gateway's neighbour entry with the MAC it was known at.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_gateway(
+        &mut self,
+        family: Family,
+        ifindex: u32,
+        ip: IpAddr,
+        pass: &mut Pass<'_>,
+    ) {
+        let Some(entry) = self.view.neighbours.get(&(ifindex, ip)) else {
+            return;
+        };
+        let interface = self.view.link_name(ifindex);
+        if entry.state == NeighbourState::Failed {
+            if self.unreachable.insert((ifindex, ip)) && !pass.quiet {
+                pass.out.push(Finding::new(
+                    Kind::GatewayUnreachable,
+                    pass.now,
+                    format!("default gateway {ip} on {interface} does not answer (neighbour entry failed)"),
+                    json!({"interface": interface, "ip": ip.to_string(), "state": entry.state.as_str()}),
+                ));
+            }
+            return;
+        }
+        if !entry.state.has_valid_address() {
+            return;
+        }
+        if self.unreachable.remove(&(ifindex, ip)) && !pass.quiet {
+            pass.out.push(Finding::cleared(
+                Kind::GatewayUnreachable,
+                pass.now,
+                format!("default gateway {ip} on {interface} answers again"),
+                json!({"interface": interface, "ip": ip.to_string()}),
+            ));
+        }
+        let Some(mac) = entry.mac.clone() else { return };
+        match self.baseline.gateway_mac(family, &interface, &ip) {
+            Some(known) if *known == mac => return,
+            Some(known) if !pass.quiet => {
+                pass.out.push(Finding::new(
+                    Kind::GatewayMacChanged,
+                    pass.now,
+                    format!("default gateway {ip} on {interface} is pass.now at {mac} (was {known})"),
+                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
+                           "new_mac": mac.to_string(), "source": pass.source}),
+                ));
+            }
+            // First sight of this gateway (or a pass.quiet first start): learn it.
+            _ => {}
+        }
+        self.baseline
+            .set_gateway_mac(family, &interface, ip, mac, pass.now);
+        self.dirty = true;
+    }
+}
+
+pub(super) fn gateways_of(view: &KernelView) -> Vec<(Family, u32, IpAddr)> {
+    [Family::Inet, Family::Inet6]
+        .into_iter()
+        .flat_map(|f| {
+            view.default_nexthops(f)
+                .into_iter()
+                .map(move |(ip, ifindex)| (f, ifindex, ip))
+        })
+        .collect()
+}
+
+fn hop_json(hop: Option<&NextHopRecord>) -> Value {
+    match hop {
+        Some(h) => json!({"ip": h.ip.map(|ip| ip.to_string()), "interface": h.interface}),
+        None => Value::Null,
+    }
+}
+
+fn hop_text(hop: &NextHopRecord) -> String {
+    match hop.ip {
+        Some(ip) => format!("{ip} on {}", hop.interface),
+        None => format!("dev {}", hop.interface),
+    }
+}
+
+fn gateway_changed(
+    family: Family,
+    old: &[NextHopRecord],
+    new: &[NextHopRecord],
+    now: DateTime<Utc>,
+) -> Finding {
+    let f = family.as_str();
+    let summary = match (old.first(), new.first()) {
+        (Some(o), Some(n)) if o == n => format!(
+            "default {f} route next hops changed: now {} (was {})",
+            new.iter().map(hop_text).collect::<Vec<_>>().join(", "),
+            old.iter().map(hop_text).collect::<Vec<_>>().join(", ")
+        ),
+        (Some(o), Some(n)) => format!(
+            "default {f} gateway changed to {} (was {})",
+            hop_text(n),
+            hop_text(o)
+        ),
+        (None, Some(n)) => format!("new default {f} gateway {}", hop_text(n)),
+        (Some(o), None) => format!("default {f} route removed (was via {})", hop_text(o)),
+        (None, None) => format!("default {f} route changed"),
+    };
+    let mut details =
+        json!({"family": f, "old": hop_json(old.first()), "new": hop_json(new.first())});
+    if old.len() > 1 || new.len() > 1 {
+        details["old_nexthops"] = Value::Array(old.iter().map(|h| hop_json(Some(h))).collect());
+        details["new_nexthops"] = Value::Array(new.iter().map(|h| hop_json(Some(h))).collect());
+    }
+    Finding::new(Kind::GatewayChanged, now, summary, details)
+}

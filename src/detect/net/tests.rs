@@ -1,0 +1,552 @@
+//! The netlink detector's tests: kernel views in, findings out.
+
+use super::*;
+use crate::alert::Kind;
+use crate::kernel::{DefaultRoute, Family, Link, Mac, NeighbourState, NextHop, RouteKey};
+
+use chrono::TimeZone;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+
+fn t(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_800_000_000_000 + ms).unwrap()
+}
+fn mac(last: u8) -> Mac {
+    Mac(vec![0x02, 0, 0, 0, 0, last])
+}
+fn link(index: u32, name: &str) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind: None,
+        mac: Some(mac(index as u8 + 0x10)),
+        mtu: 1500,
+        admin_up: true,
+        carrier: true,
+        promisc: false,
+        loopback: false,
+        carrier_downs: Some(0),
+    }
+}
+fn v4(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+fn key(family: Family) -> RouteKey {
+    RouteKey {
+        family,
+        table: 254,
+        metric: 0,
+        tos: 0,
+    }
+}
+fn route(gw: &str, ifindex: u32) -> DefaultRoute {
+    let ip = v4(gw);
+    DefaultRoute {
+        key: key(Family::of(&ip)),
+        nexthops: vec![NextHop {
+            gateway: Some(ip),
+            ifindex,
+        }],
+    }
+}
+fn neigh(ifindex: u32, ip: &str, m: Option<Mac>, state: NeighbourState) -> Neighbour {
+    Neighbour {
+        ifindex,
+        ip: v4(ip),
+        mac: m,
+        state,
+    }
+}
+/// lo + eth0, default route via 192.0.2.1 at 02::01.
+fn lan() -> KernelView {
+    let mut v = KernelView::default();
+    let mut lo = link(1, "lo");
+    lo.loopback = true;
+    v.links.insert(1, lo);
+    v.links.insert(2, link(2, "eth0"));
+    let r = route("192.0.2.1", 2);
+    v.routes.insert(r.key, r.nexthops);
+    v.neighbours.insert(
+        (2, v4("192.0.2.1")),
+        neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Reachable),
+    );
+    v
+}
+fn started(settings: NetSettings) -> NetDetector {
+    let mut d = NetDetector::new(settings, None);
+    assert!(
+        d.observe(Observation::Snapshot(lan()), t(0)).is_empty(),
+        "a first start without baseline is quiet"
+    );
+    assert!(d.is_ready());
+    assert!(d.take_dirty());
+    d
+}
+fn kinds(f: &[Finding]) -> Vec<Kind> {
+    f.iter().map(|f| f.kind).collect()
+}
+
+#[test]
+fn gateway_mac_change_from_netlink() {
+    let mut d = started(NetSettings::default());
+    assert_eq!(d.watched_interfaces(), vec!["eth0".to_string()]);
+    // Same MAC again (a state change): nothing.
+    let f = d.observe(
+        Observation::Neighbour(neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Stale)),
+        t(10),
+    );
+    assert!(f.is_empty());
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.1",
+            Some(mac(0x99)),
+            NeighbourState::Stale,
+        )),
+        t(20),
+    );
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+    assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
+    assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:99"));
+    assert_eq!(f[0].detail_str("source"), Some("netlink"));
+    assert_eq!(f[0].detail_str("interface"), Some("eth0"));
+    assert_eq!(f[0].detail_str("ip"), Some("192.0.2.1"));
+    assert_eq!(f[0].time, t(20));
+    // Reported once; and back to the old one is a change again.
+    assert!(
+        d.observe(
+            Observation::Neighbour(neigh(
+                2,
+                "192.0.2.1",
+                Some(mac(0x99)),
+                NeighbourState::Reachable
+            )),
+            t(30)
+        )
+        .is_empty()
+    );
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.1",
+            Some(mac(1)),
+            NeighbourState::Reachable,
+        )),
+        t(40),
+    );
+    assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:01"));
+}
+
+#[test]
+fn neighbours_that_are_not_gateways_do_not_alert() {
+    let mut d = started(NetSettings::default());
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.50",
+            Some(mac(5)),
+            NeighbourState::Reachable,
+        )),
+        t(1),
+    );
+    assert!(f.is_empty());
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.50",
+            Some(mac(6)),
+            NeighbourState::Reachable,
+        )),
+        t(2),
+    );
+    assert!(f.is_empty());
+    // An incomplete entry for the gateway carries no MAC: nothing.
+    let f = d.observe(
+        Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)),
+        t(3),
+    );
+    assert!(f.is_empty());
+}
+
+#[test]
+fn gateway_unreachable_once_per_episode() {
+    let mut d = started(NetSettings::default());
+    let failed = || Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Failed));
+    let f = d.observe(failed(), t(1));
+    assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
+    assert_eq!(f[0].detail_str("state"), Some("failed"));
+    assert!(
+        d.observe(
+            Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)),
+            t(2)
+        )
+        .is_empty()
+    );
+    assert!(d.observe(failed(), t(3)).is_empty());
+    let back = Observation::Neighbour(neigh(
+        2,
+        "192.0.2.1",
+        Some(mac(1)),
+        NeighbourState::Reachable,
+    ));
+    let f = d.observe(back, t(4));
+    assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
+    assert!(f[0].clears, "answering again clears the condition");
+    assert_eq!(
+        kinds(&d.observe(failed(), t(5))),
+        vec![Kind::GatewayUnreachable]
+    );
+}
+
+#[test]
+fn gateway_changed_on_route_replace_and_removal() {
+    let mut d = started(NetSettings::default());
+    let f = d.observe(Observation::Route(route("192.0.2.2", 2)), t(1));
+    assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
+    assert_eq!(f[0].details["family"], "inet");
+    assert_eq!(
+        f[0].details["old"],
+        json!({"ip": "192.0.2.1", "interface": "eth0"})
+    );
+    assert_eq!(
+        f[0].details["new"],
+        json!({"ip": "192.0.2.2", "interface": "eth0"})
+    );
+    // The same route again (idempotent event): nothing.
+    assert!(
+        d.observe(Observation::Route(route("192.0.2.2", 2)), t(2))
+            .is_empty()
+    );
+    let f = d.observe(Observation::RouteRemoved(key(Family::Inet)), t(3));
+    assert_eq!(f[0].details["new"], Value::Null);
+    assert!(
+        d.observe(Observation::RouteRemoved(key(Family::Inet)), t(4))
+            .is_empty()
+    );
+}
+
+#[test]
+fn new_gateway_mac_is_learned_not_alerted() {
+    let mut d = started(NetSettings::default());
+    d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.2",
+            Some(mac(2)),
+            NeighbourState::Reachable,
+        )),
+        t(1),
+    );
+    let f = d.observe(Observation::Route(route("192.0.2.2", 2)), t(2));
+    assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
+    assert_eq!(
+        d.baseline()
+            .gateway_mac(Family::Inet, "eth0", &v4("192.0.2.2")),
+        Some(&mac(2))
+    );
+}
+
+#[test]
+fn multipath_and_ipv6_link_local_gateways() {
+    let mut d = started(NetSettings::default());
+    let gw6: IpAddr = "fe80::1".parse().unwrap();
+    d.observe(
+        Observation::Neighbour(Neighbour {
+            ifindex: 2,
+            ip: gw6,
+            mac: Some(mac(6)),
+            state: NeighbourState::Reachable,
+        }),
+        t(1),
+    );
+    let r6 = DefaultRoute {
+        key: key(Family::Inet6),
+        nexthops: vec![NextHop {
+            gateway: Some(gw6),
+            ifindex: 2,
+        }],
+    };
+    let f = d.observe(Observation::Route(r6), t(2));
+    assert_eq!(f[0].details["family"], "inet6");
+    assert_eq!(
+        f[0].details["new"],
+        json!({"ip": "fe80::1", "interface": "eth0"})
+    );
+    let f = d.observe(
+        Observation::Neighbour(Neighbour {
+            ifindex: 2,
+            ip: gw6,
+            mac: Some(mac(7)),
+            state: NeighbourState::Stale,
+        }),
+        t(3),
+    );
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+    assert_eq!(f[0].detail_str("ip"), Some("fe80::1"));
+    // A multipath v4 default: the second next hop is followed too.
+    let mp = DefaultRoute {
+        key: key(Family::Inet),
+        nexthops: vec![
+            NextHop {
+                gateway: Some(v4("192.0.2.1")),
+                ifindex: 2,
+            },
+            NextHop {
+                gateway: Some(v4("192.0.2.3")),
+                ifindex: 2,
+            },
+        ],
+    };
+    let f = d.observe(Observation::Route(mp), t(4));
+    assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
+    assert_eq!(f[0].details["new_nexthops"].as_array().unwrap().len(), 2);
+    d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.3",
+            Some(mac(3)),
+            NeighbourState::Reachable,
+        )),
+        t(5),
+    );
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.3",
+            Some(mac(0x33)),
+            NeighbourState::Reachable,
+        )),
+        t(6),
+    );
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+    assert_eq!(f[0].detail_str("ip"), Some("192.0.2.3"));
+}
+
+#[test]
+fn link_down_and_up_with_duration() {
+    let mut d = started(NetSettings::default());
+    let mut l = link(2, "eth0");
+    l.carrier = false;
+    let f = d.observe(Observation::Link(l.clone()), t(1_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkDown]);
+    assert_eq!(f[0].detail_str("reason"), Some("carrier"));
+    // Still down (another flag change): nothing.
+    assert!(d.observe(Observation::Link(l.clone()), t(2_000)).is_empty());
+    l.carrier = true;
+    let f = d.observe(Observation::Link(l.clone()), t(20_500));
+    assert_eq!(kinds(&f), vec![Kind::LinkUp]);
+    assert_eq!(f[0].details["down_ms"], 19_500);
+    assert_eq!(f[0].summary, "link eth0 is up again after 19.5 s");
+    l.admin_up = false;
+    let f = d.observe(Observation::Link(l), t(21_000));
+    assert_eq!(f[0].detail_str("reason"), Some("admin"));
+}
+
+#[test]
+fn a_flap_folded_into_one_notification_is_still_reported() {
+    let mut d = started(NetSettings::default());
+    let mut l = link(2, "eth0");
+    l.carrier_downs = Some(1);
+    let f = d.observe(Observation::Link(l.clone()), t(1_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkDown, Kind::LinkUp]);
+    assert_eq!(f[0].detail_str("reason"), Some("carrier"));
+    assert_eq!(f[1].details["down_ms"], Value::Null);
+    assert_eq!(f[1].details["flaps"], 1);
+    // The same counter again: nothing new.
+    assert!(d.observe(Observation::Link(l.clone()), t(2_000)).is_empty());
+    // A seen flap moves the counter by one and is timed as usual.
+    l.carrier = false;
+    l.carrier_downs = Some(2);
+    assert_eq!(
+        kinds(&d.observe(Observation::Link(l.clone()), t(3_000))),
+        vec![Kind::LinkDown]
+    );
+    l.carrier = true;
+    let f = d.observe(Observation::Link(l.clone()), t(4_000));
+    assert_eq!(f[0].details["down_ms"], 1000);
+    // A reboot resets the counter: not a flap.
+    l.carrier_downs = Some(0);
+    assert!(d.observe(Observation::Link(l), t(5_000)).is_empty());
+}
+
+#[test]
+fn link_mac_promisc_mtu() {
+    let mut d = started(NetSettings::default());
+    let mut l = link(2, "eth0");
+    l.promisc = true;
+    let f = d.observe(Observation::Link(l.clone()), t(1));
+    assert_eq!(kinds(&f), vec![Kind::LinkPromisc]);
+    assert_eq!(f[0].details["enabled"], true);
+    l.promisc = false;
+    assert_eq!(
+        d.observe(Observation::Link(l.clone()), t(2))[0].details["enabled"],
+        false
+    );
+    l.mtu = 1400;
+    let f = d.observe(Observation::Link(l.clone()), t(3));
+    assert_eq!(kinds(&f), vec![Kind::LinkMtuChanged]);
+    assert_eq!(
+        (
+            f[0].details["old_mtu"].as_u64(),
+            f[0].details["new_mtu"].as_u64()
+        ),
+        (Some(1500), Some(1400))
+    );
+    l.mac = Some(mac(0xaa));
+    let f = d.observe(Observation::Link(l.clone()), t(4));
+    assert_eq!(kinds(&f), vec![Kind::LinkMacChanged]);
+    assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:12"));
+    assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:aa"));
+}
+
+#[test]
+fn links_added_removed_renamed_and_ignored() {
+    let mut d = started(NetSettings {
+        interfaces: vec![],
+        ignore_links: vec![Glob("veth*".into())],
+    });
+    let mut dummy = link(7, "dummy0");
+    dummy.kind = Some("dummy".into());
+    let f = d.observe(Observation::Link(dummy.clone()), t(1));
+    assert_eq!(kinds(&f), vec![Kind::LinkAdded]);
+    assert_eq!(f[0].detail_str("link_kind"), Some("dummy"));
+    assert_eq!(f[0].detail_str("mac"), Some("02:00:00:00:00:17"));
+    // A rename is the old name going and a new one coming.
+    dummy.name = "uplink2".into();
+    let f = d.observe(Observation::Link(dummy), t(2));
+    assert_eq!(kinds(&f), vec![Kind::LinkRemoved, Kind::LinkAdded]);
+    assert_eq!(
+        kinds(&d.observe(
+            Observation::LinkRemoved {
+                index: 7,
+                name: "uplink2".into()
+            },
+            t(3)
+        )),
+        vec![Kind::LinkRemoved]
+    );
+    // Ignored links: silence in every direction.
+    let mut v = link(8, "veth1234");
+    assert!(d.observe(Observation::Link(v.clone()), t(4)).is_empty());
+    v.carrier = false;
+    assert!(d.observe(Observation::Link(v), t(5)).is_empty());
+    assert!(
+        d.observe(
+            Observation::LinkRemoved {
+                index: 8,
+                name: "veth1234".into()
+            },
+            t(6)
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn configured_interfaces_limit_state_alerts() {
+    let mut d = started(NetSettings {
+        interfaces: vec!["eth1".into()],
+        ignore_links: vec![],
+    });
+    let mut l = link(2, "eth0");
+    l.carrier = false;
+    assert!(d.observe(Observation::Link(l), t(1)).is_empty());
+    assert_eq!(d.watched_interfaces(), vec!["eth1".to_string()]);
+}
+
+#[test]
+fn startup_compares_with_the_stored_baseline() {
+    let mut first = started(NetSettings::default());
+    let stored = first.baseline().clone();
+    let mut d = NetDetector::new(NetSettings::default(), Some(stored.clone()));
+    // Unchanged network: a quiet start.
+    assert!(d.observe(Observation::Snapshot(lan()), t(5)).is_empty());
+    // While stopped: gateway at a new MAC, MTU changed, a link added.
+    let mut view = lan();
+    view.neighbours.insert(
+        (2, v4("192.0.2.1")),
+        neigh(2, "192.0.2.1", Some(mac(0xee)), NeighbourState::Stale),
+    );
+    view.links.get_mut(&2).unwrap().mtu = 9000;
+    view.links.insert(3, link(3, "eth1"));
+    let mut d = NetDetector::new(NetSettings::default(), Some(stored));
+    let f = d.observe(Observation::Snapshot(view.clone()), t(10));
+    let mut k = kinds(&f);
+    k.sort();
+    assert_eq!(
+        k,
+        vec![
+            Kind::GatewayMacChanged,
+            Kind::LinkAdded,
+            Kind::LinkMtuChanged
+        ]
+    );
+    let mac_alert = f
+        .iter()
+        .find(|f| f.kind == Kind::GatewayMacChanged)
+        .unwrap();
+    assert_eq!(mac_alert.detail_str("source"), Some("startup"));
+    assert_eq!(mac_alert.detail_str("new_mac"), Some("02:00:00:00:00:ee"));
+    // A later reconcile with the same state finds nothing.
+    assert!(d.observe(Observation::Snapshot(view), t(20)).is_empty());
+    let _ = first.take_dirty();
+}
+
+#[test]
+fn reconcile_after_lost_events_reports_what_changed() {
+    let mut d = started(NetSettings::default());
+    let mut view = lan();
+    view.links.get_mut(&2).unwrap().carrier = false;
+    view.neighbours.insert(
+        (2, v4("192.0.2.1")),
+        neigh(2, "192.0.2.1", Some(mac(0x42)), NeighbourState::Stale),
+    );
+    let f = d.observe(Observation::Snapshot(view), t(100));
+    let mut k = kinds(&f);
+    k.sort();
+    assert_eq!(k, vec![Kind::GatewayMacChanged, Kind::LinkDown]);
+    let m = f
+        .iter()
+        .find(|f| f.kind == Kind::GatewayMacChanged)
+        .unwrap();
+    assert_eq!(m.detail_str("source"), Some("netlink"));
+}
+
+#[test]
+fn neighbour_table_is_capped_but_gateways_always_fit() {
+    let mut d = started(NetSettings::default());
+    for i in 0..(MAX_NEIGHBOURS as u32 + 100) {
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 + i));
+        d.observe(
+            Observation::Neighbour(Neighbour {
+                ifindex: 2,
+                ip,
+                mac: Some(mac(9)),
+                state: NeighbourState::Stale,
+            }),
+            t(1),
+        );
+    }
+    assert!(d.view().neighbours.len() <= MAX_NEIGHBOURS);
+    assert!(d.counters().neighbours_dropped >= 100);
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.1",
+            Some(mac(0x77)),
+            NeighbourState::Stale,
+        )),
+        t(2),
+    );
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+}
+
+#[test]
+fn events_before_the_first_dump_are_quiet() {
+    let mut d = NetDetector::new(NetSettings::default(), None);
+    assert!(
+        d.observe(Observation::Link(link(2, "eth0")), t(0))
+            .is_empty()
+    );
+    assert!(!d.is_ready());
+}

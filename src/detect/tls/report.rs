@@ -1,0 +1,94 @@
+//! What a TLS check reports: the contract between the probe (source) and the
+//! comparison (detector).
+
+use chrono::{DateTime, Utc};
+
+use crate::cert::CertFacts;
+
+/// The result of one check of one target (what the probe source reports).
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    pub target: String,
+    /// The address checked, as configured.
+    pub address: String,
+    /// The address actually connected to (unknown through a proxy).
+    pub peer: Option<String>,
+    /// The target resolved to an address of this host: the check never left it.
+    pub local: bool,
+    pub time: DateTime<Utc>,
+    pub outcome: Result<Seen, ProbeError>,
+}
+
+/// Why a check got no certificate. Each variant names the step, and the
+/// text is what `tls_probe_failed` and `probe` show.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host of the target's address.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// The name resolved to nothing.
+    #[error("{0} has no address")]
+    NoAddress(String),
+    /// No address accepted the connection: one sentence per address tried.
+    #[error("{}", .0.join("; "))]
+    Connect(Vec<String>),
+    /// The SOCKS5 proxy could not be reached or did not connect us.
+    #[error("SOCKS5 proxy {proxy}: {reason}")]
+    Proxy {
+        /// `host:port` of the proxy.
+        proxy: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The plaintext dialogue before TLS failed.
+    #[error("STARTTLS ({protocol}): {reason}")]
+    StartTls {
+        /// `xmpp`, `smtp`, ...
+        protocol: &'static str,
+        /// What the server did (or did not do).
+        reason: String,
+    },
+    /// `server_name` cannot be sent as SNI.
+    #[error("server_name {name:?}: {reason}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why it is not valid.
+        reason: String,
+    },
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Handshake(String),
+    /// The handshake ended without a certificate.
+    #[error("the server sent no certificate")]
+    NoCertificate,
+    /// The deadline passed during `step`.
+    #[error("timed out after {after} while {step}")]
+    Timeout {
+        /// The target's timeout, as configured.
+        after: String,
+        /// The step that was interrupted.
+        step: String,
+    },
+    /// The client could not be set up (a rustls configuration error).
+    #[error("{0}")]
+    Setup(String),
+    /// The check's task ended without a result (it panicked).
+    #[error("the check stopped unexpectedly")]
+    Stopped,
+}
+
+/// The server certificate a check received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub facts: CertFacts,
+    /// The chain verifies against the trust anchors and names the server.
+    pub chain_valid: bool,
+    /// Why it does not, when it does not.
+    pub chain_error: Option<String>,
+}
