@@ -269,15 +269,16 @@ impl Dialogue {
         }
         match self.state {
             State::Capabilities => {
-                let end = ["</stream:features>", "<stream:features/>"]
+                // Positions in the bytes received, not in their lossy text: a
+                // byte that is not UTF-8 is one byte here and three there.
+                let end = [&b"</stream:features>"[..], b"<stream:features/>"]
                     .iter()
-                    .filter_map(|m| text.find(m).map(|i| i + m.len()))
+                    .filter_map(|m| find(&self.buf, m).map(|i| i + m.len()))
                     .min();
                 let Some(end) = end else {
                     return Ok(Step::Read);
                 };
-                let features = &text[..end];
-                if !features.contains(XMPP_TLS_NS) {
+                if find(&self.buf[..end], XMPP_TLS_NS.as_bytes()).is_none() {
                     return Err(DialogueError::NotOffered(
                         "stream features without urn:ietf:params:xml:ns:xmpp-tls".into(),
                     ));
@@ -289,22 +290,23 @@ impl Dialogue {
                 ))
             }
             State::GoAhead => {
-                if let Some(at) = text.find("<failure") {
-                    return Err(DialogueError::Refused(shorten(&text[at..])));
+                if let Some(at) = find(&self.buf, b"<failure") {
+                    let failure = String::from_utf8_lossy(&self.buf[at..]);
+                    return Err(DialogueError::Refused(shorten(&failure)));
                 }
-                let Some(at) = text.find("<proceed") else {
+                let Some(at) = find(&self.buf, b"<proceed") else {
                     if text.trim().is_empty() || "<proceed".starts_with(text.trim()) {
                         return Ok(Step::Read);
                     }
                     return Err(DialogueError::Unexpected(shorten(&text)));
                 };
-                let tail = &text[at..];
-                let end = match (tail.find("/>"), tail.find("</proceed>")) {
-                    (Some(a), _) if !tail[..a].contains('>') => a + 2,
+                let tail = &self.buf[at..];
+                let end = match (find(tail, b"/>"), find(tail, b"</proceed>")) {
+                    (Some(a), _) if !tail[..a].contains(&b'>') => a + 2,
                     (_, Some(b)) => b + "</proceed>".len(),
                     _ => return Ok(Step::Read),
                 };
-                let rest = text.len() - (at + end);
+                let rest = self.buf.len() - (at + end);
                 self.ready(rest)
             }
             _ => Err(DialogueError::Unexpected(shorten(&text))),
@@ -403,6 +405,14 @@ fn starts_with_ci(line: &str, prefix: &str) -> bool {
 }
 
 /// At most 200 characters of what a server said, control characters replaced.
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 fn shorten(text: &str) -> String {
     let clean: String = text
         .chars()
@@ -605,6 +615,29 @@ mod tests {
         assert!(client.contains("xmlns='jabber:client'"));
         assert!(client.ends_with("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
         assert_eq!(end, Ok(Step::Ready));
+    }
+
+    /// Found by fuzzing: a byte that is not UTF-8 before the features moved
+    /// every position by two (lossy text) and the dialogue panicked.
+    #[test]
+    fn xmpp_bytes_that_are_not_utf8_do_not_panic() {
+        let header: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+        let features: &[u8] = b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>";
+        let (client, end) = play(StartTls::Xmpp, &[header, b"\xff", features]);
+        assert!(client.ends_with(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
+        assert_eq!(end, Ok(Step::Send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".to_vec())));
+        // And in the go-ahead: junk before <proceed/> (tolerated, as any
+        // bytes before it are), and bytes after it (injection).
+        let (_, end) = play(
+            StartTls::Xmpp,
+            &[header, features, b"\xff\xfe<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
+        );
+        assert_eq!(end, Ok(Step::Ready));
+        let (_, end) = play(
+            StartTls::Xmpp,
+            &[header, features, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\xff"],
+        );
+        assert_eq!(end, Err(DialogueError::Injected(1)));
     }
 
     #[test]

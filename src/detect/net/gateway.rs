@@ -94,7 +94,7 @@ impl NetDetector {
                 pass.out.push(Finding::new(
                     Kind::GatewayMacChanged,
                     pass.now,
-                    format!("default gateway {ip} on {interface} is pass.now at {mac} (was {known})"),
+                    format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
                     json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
                            "new_mac": mac.to_string(), "source": pass.source}),
                 ));
