@@ -163,7 +163,7 @@ pub fn read_pem_file(path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| CertError::Read {
+    let data = crate::files::read_regular(path).map_err(|source| CertError::Read {
         path: shown.clone(),
         source,
     })?;

@@ -12,6 +12,7 @@ pub mod cert;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod files;
 pub mod kernel;
 pub mod sink;
 pub mod source;

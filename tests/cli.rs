@@ -169,3 +169,72 @@ fn a_world_readable_webhook_secret_is_refused() {
         "{err}"
     );
 }
+
+/// `netsentry check-config | head -1`: the reader goes away; no panic, exit 0.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, "[agent]\nhost_id = \"web1\"\n").unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before the first byte is written: EPIPE for sure
+    let out = Command::new(agent_binary())
+        .args(["check-config", "-c", path.to_str().unwrap()])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A FIFO where the configuration should be would block a read for ever; an
+/// empty state_dir would fail only when the agent first saves its state.
+#[test]
+fn files_that_are_not_files_and_an_empty_state_dir_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let (code, _, err) = netsentry(&["check-config", "-c", fifo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[agent]\nstate_dir = \"\"\n").unwrap();
+    let (code, _, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":2:1: state_dir is empty"), "{err}");
+
+    // A secret_file that is a FIFO: the agent refuses to start, at once.
+    let secret = dir.path().join("secret");
+    assert!(
+        Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&secret)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[log]\njournald = \"off\"\n[arp]\nenabled = false\n[[webhook]]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, _, err) = netsentry(&["run", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -427,7 +427,7 @@ impl Agent {
                 .config
                 .webhooks
                 .iter()
-                .map(|hook| (hook.url.0.to_string(), outbox.pending(&receiver_id(hook))))
+                .map(|hook| (hook.display_name(), outbox.pending(&receiver_id(hook))))
                 .collect(),
             None => Vec::new(),
         };

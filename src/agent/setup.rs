@@ -85,7 +85,7 @@ pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_regular_text(path)
         .with_context(|| format!("cannot read webhook secret_file {}", path.display()))?;
     format::secret_key(&text).with_context(|| format!("webhook secret_file {}", path.display()))
 }
@@ -141,7 +141,7 @@ pub fn start_webhooks(
         if hook.url.is_cleartext_remote() {
             tracing::warn!(
                 "webhook {} is plain http to another host: alerts can be read and altered on the way",
-                hook.url.0
+                hook.display_name()
             );
         }
         sinks.push(WebhookSink::start(hook.clone(), key, outbox.clone())?);

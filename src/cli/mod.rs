@@ -136,7 +136,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::CheckConfig { config } => {
             let (config, source) = load(config.as_deref())?;
-            println!("# {}: OK\n{}", source.describe(), config.to_toml());
+            print_stdout(&format!("# {}: OK\n{}\n", source.describe(), config.to_toml()))?;
             Ok(0)
         }
         Command::Replay { pcap, config, json } => replay::command(&pcap, config.as_deref(), json),
@@ -176,15 +176,26 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             let (config, _) = load(config.as_deref())?;
             let status =
                 status::collect(&config).map_err(|e| CliError::verb("status", format!("{e:#}")))?;
-            match json {
-                true => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                ),
-                false => print!("{}", status::render(&status)),
-            }
+            let text = match json {
+                true => serde_json::to_string_pretty(&status).unwrap_or_default() + "\n",
+                false => status::render(&status),
+            };
+            print_stdout(&text)?;
             Ok(0)
         }
+    }
+}
+
+/// Writes to stdout. A reader that went away (`netsentry check-config | head
+/// -1`) is not an error: what it did not read, it did not want.
+fn print_stdout(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Plain(format!(
+            "netsentry: cannot write to stdout: {e}"
+        ))),
+        _ => Ok(()),
     }
 }
 

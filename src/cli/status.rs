@@ -60,6 +60,9 @@ pub struct Status {
 /// One webhook receiver: what waits for it in the spool, and how it went last.
 #[derive(Debug, Serialize)]
 pub struct ReceiverRow {
+    /// `name`, or the URL without path and query.
+    pub name: String,
+    /// The URL without path, query or user info (they may hold a token).
     pub url: String,
     pub format: String,
     pub pending: u64,
@@ -83,7 +86,8 @@ pub fn receivers(config: &Config) -> Vec<ReceiverRow> {
                     .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default();
             ReceiverRow {
-                url: hook.url.0.to_string(),
+                name: hook.display_name(),
+                url: hook.url.redacted(),
                 format: format!("{:?}", hook.format).to_lowercase(),
                 pending: crate::sink::spool::count_after_on_disk(&dir, cursor),
                 last_success: status.last_success,
@@ -284,7 +288,8 @@ pub fn render(status: &Status) -> String {
     }
     for r in &status.receivers {
         s.push_str(&format!(
-            "  {} ({}): {} pending; last success {}; last error {}\n",
+            "  {} ({}, {}): {} pending; last success {}; last error {}\n",
+            r.name,
             r.url,
             r.format,
             r.pending,

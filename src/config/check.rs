@@ -26,6 +26,13 @@ pub fn all(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
 
 fn agent(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     let agent = &config.agent;
+    if agent.state_dir.as_os_str().is_empty() {
+        return fail(
+            at,
+            "agent.state_dir",
+            "state_dir is empty: name the directory for the agent's state, e.g. \"/var/lib/netsentry\"",
+        );
+    }
     if agent.coalesce_burst == 0 {
         return fail(
             at,
@@ -83,12 +90,38 @@ fn arp(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
 }
 
 fn webhooks(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let mut names = std::collections::HashSet::new();
     for (i, hook) in config.webhooks.iter().enumerate() {
+        let valid = hook.name.len() <= 64
+            && hook
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return fail(
+                at,
+                &format!("webhook.{i}.name"),
+                format!(
+                    "webhook name {:?}: use up to 64 letters, digits, '-', '_' or '.' (it is a metric label)",
+                    hook.name
+                ),
+            );
+        }
+        if !hook.name.is_empty() && !names.insert(hook.name.as_str()) {
+            return fail(
+                at,
+                &format!("webhook.{i}.name"),
+                format!("webhook name {:?} is used twice: names must be unique", hook.name),
+            );
+        }
         if hook.timeout.0.is_zero() {
             return fail(
                 at,
                 &format!("webhook.{i}.timeout"),
-                format!("webhook {}: timeout must be greater than zero", hook.url.0),
+                format!(
+                    "webhook {}: timeout must be greater than zero",
+                    hook.display_name()
+                ),
             );
         }
     }

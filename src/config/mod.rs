@@ -91,7 +91,7 @@ impl Config {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = crate::files::read_regular_text(path).map_err(|e| ConfigError {
             file: file.clone(),
             position: None,
             message: format!("cannot read the configuration: {e}"),

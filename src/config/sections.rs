@@ -132,6 +132,10 @@ impl LogLevel {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: WebhookUrl,
+    /// How the receiver is named in logs, metrics and `status` (the URL is
+    /// never shown whole there); default: the URL without path and query.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     #[serde(default)]
     pub format: WebhookFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +147,16 @@ pub struct WebhookConfig {
     /// `format = "alertmanager"`: events are resolved (`endsAt`) this long after they fired.
     #[serde(default = "default_resolve_after")]
     pub resolve_after: Interval,
+}
+
+impl WebhookConfig {
+    /// The receiver's name for people: `name`, else the redacted URL.
+    pub fn display_name(&self) -> String {
+        match self.name.is_empty() {
+            true => self.url.redacted(),
+            false => self.name.clone(),
+        }
+    }
 }
 
 fn default_min_severity() -> Severity {

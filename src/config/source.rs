@@ -20,11 +20,16 @@ impl ConfigSource {
     /// Only "not found" means absent: a default file that cannot be read (e.g.
     /// permission denied) is still the source, so loading it reports the error.
     pub fn resolve(explicit: Option<&Path>) -> ConfigSource {
+        Self::resolve_with(explicit, Path::new(DEFAULT_PATH))
+    }
+
+    /// [`ConfigSource::resolve`] with another default file (for tests).
+    fn resolve_with(explicit: Option<&Path>, default: &Path) -> ConfigSource {
         match explicit {
             Some(path) => ConfigSource::File(path.to_path_buf()),
-            None => match std::fs::metadata(DEFAULT_PATH) {
+            None => match std::fs::metadata(default) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigSource::Defaults,
-                _ => ConfigSource::File(PathBuf::from(DEFAULT_PATH)),
+                _ => ConfigSource::File(default.to_path_buf()),
             },
         }
     }
@@ -57,5 +62,29 @@ impl ConfigSource {
                 format!("built-in defaults ({DEFAULT_PATH} does not exist)")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_default_file_means_the_built_in_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        assert_eq!(ConfigSource::resolve_with(None, &missing), ConfigSource::Defaults);
+        // There but unreadable (here: a directory; as a non-root user, a file
+        // without read permission): the source is that file, and loading it
+        // says why it cannot be read.
+        let source = ConfigSource::resolve_with(None, dir.path());
+        assert_eq!(source, ConfigSource::File(dir.path().to_path_buf()));
+        let err = source.load().unwrap_err().to_string();
+        assert!(err.contains("cannot read the configuration"), "{err}");
+        let given = Path::new("/x/y.toml");
+        assert_eq!(
+            ConfigSource::resolve_with(Some(given), &missing),
+            ConfigSource::File(given.to_path_buf())
+        );
     }
 }

@@ -166,6 +166,25 @@ impl<'de> Deserialize<'de> for Glob {
 pub struct WebhookUrl(pub reqwest::Url);
 
 impl WebhookUrl {
+    /// The URL as it may be shown anywhere but in the configuration file (logs,
+    /// metrics, `status`, alerts): scheme, host and port. A path, query, user
+    /// info or fragment becomes `…`, since receivers such as Slack, Mattermost
+    /// or Teams carry their token there.
+    pub fn redacted(&self) -> String {
+        let u = &self.0;
+        let mut shown = format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default());
+        if let Some(port) = u.port() {
+            shown.push_str(&format!(":{port}"));
+        }
+        let hidden = u.path() != "/"
+            || u.query().is_some()
+            || u.fragment().is_some()
+            || !u.username().is_empty()
+            || u.password().is_some();
+        shown.push_str(if hidden { "/…" } else { "/" });
+        shown
+    }
+
     /// True when plain http goes somewhere other than this host (worth a warning).
     pub fn is_cleartext_remote(&self) -> bool {
         if self.0.scheme() != "http" {
@@ -197,6 +216,9 @@ impl<'de> Deserialize<'de> for WebhookUrl {
     }
 }
 
+/// Whole: this is the configuration itself (`check-config` prints it as a file
+/// that parses back to the same configuration). Everywhere else the URL is
+/// [`WebhookUrl::redacted`].
 impl Serialize for WebhookUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0.as_str())

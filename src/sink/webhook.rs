@@ -91,19 +91,13 @@ impl Outbox {
     /// Keeps a permanently rejected alert, with the receiver's answer, in
     /// `spool/<receiver>.rejected.jsonl` (one JSON object per line).
     fn move_aside(&self, receiver: &str, alert: &Alert, answer: &str) {
-        use std::io::Write;
         let path = self.lock().dir().join(format!("{receiver}.rejected.jsonl"));
         let line = serde_json::json!({
             "rejected_at": crate::alert::format_time(&chrono::Utc::now()),
             "answer": answer,
             "alert": alert,
         });
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
+        if let Err(e) = append_capped(&path, &line.to_string(), MAX_REJECTED_BYTES) {
             tracing::warn!("cannot keep the rejected alert in {}: {e}", path.display());
         }
     }
@@ -124,6 +118,26 @@ impl Outbox {
         let all: Vec<Position> = cursors.values().copied().collect();
         spool.collect(&all);
     }
+}
+
+/// Bytes of `<receiver>.rejected.jsonl` before it is rotated to `.1` (one
+/// older generation is kept: at most twice this per receiver).
+pub const MAX_REJECTED_BYTES: u64 = 1 << 20;
+
+/// Appends `line` to `path`; a file already at `cap` bytes is first moved to
+/// `path.1` (replacing the one before).
+fn append_capped(path: &std::path::Path, line: &str, cap: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= cap) {
+        let mut older = path.as_os_str().to_owned();
+        older.push(".1");
+        std::fs::rename(path, older)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")
 }
 
 /// A receiver's delivery state, as `netsentry status` shows it.
@@ -178,7 +192,7 @@ impl WebhookSink {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), cursor);
         let (stop, stop_rx) = watch::channel(false);
-        let url = config.url.0.to_string();
+        let url = config.display_name();
         let task = tokio::spawn(deliver(client, config, key, outbox, id, cursor, stop_rx));
         Ok(WebhookSink { url, stop, task })
     }
@@ -221,7 +235,8 @@ struct Receiver {
     key: Option<Vec<u8>>,
     outbox: Arc<Outbox>,
     id: String,
-    url: reqwest::Url,
+    /// How logs name the receiver (never the whole URL: it may hold a token).
+    name: String,
     /// Failed attempts in a row (for the backoff and the log).
     failures: u32,
     status: ReceiverStatus,
@@ -245,19 +260,18 @@ async fn deliver(
     mut cursor: Position,
     mut stop: watch::Receiver<bool>,
 ) {
-    let url = config.url.0.clone();
     let mut end = outbox.end.subscribe();
     let mut r = Receiver {
         status: ReceiverStatus {
-            url: url.to_string(),
+            url: config.url.redacted(),
             ..Default::default()
         },
+        name: config.display_name(),
         client,
         config,
         key,
         outbox,
         id,
-        url,
         failures: 0,
         unsaved: false,
         saved_at: std::time::Instant::now() - Duration::from_secs(60),
@@ -266,7 +280,7 @@ async fn deliver(
         let batch = match r.outbox.read(cursor) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(receiver = %r.url, "cannot read the spool: {e}");
+                tracing::error!(receiver = %r.name, "cannot read the spool: {e}");
                 Vec::new()
             }
         };
@@ -306,7 +320,7 @@ impl Receiver {
         let alert = match serde_json::from_slice::<Alert>(bytes) {
             Ok(alert) => alert,
             Err(e) => {
-                tracing::warn!(receiver = %self.url, "skipping an unreadable spool entry: {e}");
+                tracing::warn!(receiver = %self.name, "skipping an unreadable spool entry: {e}");
                 return Next::Continue;
             }
         };
@@ -344,7 +358,7 @@ impl Receiver {
 
     fn delivered(&mut self) {
         if self.failures > 0 {
-            tracing::info!(receiver = %self.url, "webhook delivery works again after {} failed attempts", self.failures);
+            tracing::info!(receiver = %self.name, "webhook delivery works again after {} failed attempts", self.failures);
         }
         self.status.last_success = Some(crate::alert::format_time(&chrono::Utc::now()));
         self.unsaved = true;
@@ -357,7 +371,7 @@ impl Receiver {
     }
 
     fn rejected(&mut self, alert: &Alert, why: &str) {
-        tracing::error!(receiver = %self.url, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
+        tracing::error!(receiver = %self.name, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
         self.outbox.move_aside(&self.id, alert, why);
         self.status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
         self.status.last_error_at = Some(crate::alert::format_time(&chrono::Utc::now()));
@@ -373,7 +387,7 @@ impl Receiver {
             .unwrap_or_else(|| jitter(backoff(self.failures)))
             .min(BACKOFF_CAP);
         if self.failures == 1 || self.failures.is_power_of_two() {
-            tracing::warn!(receiver = %self.url, "webhook delivery failed ({why}); retry {} in {:.1} s", self.failures, wait.as_secs_f64());
+            tracing::warn!(receiver = %self.name, "webhook delivery failed ({why}); retry {} in {:.1} s", self.failures, wait.as_secs_f64());
             self.status.last_error = Some(why);
             self.status.last_error_at = Some(crate::alert::format_time(&chrono::Utc::now()));
             self.outbox.save_status(&self.id, &self.status);
@@ -405,7 +419,8 @@ async fn attempt_once(
     }
     let response = match request.body(body).send().await {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(None, describe(&e)),
+        // Without the URL: reqwest names it in its errors, token and all.
+        Err(e) => return Outcome::Retry(None, describe(&e.without_url())),
     };
     let status = response.status();
     if status.is_success() {
@@ -447,6 +462,20 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rejected_file_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.rejected.jsonl");
+        let line = "x".repeat(99);
+        for _ in 0..1000 {
+            append_capped(&path, &line, 10_000).unwrap();
+        }
+        let now = std::fs::metadata(&path).unwrap().len();
+        let older = std::fs::metadata(dir.path().join("r.rejected.jsonl.1")).unwrap().len();
+        assert!(now <= 10_000 && older <= 10_000 + 100, "{now} {older}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 
     #[test]
     fn backoff_schedule_doubles_and_caps() {

@@ -139,7 +139,7 @@ pub fn start(
         let key = config
             .api_key_file
             .as_ref()
-            .and_then(|p| match std::fs::read_to_string(p) {
+            .and_then(|p| match crate::files::read_regular_text(p) {
                 Ok(k) => Some(k.trim().to_string()),
                 Err(e) => {
                     tracing::warn!(
