@@ -238,3 +238,18 @@ fn files_that_are_not_files_and_an_empty_state_dir_are_refused_at_load() {
     assert!(err.contains("not a regular file"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// With a receiver and nothing said, heartbeats are on: `kill -9` of the agent
+/// is noticed by the silence (item 6 of the trust-defects issue).
+#[test]
+fn check_config_shows_the_heartbeat_a_receiver_implies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[webhook]]\nurl = \"https://alerts.example.net/x\"\n").unwrap();
+    let (code, out, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("heartbeat_interval = \"5m\""), "{out}");
+    std::fs::write(&path, "[agent]\nhost_id = \"x\"\n").unwrap();
+    let (_, out, _) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(out.contains("heartbeat_interval = \"0s\""), "{out}");
+}

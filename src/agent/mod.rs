@@ -84,7 +84,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             _ = a.timers.metrics.tick(), if a.config.metrics.enabled() => a.publish_metrics(),
             _ = a.timers.watchdog.tick(), if a.notifier.watchdog_every().is_some() => a.notifier.notify("WATCHDOG=1"),
             _ = a.timers.refresh.tick(), if refresh_every(&a.config).is_some() => a.out.refresh_conditions(Utc::now()),
-            _ = a.timers.heartbeat.tick(), if !a.config.agent.heartbeat_interval.0.is_zero() => a.heartbeat(),
+            _ = a.timers.heartbeat.tick(), if a.config.heartbeat_every().is_some() => a.heartbeat(),
             _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => a.flush_coalescer(),
             _ = signals.term.recv() => break Stop::signal("SIGTERM"),
             _ = signals.int.recv() => break Stop::signal("SIGINT"),
@@ -155,7 +155,7 @@ impl Timers {
         Timers {
             save: timer(Some(STATE_SAVE_EVERY)),
             refresh: timer(refresh_every(config)),
-            heartbeat: timer(nonzero(config.agent.heartbeat_interval.0)),
+            heartbeat: timer(config.heartbeat_every()),
             metrics: timer(Some(config.metrics.interval.0)),
             watchdog: timer(notifier.watchdog_every()),
         }
@@ -438,7 +438,7 @@ impl Agent {
         self.out.emit(vec![lifecycle::agent_heartbeat(
             Utc::now(),
             self.started.elapsed().as_secs(),
-            self.config.agent.heartbeat_interval.0.as_secs(),
+            self.config.heartbeat_every().unwrap_or_default().as_secs(),
         )]);
     }
 

@@ -86,7 +86,7 @@ impl ReloadPlan {
             tls,
             ct: old.ct != new.ct || tls,
             caa: old.caa != new.caa,
-            heartbeat: a.heartbeat_interval != b.heartbeat_interval,
+            heartbeat: old.heartbeat_every() != new.heartbeat_every(),
             metrics_interval: old.metrics.interval != new.metrics.interval,
         };
         let pick = |list: &[(&'static str, bool)]| {

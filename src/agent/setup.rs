@@ -206,10 +206,6 @@ pub fn refresh_every(config: &Config) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-pub fn nonzero(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
-}
-
 /// The names our TLS targets serve (for correlating CT issuances).
 pub fn served_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = config

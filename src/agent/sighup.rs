@@ -133,7 +133,7 @@ impl Agent {
             self.caa_feed = start_caa(new);
         }
         if rebuild.heartbeat {
-            self.timers.heartbeat = timer(nonzero(new.agent.heartbeat_interval.0));
+            self.timers.heartbeat = timer(new.heartbeat_every());
         }
         if rebuild.metrics_interval {
             self.timers.metrics = timer(Some(new.metrics.interval.0));

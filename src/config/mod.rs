@@ -19,7 +19,7 @@ mod tls;
 mod values;
 
 pub use sections::{
-    AgentConfig, ArpConfig, JournaldMode, LogConfig, LogLevel, MetricsConfig, WebhookConfig,
+    AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, JournaldMode, LogConfig, LogLevel, MetricsConfig, WebhookConfig,
     WebhookFormat,
 };
 pub use source::ConfigSource;
@@ -124,9 +124,25 @@ impl Config {
         self.agent.ignore_links.iter().any(|g| g.matches(name))
     }
 
-    /// The effective configuration as TOML (what `check-config` prints).
+    /// The effective configuration as TOML (what `check-config` prints), with
+    /// the heartbeat it implies.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut shown = self.clone();
+        let every = self.heartbeat_every().unwrap_or_default();
+        shown.agent.heartbeat_interval = Some(Interval(every));
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+
+    /// How often `agent_heartbeat` is sent: `heartbeat_interval` when set
+    /// (zero: never); not set, [`sections::DEFAULT_HEARTBEAT`] when any
+    /// receiver is configured (a killed agent must not go unnoticed), else never.
+    pub fn heartbeat_every(&self) -> Option<std::time::Duration> {
+        match self.agent.heartbeat_interval {
+            Some(i) if i.0.is_zero() => None,
+            Some(i) => Some(i.0),
+            None if !self.webhooks.is_empty() => Some(sections::DEFAULT_HEARTBEAT),
+            None => None,
+        }
     }
 }
 
@@ -162,7 +178,24 @@ mod tests {
     fn the_shipped_example_config_parses() {
         let text = include_str!("../../config/netsentry.toml");
         let c = Config::parse(text, "config/netsentry.toml").unwrap();
-        assert_eq!(c.agent.heartbeat_interval.0, Duration::ZERO);
+        // No receivers in the shipped file: no heartbeat until one is added.
+        assert_eq!(c.agent.heartbeat_interval, None);
+        assert_eq!(c.heartbeat_every(), None);
+    }
+
+    /// A killed agent must be noticed: with a receiver, heartbeats are on
+    /// unless turned off.
+    #[test]
+    fn heartbeats_are_on_by_default_with_a_receiver() {
+        let hook = "[[webhook]]\nurl = \"https://a.example/\"\n";
+        let c = Config::parse(hook, "f").unwrap();
+        assert_eq!(c.heartbeat_every(), Some(DEFAULT_HEARTBEAT));
+        assert!(c.to_toml().contains("heartbeat_interval = \"5m\""), "{}", c.to_toml());
+        let c = Config::parse(&format!("[agent]\nheartbeat_interval = \"0s\"\n{hook}"), "f").unwrap();
+        assert_eq!(c.heartbeat_every(), None);
+        let c = Config::parse(&format!("[agent]\nheartbeat_interval = \"30s\"\n{hook}"), "f").unwrap();
+        assert_eq!(c.heartbeat_every(), Some(Duration::from_secs(30)));
+        assert_eq!(Config::parse("", "f").unwrap().heartbeat_every(), None);
     }
 
     /// The commented `[[tls.target]]` example of the shipped config, uncommented.
@@ -219,7 +252,7 @@ format = "alertmanager"
         assert_eq!(c.webhooks[0].min_severity, Severity::Warning);
         assert_eq!(c.webhooks[1].format, WebhookFormat::Alertmanager);
         assert!(!c.webhooks[0].url.is_cleartext_remote());
-        assert_eq!(c.agent.heartbeat_interval.0, Duration::from_secs(60));
+        assert_eq!(c.heartbeat_every(), Some(Duration::from_secs(60)));
         // The printed effective config parses back to the same thing.
         assert_eq!(Config::parse(&c.to_toml(), "again").unwrap(), c);
     }

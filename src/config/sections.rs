@@ -39,6 +39,10 @@ impl Default for MetricsConfig {
 }
 
 /// `[agent]`: identity, state, which links matter, netlink and spool sizes, coalescing.
+/// The heartbeat when receivers are configured and `heartbeat_interval` is not
+/// set: Alertmanager keeps a beat firing for three beats (15 minutes).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -47,7 +51,11 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub interfaces: Vec<InterfaceName>,
     pub ignore_links: Vec<Glob>,
-    pub heartbeat_interval: Interval,
+    /// `agent_heartbeat` this often; `None`: [`DEFAULT_HEARTBEAT`] when any
+    /// receiver is configured, else off; zero: off (see
+    /// [`super::Config::heartbeat_every`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<Interval>,
     /// Full netlink dump and reconcile this often, besides after lost events.
     pub reconcile_interval: Interval,
     /// Bytes of kernel buffer for netlink events. A burst larger than this makes
@@ -73,7 +81,7 @@ impl Default for AgentConfig {
                 .iter()
                 .map(|p| Glob(p.to_string()))
                 .collect(),
-            heartbeat_interval: Interval(Duration::ZERO),
+            heartbeat_interval: None,
             reconcile_interval: Interval(Duration::from_secs(300)),
             netlink_receive_buffer: 8 << 20,
             max_spool_bytes: 64 << 20,
