@@ -85,6 +85,7 @@ kinds! {
     ArpGatewayConflict => "arp_gateway_conflict", Critical;
     ArpStorm => "arp_storm", Warning;
     NdpRouterNew => "ndp_router_new", Warning;
+    ArpOwnAddressClaimed => "arp_own_address_claimed", Critical;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

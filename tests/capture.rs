@@ -404,3 +404,51 @@ fn stations_survive_a_restart_without_being_announced_again() {
         "a known station is not announced again after a restart"
     );
 }
+
+/// Someone claims the host's own address (how an attacker poisons the
+/// gateway's entry for us): a broadcast ARP reply from another MAC, and an
+/// IPv6 neighbour advertisement for our global address. Ordinary ARP about us
+/// (the gateway asking for our MAC) is not a claim.
+#[test]
+fn a_claim_of_our_own_address_is_critical() {
+    let Some(r) = running("") else { return };
+    let gw_mac = mac_bytes(GW_MAC);
+    // The gateway asks who has our address: benign, every few minutes on a LAN.
+    let ask = build::arp(gw_mac, [0xff; 6], false, gw_mac, gw(), [0; 6], HOST_IP);
+    send_frames(&r.lab.gw, "eth0", vec![ask]);
+    // The attacker says our address is at its MAC, three times.
+    let claim = build::arp(mitm(), [0xff; 6], true, mitm(), HOST_IP, [0xff; 6], HOST_IP);
+    send_frames(&r.lab.mitm, "eth0", vec![claim.clone(), claim.clone(), claim]);
+    let d = r
+        .receiver
+        .wait_kind("arp_own_address_claimed", WAIT, |d| d["source"] == "arp");
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "192.0.2.10", "mac": MITM_MAC, "source": "arp"})
+    );
+    let ours: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let all: Ipv6Addr = "ff02::1".parse().unwrap();
+    let na = build::icmpv6(
+        mitm(),
+        [0x33, 0x33, 0, 0, 0, 1],
+        "fe80::66".parse().unwrap(),
+        all,
+        &build::na_body(ours, false, false, true, mitm()),
+    );
+    send_frames(&r.lab.mitm, "eth0", vec![na]);
+    let d = r
+        .receiver
+        .wait_kind("arp_own_address_claimed", WAIT, |d| d["source"] == "ndp");
+    assert_eq!(d["ip"], "2001:db8:1::10");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(r.receiver.count_kind("arp_own_address_claimed"), 2, "once per claimer and address");
+    // Our address is no "new station" either.
+    assert!(
+        r.receiver
+            .all()
+            .iter()
+            .all(|x| !(x.body["kind"] == "arp_new_station" && x.body["details"]["ip"] == "192.0.2.10")),
+        "{:?}",
+        r.receiver.all().iter().map(|x| x.body.to_string()).collect::<Vec<_>>()
+    );
+}

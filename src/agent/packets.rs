@@ -2,7 +2,7 @@
 //! (gateways, subnets, watched interfaces) and its state on disk. Shared by the
 //! live agent and `netsentry replay`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -14,6 +14,7 @@ use crate::detect::arp::{ArpDetector, ArpSettings};
 use crate::detect::net::NetDetector;
 use crate::detect::stations::StationTable;
 use crate::kernel::{Family, Mac};
+use crate::wire::EtherAddr;
 use crate::state::{self, baseline::Baseline};
 
 /// Kinds limited per window under `[arp] alerts_per_kind`.
@@ -69,6 +70,8 @@ pub struct PacketWatch {
     extra_gateways: Vec<IpAddr>,
     gateways: Vec<(IpAddr, Option<Mac>)>,
     subnets: HashMap<String, Vec<(IpAddr, u8)>>,
+    own_addresses: HashSet<IpAddr>,
+    own_macs: HashSet<EtherAddr>,
     watched: Vec<String>,
     /// Watched interfaces by index, for the frames (which carry only the index).
     by_index: HashMap<u32, String>,
@@ -98,6 +101,8 @@ impl PacketWatch {
             extra_gateways: config.arp.gateways.clone(),
             gateways: Vec::new(),
             subnets: HashMap::new(),
+            own_addresses: HashSet::new(),
+            own_macs: HashSet::new(),
             watched: Vec::new(),
             by_index: HashMap::new(),
         }
@@ -128,6 +133,17 @@ impl PacketWatch {
                 .entry(view.link_name(a.ifindex))
                 .or_default()
                 .push((a.ip, a.prefix_len));
+        }
+        let own_addresses: HashSet<IpAddr> = view.addresses.iter().map(|a| a.ip).collect();
+        let own_macs: HashSet<EtherAddr> = view
+            .links
+            .values()
+            .filter_map(|l| l.mac.as_ref().and_then(EtherAddr::from_mac))
+            .collect();
+        if (&own_addresses, &own_macs) != (&self.own_addresses, &self.own_macs) {
+            self.detector
+                .set_own(own_addresses.clone(), own_macs.clone());
+            (self.own_addresses, self.own_macs) = (own_addresses, own_macs);
         }
         if subnets != self.subnets {
             self.detector.set_subnets(subnets.clone());

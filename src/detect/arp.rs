@@ -91,9 +91,24 @@ pub struct ArpDetector {
     routers: HashSet<(String, Ipv6Addr)>,
     routers_dirty: bool,
     subnets: Vec<(String, Vec<(IpAddr, u8)>)>,
+    /// This host's own addresses and link MACs: a frame from another MAC that
+    /// claims one of the addresses is `arp_own_address_claimed`.
+    own: OwnAddresses,
     /// Per interface; a handful of them, so a list beats hashing the name per frame.
     storms: Vec<(String, StormWindow)>,
     counters: ArpCounters,
+}
+
+/// Claims of our own addresses already reported: (address, claiming MAC),
+/// bounded; a new claimer of the same address is reported again.
+const MAX_OWN_CLAIMS: usize = 1024;
+
+/// The host's own addresses and the MACs of its own links.
+#[derive(Default)]
+struct OwnAddresses {
+    addresses: HashSet<IpAddr>,
+    macs: HashSet<EtherAddr>,
+    reported: HashSet<(IpAddr, EtherAddr)>,
 }
 
 /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
@@ -139,6 +154,7 @@ impl ArpDetector {
             routers: HashSet::new(),
             routers_dirty: false,
             subnets: Vec::new(),
+            own: OwnAddresses::default(),
             storms: Vec::new(),
             counters: ArpCounters::default(),
         }
@@ -211,6 +227,51 @@ impl ArpDetector {
     pub fn set_subnets(&mut self, subnets: HashMap<String, Vec<(IpAddr, u8)>>) {
         self.subnets = subnets.into_iter().collect();
         self.subnets.sort();
+    }
+
+    /// This host's addresses (every interface) and the MACs of its links. A
+    /// frame from one of these MACs claiming one of these addresses is the host
+    /// itself (Linux answers ARP for any local address on any interface).
+    pub fn set_own(&mut self, addresses: HashSet<IpAddr>, macs: HashSet<EtherAddr>) {
+        self.own.reported.retain(|(ip, _)| addresses.contains(ip));
+        self.own.addresses = addresses;
+        self.own.macs = macs;
+    }
+
+    /// A frame says `mac` is `ip`. True when `ip` is one of ours (nothing more
+    /// to learn from the frame); when `mac` is not ours either, that is
+    /// `arp_own_address_claimed`, once per claimer: how an attacker
+    /// poisons the gateway's or the neighbours' entry for us. A VRRP/CARP
+    /// virtual MAC taking over an address we hold is a failover when
+    /// `vrrp_is_normal`.
+    fn observe_own_claim(
+        &mut self,
+        interface: &str,
+        ip: IpAddr,
+        mac: &EtherAddr,
+        source: &str,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        if !self.own.addresses.contains(&ip) {
+            return false;
+        }
+        // The host itself (any of its links), or a VRRP/CARP failover.
+        if self.own.macs.contains(mac) || (self.settings.vrrp_is_normal && is_vrrp_mac(mac)) {
+            return true;
+        }
+        if self.own.reported.len() < MAX_OWN_CLAIMS && self.own.reported.insert((ip, *mac)) {
+            out.push(Finding::new(
+                Kind::ArpOwnAddressClaimed,
+                now,
+                format!(
+                    "a frame on {interface} claims this host's own address {ip} for {mac} (seen in {}): someone is poisoning neighbours' entries for us",
+                    source.to_uppercase()
+                ),
+                json!({"interface": interface, "ip": ip.to_string(), "mac": mac.to_string(), "source": source}),
+            ));
+        }
+        true
     }
 
     /// Looks at one Ethernet frame received on `interface` at `now`.
@@ -337,6 +398,9 @@ impl ArpDetector {
                 format!("ARP on {interface} claims {ip} for the non-unicast MAC {}", a.sender_mac),
                 json!({"interface": interface, "ip": ip.to_string(), "mac": a.sender_mac.to_string()}),
             ));
+            return;
+        }
+        if self.observe_own_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out) {
             return;
         }
         let is_gateway = self.gateways.contains_key(&IpAddr::V4(ip));
@@ -515,6 +579,11 @@ impl ArpDetector {
                                "arp_sender_mac": tmac.to_string(), "family": "inet6"}),
                     ));
                 }
+                if !is_bad_mac(&tmac)
+                    && self.observe_own_claim(interface, IpAddr::V6(target), &tmac, "ndp", now, out)
+                {
+                    return;
+                }
                 if override_flag && !is_bad_mac(&tmac) {
                     self.observe_gateway_claim(
                         interface,
@@ -524,6 +593,14 @@ impl ArpDetector {
                         now,
                         out,
                     );
+                }
+            }
+            NdpMessage::NeighbourSolicitation { source_mac, .. } if !n.ip_src.is_unspecified() => {
+                // A solicitation from one of our addresses teaches the target
+                // that address's MAC (RFC 4861 7.2.3).
+                let mac = source_mac.unwrap_or(n.eth_src);
+                if !is_bad_mac(&mac) {
+                    self.observe_own_claim(interface, IpAddr::V6(n.ip_src), &mac, "ndp", now, out);
                 }
             }
             _ => {}
@@ -570,6 +647,38 @@ mod tests {
             [2, 0, 0, 0, 0, 0x10],
             Ipv4Addr::new(192, 0, 2, 10),
         )
+    }
+
+    /// Our address claimed: by our second NIC (ARP flux: benign), by a VRRP
+    /// virtual MAC (a failover: benign), by another MAC (critical, once per
+    /// claimer, again for a new claimer).
+    #[test]
+    fn own_address_claims() {
+        let mut d = detector();
+        let ours = Ipv4Addr::new(192, 0, 2, 10);
+        let (nic, second_nic) = ([2, 0, 0, 0, 0, 0x10], [2, 0, 0, 0, 0, 0x11]);
+        d.set_own(
+            HashSet::from([IpAddr::V4(ours)]),
+            HashSet::from([EtherAddr(nic), EtherAddr(second_nic)]),
+        );
+        assert!(d.observe("eth0", &reply(second_nic, ours), t(0)).is_empty());
+        let vrrp = [0, 0, 0x5e, 0, 1, 7];
+        assert!(d.observe("eth0", &reply(vrrp, ours), t(1)).is_empty());
+        let f = d.observe("eth0", &reply(EVIL, ours), t(2));
+        assert_eq!(kinds(&f), [Kind::ArpOwnAddressClaimed]);
+        assert_eq!(f[0].details["mac"], "02:de:ad:be:ef:01");
+        assert!(d.observe("eth0", &reply(EVIL, ours), t(3)).is_empty());
+        let other = [2, 0xde, 0xad, 0xbe, 0xef, 2];
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(other, ours), t(4))),
+            [Kind::ArpOwnAddressClaimed]
+        );
+        // No longer ours (the address moved away): a station like any other.
+        d.set_own(HashSet::new(), HashSet::from([EtherAddr(nic)]));
+        assert_eq!(
+            kinds(&d.observe("eth0", &reply(EVIL, ours), t(5))),
+            [Kind::ArpNewStation]
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
             | Kind::LinkMacChanged
             | Kind::ArpGatewayConflict
             | Kind::NdpRouterNew
+            | Kind::ArpOwnAddressClaimed
     )
 }
 
