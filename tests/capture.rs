@@ -418,7 +418,11 @@ fn a_claim_of_our_own_address_is_critical() {
     send_frames(&r.lab.gw, "eth0", vec![ask]);
     // The attacker says our address is at its MAC, three times.
     let claim = build::arp(mitm(), [0xff; 6], true, mitm(), HOST_IP, [0xff; 6], HOST_IP);
-    send_frames(&r.lab.mitm, "eth0", vec![claim.clone(), claim.clone(), claim]);
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![claim.clone(), claim.clone(), claim],
+    );
     let d = r
         .receiver
         .wait_kind("arp_own_address_claimed", WAIT, |d| d["source"] == "arp");
@@ -441,14 +445,23 @@ fn a_claim_of_our_own_address_is_critical() {
         .wait_kind("arp_own_address_claimed", WAIT, |d| d["source"] == "ndp");
     assert_eq!(d["ip"], "2001:db8:1::10");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(r.receiver.count_kind("arp_own_address_claimed"), 2, "once per claimer and address");
+    assert_eq!(
+        r.receiver.count_kind("arp_own_address_claimed"),
+        2,
+        "once per claimer and address"
+    );
     // Our address is no "new station" either.
     assert!(
         r.receiver
             .all()
             .iter()
-            .all(|x| !(x.body["kind"] == "arp_new_station" && x.body["details"]["ip"] == "192.0.2.10")),
+            .all(|x| !(x.body["kind"] == "arp_new_station"
+                && x.body["details"]["ip"] == "192.0.2.10")),
         "{:?}",
-        r.receiver.all().iter().map(|x| x.body.to_string()).collect::<Vec<_>>()
+        r.receiver
+            .all()
+            .iter()
+            .map(|x| x.body.to_string())
+            .collect::<Vec<_>>()
     );
 }

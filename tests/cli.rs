@@ -245,7 +245,11 @@ fn files_that_are_not_files_and_an_empty_state_dir_are_refused_at_load() {
 fn check_config_shows_the_heartbeat_a_receiver_implies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[[webhook]]\nurl = \"https://alerts.example.net/x\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[[webhook]]\nurl = \"https://alerts.example.net/x\"\n",
+    )
+    .unwrap();
     let (code, out, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("heartbeat_interval = \"5m\""), "{out}");

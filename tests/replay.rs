@@ -222,3 +222,49 @@ fn unusable_files_are_exit_2_with_a_reason() {
     assert_eq!(code, 2);
     assert!(err.contains("no Ethernet frames"), "{err}");
 }
+
+/// A capture that starts in the middle of an attack (the poisoner's frames
+/// first, as in arpspoof and bettercap captures): told which MAC the gateway
+/// really is at, replay names the attacker, not the real router, as the new MAC.
+#[test]
+fn a_capture_that_starts_mid_attack_with_the_gateway_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("mid-attack.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            (at(0), reply(EVIL, GW)),
+            (at(1), reply(EVIL, GW)),
+            (at(2), reply(GWM, GW)),
+        ],
+    );
+    let args = |extra: &[&str]| {
+        let mut a = vec!["replay", pcap.to_str().unwrap(), "--json"];
+        a.extend_from_slice(extra);
+        netsentry(&a)
+    };
+    let (code, out, err) = args(&["--gateway", "192.0.2.1=02:00:00:00:00:01"]);
+    assert_eq!(code, 0, "{err}");
+    let alerts = json_lines(&out);
+    let first = alerts
+        .iter()
+        .find(|a| a["kind"] == "gateway_mac_changed")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(first["details"]["old_mac"], "02:00:00:00:00:01");
+    assert_eq!(first["details"]["new_mac"], "02:de:ad:be:ef:01");
+    // The same from the configuration: [arp] gateways with a MAC.
+    let c = dir.path().join("c.toml");
+    std::fs::write(&c, "[arp]\ngateways = [\"192.0.2.1=02:00:00:00:00:01\"]\n").unwrap();
+    let (code, out, err) = args(&["-c", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let alerts = json_lines(&out);
+    let first = alerts
+        .iter()
+        .find(|a| a["kind"] == "gateway_mac_changed")
+        .unwrap();
+    assert_eq!(first["details"]["new_mac"], "02:de:ad:be:ef:01");
+    // A gateway that is not one.
+    let (code, _, err) = args(&["--gateway", "192.0.2.1=nonsense"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a gateway"), "{err}");
+}

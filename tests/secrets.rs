@@ -14,9 +14,10 @@ fn webhook_tokens_appear_nowhere_but_in_the_config() {
         return;
     };
     let secret_url = format!("{}/T0PSECRET-path?token=S3CRET-query", receiver.url());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&format!("url = \"{}\"", receiver.url()), &format!("url = \"{secret_url}\""));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("url = \"{}\"", receiver.url()),
+        &format!("url = \"{secret_url}\""),
+    );
     std::fs::write(&config, text).unwrap();
     let textfile = lab.path("netsentry.prom");
     append_config(
@@ -32,10 +33,8 @@ fn webhook_tokens_appear_nowhere_but_in_the_config() {
     let mut agent = Agent::start(&lab.host, &config, &log);
     agent.wait_for_log("webhook delivery failed", 1);
     std::thread::sleep(Duration::from_millis(2500)); // a metrics tick or two
-    let (code, status_text, err) = netsentry_in(
-        &lab.host,
-        &["status", "-c", config.to_str().unwrap()],
-    );
+    let (code, status_text, err) =
+        netsentry_in(&lab.host, &["status", "-c", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let (code, status_json, err) = netsentry_in(
         &lab.host,
@@ -45,7 +44,9 @@ fn webhook_tokens_appear_nowhere_but_in_the_config() {
     let metrics = std::fs::read_to_string(&textfile).unwrap();
     let shown = format!("http://127.0.0.1:{}/…", receiver.port);
     assert!(
-        metrics.contains(&format!("netsentry_spool_pending_alerts{{receiver=\"{shown}\"}}")),
+        metrics.contains(&format!(
+            "netsentry_spool_pending_alerts{{receiver=\"{shown}\"}}"
+        )),
         "{metrics}"
     );
     assert!(status_text.contains(&shown), "{status_text}");

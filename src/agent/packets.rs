@@ -9,13 +9,13 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::alert::{Finding, Kind};
-use crate::config::Config;
+use crate::config::{Config, GatewaySpec};
 use crate::detect::arp::{ArpDetector, ArpSettings};
 use crate::detect::net::NetDetector;
 use crate::detect::stations::StationTable;
 use crate::kernel::{Family, Mac};
-use crate::wire::EtherAddr;
 use crate::state::{self, baseline::Baseline};
+use crate::wire::EtherAddr;
 
 /// Kinds limited per window under `[arp] alerts_per_kind`.
 pub const STATION_KINDS: &[Kind] = &[
@@ -52,12 +52,15 @@ fn known_mac(baseline: Option<&Baseline>, ip: &IpAddr) -> Option<Mac> {
 /// with the MAC the baseline knows for them. One list for the agent and replay.
 pub fn merge_gateways(
     mut primary: Vec<(IpAddr, Option<Mac>)>,
-    extra: &[IpAddr],
+    extra: &[GatewaySpec],
     baseline: Option<&Baseline>,
 ) -> Vec<(IpAddr, Option<Mac>)> {
-    for ip in extra {
-        if !primary.iter().any(|(g, _)| g == ip) {
-            primary.push((*ip, known_mac(baseline, ip)));
+    for g in extra {
+        match primary.iter_mut().find(|(ip, _)| *ip == g.ip) {
+            // The MAC the operator gave wins over what was learned.
+            Some(known) if g.mac.is_some() => known.1 = g.mac.clone(),
+            Some(_) => {}
+            None => primary.push((g.ip, g.mac.clone().or_else(|| known_mac(baseline, &g.ip)))),
         }
     }
     primary
@@ -67,7 +70,7 @@ pub fn merge_gateways(
 pub struct PacketWatch {
     pub detector: ArpDetector,
     capture_interfaces: Vec<String>,
-    extra_gateways: Vec<IpAddr>,
+    extra_gateways: Vec<GatewaySpec>,
     gateways: Vec<(IpAddr, Option<Mac>)>,
     subnets: HashMap<String, Vec<(IpAddr, u8)>>,
     own_addresses: HashSet<IpAddr>,

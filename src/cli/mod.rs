@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, ConfigSource};
+use crate::config::{Config, ConfigError, ConfigSource, GatewaySpec};
 
 /// The command line of `netsentry`.
 #[derive(Parser)]
@@ -56,6 +56,9 @@ pub enum Command {
         /// Print one alert per line as JSON
         #[arg(long)]
         json: bool,
+        /// A gateway and the MAC it really is at, e.g. 192.0.2.1=02:00:00:00:00:01 (repeatable; adds to or overrides [arp] gateways): a capture that starts in the middle of an attack cannot make the attacker's MAC the reference
+        #[arg(long = "gateway", value_name = "IP=MAC", value_parser = GatewaySpec::parse)]
+        gateways: Vec<GatewaySpec>,
     },
     /// Run the TLS checks once; exit 0 ok, 1 warning, 2 critical, 3 unknown (a Nagios/Icinga check)
     Probe {
@@ -136,10 +139,19 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::CheckConfig { config } => {
             let (config, source) = load(config.as_deref())?;
-            print_stdout(&format!("# {}: OK\n{}\n", source.describe(), config.to_toml()))?;
+            print_stdout(&format!(
+                "# {}: OK\n{}\n",
+                source.describe(),
+                config.to_toml()
+            ))?;
             Ok(0)
         }
-        Command::Replay { pcap, config, json } => replay::command(&pcap, config.as_deref(), json),
+        Command::Replay {
+            pcap,
+            config,
+            json,
+            gateways,
+        } => replay::command(&pcap, config.as_deref(), json, gateways),
         Command::Probe {
             targets,
             config,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::agent::packets;
 use crate::alert::{Alert, Finding};
-use crate::config::Config;
+use crate::config::{Config, GatewaySpec};
 use crate::detect::arp::{ArpCounters, ArpDetector};
 use crate::source::pcap::{PcapError, for_each_frame};
 
@@ -87,12 +87,22 @@ pub fn replay(
 }
 
 /// The `replay` verb: `-c` gives the `[arp]` settings, gateways and stored
-/// baseline; without it, the defaults and no baseline. A summary goes to stderr.
-pub fn command(pcap: &Path, config: Option<&Path>, json: bool) -> Result<u8, CliError> {
-    let (config, with_config) = match config {
+/// baseline; without it, the defaults and no baseline. `--gateway IP=MAC`
+/// adds or overrides gateways. A summary goes to stderr.
+pub fn command(
+    pcap: &Path,
+    config: Option<&Path>,
+    json: bool,
+    gateways: Vec<GatewaySpec>,
+) -> Result<u8, CliError> {
+    let (mut config, with_config) = match config {
         Some(path) => (Config::load(path)?, true),
         None => (Config::default(), false),
     };
+    for g in gateways {
+        config.arp.gateways.retain(|known| known.ip != g.ip);
+        config.arp.gateways.push(g);
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let s = replay(pcap, &config, with_config, json, &mut out)

@@ -111,7 +111,10 @@ fn webhooks(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             return fail(
                 at,
                 &format!("webhook.{i}.name"),
-                format!("webhook name {:?} is used twice: names must be unique", hook.name),
+                format!(
+                    "webhook name {:?} is used twice: names must be unique",
+                    hook.name
+                ),
             );
         }
         if hook.timeout.0.is_zero() {

@@ -19,15 +19,15 @@ mod tls;
 mod values;
 
 pub use sections::{
-    AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, JournaldMode, LogConfig, LogLevel, MetricsConfig, WebhookConfig,
-    WebhookFormat,
+    AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, JournaldMode, LogConfig, LogLevel, MetricsConfig,
+    WebhookConfig, WebhookFormat,
 };
 pub use source::ConfigSource;
 pub use tls::{
     CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig,
     TlsTarget,
 };
-pub use values::{Glob, InterfaceName, Interval, WebhookUrl};
+pub use values::{GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 
 /// Where `netsentry run` looks when no `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/netsentry/netsentry.toml";
@@ -190,10 +190,22 @@ mod tests {
         let hook = "[[webhook]]\nurl = \"https://a.example/\"\n";
         let c = Config::parse(hook, "f").unwrap();
         assert_eq!(c.heartbeat_every(), Some(DEFAULT_HEARTBEAT));
-        assert!(c.to_toml().contains("heartbeat_interval = \"5m\""), "{}", c.to_toml());
-        let c = Config::parse(&format!("[agent]\nheartbeat_interval = \"0s\"\n{hook}"), "f").unwrap();
+        assert!(
+            c.to_toml().contains("heartbeat_interval = \"5m\""),
+            "{}",
+            c.to_toml()
+        );
+        let c = Config::parse(
+            &format!("[agent]\nheartbeat_interval = \"0s\"\n{hook}"),
+            "f",
+        )
+        .unwrap();
         assert_eq!(c.heartbeat_every(), None);
-        let c = Config::parse(&format!("[agent]\nheartbeat_interval = \"30s\"\n{hook}"), "f").unwrap();
+        let c = Config::parse(
+            &format!("[agent]\nheartbeat_interval = \"30s\"\n{hook}"),
+            "f",
+        )
+        .unwrap();
         assert_eq!(c.heartbeat_every(), Some(Duration::from_secs(30)));
         assert_eq!(Config::parse("", "f").unwrap().heartbeat_every(), None);
     }

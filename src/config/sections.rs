@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Glob, InterfaceName, Interval, WebhookUrl};
+use super::values::{GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 use crate::alert::Severity;
 
 /// Prometheus metrics: a node_exporter textfile and/or an HTTP endpoint (both off by default).
@@ -195,10 +195,10 @@ pub struct ArpConfig {
     pub enabled: bool,
     /// Interfaces to capture on; empty: the watched interfaces (default routes).
     pub interfaces: Vec<InterfaceName>,
-    /// Extra gateway addresses to guard (besides the default routes' next hops);
-    /// with `replay` the only ones, their MAC learned from the first frame unless
-    /// the baseline knows it.
-    pub gateways: Vec<std::net::IpAddr>,
+    /// Extra gateways to guard (besides the default routes' next hops), each
+    /// with the MAC it is known at when given; with `replay` the only ones,
+    /// their MAC otherwise learned from the baseline or the first frame.
+    pub gateways: Vec<GatewaySpec>,
     /// Stations remembered (least recently seen evicted beyond this).
     pub max_stations: usize,
     /// ARP+NDP frames per second on one interface that make an `arp_storm`.

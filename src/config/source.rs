@@ -73,7 +73,10 @@ mod tests {
     fn only_a_missing_default_file_means_the_built_in_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.toml");
-        assert_eq!(ConfigSource::resolve_with(None, &missing), ConfigSource::Defaults);
+        assert_eq!(
+            ConfigSource::resolve_with(None, &missing),
+            ConfigSource::Defaults
+        );
         // There but unreadable (here: a directory; as a non-root user, a file
         // without read permission): the source is that file, and loading it
         // says why it cannot be read.

@@ -224,3 +224,57 @@ impl Serialize for WebhookUrl {
         s.serialize_str(self.0.as_str())
     }
 }
+
+/// A gateway to guard: `"192.0.2.1"` (its MAC learned) or
+/// `"192.0.2.1=02:00:00:00:00:01"` (the MAC it is known at: a capture that
+/// starts in the middle of an attack then cannot teach the attacker's MAC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySpec {
+    /// The gateway's address.
+    pub ip: std::net::IpAddr,
+    /// The MAC it is known at, when given.
+    pub mac: Option<crate::kernel::Mac>,
+}
+
+impl GatewaySpec {
+    /// Parses `IP` or `IP=MAC`; the message says how to write it.
+    pub fn parse(text: &str) -> Result<GatewaySpec, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a gateway: write an address, or address=MAC, e.g. \"192.0.2.1\" or \"192.0.2.1=02:00:00:00:00:01\""
+            )
+        };
+        let (ip, mac) = match text.split_once('=') {
+            Some((ip, mac)) => (ip, Some(mac)),
+            None => (text, None),
+        };
+        let ip = ip.trim().parse().map_err(|_| bad())?;
+        let mac = match mac {
+            Some(m) => Some(crate::kernel::Mac::parse(m.trim()).ok_or_else(bad)?),
+            None => None,
+        };
+        Ok(GatewaySpec { ip, mac })
+    }
+}
+
+impl fmt::Display for GatewaySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.mac {
+            Some(mac) => write!(f, "{}={mac}", self.ip),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewaySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        GatewaySpec::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for GatewaySpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}

@@ -472,7 +472,9 @@ mod tests {
             append_capped(&path, &line, 10_000).unwrap();
         }
         let now = std::fs::metadata(&path).unwrap().len();
-        let older = std::fs::metadata(dir.path().join("r.rejected.jsonl.1")).unwrap().len();
+        let older = std::fs::metadata(dir.path().join("r.rejected.jsonl.1"))
+            .unwrap()
+            .len();
         assert!(now <= 10_000 && older <= 10_000 + 100, "{now} {older}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }

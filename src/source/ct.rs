@@ -135,77 +135,77 @@ pub fn start(
     positions: std::collections::BTreeMap<String, String>,
 ) -> (mpsc::Receiver<CtEvent>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(async move {
-        let key = config
-            .api_key_file
-            .as_ref()
-            .and_then(|p| match crate::files::read_regular_text(p) {
-                Ok(k) => Some(k.trim().to_string()),
-                Err(e) => {
-                    tracing::warn!(
-                        "[ct] api_key_file {}: {e}; querying without a key",
-                        p.display()
-                    );
-                    None
+    let task =
+        tokio::spawn(async move {
+            let key = config.api_key_file.as_ref().and_then(|p| {
+                match crate::files::read_regular_text(p) {
+                    Ok(k) => Some(k.trim().to_string()),
+                    Err(e) => {
+                        tracing::warn!(
+                            "[ct] api_key_file {}: {e}; querying without a key",
+                            p.display()
+                        );
+                        None
+                    }
                 }
             });
-        let client = match reqwest::Client::builder()
-            .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("CT monitoring is off: {e}");
-                return;
-            }
-        };
-        let mut positions = positions;
-        let mut tick = tokio::time::interval(config.interval.0);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            for domain in &config.domains {
-                let mut pages = 0;
-                while pages < MAX_PAGES {
-                    let after = positions.get(domain).map(String::as_str);
-                    match fetch(&client, &config, key.as_deref(), domain, after).await {
-                        Ok(Fetch::RateLimited(wait)) => {
-                            tracing::info!(
-                                "CT API: rate limited; waiting {} s as asked",
-                                wait.as_secs()
-                            );
-                            tokio::time::sleep(wait).await;
-                        }
-                        Ok(Fetch::Page(list, damaged)) => {
-                            pages += 1;
-                            let Some(last) = list.last().map(|i| i.id.clone()) else {
+            let client = match reqwest::Client::builder()
+                .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
+                .build()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("CT monitoring is off: {e}");
+                    return;
+                }
+            };
+            let mut positions = positions;
+            let mut tick = tokio::time::interval(config.interval.0);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for domain in &config.domains {
+                    let mut pages = 0;
+                    while pages < MAX_PAGES {
+                        let after = positions.get(domain).map(String::as_str);
+                        match fetch(&client, &config, key.as_deref(), domain, after).await {
+                            Ok(Fetch::RateLimited(wait)) => {
+                                tracing::info!(
+                                    "CT API: rate limited; waiting {} s as asked",
+                                    wait.as_secs()
+                                );
+                                tokio::time::sleep(wait).await;
+                            }
+                            Ok(Fetch::Page(list, damaged)) => {
+                                pages += 1;
+                                let Some(last) = list.last().map(|i| i.id.clone()) else {
+                                    break;
+                                };
+                                positions.insert(domain.clone(), last.clone());
+                                let event = CtEvent::Page {
+                                    domain: domain.clone(),
+                                    issuances: list,
+                                    damaged,
+                                    last_id: last,
+                                };
+                                if tx.send(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(error) => {
+                                let event = CtEvent::Failed {
+                                    domain: domain.clone(),
+                                    error,
+                                };
+                                if tx.send(event).await.is_err() {
+                                    return;
+                                }
                                 break;
-                            };
-                            positions.insert(domain.clone(), last.clone());
-                            let event = CtEvent::Page {
-                                domain: domain.clone(),
-                                issuances: list,
-                                damaged,
-                                last_id: last,
-                            };
-                            if tx.send(event).await.is_err() {
-                                return;
                             }
-                        }
-                        Err(error) => {
-                            let event = CtEvent::Failed {
-                                domain: domain.clone(),
-                                error,
-                            };
-                            if tx.send(event).await.is_err() {
-                                return;
-                            }
-                            break;
                         }
                     }
                 }
             }
-        }
-    });
+        });
     (rx, task)
 }

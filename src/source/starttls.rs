@@ -625,17 +625,30 @@ mod tests {
         let features: &[u8] = b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>";
         let (client, end) = play(StartTls::Xmpp, &[header, b"\xff", features]);
         assert!(client.ends_with(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"));
-        assert_eq!(end, Ok(Step::Send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".to_vec())));
+        assert_eq!(
+            end,
+            Ok(Step::Send(
+                b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".to_vec()
+            ))
+        );
         // And in the go-ahead: junk before <proceed/> (tolerated, as any
         // bytes before it are), and bytes after it (injection).
         let (_, end) = play(
             StartTls::Xmpp,
-            &[header, features, b"\xff\xfe<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
+            &[
+                header,
+                features,
+                b"\xff\xfe<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+            ],
         );
         assert_eq!(end, Ok(Step::Ready));
         let (_, end) = play(
             StartTls::Xmpp,
-            &[header, features, b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\xff"],
+            &[
+                header,
+                features,
+                b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\xff",
+            ],
         );
         assert_eq!(end, Err(DialogueError::Injected(1)));
     }
