@@ -44,7 +44,7 @@ fn unsolicited_replies_claiming_the_gateway_every_second() {
         .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
     assert_eq!(
         d,
-        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "arp"})
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "arp", "sources": ["arp"]})
     );
     std::thread::sleep(Duration::from_millis(300));
     let from_wire = r
@@ -63,8 +63,18 @@ fn request_based_poisoning() {
     send_frames(&r.lab.mitm, "eth0", vec![poison]);
     let d = r
         .receiver
-        .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
-    assert_eq!(d["new_mac"], MITM_MAC);
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["new_mac"] == MITM_MAC);
+    // The kernel takes a request too: the frame and the neighbour entry race,
+    // and whichever is first is the alert; the frame is seen either way.
+    if d["source"] != "arp" {
+        r.agent.wait_for_log("also seen by arp", 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        r.receiver.count_kind("gateway_mac_changed"),
+        1,
+        "one change, one alert"
+    );
 }
 
 #[test]
@@ -112,6 +122,17 @@ fn two_macs_answering_for_the_gateway_is_a_conflict() {
         &r.lab.mitm,
         "eth0",
         vec![build::arp(mitm(), host, true, mitm(), gw(), host, HOST_IP)],
+    );
+    // A change so far, not a conflict: only the new MAC answers since.
+    r.receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "arp");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.receiver.count_kind("arp_gateway_conflict"), 0);
+    // The real gateway answers again: two MACs really answer.
+    send_frames(
+        &r.lab.gw,
+        "eth0",
+        vec![build::gratuitous_arp(mac_bytes(GW_MAC), gw())],
     );
     let d = r.receiver.wait_kind("arp_gateway_conflict", WAIT, |_| true);
     assert_eq!(
@@ -176,7 +197,7 @@ fn a_spoofed_neighbour_advertisement_for_the_v6_gateway() {
     let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "ndp");
     assert_eq!(
         d,
-        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "ndp"})
+        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "ndp", "sources": ["ndp"]})
     );
 }
 
@@ -463,5 +484,41 @@ fn a_claim_of_our_own_address_is_critical() {
             .iter()
             .map(|x| x.body.to_string())
             .collect::<Vec<_>>()
+    );
+}
+
+/// A real change of the gateway's MAC (a router replaced, announcing itself):
+/// the frame and then the kernel's entry see it, and that is one alert naming
+/// both sources — no second `gateway_mac_changed`, no conflict.
+#[test]
+fn one_gateway_mac_change_is_one_alert_with_every_source() {
+    let Some(r) = running("") else { return };
+    let new_mac = "02:00:00:00:00:02";
+    ip(&r.lab.gw, &format!("link set eth0 address {new_mac}"));
+    send_frames(
+        &r.lab.gw,
+        "eth0",
+        vec![build::gratuitous_arp(mac_bytes(new_mac), gw())],
+    );
+    let d = r.receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    assert_eq!(d["new_mac"], new_mac);
+    // The kernel took it (the test's premise): its entry moved too.
+    let deadline = Instant::now() + WAIT;
+    while !ip(&r.lab.host, "neigh show 192.0.2.1").contains(new_mac) {
+        assert!(Instant::now() < deadline, "the kernel kept the old MAC");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Whichever saw it first (the frame, or the kernel's entry) is the alert;
+    // the other is folded into it.
+    r.agent.wait_for_log("(already reported)", 1);
+    assert_eq!(
+        r.receiver.count_kind("gateway_mac_changed"),
+        1,
+        "one change, one alert"
+    );
+    assert_eq!(r.receiver.count_kind("arp_gateway_conflict"), 0);
+    assert!(
+        d["sources"] == json!(["arp"]) || d["sources"] == json!(["netlink"]),
+        "{d}"
     );
 }

@@ -36,7 +36,7 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
     assert!(chrono::DateTime::parse_from_rfc3339(a["time"].as_str().unwrap()).is_ok());
     assert_eq!(
         a["details"],
-        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:01", "source": "netlink"})
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:01", "source": "netlink", "sources": ["netlink"]})
     );
     assert_eq!(
         a["summary"],
@@ -177,7 +177,7 @@ fn a_change_made_while_stopped_is_reported_at_the_next_start() {
     let d = r.receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
     assert_eq!(
         d,
-        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:02", "source": "startup"})
+        json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:02", "source": "startup", "sources": ["startup"]})
     );
 }
 
@@ -239,7 +239,7 @@ fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
     });
     assert_eq!(
         d,
-        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06", "source": "netlink"})
+        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06", "source": "netlink", "sources": ["netlink"]})
     );
     let wire = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "ndp");
     assert_eq!(wire["new_mac"], "02:de:ad:be:ef:06");

@@ -35,6 +35,7 @@ use crate::config::{Config, ConfigSource};
 use crate::detect::caa::CaaWatch;
 use crate::detect::correlate::Correlator;
 use crate::detect::lifecycle;
+use crate::detect::merge::SameChange;
 use crate::detect::net::{MAX_NEIGHBOURS, NetCounters, NetDetector};
 use crate::detect::tls::ProbeReport;
 use crate::kernel::Observation;
@@ -219,6 +220,7 @@ impl Agent {
             outbox: outbox.clone(),
             conditions: HashMap::new(),
             correlator: Correlator::new(config.correlation.window.0),
+            same_change: SameChange::new(config.arp.conflict_window.0),
             coalescer: new_coalescer(&config),
             metrics: Metrics {
                 start_time: Utc::now().timestamp(),

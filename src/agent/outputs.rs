@@ -12,6 +12,7 @@ use crate::alert::{Alert, Delivery, Finding};
 use crate::detect::coalesce::Coalescer;
 use crate::detect::correlate::Correlator;
 use crate::detect::lifecycle;
+use crate::detect::merge::{Merged, SameChange};
 use crate::sink::console_line;
 use crate::sink::journald::JournaldSink;
 use crate::sink::metrics::Metrics;
@@ -31,6 +32,8 @@ pub struct Outputs {
     pub conditions: HashMap<String, Arc<Alert>>,
     /// Sees every alert sent; may add an `interception_suspected`.
     pub correlator: Correlator,
+    /// Folds the sightings of one gateway MAC change into one alert.
+    pub same_change: SameChange,
     pub metrics: Metrics,
 }
 
@@ -50,6 +53,13 @@ impl Outputs {
                 }
                 continue;
             }
+            let finding = match self.same_change.admit(finding) {
+                Merged::Send(f) => f,
+                Merged::Folded { change, source } => {
+                    tracing::info!("gateway {change}: also seen by {source} (already reported)");
+                    continue;
+                }
+            };
             for admitted in self.coalescer.admit(finding) {
                 let alert = Arc::new(Alert::from_finding(admitted, &self.host));
                 if alert.kind.is_condition() {

@@ -484,6 +484,13 @@ impl ArpDetector {
             return;
         };
         let changed = *mac != reference && g.last_claim.as_ref() != Some(mac);
+        // Two MACs really answer when the claims switch *back* to a MAC that
+        // claimed within the window: A, B, A. A gateway that changed its MAC
+        // once (A, then only B) is a change, not a conflict.
+        let switched_back = g.last_claim.is_some_and(|last| last != *mac)
+            && g.claimers
+                .iter()
+                .any(|(m, t)| m == mac && now - *t < window);
         g.last_claim = Some(*mac);
         if changed {
             let vrrp = vrrp_is_normal && (is_vrrp_mac(mac) || is_vrrp_mac(&reference));
@@ -500,7 +507,7 @@ impl ArpDetector {
                     now,
                     format!("a frame on {interface} claims default gateway {ip} is at {mac} (known at {reference}; seen in {})", source.to_uppercase()),
                     json!({"interface": interface, "ip": ip.to_string(), "old_mac": reference.to_string(),
-                           "new_mac": mac.to_string(), "source": source}),
+                           "new_mac": mac.to_string(), "source": source, "sources": [source]}),
                 ));
             }
         }
@@ -511,7 +518,7 @@ impl ArpDetector {
             g.claimers.remove(0);
         }
         let macs: BTreeSet<EtherAddr> = g.claimers.iter().map(|(m, _)| *m).collect();
-        if macs.len() < 2 || (vrrp_is_normal && macs.iter().any(is_vrrp_mac)) {
+        if !switched_back || macs.len() < 2 || (vrrp_is_normal && macs.iter().any(is_vrrp_mac)) {
             return;
         }
         let fresh = match &g.conflict_reported {
@@ -775,24 +782,24 @@ mod tests {
             d.observe("eth0", &reply(GW_MAC, GW), t(0)).is_empty(),
             "the real gateway is quiet"
         );
+        // One MAC change: one alert, no conflict (only one MAC answers now).
         let f = d.observe("eth0", &reply(EVIL, GW), t(1000));
-        assert_eq!(
-            kinds(&f),
-            vec![Kind::GatewayMacChanged, Kind::ArpGatewayConflict]
-        );
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("source"), Some("arp"));
         assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
         assert_eq!(f[0].detail_str("new_mac"), Some("02:de:ad:be:ef:01"));
-        assert_eq!(
-            f[1].details["macs"],
-            json!(["02:00:00:00:00:01", "02:de:ad:be:ef:01"])
-        );
         // The poisoner repeats every second: nothing new.
         for s in 2..10 {
             assert!(d.observe("eth0", &reply(EVIL, GW), t(s * 1000)).is_empty());
         }
-        // The real gateway answers (same conflict), then the poisoner again: a new transition.
-        assert!(d.observe("eth0", &reply(GW_MAC, GW), t(10_000)).is_empty());
+        // The real gateway answers too: now two MACs really answer.
+        let f = d.observe("eth0", &reply(GW_MAC, GW), t(10_000));
+        assert_eq!(kinds(&f), vec![Kind::ArpGatewayConflict]);
+        assert_eq!(
+            f[0].details["macs"],
+            json!(["02:00:00:00:00:01", "02:de:ad:be:ef:01"])
+        );
+        // The poisoner again: a new transition, the same conflict (not repeated).
         assert_eq!(
             kinds(&d.observe("eth0", &reply(EVIL, GW), t(11_000))),
             vec![Kind::GatewayMacChanged]

@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod correlate;
 pub mod ct;
 pub mod lifecycle;
+pub mod merge;
 pub mod net;
 pub mod stations;
 pub mod tls;

@@ -168,14 +168,24 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Calls `f` for each Ethernet frame of a pcap or pcapng file.
-pub fn for_each_frame(path: &Path, mut f: impl FnMut(Packet<'_>)) -> Result<u64, PcapError> {
+/// Calls `f` for each Ethernet frame of a pcap or pcapng file; returns the
+/// frames skipped (other link types).
+pub fn for_each_frame(path: &Path, f: impl FnMut(Packet<'_>)) -> Result<u64, PcapError> {
     let file = path.display().to_string();
-    let io = |source| PcapError::Io {
+    let opened = File::open(path).map_err(|source| PcapError::Io {
         file: file.clone(),
         source,
-    };
-    let mut reader = BufReader::with_capacity(64 << 10, File::open(path).map_err(io)?);
+    })?;
+    for_each_frame_in(BufReader::with_capacity(64 << 10, opened), &file, f)
+}
+
+/// [`for_each_frame`] over any reader (`file` names it in errors).
+pub fn for_each_frame_in(
+    mut reader: impl Read,
+    file: &str,
+    mut f: impl FnMut(Packet<'_>),
+) -> Result<u64, PcapError> {
+    let file = file.to_string();
     let mut magic = [0u8; 4];
     reader
         .read_exact(&mut magic)

@@ -96,7 +96,7 @@ impl NetDetector {
                     pass.now,
                     format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
                     json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
-                           "new_mac": mac.to_string(), "source": pass.source}),
+                           "new_mac": mac.to_string(), "source": pass.source, "sources": [pass.source]}),
                 ));
             }
             // First sight of this gateway (or a pass.quiet first start): learn it.
