@@ -162,10 +162,19 @@ pub struct Neighbour {
 /// Identifies one default route: the kernel replaces a route with the same key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RouteKey {
+    /// `inet` or `inet6`.
     pub family: Family,
+    /// The routing table (the main table, 254, is the one followed).
     pub table: u32,
+    /// The route's metric (priority).
     pub metric: u32,
+    /// Type of service (IPv4).
     pub tos: u8,
+    /// IPv6 only: the first next hop (gateway, interface). The kernel keeps an
+    /// IPv6 route per next hop — a static default and two learned from router
+    /// advertisements, all with metric 1024, are three routes, each guarded;
+    /// an IPv4 route with the same table, metric and TOS replaces the old one.
+    pub hop: Option<(Option<IpAddr>, u32)>,
 }
 
 /// One next hop of a default route (a route with several is multipath).

@@ -374,7 +374,7 @@ fn bench_arp_flood() {
     let spoof_sent = send_paced(&lab.mitm, frames, 50_000, (n / 2) as usize);
     let flood_s = t0.elapsed().as_secs_f64();
     let got = receiver.wait_for("spoof", Duration::from_secs(10), |b| {
-        b["kind"] == "gateway_mac_changed" && b["details"]["source"] == "arp"
+        b["kind"] == "gateway_mac_changed" && b["details"]["new_mac"] == "02:de:ad:be:ef:51"
     });
     std::thread::sleep(Duration::from_secs(6));
     let cpu = cpu_ns(pid) - cpu0;

@@ -408,12 +408,17 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
             ifindex: oif,
         });
     }
+    let hop = match family {
+        Family::Inet6 => nexthops.first().map(|h| (h.gateway, h.ifindex)),
+        Family::Inet => None,
+    };
     Some(DefaultRoute {
         key: RouteKey {
             family,
             table,
             metric,
             tos: m.header.tos,
+            hop,
         },
         nexthops,
     })

@@ -37,12 +37,17 @@ fn key(family: Family) -> RouteKey {
         table: 254,
         metric: 0,
         tos: 0,
+        hop: None,
     }
 }
 fn route(gw: &str, ifindex: u32) -> DefaultRoute {
     let ip = v4(gw);
+    let mut key = key(Family::of(&ip));
+    if key.family == Family::Inet6 {
+        key.hop = Some((Some(ip), ifindex));
+    }
     DefaultRoute {
-        key: key(Family::of(&ip)),
+        key,
         nexthops: vec![NextHop {
             gateway: Some(ip),
             ifindex,
