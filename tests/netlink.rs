@@ -38,7 +38,10 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
     let source = details["source"].as_str().unwrap().to_string();
     assert!(source == "netlink" || source == "arp", "{details}");
     assert_eq!(details["sources"], json!([source]));
-    details.as_object_mut().unwrap().retain(|k, _| !k.starts_with("source"));
+    details
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("source"));
     assert_eq!(
         details,
         json!({"interface": "eth0", "ip": "192.0.2.1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:01"})
@@ -244,7 +247,9 @@ fn ipv6_default_route_via_a_link_local_gateway_is_followed() {
     let source = d["source"].as_str().unwrap().to_string();
     assert!(source == "netlink" || source == "ndp", "{d}");
     assert_eq!(d["sources"], json!([source]));
-    d.as_object_mut().unwrap().retain(|k, _| !k.starts_with("source"));
+    d.as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("source"));
     assert_eq!(
         d,
         json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": "02:de:ad:be:ef:06"})
@@ -321,4 +326,96 @@ fn a_flapping_link_is_coalesced() {
     assert_eq!(d["count"], 4, "6 downs, 2 let through: {d}");
     assert_eq!(d["window_s"], 3.0);
     assert_eq!(r.receiver.count_kind("link_down"), 2);
+}
+
+/// A static IPv6 default and two learned from router advertisements, all at
+/// metric 1024: three routes, each gateway guarded. When the advertised ones
+/// go away, the static gateway is still guarded, and a spoofed neighbour
+/// advertisement moving it (taken by the kernel) is `gateway_mac_changed`.
+#[test]
+fn several_ipv6_default_routes_are_each_guarded() {
+    use netsentry::wire::build;
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let static_gw = "2001:db8:1::1";
+    ip(
+        &lab.host,
+        &format!("-6 route add default via {static_gw} dev eth0"),
+    );
+    assert_eq!(lab.resolve_gateway(static_gw), GW_MAC);
+    ip(&lab.mitm, "addr add fe80::77/64 dev eth0 nodad");
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+
+    let mitm = mac_bytes(MITM_MAC);
+    let all: Ipv6Addr = "ff02::1".parse().unwrap();
+    let ra = |from: &str, lifetime: u16| {
+        with_icmpv6_checksum(build::icmpv6(
+            mitm,
+            [0x33, 0x33, 0, 0, 0, 1],
+            from.parse().unwrap(),
+            all,
+            &build::ra_body(mitm, lifetime),
+        ))
+    };
+    send_frames(
+        &lab.mitm,
+        "eth0",
+        vec![ra("fe80::66", 1800), ra("fe80::77", 1800)],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while ip(&lab.host, "-6 route show default").lines().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kernel did not take both advertisements: {}",
+            ip(&lab.host, "-6 route show default")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `status` sees the three routes the kernel has.
+    let (code, out, err) = netsentry_in(
+        &lab.host,
+        &["status", "--json", "-c", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut gateways: Vec<String> = status["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["family"] == "inet6")
+        .map(|g| g["ip"].as_str().unwrap().to_string())
+        .collect();
+    gateways.sort();
+    assert_eq!(gateways, ["2001:db8:1::1", "fe80::66", "fe80::77"], "{out}");
+
+    // The routers withdraw (lifetime 0): the static default stays.
+    send_frames(
+        &lab.mitm,
+        "eth0",
+        vec![ra("fe80::66", 0), ra("fe80::77", 0)],
+    );
+    while ip(&lab.host, "-6 route show default").lines().count() > 1 {
+        assert!(std::time::Instant::now() < deadline + WAIT, "routes stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A spoofed NA moves the static gateway; the kernel takes it.
+    let target: Ipv6Addr = static_gw.parse().unwrap();
+    let na = with_icmpv6_checksum(build::icmpv6(
+        mitm,
+        [0x33, 0x33, 0, 0, 0, 1],
+        "fe80::66".parse().unwrap(),
+        all,
+        &build::na_body(target, true, false, true, mitm),
+    ));
+    send_frames(&lab.mitm, "eth0", vec![na]);
+    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["ip"] == static_gw);
+    assert_eq!(d["new_mac"], MITM_MAC);
+    assert_eq!(d["old_mac"], GW_MAC);
+    drop(agent);
 }

@@ -874,3 +874,30 @@ pub fn write_secret(lab: &Lab) -> PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
     path
 }
+
+/// Sets the ICMPv6 checksum of a frame built by `wire::build::icmpv6` (the
+/// receiving kernel checks it; the agent's parsers do not need it).
+pub fn with_icmpv6_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let ip = 14;
+    let payload = ip + 40;
+    let len = frame.len() - payload;
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += word as u32;
+        }
+    };
+    add(&frame[ip + 8..ip + 40]); // source and destination
+    add(&(len as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    frame[payload + 2] = 0;
+    frame[payload + 3] = 0;
+    add(&frame[payload..]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !(sum as u16);
+    frame[payload + 2..payload + 4].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
