@@ -86,6 +86,7 @@ kinds! {
     ArpStorm => "arp_storm", Warning;
     NdpRouterNew => "ndp_router_new", Warning;
     ArpOwnAddressClaimed => "arp_own_address_claimed", Critical;
+    NdpRedirect => "ndp_redirect", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;
@@ -110,9 +111,18 @@ pub struct Finding {
     /// (see [`Kind::is_condition`]). Receivers that track conditions
     /// (Alertmanager) resolve it; nobody gets it as a new alert.
     pub clears: bool,
+    /// A severity other than the kind's usual one (see [`Finding::raised`]).
+    pub severity: Option<Severity>,
 }
 
 impl Finding {
+    /// The same finding at `severity` (for kinds whose severity depends on
+    /// what was seen, e.g. a redirect to a router nobody knows is critical).
+    pub fn raised(mut self, severity: Severity) -> Finding {
+        self.severity = Some(severity);
+        self
+    }
+
     /// A finding of `kind` at `now`, with a one-line summary and its details.
     pub fn new(
         kind: Kind,
@@ -130,6 +140,7 @@ impl Finding {
             summary: summary.into(),
             details,
             clears: false,
+            severity: None,
         }
     }
 
@@ -197,7 +208,7 @@ impl Alert {
             host: host.to_string(),
             time: finding.time,
             kind: finding.kind,
-            severity: finding.kind.severity(),
+            severity: finding.severity.unwrap_or(finding.kind.severity()),
             summary: finding.summary,
             details: finding.details,
             delivery: Delivery::Alert,

@@ -522,3 +522,49 @@ fn one_gateway_mac_change_is_one_alert_with_every_source() {
         "{d}"
     );
 }
+
+/// A spoofed ICMPv6 redirect from the gateway's address: the kernel routes a
+/// destination via the attacker, no gateway entry changes. `ndp_redirect`,
+/// critical because the new first hop is no router we know.
+#[test]
+fn an_icmpv6_redirect_to_an_unknown_first_hop_is_critical() {
+    let Some(r) = running("") else { return };
+    ip(&r.lab.host, "-6 route add default via fe80::1 dev eth0");
+    assert_eq!(r.lab.resolve_gateway("fe80::1"), GW_MAC);
+    let destination: Ipv6Addr = "2001:db8:99::5".parse().unwrap();
+    let target: Ipv6Addr = "fe80::66".parse().unwrap();
+    let host_ll = ip(&r.lab.host, "-6 addr show dev eth0 scope link");
+    let host_ll: Ipv6Addr = host_ll
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the host's link-local address");
+    let mut body = vec![137, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&target.octets());
+    body.extend_from_slice(&destination.octets());
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&mitm());
+    let host = mac_bytes(&r.lab.host_mac());
+    let redirect = with_icmpv6_checksum(build::icmpv6(
+        mitm(),
+        host,
+        "fe80::1".parse().unwrap(),
+        host_ll,
+        &body,
+    ));
+    send_frames(&r.lab.mitm, "eth0", vec![redirect]);
+    let got = r
+        .receiver
+        .wait_for("ndp_redirect", WAIT, |b| b["kind"] == "ndp_redirect");
+    assert_eq!(got.body["severity"], "critical");
+    assert_eq!(
+        got.body["details"],
+        json!({"interface": "eth0", "router_ip": "fe80::1", "mac": MITM_MAC,
+               "destination": "2001:db8:99::5", "target": "fe80::66", "known_router": false})
+    );
+    // What the kernel did with it: the attack worked, which is why it matters.
+    let route = ip(&r.lab.host, "-6 route get 2001:db8:99::5");
+    assert!(route.contains("via fe80::66"), "{route}");
+}

@@ -274,6 +274,49 @@ impl ArpDetector {
         true
     }
 
+    /// An ICMPv6 redirect (RFC 4861 8): traffic for `destination` should go
+    /// to `target` instead (`target == destination`: it is on-link). A host
+    /// takes it from its current first hop, so a spoofed one moves traffic
+    /// without touching any gateway entry. Warning; critical when the new
+    /// first hop is not a router we know (a gateway or one seen advertising).
+    fn observe_redirect(
+        &mut self,
+        interface: &str,
+        n: &NdpFrame,
+        target: Ipv6Addr,
+        destination: Ipv6Addr,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
+        let known_router = self.gateways.contains_key(&IpAddr::V6(target))
+            || self.routers.contains(&(interface.to_string(), target));
+        let to = match target == destination {
+            true => "on-link (directly to it)".to_string(),
+            false => format!("via {target}"),
+        };
+        let finding = Finding::new(
+            Kind::NdpRedirect,
+            now,
+            format!(
+                "redirect on {interface} from {} ({}): traffic for {destination} to go {to}{}",
+                n.ip_src,
+                n.eth_src,
+                if known_router {
+                    ""
+                } else {
+                    ", a first hop that is not a known router"
+                }
+            ),
+            json!({"interface": interface, "router_ip": n.ip_src.to_string(), "mac": n.eth_src.to_string(),
+                   "destination": destination.to_string(), "target": target.to_string(),
+                   "known_router": known_router}),
+        );
+        out.push(match known_router {
+            true => finding,
+            false => finding.raised(crate::alert::Severity::Critical),
+        });
+    }
+
     /// Looks at one Ethernet frame received on `interface` at `now`.
     pub fn observe(&mut self, interface: &str, bytes: &[u8], now: DateTime<Utc>) -> Vec<Finding> {
         self.counters.frames += 1;
@@ -602,6 +645,10 @@ impl ArpDetector {
                     );
                 }
             }
+            NdpMessage::Redirect {
+                target,
+                destination,
+            } => self.observe_redirect(interface, &n, target, destination, now, out),
             NdpMessage::NeighbourSolicitation { source_mac, .. } if !n.ip_src.is_unspecified() => {
                 // A solicitation from one of our addresses teaches the target
                 // that address's MAC (RFC 4861 7.2.3).
@@ -654,6 +701,36 @@ mod tests {
             [2, 0, 0, 0, 0, 0x10],
             Ipv4Addr::new(192, 0, 2, 10),
         )
+    }
+
+    /// A redirect to another router we know (a second gateway) is a warning;
+    /// to an unknown first hop, critical.
+    #[test]
+    fn redirects() {
+        let mut d = detector();
+        let other: Ipv6Addr = "fe80::2".parse().unwrap();
+        d.set_gateways(&[
+            (IpAddr::V4(GW), Some(mac(GW_MAC))),
+            (IpAddr::V6(other), Some(mac([2, 0, 0, 0, 0, 2]))),
+        ]);
+        let frame = |target: Ipv6Addr| {
+            let mut body = vec![137, 0, 0, 0, 0, 0, 0, 0];
+            body.extend_from_slice(&target.octets());
+            body.extend_from_slice(&"2001:db8:99::5".parse::<Ipv6Addr>().unwrap().octets());
+            build::icmpv6(
+                GW_MAC,
+                [2, 0, 0, 0, 0, 0x10],
+                "fe80::1".parse().unwrap(),
+                "fe80::10".parse().unwrap(),
+                &body,
+            )
+        };
+        let f = d.observe("eth0", &frame(other), t(0));
+        assert_eq!(kinds(&f), [Kind::NdpRedirect]);
+        assert_eq!(f[0].severity, None, "the kind's warning");
+        let f = d.observe("eth0", &frame("fe80::66".parse().unwrap()), t(1));
+        assert_eq!(f[0].severity, Some(crate::alert::Severity::Critical));
+        assert_eq!(f[0].details["known_router"], false);
     }
 
     /// Our address claimed: by our second NIC (ARP flux: benign), by a VRRP

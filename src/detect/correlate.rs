@@ -28,6 +28,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
             | Kind::ArpGatewayConflict
             | Kind::NdpRouterNew
             | Kind::ArpOwnAddressClaimed
+            | Kind::NdpRedirect
     )
 }
 
