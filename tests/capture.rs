@@ -568,3 +568,33 @@ fn an_icmpv6_redirect_to_an_unknown_first_hop_is_critical() {
     let route = ip(&r.lab.host, "-6 route get 2001:db8:99::5");
     assert!(route.contains("via fe80::66"), "{route}");
 }
+
+/// Router advertisements the kernel accepts (it makes the router a default
+/// gateway at once): still `ndp_router_new`, every time, whether netlink or
+/// the frame is seen first.
+#[test]
+fn an_accepted_rogue_router_advertisement_is_always_ndp_router_new() {
+    let Some(r) = running("") else { return };
+    let all: Ipv6Addr = "ff02::1".parse().unwrap();
+    for (n, router) in ["fe80::66", "fe80::77", "fe80::88"].iter().enumerate() {
+        let ra = with_icmpv6_checksum(build::icmpv6(
+            mitm(),
+            [0x33, 0x33, 0, 0, 0, 1],
+            router.parse().unwrap(),
+            all,
+            &build::ra_body(mitm(), 1800),
+        ));
+        send_frames(&r.lab.mitm, "eth0", vec![ra]);
+        let deadline = Instant::now() + WAIT;
+        while !ip(&r.lab.host, "-6 route show default").contains(router) {
+            assert!(
+                Instant::now() < deadline,
+                "the kernel did not take {router}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r.receiver
+            .wait_kind("ndp_router_new", WAIT, |d| d["router_ip"] == *router);
+        assert_eq!(r.receiver.count_kind("ndp_router_new"), n + 1);
+    }
+}

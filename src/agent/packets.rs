@@ -75,6 +75,8 @@ pub struct PacketWatch {
     subnets: HashMap<String, Vec<(IpAddr, u8)>>,
     own_addresses: HashSet<IpAddr>,
     own_macs: HashSet<EtherAddr>,
+    /// The first view was taken (gateways after it are new ones).
+    synced: bool,
     watched: Vec<String>,
     /// Watched interfaces by index, for the frames (which carry only the index).
     by_index: HashMap<u32, String>,
@@ -106,6 +108,7 @@ impl PacketWatch {
             subnets: HashMap::new(),
             own_addresses: HashSet::new(),
             own_macs: HashSet::new(),
+            synced: false,
             watched: Vec::new(),
             by_index: HashMap::new(),
         }
@@ -127,7 +130,9 @@ impl PacketWatch {
         }
         let gateways = merge_gateways(gateways, &self.extra_gateways, Some(net.baseline()));
         if gateways != self.gateways {
-            self.detector.set_gateways(&gateways);
+            // Those of the first view are established; later ones are new.
+            let since = self.synced.then(chrono::Utc::now);
+            self.detector.set_gateways_at(&gateways, since);
             self.gateways = gateways;
         }
         let mut subnets: HashMap<String, Vec<(IpAddr, u8)>> = HashMap::new();
@@ -163,6 +168,7 @@ impl PacketWatch {
             .filter(|l| self.watched.contains(&l.name))
             .map(|l| (l.index, l.name.clone()))
             .collect();
+        self.synced = net.is_ready();
     }
 
     /// The name of a watched interface, or `None` for frames to ignore.

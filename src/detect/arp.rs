@@ -75,7 +75,14 @@ struct GatewayWire {
     claimers: Vec<(EtherAddr, DateTime<Utc>)>,
     /// The set last reported as a conflict, and when.
     conflict_reported: Option<(BTreeSet<EtherAddr>, DateTime<Utc>)>,
+    /// When it became a gateway (`None`: before the detector started).
+    since: Option<DateTime<Utc>>,
 }
+
+/// A gateway that became one this recently is no proof that its router
+/// advertisement is known: the kernel makes a router it has just accepted an
+/// advertisement from a gateway, and netlink may tell before the frame is seen.
+const NEW_GATEWAY_GRACE_S: i64 = 10;
 
 struct StormWindow {
     second: i64,
@@ -212,9 +219,22 @@ impl ArpDetector {
     /// belief may have been moved by the very frame about to be looked at (netlink
     /// and capture race), and a claim must be judged against what was known before.
     pub fn set_gateways(&mut self, gateways: &[(IpAddr, Option<Mac>)]) {
+        self.set_gateways_at(gateways, None);
+    }
+
+    /// [`ArpDetector::set_gateways`], saying when: gateways not known before
+    /// are new since `now` (`None`: established, e.g. at start or in a replay).
+    pub fn set_gateways_at(
+        &mut self,
+        gateways: &[(IpAddr, Option<Mac>)],
+        now: Option<DateTime<Utc>>,
+    ) {
         let mut next = FxHashMap::default();
         for (ip, mac) in gateways {
-            let mut g = self.gateways.remove(ip).unwrap_or_default();
+            let mut g = self.gateways.remove(ip).unwrap_or_else(|| GatewayWire {
+                since: now,
+                ..Default::default()
+            });
             if g.reference.is_none() {
                 g.reference = mac.as_ref().and_then(EtherAddr::from_mac);
             }
@@ -595,12 +615,21 @@ impl ArpDetector {
             NdpMessage::RouterAdvertisement { source_mac, .. } => {
                 let mac = source_mac.unwrap_or(n.eth_src);
                 let key = (interface.to_string(), n.ip_src);
+                // A gateway is proof only when it was one before this
+                // advertisement could have made it one.
+                let established = |g: &GatewayWire| {
+                    g.since
+                        .is_none_or(|t| (now - t).num_seconds() >= NEW_GATEWAY_GRACE_S)
+                };
                 let known = self.routers.contains(&key)
-                    || self.gateways.contains_key(&IpAddr::V6(n.ip_src))
+                    || self
+                        .gateways
+                        .get(&IpAddr::V6(n.ip_src))
+                        .is_some_and(established)
                     || self
                         .gateways
                         .values()
-                        .any(|g| g.reference.as_ref() == Some(&mac));
+                        .any(|g| established(g) && g.reference.as_ref() == Some(&mac));
                 if !known {
                     out.push(Finding::new(
                         Kind::NdpRouterNew,
