@@ -87,6 +87,7 @@ kinds! {
     NdpRouterNew => "ndp_router_new", Warning;
     ArpOwnAddressClaimed => "arp_own_address_claimed", Critical;
     NdpRedirect => "ndp_redirect", Warning;
+    IcmpRedirect => "icmp_redirect", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

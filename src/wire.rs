@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use pnet_packet::Packet;
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, ArpPacket};
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket};
-use pnet_packet::ip::IpNextHeaderProtocols;
 use pnet_packet::ipv6::Ipv6Packet;
 
 use crate::kernel::Mac;
@@ -120,12 +119,37 @@ pub struct NdpFrame {
     pub message: NdpMessage,
 }
 
-/// A parsed frame: ARP or neighbour discovery (anything else is a [`FrameError`]).
+/// An IPv4 ICMP redirect (RFC 792, type 5): `router` tells the host to send
+/// traffic for `destination` via `gateway`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectFrame {
+    /// The frame's Ethernet source.
+    pub eth_src: EtherAddr,
+    /// The innermost VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// Who sent it (the IP source: the first hop it claims to be).
+    pub router: Ipv4Addr,
+    /// The new first hop.
+    pub gateway: Ipv4Addr,
+    /// The destination of the original datagram quoted in the message.
+    pub destination: Ipv4Addr,
+}
+
+/// A parsed frame: ARP, neighbour discovery or an IPv4 ICMP redirect
+/// (anything else is a [`FrameError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// ARP request or reply.
     Arp(ArpFrame),
+    /// ICMPv6 neighbour discovery (also behind extension headers).
     Ndp(NdpFrame),
+    /// IPv4 ICMP redirect.
+    Redirect(RedirectFrame),
 }
+
+/// IPv6 extension headers skipped before the ICMPv6 header (as the capture
+/// filter does: hop-by-hop, destination options, routing, a first fragment).
+const MAX_EXTENSION_HEADERS: usize = 4;
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
@@ -154,6 +178,8 @@ pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
         parse_arp(payload, eth_src, eth_dst, vlan).map(Frame::Arp)
     } else if ethertype == EtherTypes::Ipv6.0 {
         parse_ndp(payload, eth_src, vlan).map(Frame::Ndp)
+    } else if ethertype == EtherTypes::Ipv4.0 {
+        parse_redirect(payload, eth_src, vlan).map(Frame::Redirect)
     } else {
         Err(FrameError::NotNeighbourTraffic)
     }
@@ -203,19 +229,76 @@ fn parse_arp(
     })
 }
 
+/// An IPv4 ICMP redirect: version 4, ICMP, not a later fragment, type 5.
+fn parse_redirect(
+    payload: &[u8],
+    eth_src: EtherAddr,
+    vlan: Option<u16>,
+) -> Result<RedirectFrame, FrameError> {
+    let head = payload.get(..20).ok_or(FrameError::Truncated)?;
+    let header_len = usize::from(head[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([head[2], head[3]])).min(payload.len());
+    let later_fragment = u16::from_be_bytes([head[6], head[7]]) & 0x1fff != 0;
+    if head[0] >> 4 != 4 || head[9] != 1 || header_len < 20 || later_fragment {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    let icmp = payload
+        .get(header_len..total)
+        .ok_or(FrameError::Truncated)?;
+    if icmp.first() != Some(&5) {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    // Type, code, checksum, the gateway, then the original IP header.
+    let quoted = icmp.get(8..28).ok_or(FrameError::Truncated)?;
+    let v4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    Ok(RedirectFrame {
+        eth_src,
+        vlan,
+        router: v4(&head[12..16]),
+        gateway: v4(&icmp[4..8]),
+        destination: v4(&quoted[16..20]),
+    })
+}
+
+/// The ICMPv6 message of an IPv6 packet, past up to [`MAX_EXTENSION_HEADERS`]
+/// extension headers (RA-Guard evasion, RFC 7113); a later fragment holds none.
+fn icmpv6_of(body: &[u8], mut next: u8, payload_len: usize) -> Result<&[u8], FrameError> {
+    // The payload length field, not the frame, bounds the message (frames are padded).
+    let mut rest = &body[..payload_len.min(body.len())];
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        let skip = match next {
+            58 => break,
+            0 | 43 | 60 => usize::from(*rest.get(1).ok_or(FrameError::Truncated)?) * 8 + 8,
+            44 => {
+                let offset = rest.get(2..4).ok_or(FrameError::Truncated)?;
+                if u16::from_be_bytes([offset[0], offset[1]]) & 0xfff8 != 0 {
+                    return Err(FrameError::NotNeighbourTraffic);
+                }
+                8
+            }
+            _ => return Err(FrameError::NotNeighbourTraffic),
+        };
+        next = *rest.first().ok_or(FrameError::Truncated)?;
+        rest = rest.get(skip..).ok_or(FrameError::Truncated)?;
+    }
+    if next != 58 {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    Ok(rest)
+}
+
 fn parse_ndp(
     payload: &[u8],
     eth_src: EtherAddr,
     vlan: Option<u16>,
 ) -> Result<NdpFrame, FrameError> {
     let ip = Ipv6Packet::new(payload).ok_or(FrameError::Truncated)?;
-    if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
-        return Err(FrameError::NotNeighbourTraffic);
-    }
-    // The payload length field, not the frame, bounds the message (frames are padded).
-    let body = ip.payload();
-    let len = (ip.get_payload_length() as usize).min(body.len());
-    let icmp = &body[..len];
+    let body = payload.get(40..).ok_or(FrameError::Truncated)?;
+    let icmp = icmpv6_of(
+        body,
+        ip.get_next_header().0,
+        ip.get_payload_length() as usize,
+    )?;
     if icmp.len() < 4 {
         return Err(FrameError::Truncated);
     }

@@ -598,3 +598,43 @@ fn an_accepted_rogue_router_advertisement_is_always_ndp_router_new() {
         assert_eq!(r.receiver.count_kind("ndp_router_new"), n + 1);
     }
 }
+
+/// An IPv4 ICMP redirect claiming to come from the gateway, moving a
+/// destination to the attacker: `icmp_redirect`, critical.
+#[test]
+fn an_ipv4_icmp_redirect_is_seen() {
+    let Some(r) = running("") else { return };
+    let host = mac_bytes(&r.lab.host_mac());
+    let mut f = host.to_vec();
+    f.extend_from_slice(&mitm());
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 1, 192, 0, 2, 10,
+    ];
+    let mut icmp = vec![5, 1, 0, 0, 192, 0, 2, 66];
+    icmp.extend_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 99,
+    ]);
+    icmp.extend_from_slice(&[0; 8]);
+    let total = (ipv4.len() + icmp.len()) as u16;
+    ipv4[2..4].copy_from_slice(&total.to_be_bytes());
+    // A valid header checksum: a bridge with br_netfilter drops others.
+    let sum: u32 = ipv4
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ipv4[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    f.extend(ipv4);
+    f.extend(icmp);
+    send_frames(&r.lab.mitm, "eth0", vec![f]);
+    let got = r
+        .receiver
+        .wait_for("icmp_redirect", WAIT, |b| b["kind"] == "icmp_redirect");
+    assert_eq!(got.body["severity"], "critical");
+    assert_eq!(
+        got.body["details"],
+        json!({"interface": "eth0", "router_ip": "192.0.2.1", "mac": MITM_MAC,
+               "destination": "198.51.100.99", "target": "192.0.2.66", "known_router": false})
+    );
+}

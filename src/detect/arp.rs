@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::alert::{Finding, Kind};
 use crate::detect::stations::{Sighting, StationTable, same_name};
 use crate::kernel::Mac;
-use crate::wire::{self, ArpFrame, EtherAddr, Frame, FrameError, NdpFrame, NdpMessage};
+use crate::wire::{
+    self, ArpFrame, EtherAddr, Frame, FrameError, NdpFrame, NdpMessage, RedirectFrame,
+};
 
 /// Distinct senders counted per interface and second for `arp_storm`.
 const MAX_STORM_SENDERS: usize = 1024;
@@ -62,6 +64,8 @@ pub struct ArpCounters {
     /// Frames of other protocols (only in replay; live capture filters them in the kernel).
     pub other: u64,
     pub stations_evicted: u64,
+    /// IPv4 ICMP redirects.
+    pub redirects: u64,
 }
 
 /// What is known about one gateway on the wire.
@@ -337,6 +341,42 @@ impl ArpDetector {
         });
     }
 
+    /// An IPv4 ICMP redirect: `icmp_redirect`, warning; critical when the new
+    /// first hop is not a gateway we know (Linux takes redirects by default:
+    /// `accept_redirects`).
+    fn observe_redirect4(
+        &mut self,
+        interface: &str,
+        r: &RedirectFrame,
+        now: DateTime<Utc>,
+        out: &mut Vec<Finding>,
+    ) {
+        let known_router = self.gateways.contains_key(&IpAddr::V4(r.gateway));
+        let finding = Finding::new(
+            Kind::IcmpRedirect,
+            now,
+            format!(
+                "ICMP redirect on {interface} from {} ({}): traffic for {} to go via {}{}",
+                r.router,
+                r.eth_src,
+                r.destination,
+                r.gateway,
+                if known_router {
+                    ""
+                } else {
+                    ", a first hop that is not a known gateway"
+                }
+            ),
+            json!({"interface": interface, "router_ip": r.router.to_string(), "mac": r.eth_src.to_string(),
+                   "destination": r.destination.to_string(), "target": r.gateway.to_string(),
+                   "known_router": known_router}),
+        );
+        out.push(match known_router {
+            true => finding,
+            false => finding.raised(crate::alert::Severity::Critical),
+        });
+    }
+
     /// Looks at one Ethernet frame received on `interface` at `now`.
     pub fn observe(&mut self, interface: &str, bytes: &[u8], now: DateTime<Utc>) -> Vec<Finding> {
         self.counters.frames += 1;
@@ -355,6 +395,7 @@ impl ArpDetector {
         let eth_src = match &frame {
             Frame::Arp(a) => a.eth_src,
             Frame::Ndp(n) => n.eth_src,
+            Frame::Redirect(r) => r.eth_src,
         };
         let second = now.timestamp();
         self.count_for_storm(interface, &eth_src, now, second, &mut out);
@@ -366,6 +407,10 @@ impl ArpDetector {
             Frame::Ndp(n) => {
                 self.counters.ndp += 1;
                 self.observe_ndp(interface, n, now, &mut out);
+            }
+            Frame::Redirect(r) => {
+                self.counters.redirects += 1;
+                self.observe_redirect4(interface, &r, now, &mut out);
             }
         }
         out

@@ -29,6 +29,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
             | Kind::NdpRouterNew
             | Kind::ArpOwnAddressClaimed
             | Kind::NdpRedirect
+            | Kind::IcmpRedirect
     )
 }
 

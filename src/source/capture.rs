@@ -1,12 +1,11 @@
 //! Packet capture: one AF_PACKET socket for all interfaces, with a classic BPF
-//! filter attached so that the kernel only hands over ARP and ICMPv6 neighbour
-//! discovery (types 133-137), tagged (802.1Q/802.1ad) or not. Everything else —
-//! a server's real traffic — never leaves the kernel.
+//! filter attached so that the kernel only hands over ARP, ICMPv6 neighbour
+//! discovery (types 133-137, also behind extension headers or in a first
+//! fragment) and IPv4 ICMP redirects, tagged (802.1Q/802.1ad) or not.
+//! Everything else — a server's real traffic — never leaves the kernel.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-
-use nix::sys::socket::{LinkAddr, recvfrom};
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::sys;
 use std::time::{Duration, Instant};
@@ -40,59 +39,178 @@ const MAX_BATCH: usize = 1024;
 
 // Classic BPF opcodes (linux/filter.h).
 const LDH_ABS: u16 = 0x28;
-const LDB_ABS: u16 = 0x30;
+const LDH_IND: u16 = 0x48;
+const LDB_IND: u16 = 0x50;
+const LD_MEM: u16 = 0x60;
+const LDX_IMM: u16 = 0x01;
+const ST: u16 = 0x02;
+const ADD_K: u16 = 0x04;
+const ADD_X: u16 = 0x0c;
+const AND_K: u16 = 0x54;
+const LSH_K: u16 = 0x64;
+const TAX: u16 = 0x07;
+const TXA: u16 = 0x87;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const JGT_K: u16 = 0x25;
+const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
+
+/// IPv6 extension headers walked before giving up (RA-Guard evasion, RFC
+/// 7113, stacks a few; more than this is rejected).
+const MAX_EXTENSION_HEADERS: usize = 4;
 
 enum Op {
     Ldh(u32),
-    Ldb(u32),
+    /// Half word / byte at X + k.
+    LdhInd(u32),
+    LdbInd(u32),
+    /// A = M[k], M[k] = A.
+    LdMem(u32),
+    St(u32),
+    /// X = k.
+    LdxImm(u32),
+    /// A = A + k, A = A + X, A = A & k, A = A << k.
+    AddK(u32),
+    AddX,
+    AndK(u32),
+    LshK(u32),
+    /// X = A, A = X.
+    Tax,
+    Txa,
     /// Compare with k; go to the named labels (or fall through with `None`).
     Jump(u16, u32, Option<&'static str>, Option<&'static str>),
     Ret(u32),
     Label(&'static str),
 }
 
-/// Checks the ethertype at `offset` (12 untagged, 16 one tag, 20 two tags) for
-/// ARP, or IPv6 + ICMPv6 + type 133..=137.
-fn branch(offset: u32, name: &'static str) -> Vec<Op> {
-    use Op::*;
-    vec![
-        Label(name),
-        Ldh(offset),
-        Jump(JEQ_K, 0x0806, Some("accept"), None),
-        Jump(JEQ_K, 0x86dd, None, Some("reject")),
-        Ldb(offset + 2 + 6),
-        Jump(JEQ_K, 58, None, Some("reject")),
-        Ldb(offset + 2 + 40),
-        Jump(JGE_K, 133, None, Some("reject")),
-        Jump(JGT_K, 137, Some("reject"), Some("accept")),
-    ]
-}
+/// The labels of the extension-header walk, one set per step (the program has
+/// no loops: the walk is unrolled).
+const EXT_LABELS: [(&str, &str, &str); MAX_EXTENSION_HEADERS + 1] = [
+    ("next0", "ext0", "frag0"),
+    ("next1", "ext1", "frag1"),
+    ("next2", "ext2", "frag2"),
+    ("next3", "ext3", "frag3"),
+    ("next4", "ext4", "frag4"),
+];
 
-/// The filter program, assembled from labels into `sock_filter`s.
-pub fn filter_program() -> Vec<libc::sock_filter> {
+/// The filter program: ARP; ICMPv6 neighbour discovery (types 133..=137, also
+/// behind up to four hop-by-hop, destination-options or routing headers, and
+/// in a first fragment); IPv4 ICMP redirects (type 5, first fragments);
+/// untagged or under one or two VLAN tags. X holds where the current header
+/// starts; M[0] the next header's protocol number.
+fn program_ops() -> Vec<Op> {
     use Op::*;
     let mut ops = vec![
+        // Where the ethertype is: 12, 16 or 20 (802.1Q / 802.1ad tags).
         Ldh(12),
         Jump(JEQ_K, 0x8100, Some("tag1"), None),
-        Jump(JEQ_K, 0x88a8, Some("tag1"), Some("plain")),
+        Jump(JEQ_K, 0x88a8, Some("tag1"), None),
+        LdxImm(12),
+        Jump(JEQ_K, 0, Some("ethertype"), Some("ethertype")),
+        Label("tag1"),
+        Ldh(16),
+        Jump(JEQ_K, 0x8100, Some("tag2"), None),
+        LdxImm(16),
+        Jump(JEQ_K, 0, Some("ethertype"), Some("ethertype")),
+        Label("tag2"),
+        LdxImm(20),
+        Label("ethertype"),
+        LdhInd(0),
+        Jump(JEQ_K, 0x0806, Some("accept"), None),
+        Jump(JEQ_K, 0x86dd, Some("ipv6"), None),
+        Jump(JEQ_K, 0x0800, None, Some("reject")),
+        // IPv4: ICMP (1), first fragment, type 5 (redirect).
+        Txa,
+        AddK(2),
+        Tax,
+        LdbInd(9),
+        Jump(JEQ_K, 1, None, Some("reject")),
+        LdhInd(6),
+        Jump(JSET_K, 0x1fff, Some("reject"), None),
+        LdbInd(0),
+        AndK(0x0f),
+        LshK(2),
+        AddX,
+        Tax,
+        LdbInd(0),
+        Jump(JEQ_K, 5, Some("accept"), Some("reject")),
+        // IPv6: the next header, then X past the fixed header.
+        Label("ipv6"),
+        Txa,
+        AddK(2),
+        Tax,
+        LdbInd(6),
+        St(0),
+        Txa,
+        AddK(40),
+        Tax,
+        LdMem(0),
     ];
-    ops.extend(branch(12, "plain"));
-    ops.push(Label("tag1"));
-    ops.push(Ldh(16));
-    ops.push(Jump(JEQ_K, 0x8100, Some("tagged2"), Some("tagged1")));
-    ops.extend(branch(16, "tagged1"));
-    ops.extend(branch(20, "tagged2"));
+    for (step, (next, ext, frag)) in EXT_LABELS.iter().enumerate() {
+        let last = step == MAX_EXTENSION_HEADERS;
+        ops.push(Label(next));
+        ops.push(Jump(JEQ_K, 58, Some("icmpv6"), None));
+        if last {
+            ops.push(Jump(JEQ_K, 0, Some("reject"), Some("reject")));
+            break;
+        }
+        ops.extend([
+            Jump(JEQ_K, 0, Some(ext), None),
+            Jump(JEQ_K, 60, Some(ext), None),
+            Jump(JEQ_K, 43, Some(ext), None),
+            Jump(JEQ_K, 44, Some(frag), Some("reject")),
+            // Hop-by-hop, destination options, routing: (length + 1) * 8 bytes.
+            Label(ext),
+            LdbInd(0),
+            St(0),
+            LdbInd(1),
+            AddK(1),
+            LshK(3),
+            AddX,
+            Tax,
+            LdMem(0),
+            Jump(
+                JEQ_K,
+                0,
+                Some(EXT_LABELS[step + 1].0),
+                Some(EXT_LABELS[step + 1].0),
+            ),
+            // Fragment: 8 bytes; only a first fragment holds the ICMPv6 header.
+            Label(frag),
+            LdhInd(2),
+            Jump(JSET_K, 0xfff8, Some("reject"), None),
+            LdbInd(0),
+            St(0),
+            Txa,
+            AddK(8),
+            Tax,
+            LdMem(0),
+            Jump(
+                JEQ_K,
+                0,
+                Some(EXT_LABELS[step + 1].0),
+                Some(EXT_LABELS[step + 1].0),
+            ),
+        ]);
+    }
     ops.extend([
+        Label("icmpv6"),
+        LdbInd(0),
+        Jump(JGE_K, 133, None, Some("reject")),
+        Jump(JGT_K, 137, Some("reject"), Some("accept")),
         Label("accept"),
         Ret(SNAPLEN as u32),
         Label("reject"),
         Ret(0),
     ]);
+    ops
+}
 
+/// The filter program, assembled from labels into `sock_filter`s.
+pub fn filter_program() -> Vec<libc::sock_filter> {
+    use Op::*;
+    let ops = program_ops();
     let mut positions = std::collections::HashMap::new();
     let mut pc = 0usize;
     for op in &ops {
@@ -103,6 +221,12 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
             _ => pc += 1,
         }
     }
+    let plain = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
     let mut out = Vec::new();
     for op in &ops {
         let here = out.len();
@@ -117,12 +241,17 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
                 jf: 0,
                 k: *k,
             },
-            Ldb(k) => libc::sock_filter {
-                code: LDB_ABS,
-                jt: 0,
-                jf: 0,
-                k: *k,
-            },
+            LdhInd(k) => plain(LDH_IND, *k),
+            LdbInd(k) => plain(LDB_IND, *k),
+            LdMem(k) => plain(LD_MEM, *k),
+            St(k) => plain(ST, *k),
+            LdxImm(k) => plain(LDX_IMM, *k),
+            AddK(k) => plain(ADD_K, *k),
+            AddX => plain(ADD_X, 0),
+            AndK(k) => plain(AND_K, *k),
+            LshK(k) => plain(LSH_K, *k),
+            Tax => plain(TAX, 0),
+            Txa => plain(TXA, 0),
             Jump(code, k, jt, jf) => libc::sock_filter {
                 code: *code,
                 jt: rel(jt),
@@ -213,17 +342,15 @@ pub fn run(
         }
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
-            let (n, addr) = match recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) {
-                Ok((n, Some(addr))) => (n, addr),
-                Ok((_, None)) => continue,
-                Err(_) => break, // EAGAIN: drained (or an error poll will report)
+            let Some((n, ifindex, pkttype)) = sys::recv_frame(fd.as_fd(), &mut buf) else {
+                break; // EAGAIN: drained (or an error poll will report)
             };
             // Our own frames tell nothing about the network.
-            if addr.pkttype() == libc::PACKET_OUTGOING {
+            if pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             batch.push(CapturedFrame {
-                ifindex: addr.ifindex() as u32,
+                ifindex,
                 time: Utc::now(),
                 data: buf[..n].to_vec(),
             });
@@ -241,7 +368,8 @@ mod tests {
     /// A classic BPF interpreter for the opcodes the filter uses, to test the
     /// program without a socket.
     fn run_filter(program: &[libc::sock_filter], pkt: &[u8]) -> u32 {
-        let mut a: u32 = 0;
+        let (mut a, mut x): (u32, u32) = (0, 0);
+        let mut mem = [0u32; 16];
         let mut pc = 0;
         while pc < program.len() {
             let i = program[pc];
@@ -251,14 +379,28 @@ mod tests {
                     Some(b) => a = u16::from_be_bytes([b[0], b[1]]) as u32,
                     None => return 0,
                 },
-                LDB_ABS => match pkt.get(i.k as usize) {
+                LDH_IND => match pkt.get((x + i.k) as usize..(x + i.k) as usize + 2) {
+                    Some(b) => a = u16::from_be_bytes([b[0], b[1]]) as u32,
+                    None => return 0,
+                },
+                LDB_IND => match pkt.get((x + i.k) as usize) {
                     Some(b) => a = *b as u32,
                     None => return 0,
                 },
-                JEQ_K | JGE_K | JGT_K => {
+                LD_MEM => a = mem[i.k as usize],
+                ST => mem[i.k as usize] = a,
+                LDX_IMM => x = i.k,
+                ADD_K => a = a.wrapping_add(i.k),
+                ADD_X => a = a.wrapping_add(x),
+                AND_K => a &= i.k,
+                LSH_K => a <<= i.k,
+                TAX => x = a,
+                TXA => a = x,
+                JEQ_K | JGE_K | JGT_K | JSET_K => {
                     let taken = match i.code {
                         JEQ_K => a == i.k,
                         JGE_K => a >= i.k,
+                        JSET_K => a & i.k != 0,
                         _ => a > i.k,
                     };
                     pc += if taken { i.jt as usize } else { i.jf as usize };
@@ -302,5 +444,111 @@ mod tests {
         assert_eq!(run_filter(&p, &ipv4), 0);
         assert_eq!(run_filter(&p, &build::tagged(&ipv4, 9)), 0);
         assert_eq!(run_filter(&p, &[0u8; 4]), 0, "short frames are rejected");
+    }
+
+    /// An IPv6 packet with `headers` (next-header number, bytes) before the
+    /// ICMPv6 body, as a frame.
+    fn with_headers(headers: &[(u8, Vec<u8>)], body: &[u8]) -> Vec<u8> {
+        let m = [2, 0, 0, 0, 0, 1];
+        let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let mut payload = Vec::new();
+        for (i, (_, h)) in headers.iter().enumerate() {
+            let mut h = h.clone();
+            h[0] = headers.get(i + 1).map(|(n, _)| *n).unwrap_or(58);
+            payload.extend(h);
+        }
+        payload.extend_from_slice(body);
+        let mut f = crate::wire::build::icmpv6(m, m, ll, ll, &payload);
+        f[20] = headers.first().map(|(n, _)| *n).unwrap_or(58);
+        f
+    }
+
+    /// RA-Guard evasion (RFC 7113): NDP behind extension headers or in a first
+    /// fragment reaches the detectors; later fragments and other traffic do not.
+    #[test]
+    fn the_filter_walks_ipv6_extension_headers() {
+        use crate::wire::{self, Frame, build};
+        let p = filter_program();
+        assert!(
+            p.len() < 256,
+            "every forward jump fits in a u8: {}",
+            p.len()
+        );
+        let m = [2, 0, 0, 0, 0, 0x66];
+        let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let na = build::na_body(ll, true, false, true, m);
+        let hop_by_hop = (0u8, vec![0, 0, 1, 4, 0, 0, 0, 0]);
+        let dest_opts = (60u8, vec![0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let first_fragment = (44u8, vec![0, 0, 0, 1, 0, 0, 0, 7]);
+        let later_fragment = (44u8, vec![0, 0, 0, 0x41, 0, 0, 0, 7]);
+        for headers in [
+            vec![hop_by_hop.clone()],
+            vec![dest_opts.clone()],
+            vec![hop_by_hop.clone(), dest_opts.clone()],
+            vec![first_fragment.clone()],
+            vec![
+                hop_by_hop.clone(),
+                dest_opts.clone(),
+                first_fragment.clone(),
+            ],
+        ] {
+            let frame = with_headers(&headers, &na);
+            assert_eq!(run_filter(&p, &frame), SNAPLEN as u32, "{headers:?}");
+            assert_eq!(run_filter(&p, &build::tagged(&frame, 3)), SNAPLEN as u32);
+            // And the parser reads the same message.
+            match wire::parse(&frame) {
+                Ok(Frame::Ndp(n)) => assert!(matches!(
+                    n.message,
+                    wire::NdpMessage::NeighbourAdvertisement { .. }
+                )),
+                other => panic!("{headers:?}: {other:?}"),
+            }
+        }
+        assert_eq!(run_filter(&p, &with_headers(&[later_fragment], &na)), 0);
+        let five = vec![dest_opts.clone(); 5];
+        assert_eq!(run_filter(&p, &with_headers(&five, &na)), 0, "bounded walk");
+        let echo = [128, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(run_filter(&p, &with_headers(&[hop_by_hop], &echo)), 0);
+    }
+
+    /// IPv4: ICMP redirects pass (first fragments), everything else does not.
+    #[test]
+    fn the_filter_passes_ipv4_icmp_redirects_only() {
+        use crate::wire::{self, Frame};
+        let p = filter_program();
+        let ip4 = |protocol: u8, icmp_type: u8, frag: u16, options: usize| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x08, 0x00]);
+            let ihl = 5 + options / 4;
+            let mut ip = vec![0x40 | ihl as u8, 0, 0, 0, 0, 0];
+            ip.extend_from_slice(&frag.to_be_bytes());
+            ip.extend_from_slice(&[64, protocol, 0, 0, 192, 0, 2, 1, 192, 0, 2, 10]);
+            ip.extend(std::iter::repeat_n(1u8, options));
+            let mut icmp = vec![icmp_type, 1, 0, 0, 192, 0, 2, 66];
+            icmp.extend_from_slice(&[
+                0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 99,
+            ]);
+            icmp.extend_from_slice(&[0; 8]);
+            let total = (ip.len() + icmp.len()) as u16;
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            f.extend(ip);
+            f.extend(icmp);
+            f
+        };
+        for options in [0, 8] {
+            let redirect = ip4(1, 5, 0, options);
+            assert_eq!(run_filter(&p, &redirect), SNAPLEN as u32);
+            match wire::parse(&redirect) {
+                Ok(Frame::Redirect(r)) => {
+                    assert_eq!(r.gateway.to_string(), "192.0.2.66");
+                    assert_eq!(r.destination.to_string(), "198.51.100.99");
+                    assert_eq!(r.router.to_string(), "192.0.2.1");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(run_filter(&p, &ip4(1, 8, 0, 0)), 0, "echo");
+        assert_eq!(run_filter(&p, &ip4(6, 5, 0, 0)), 0, "TCP");
+        assert_eq!(run_filter(&p, &ip4(1, 5, 0x0010, 0)), 0, "a later fragment");
     }
 }

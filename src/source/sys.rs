@@ -1,6 +1,6 @@
-//! The few socket calls `nix` does not wrap, for the AF_PACKET capture socket.
-//! Everything else (socket, poll, recvfrom, SO_RCVBUF[FORCE], the clock) goes
-//! through `nix`; each `unsafe` block here says why it is sound.
+//! The few socket calls `nix` does not wrap (or wraps too strictly), for the
+//! AF_PACKET capture socket. Everything else (socket, poll, SO_RCVBUF[FORCE],
+//! the clock) goes through `nix`; each `unsafe` block here says why it is sound.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -50,6 +50,29 @@ pub fn bind_all_interfaces(fd: BorrowedFd<'_>) -> io::Result<()> {
         )
     };
     check(rc, "bind AF_PACKET socket")
+}
+
+/// Receives one frame without waiting: (length, interface index, packet
+/// type), `None` when nothing is queued. nix's `recvfrom::<LinkAddr>` refuses
+/// the address when the kernel reports it shorter than a whole `sockaddr_ll`
+/// (18 bytes for a 6-byte MAC), so the frame's address is read here.
+pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<(usize, u32, u8)> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` and `addr` are valid for writes of the lengths given, and
+    // the kernel writes at most those.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            &mut addr as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    (n >= 0).then_some((n as usize, addr.sll_ifindex as u32, addr.sll_pkttype))
 }
 
 /// Reads and resets the kernel's capture counters (PACKET_STATISTICS; nix has
