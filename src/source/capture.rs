@@ -98,7 +98,8 @@ const EXT_LABELS: [(&str, &str, &str); MAX_EXTENSION_HEADERS + 1] = [
 /// behind up to four hop-by-hop, destination-options or routing headers, and
 /// in a first fragment); IPv4 ICMP redirects (type 5, first fragments);
 /// untagged or under one or two VLAN tags. X holds where the current header
-/// starts; M[0] the next header's protocol number.
+/// starts; M[0] the next header's protocol number. (~110 lines on purpose:
+/// the program is listed one instruction per line, in the order it runs.)
 fn program_ops() -> Vec<Op> {
     use Op::*;
     let mut ops = vec![
