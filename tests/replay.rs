@@ -22,8 +22,7 @@ fn at(s: u64) -> Duration {
     Duration::from_secs(1_800_000_000 + s)
 }
 
-/// A short story: stations come, one changes and flips back, a poisoner claims
-/// the gateway and the real one answers again.
+/// A short story: stations come, one changes and flips back, a poisoner claims the gateway.
 fn story() -> Vec<(Duration, Vec<u8>)> {
     let s = Ipv4Addr::new(192, 0, 2, 50);
     vec![
@@ -32,8 +31,7 @@ fn story() -> Vec<(Duration, Vec<u8>)> {
         (at(2), reply([2, 0, 0, 0, 0, 0xb], s)),
         (at(3), reply([2, 0, 0, 0, 0, 0xa], s)),
         (at(4), reply(EVIL, GW)),
-        // The real gateway answers again: two MACs really answer (a conflict).
-        (at(5), reply(GWM, GW)),
+        (at(5), reply(EVIL, GW)),
         (at(6), reply(GWM, GW)[..20].to_vec()),
     ]
 }
@@ -61,7 +59,11 @@ fn config_with_gateway(dir: &std::path::Path) -> std::path::PathBuf {
 fn pcap_replay_reports_every_finding_with_packet_time() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("story.pcap");
-    write_pcap(&pcap, &story());
+    // The real gateway answers again after the poisoner: two MACs really
+    // answer, a conflict (one change alone is not).
+    let mut frames = story();
+    frames[5] = (at(5), reply(GWM, GW));
+    write_pcap(&pcap, &frames);
     let config = config_with_gateway(dir.path());
     let (code, out, err) = netsentry(&[
         "replay",
