@@ -15,6 +15,7 @@ use super::setup::*;
 use super::tls::TlsWatch;
 use crate::config::Config;
 use crate::detect::lifecycle;
+use crate::detect::merge::SameChange;
 use crate::sink::webhook::Outbox;
 use crate::source::tls_scheduler;
 
@@ -114,6 +115,8 @@ impl Agent {
     /// The detectors and feeds a reload replaces, and their timers.
     fn rebuild_sources(&mut self, rebuild: Rebuild, new: &Config) {
         if rebuild.packets {
+            // The same-change window is [arp] conflict_window.
+            self.out.same_change = SameChange::new(new.arp.conflict_window.0);
             self.packets.save(&self.state_dir);
             self.packets = PacketWatch::load(new);
             self.packets.sync(&self.detector);

@@ -84,6 +84,11 @@ enum Op {
     Label(&'static str),
 }
 
+/// An unconditional jump (both branches of a comparison to `label`).
+fn goto(label: &'static str) -> Op {
+    Op::Jump(JEQ_K, 0, Some(label), Some(label))
+}
+
 /// The labels of the extension-header walk, one set per step (the program has
 /// no loops: the walk is unrolled).
 const EXT_LABELS: [(&str, &str, &str); MAX_EXTENSION_HEADERS + 1] = [
@@ -108,12 +113,12 @@ fn program_ops() -> Vec<Op> {
         Jump(JEQ_K, 0x8100, Some("tag1"), None),
         Jump(JEQ_K, 0x88a8, Some("tag1"), None),
         LdxImm(12),
-        Jump(JEQ_K, 0, Some("ethertype"), Some("ethertype")),
+        goto("ethertype"),
         Label("tag1"),
         Ldh(16),
         Jump(JEQ_K, 0x8100, Some("tag2"), None),
         LdxImm(16),
-        Jump(JEQ_K, 0, Some("ethertype"), Some("ethertype")),
+        goto("ethertype"),
         Label("tag2"),
         LdxImm(20),
         Label("ethertype"),
@@ -153,7 +158,7 @@ fn program_ops() -> Vec<Op> {
         ops.push(Label(next));
         ops.push(Jump(JEQ_K, 58, Some("icmpv6"), None));
         if last {
-            ops.push(Jump(JEQ_K, 0, Some("reject"), Some("reject")));
+            ops.push(goto("reject"));
             break;
         }
         ops.extend([
@@ -171,12 +176,7 @@ fn program_ops() -> Vec<Op> {
             AddX,
             Tax,
             LdMem(0),
-            Jump(
-                JEQ_K,
-                0,
-                Some(EXT_LABELS[step + 1].0),
-                Some(EXT_LABELS[step + 1].0),
-            ),
+            goto(EXT_LABELS[step + 1].0),
             // Fragment: 8 bytes; only a first fragment holds the ICMPv6 header.
             Label(frag),
             LdhInd(2),
@@ -187,12 +187,7 @@ fn program_ops() -> Vec<Op> {
             AddK(8),
             Tax,
             LdMem(0),
-            Jump(
-                JEQ_K,
-                0,
-                Some(EXT_LABELS[step + 1].0),
-                Some(EXT_LABELS[step + 1].0),
-            ),
+            goto(EXT_LABELS[step + 1].0),
         ]);
     }
     ops.extend([
