@@ -66,6 +66,7 @@ kinds! {
     AgentStopping => "agent_stopping", Info;
     AgentHeartbeat => "agent_heartbeat", Info;
     GatewayMacChanged => "gateway_mac_changed", Critical;
+    GatewayMacTrusted => "gateway_mac_trusted", Info;
     GatewayChanged => "gateway_changed", Warning;
     GatewayUnreachable => "gateway_unreachable", Warning;
     LinkDown => "link_down", Warning;

@@ -424,3 +424,94 @@ fn several_ipv6_default_routes_are_each_guarded() {
     assert_eq!(d["old_mac"], GW_MAC);
     drop(agent);
 }
+
+#[test]
+fn a_spoofed_gateway_mac_stays_suspect_until_accepted_by_hand() {
+    let Some(r) = start_agent("") else { return };
+    let config = r.lab.path("netsentry.toml");
+    let config = config.to_str().unwrap();
+    let evil = "02:de:ad:be:ef:03";
+    send_gratuitous_arp(&r.lab.gw, "eth0", GW_IP.parse().unwrap(), mac_bytes(evil));
+    r.receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    // The kernel took it; the baseline did not: it holds it as a suspect.
+    let baseline_file = r.lab.path("state/baseline.json");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&baseline_file)
+        .unwrap_or_default()
+        .contains("suspect")
+    {
+        assert!(std::time::Instant::now() < deadline, "no suspect saved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        r.lab
+            .ip(&r.lab.host, &["neigh", "show", GW_IP])
+            .contains(evil)
+    );
+    let (code, out, err) = netsentry(&["baseline", "-c", config]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.contains("192.0.2.1")).unwrap();
+    assert!(line.contains(&format!("trusted {GW_MAC}")), "{out}");
+    assert!(
+        out.contains(&format!("SUSPECT: answers from {evil}")),
+        "{out}"
+    );
+    // JSON for scripts.
+    let (_, json_out, _) = netsentry(&["baseline", "show", "--json", "-c", config]);
+    let doc: Value = serde_json::from_str(&json_out).unwrap();
+    let g = doc["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["ip"] == GW_IP)
+        .unwrap();
+    assert_eq!(
+        (&g["mac"], &g["suspect"]["mac"]),
+        (&json!(GW_MAC), &json!(evil))
+    );
+
+    // Accepted by hand, applied by the running agent at SIGHUP.
+    let (code, out, err) = netsentry(&["baseline", "accept", GW_IP, "-c", config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("recorded: accept {evil} for {GW_IP}")),
+        "{out}"
+    );
+    let (_, out, _) = netsentry(&["baseline", "-c", config]);
+    assert!(
+        out.contains("pending (not applied by the agent yet)"),
+        "{out}"
+    );
+    unsafe { libc::kill(r.agent.pid(), libc::SIGHUP) };
+    let d = r.receiver.wait_kind("gateway_mac_trusted", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": GW_IP, "old_mac": GW_MAC, "new_mac": evil, "how": "accepted"})
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, out, _) = netsentry(&["baseline", "-c", config]);
+        if out.contains(&format!("trusted {evil}  accepted")) && !out.contains("SUSPECT") {
+            assert!(!out.contains("pending"), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not applied:\n{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing left to accept; unknown addresses are refused with a sentence.
+    let (code, _, err) = netsentry(&["baseline", "accept", GW_IP, "-c", config]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{GW_IP} has no suspect MAC: it is trusted at {evil}"
+        )),
+        "{err}"
+    );
+    let (code, _, err) = netsentry(&["baseline", "forget", "192.0.2.99", "-c", config]);
+    assert_eq!(code, 2);
+    assert!(err.contains("192.0.2.99 is not in the baseline"), "{err}");
+    // The real router answering again is now the change.
+    send_gratuitous_arp(&r.lab.gw, "eth0", GW_IP.parse().unwrap(), mac_bytes(GW_MAC));
+    r.receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["new_mac"] == GW_MAC);
+}

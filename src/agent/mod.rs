@@ -326,6 +326,25 @@ impl Agent {
             }
         }
         self.out.emit(findings);
+        self.apply_decisions();
+    }
+
+    /// The operator's `netsentry baseline accept|forget` decisions waiting in
+    /// `state_dir`: applied after each full dump (start, reconcile) and at SIGHUP.
+    pub(super) fn apply_decisions(&mut self) {
+        let decisions = match baseline::take_decisions(&self.state_dir) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}; the decisions in it are dropped, run the command again");
+                return;
+            }
+        };
+        for decision in decisions {
+            tracing::info!("baseline: applying the decision to {decision}");
+            let findings = self.detector.apply_decision(&decision, Utc::now());
+            self.out.emit(findings);
+        }
+        self.packets.sync(&self.detector);
     }
 
     /// Captured frames, the capture's counters, or its end (the agent goes on).

@@ -40,6 +40,7 @@ impl Agent {
             }
             Ok(prepared) => self.apply(prepared, &file).await,
         }
+        self.apply_decisions();
         self.notifier.notify("READY=1");
     }
 

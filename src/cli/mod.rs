@@ -6,6 +6,7 @@
 //! monitoring-plugin code of its worst result (0 ok, 1 warning, 2 critical,
 //! 3 unknown).
 
+pub mod baseline;
 pub mod fingerprints;
 pub mod probe;
 pub mod replay;
@@ -84,6 +85,18 @@ pub enum Command {
         /// Print the certificate history instead: every certificate the agent has seen in the expected files (state_dir/cert_history.json)
         #[arg(long, conflicts_with = "files")]
         history: bool,
+    },
+    /// See the gateways the agent trusts and the changes it holds as suspect; accept or forget them
+    Baseline {
+        /// show (default) | accept [IP] | forget IP
+        #[command(subcommand)]
+        action: Option<baseline::Action>,
+        /// Configuration file (for state_dir) [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// Print JSON (show)
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Show default routes, gateway neighbour entries, watched links and the stored baseline
     Status {
@@ -182,6 +195,18 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             };
             fingerprints::command(&files, config.as_ref(), json, &mut out)
                 .map_err(|e| CliError::verb("fingerprints", e))?;
+            Ok(0)
+        }
+        Command::Baseline {
+            action,
+            config,
+            json,
+        } => {
+            let (config, _) = load(config.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            let action = action.unwrap_or(baseline::Action::Show);
+            baseline::command(&config, &action, json, &mut out)
+                .map_err(|e| CliError::verb("baseline", e))?;
             Ok(0)
         }
         Command::Status { config, json } => {

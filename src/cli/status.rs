@@ -331,6 +331,12 @@ pub fn render(status: &Status) -> String {
                     g.interface,
                     g.mac
                 ));
+                if let Some(suspect) = &g.suspect {
+                    s.push_str(&format!(
+                        "        suspect {} since {} (see `netsentry baseline`)\n",
+                        suspect.mac, suspect.since
+                    ));
+                }
             }
         }
     }

@@ -58,6 +58,10 @@ pub struct AgentConfig {
     pub heartbeat_interval: Option<Interval>,
     /// Full netlink dump and reconcile this often, besides after lost events.
     pub reconcile_interval: Interval,
+    /// A changed gateway MAC stays "suspect" in the baseline (reported once,
+    /// not trusted) until it has been stable this long; zero: only
+    /// `netsentry baseline accept` makes it trusted.
+    pub gateway_adopt_after: Interval,
     /// Bytes of kernel buffer for netlink events. A burst larger than this makes
     /// the kernel drop events; the agent then re-dumps everything (and a change
     /// that came and went inside the burst can be missed).
@@ -83,6 +87,7 @@ impl Default for AgentConfig {
                 .collect(),
             heartbeat_interval: None,
             reconcile_interval: Interval(Duration::from_secs(300)),
+            gateway_adopt_after: Interval(Duration::from_secs(7 * 86_400)),
             netlink_receive_buffer: 8 << 20,
             max_spool_bytes: 64 << 20,
             coalesce_burst: 3,

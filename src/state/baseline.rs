@@ -20,16 +20,82 @@ pub const MAX_GATEWAYS: usize = 64;
 /// Links remembered; a host with more non-ignored links than this is not a server.
 pub const MAX_LINKS: usize = 4096;
 
-/// A gateway and the MAC address it was last seen at.
+/// A gateway and the MAC address it is trusted at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayRecord {
     pub family: Family,
     pub interface: String,
     pub ip: IpAddr,
+    /// The trusted MAC: learned at first sight, adopted after being stable,
+    /// or accepted by hand. Never replaced by a change as it happens.
     pub mac: Mac,
+    /// When the record was written or the trusted MAC last changed.
     pub seen: DateTime<Utc>,
+    /// How the trusted MAC came to be trusted: `learned` (first sight, with
+    /// the source that saw it), `adopted` (stable as a suspect for the
+    /// configured time) or `accepted` (`netsentry baseline accept`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<String>,
+    /// A different MAC the gateway answers from now, reported and not (yet) trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<SuspectMac>,
 }
+
+/// A gateway MAC change that was reported and is not trusted yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspectMac {
+    pub mac: Mac,
+    /// Since when the gateway answers from it without a break.
+    pub since: DateTime<Utc>,
+    /// Which detector saw it first (`netlink`, `startup`).
+    pub source: String,
+}
+
+/// What the gateway's current MAC means against the baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayVerdict {
+    /// The trusted MAC (a suspect, if there was one, is dropped).
+    Trusted,
+    /// Not known before: now trusted as learned.
+    Learned,
+    /// A change not reported before: report it; it is now the suspect.
+    NewSuspect(Mac),
+    /// Still the suspect reported before: nothing to say yet.
+    StillSuspect,
+    /// The suspect was stable for the configured time and is now trusted.
+    Adopted { old: Mac },
+}
+
+/// A decision of the operator about a stored gateway (`netsentry baseline`),
+/// kept in [`DECISIONS_FILE`] until the agent has applied it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    /// Trust `mac` for `ip` (the suspect MAC when the command was run).
+    Accept {
+        ip: IpAddr,
+        mac: Mac,
+        at: DateTime<Utc>,
+    },
+    /// Drop what is known about `ip`: it is learned again at its next sighting.
+    Forget { ip: IpAddr, at: DateTime<Utc> },
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Accept { ip, mac, at } => write!(f, "accept {mac} for {ip} (decided {at})"),
+            Decision::Forget { ip, at } => write!(f, "forget {ip} (decided {at})"),
+        }
+    }
+}
+
+/// Operator decisions waiting for the agent, in `state_dir`.
+pub const DECISIONS_FILE: &str = "baseline_decisions.json";
+/// Decisions kept waiting; older ones go first.
+pub const MAX_DECISIONS: usize = 256;
 
 /// A default next hop: gateway address (none for a device route) and interface.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -83,6 +149,88 @@ impl Baseline {
             .map(|g| &g.mac)
     }
 
+    /// The record of a gateway.
+    pub fn gateway(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<&GatewayRecord> {
+        self.gateways
+            .iter()
+            .find(|g| g.family == family && g.interface == interface && g.ip == *ip)
+    }
+
+    /// Judges the MAC a gateway answers from now (`source` saw it at `now`)
+    /// and updates the record: a first sight is learned, a change becomes the
+    /// suspect (the trusted MAC stays), a suspect stable for `adopt_after`
+    /// (`None`: never) is adopted, and the trusted MAC back drops the suspect.
+    pub fn judge_gateway_mac(
+        &mut self,
+        (family, interface, ip): (Family, &str, IpAddr),
+        mac: &Mac,
+        source: &str,
+        now: DateTime<Utc>,
+        adopt_after: Option<chrono::Duration>,
+    ) -> GatewayVerdict {
+        let Some(g) = self
+            .gateways
+            .iter_mut()
+            .find(|g| g.family == family && g.interface == interface && g.ip == ip)
+        else {
+            self.set_gateway_mac(family, interface, ip, mac.clone(), now);
+            if let Some(g) = self.gateways.last_mut() {
+                g.how = Some(format!("learned ({source})"));
+            }
+            return GatewayVerdict::Learned;
+        };
+        if g.mac == *mac {
+            if g.suspect.take().is_some() {
+                g.seen = now;
+            }
+            return GatewayVerdict::Trusted;
+        }
+        match &g.suspect {
+            Some(s) if s.mac == *mac => {
+                if adopt_after.is_some_and(|after| now - s.since >= after) {
+                    let old = std::mem::replace(&mut g.mac, mac.clone());
+                    g.suspect = None;
+                    g.seen = now;
+                    g.how = Some("adopted".into());
+                    return GatewayVerdict::Adopted { old };
+                }
+                GatewayVerdict::StillSuspect
+            }
+            _ => {
+                g.suspect = Some(SuspectMac {
+                    mac: mac.clone(),
+                    since: now,
+                    source: source.to_string(),
+                });
+                GatewayVerdict::NewSuspect(g.mac.clone())
+            }
+        }
+    }
+
+    /// Applies an operator decision; true when the baseline changed.
+    pub fn apply(&mut self, decision: &Decision, now: DateTime<Utc>) -> bool {
+        match decision {
+            Decision::Accept { ip, mac, .. } => {
+                let mut changed = false;
+                for g in self.gateways.iter_mut().filter(|g| g.ip == *ip) {
+                    if g.mac != *mac || g.suspect.is_some() {
+                        g.mac = mac.clone();
+                        g.suspect = None;
+                        g.seen = now;
+                        g.how = Some("accepted".into());
+                        changed = true;
+                    }
+                }
+                changed
+            }
+            Decision::Forget { ip, .. } => {
+                let before = self.gateways.len();
+                self.gateways.retain(|g| g.ip != *ip);
+                before != self.gateways.len()
+            }
+        }
+    }
+
     /// Records the MAC of a gateway, keeping at most [`MAX_GATEWAYS`] records.
     pub fn set_gateway_mac(
         &mut self,
@@ -99,6 +247,7 @@ impl Baseline {
         {
             g.mac = mac;
             g.seen = now;
+            g.suspect = None;
             return;
         }
         if self.gateways.len() >= MAX_GATEWAYS
@@ -117,8 +266,59 @@ impl Baseline {
             ip,
             mac,
             seen: now,
+            how: None,
+            suspect: None,
         });
     }
+}
+
+/// The decisions waiting in `state_dir` (none when there is no file; a
+/// damaged file is an error, so that a decision is never silently lost).
+pub fn load_decisions(state_dir: &Path) -> Result<Vec<Decision>, StateError> {
+    let path = state_dir.join(DECISIONS_FILE);
+    let text = match crate::files::read_regular(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Adds a decision for the agent (at most [`MAX_DECISIONS`] wait).
+pub fn add_decision(state_dir: &Path, decision: Decision) -> Result<(), StateError> {
+    let mut all = load_decisions(state_dir)?;
+    all.push(decision);
+    if all.len() > MAX_DECISIONS {
+        all.drain(..all.len() - MAX_DECISIONS);
+    }
+    let path = state_dir.join(DECISIONS_FILE);
+    let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
+    write_atomically(&path, &text).map_err(|source| StateError::Write { path, source })
+}
+
+/// Takes the waiting decisions for the agent: the file is moved aside first,
+/// so a decision added meanwhile waits in a new file for the next time.
+pub fn take_decisions(state_dir: &Path) -> Result<Vec<Decision>, StateError> {
+    let path = state_dir.join(DECISIONS_FILE);
+    let taken = state_dir.join("baseline_decisions.taken");
+    match std::fs::rename(&path, &taken) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateError::Write { path, source }),
+    }
+    let text = crate::files::read_regular(&taken);
+    let _ = std::fs::remove_file(&taken);
+    let text = text.map_err(|source| StateError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| StateError::Corrupt {
+        path,
+        reason: e.to_string(),
+    })
 }
 
 /// Loads the baseline. `Ok(None)` when there is none yet.

@@ -209,10 +209,11 @@ impl ArpDetector {
         }
     }
 
-    /// Sets the gateways and the MAC each is known at (`None`: learn it from the
-    /// first frame). A gateway already known keeps its reference MAC: the kernel's
-    /// belief may have been moved by the very frame about to be looked at (netlink
-    /// and capture race), and a claim must be judged against what was known before.
+    /// Sets the gateways and the MAC each is trusted at (`None`: keep the one
+    /// known, or learn it from the first frame). The trusted MAC comes from the
+    /// baseline, which never takes a change as it happens (it stays "suspect"
+    /// until adopted or accepted), so a frame that moved the kernel's entry
+    /// cannot move the reference it is judged against.
     pub fn set_gateways(&mut self, gateways: &[(IpAddr, Option<Mac>)]) {
         self.set_gateways_at(gateways, None);
     }
@@ -230,8 +231,8 @@ impl ArpDetector {
                 since: now,
                 ..Default::default()
             });
-            if g.reference.is_none() {
-                g.reference = mac.as_ref().and_then(EtherAddr::from_mac);
+            if let Some(mac) = mac.as_ref().and_then(EtherAddr::from_mac) {
+                g.reference = Some(mac);
             }
             next.insert(*ip, g);
         }
@@ -828,13 +829,17 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_moving_first_does_not_hide_the_spoof() {
+    fn a_mac_trusted_by_hand_becomes_the_reference() {
         let mut d = detector();
-        // Netlink saw the kernel take the spoofed MAC before this frame was read.
-        d.set_gateways(&[(IpAddr::V4(GW), Some(mac(EVIL)))]);
         let f = d.observe("eth0", &reply(EVIL, GW), t(0));
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
+        // The operator accepted the new router (`netsentry baseline accept`).
+        d.set_gateways(&[(IpAddr::V4(GW), Some(mac(EVIL)))]);
+        assert!(d.observe("eth0", &reply(EVIL, GW), t(1_000)).is_empty());
+        let f = d.observe("eth0", &reply(GW_MAC, GW), t(120_000));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:01"));
     }
 
     #[test]

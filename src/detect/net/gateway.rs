@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{NetDetector, Pass};
 use crate::alert::{Finding, Kind};
 use crate::kernel::{Family, KernelView, NeighbourState};
-use crate::state::baseline::NextHopRecord;
+use crate::state::baseline::{Decision, GatewayVerdict, NextHopRecord};
 
 impl NetDetector {
     /// The gateways of the current default routes: (family, ifindex, ip).
@@ -52,8 +52,7 @@ impl NetDetector {
         }
     }
 
-    /// Compares a gateway's neighbour entry with the MAC it was known at.
-    #[allow(clippy::too_many_arguments)]
+    /// Compares a gateway's neighbour entry with the MAC it is trusted at.
     pub(super) fn check_gateway(
         &mut self,
         family: Family,
@@ -88,23 +87,66 @@ impl NetDetector {
             ));
         }
         let Some(mac) = entry.mac.clone() else { return };
-        match self.baseline.gateway_mac(family, &interface, &ip) {
-            Some(known) if *known == mac => return,
-            Some(known) if !pass.quiet => {
+        let verdict = self.baseline.judge_gateway_mac(
+            (family, &interface, ip),
+            &mac,
+            pass.source,
+            pass.now,
+            self.settings.adopt_after,
+        );
+        match verdict {
+            GatewayVerdict::Trusted | GatewayVerdict::StillSuspect => {}
+            // First sight of this gateway (or a quiet first start): learned.
+            GatewayVerdict::Learned => self.dirty = true,
+            GatewayVerdict::NewSuspect(known) => {
+                self.dirty = true;
+                if !pass.quiet {
+                    pass.out.push(Finding::new(
+                        Kind::GatewayMacChanged,
+                        pass.now,
+                        format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
+                        json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
+                               "new_mac": mac.to_string(), "source": pass.source, "sources": [pass.source]}),
+                    ));
+                }
+            }
+            GatewayVerdict::Adopted { old } => {
+                self.dirty = true;
                 pass.out.push(Finding::new(
-                    Kind::GatewayMacChanged,
+                    Kind::GatewayMacTrusted,
                     pass.now,
-                    format!("default gateway {ip} on {interface} is now at {mac} (was {known})"),
-                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": known.to_string(),
-                           "new_mac": mac.to_string(), "source": pass.source, "sources": [pass.source]}),
+                    format!("default gateway {ip} on {interface}: {mac} (reported as a change from {old}) has been stable for [agent] gateway_adopt_after and is now trusted"),
+                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": old.to_string(),
+                           "new_mac": mac.to_string(), "how": "adopted"}),
                 ));
             }
-            // First sight of this gateway (or a pass.quiet first start): learn it.
-            _ => {}
         }
-        self.baseline
-            .set_gateway_mac(family, &interface, ip, mac, pass.now);
+    }
+
+    /// Applies an operator decision (`netsentry baseline accept|forget`);
+    /// an accepted MAC is reported as `gateway_mac_trusted`.
+    pub fn apply_decision(&mut self, decision: &Decision, now: DateTime<Utc>) -> Vec<Finding> {
+        let before: Vec<_> = self.baseline.gateways.clone();
+        if !self.baseline.apply(decision, now) {
+            return Vec::new();
+        }
         self.dirty = true;
+        let Decision::Accept { ip, mac, .. } = decision else {
+            return Vec::new();
+        };
+        before
+            .iter()
+            .filter(|g| g.ip == *ip && (g.mac != *mac || g.suspect.is_some()))
+            .map(|g| {
+                Finding::new(
+                    Kind::GatewayMacTrusted,
+                    now,
+                    format!("default gateway {ip} on {}: {mac} accepted by hand with `netsentry baseline accept` (was {})", g.interface, g.mac),
+                    json!({"interface": g.interface, "ip": ip.to_string(), "old_mac": g.mac.to_string(),
+                           "new_mac": mac.to_string(), "how": "accepted"}),
+                )
+            })
+            .collect()
     }
 }
 

@@ -31,6 +31,8 @@ pub struct NetSettings {
     pub interfaces: Vec<String>,
     /// Links matching these produce no alerts at all.
     pub ignore_links: Vec<Glob>,
+    /// A suspect gateway MAC stable this long is adopted (`None`: never).
+    pub adopt_after: Option<chrono::Duration>,
 }
 
 /// One comparison pass: when it happens, which source saw the change

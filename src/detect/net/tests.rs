@@ -117,7 +117,13 @@ fn gateway_mac_change_from_netlink() {
     assert_eq!(f[0].detail_str("interface"), Some("eth0"));
     assert_eq!(f[0].detail_str("ip"), Some("192.0.2.1"));
     assert_eq!(f[0].time, t(20));
-    // Reported once; and back to the old one is a change again.
+    // Reported once; the trusted MAC stays, the new one is a suspect.
+    let g = d.baseline().gateway(Family::Inet, "eth0", &v4("192.0.2.1"));
+    assert_eq!(g.map(|g| &g.mac), Some(&mac(1)));
+    assert_eq!(
+        g.and_then(|g| g.suspect.as_ref()).map(|s| &s.mac),
+        Some(&mac(0x99))
+    );
     assert!(
         d.observe(
             Observation::Neighbour(neigh(
@@ -139,7 +145,135 @@ fn gateway_mac_change_from_netlink() {
         )),
         t(40),
     );
-    assert_eq!(f[0].detail_str("new_mac"), Some("02:00:00:00:00:01"));
+    // Back to the trusted MAC: the spoof ended, nothing to report, no suspect.
+    assert!(f.is_empty(), "{f:?}");
+    let g = d.baseline().gateway(Family::Inet, "eth0", &v4("192.0.2.1"));
+    assert_eq!(g.and_then(|g| g.suspect.as_ref()), None);
+    // A spoof again is reported again.
+    let f = d.observe(
+        Observation::Neighbour(neigh(
+            2,
+            "192.0.2.1",
+            Some(mac(0x99)),
+            NeighbourState::Stale,
+        )),
+        t(50),
+    );
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+}
+
+fn gateway_at(d: &mut NetDetector, m: Mac, at: DateTime<Utc>) -> Vec<Finding> {
+    d.observe(
+        Observation::Neighbour(neigh(2, "192.0.2.1", Some(m), NeighbourState::Reachable)),
+        at,
+    )
+}
+
+#[test]
+fn a_changed_gateway_mac_is_suspect_until_stable_then_adopted() {
+    let day = chrono::Duration::days(1);
+    let mut d = started(NetSettings {
+        adopt_after: Some(day),
+        ..Default::default()
+    });
+    let t0 = t(1_000);
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(0x99), t0)),
+        vec![Kind::GatewayMacChanged]
+    );
+    // Re-dumps and events while it stays: no repeat, not trusted yet.
+    d.observe(Observation::Snapshot(d.view().clone()), t0 + day / 2);
+    assert!(gateway_at(&mut d, mac(0x99), t0 + day / 2).is_empty());
+    assert_eq!(
+        d.baseline()
+            .gateway_mac(Family::Inet, "eth0", &v4("192.0.2.1")),
+        Some(&mac(1))
+    );
+    // Stable for a day: adopted, said once.
+    let f = gateway_at(&mut d, mac(0x99), t0 + day);
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacTrusted]);
+    assert_eq!(f[0].detail_str("how"), Some("adopted"));
+    assert_eq!(f[0].detail_str("old_mac"), Some("02:00:00:00:00:01"));
+    let g = d
+        .baseline()
+        .gateway(Family::Inet, "eth0", &v4("192.0.2.1"))
+        .unwrap();
+    assert_eq!(
+        (&g.mac, g.how.as_deref(), &g.suspect),
+        (&mac(0x99), Some("adopted"), &None)
+    );
+    assert!(gateway_at(&mut d, mac(0x99), t0 + day * 2).is_empty());
+    // The old MAC now is a change like any other.
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(1), t0 + day * 3)),
+        vec![Kind::GatewayMacChanged]
+    );
+}
+
+#[test]
+fn a_suspect_that_comes_and_goes_is_never_adopted() {
+    let day = chrono::Duration::days(1);
+    let mut d = started(NetSettings {
+        adopt_after: Some(day),
+        ..Default::default()
+    });
+    let t0 = t(1_000);
+    gateway_at(&mut d, mac(0x99), t0);
+    gateway_at(&mut d, mac(1), t0 + day / 2);
+    // Back again: a new report, and the clock starts again.
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(0x99), t0 + day)),
+        vec![Kind::GatewayMacChanged]
+    );
+    assert!(gateway_at(&mut d, mac(0x99), t0 + day + day / 2).is_empty());
+    // Never adopted when adopt_after is off.
+    let mut never = started(NetSettings::default());
+    gateway_at(&mut never, mac(0x99), t0);
+    assert!(gateway_at(&mut never, mac(0x99), t0 + day * 365).is_empty());
+    assert_eq!(
+        never
+            .baseline()
+            .gateway_mac(Family::Inet, "eth0", &v4("192.0.2.1")),
+        Some(&mac(1))
+    );
+}
+
+#[test]
+fn operator_decisions_accept_and_forget() {
+    use crate::state::baseline::Decision;
+    let mut d = started(NetSettings::default());
+    gateway_at(&mut d, mac(0x99), t(1_000));
+    d.take_dirty();
+    let accept = Decision::Accept {
+        ip: v4("192.0.2.1"),
+        mac: mac(0x99),
+        at: t(2_000),
+    };
+    let f = d.apply_decision(&accept, t(3_000));
+    assert_eq!(kinds(&f), vec![Kind::GatewayMacTrusted]);
+    assert_eq!(f[0].detail_str("how"), Some("accepted"));
+    assert!(d.take_dirty());
+    assert!(gateway_at(&mut d, mac(0x99), t(4_000)).is_empty());
+    // Applied twice (the file is read again after a crash): nothing more.
+    assert!(d.apply_decision(&accept, t(5_000)).is_empty());
+    assert!(!d.take_dirty());
+    // Forgotten: learned again quietly at the next sighting.
+    let forget = Decision::Forget {
+        ip: v4("192.0.2.1"),
+        at: t(6_000),
+    };
+    assert!(d.apply_decision(&forget, t(6_000)).is_empty());
+    assert!(d.take_dirty());
+    assert_eq!(d.baseline().gateways.len(), 0);
+    assert!(gateway_at(&mut d, mac(0x42), t(7_000)).is_empty());
+    let g = d
+        .baseline()
+        .gateway(Family::Inet, "eth0", &v4("192.0.2.1"))
+        .unwrap();
+    assert_eq!(
+        (&g.mac, g.how.as_deref()),
+        (&mac(0x42), Some("learned (netlink)"))
+    );
 }
 
 #[test]
@@ -409,6 +543,7 @@ fn links_added_removed_renamed_and_ignored() {
     let mut d = started(NetSettings {
         interfaces: vec![],
         ignore_links: vec![Glob("veth*".into())],
+        ..Default::default()
     });
     let mut dummy = link(7, "dummy0");
     dummy.kind = Some("dummy".into());
@@ -451,7 +586,7 @@ fn links_added_removed_renamed_and_ignored() {
 fn configured_interfaces_limit_state_alerts() {
     let mut d = started(NetSettings {
         interfaces: vec!["eth1".into()],
-        ignore_links: vec![],
+        ..Default::default()
     });
     let mut l = link(2, "eth0");
     l.carrier = false;
