@@ -638,3 +638,52 @@ fn an_ipv4_icmp_redirect_is_seen() {
                "destination": "198.51.100.99", "target": "192.0.2.66", "known_router": false})
     );
 }
+
+/// A frame's ICMPv6 message moved behind a destination-options header (PadN):
+/// RFC 7113's RA-Guard evasion.
+fn behind_destination_options(frame: Vec<u8>) -> Vec<u8> {
+    let mut f = frame[..54].to_vec();
+    f[20] = 60; // next header: destination options
+    let len = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[58, 0, 1, 4, 0, 0, 0, 0]); // ICMPv6 next; PadN of 4
+    f.extend_from_slice(&frame[54..]);
+    f
+}
+
+#[test]
+fn an_advertisement_behind_an_extension_header_is_still_seen() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    ip(&lab.host, "-6 route add default via fe80::1 dev eth0");
+    lab.resolve_gateway(GW_IP);
+    lab.resolve_gateway(GW6_LL);
+    let receiver = Receiver::start(&lab.host);
+    let config = write_config(&lab, &receiver, "");
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    std::thread::sleep(Duration::from_millis(200));
+    let target: Ipv6Addr = GW6_LL.parse().unwrap();
+    // The ICMPv6 checksum is left zero: the kernel drops the message, so only
+    // the capture can see it (with a valid one the kernel takes it too, and
+    // the capture's sighting may be folded into netlink's alert).
+    let na = build::icmpv6(
+        mitm(),
+        [0x33, 0x33, 0, 0, 0, 1],
+        "fe80::66".parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+        &build::na_body(target, true, false, true, mitm()),
+    );
+    send_frames(&lab.mitm, "eth0", vec![behind_destination_options(na)]);
+    let d = receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    assert_eq!(
+        d,
+        json!({"interface": "eth0", "ip": "fe80::1", "old_mac": GW_MAC, "new_mac": MITM_MAC, "source": "ndp", "sources": ["ndp"]})
+    );
+    assert!(
+        lab.ip(&lab.host, &["neigh", "show", GW6_LL])
+            .contains(GW_MAC)
+    );
+}
