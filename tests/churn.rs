@@ -69,3 +69,105 @@ fn with_a_small_receive_buffer_events_are_lost_and_the_re_dump_still_finds_the_c
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.count_kind("gateway_mac_changed"), 1);
 }
+
+/// Creates and deletes `pairs` veth pairs (named `vethc*`, ignored by the
+/// default `ignore_links`) in namespace `ns` in a loop until `stop` is set;
+/// returns how many rounds ran.
+fn churn_links(
+    ns: String,
+    prefix: &'static str,
+    pairs: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    dir: std::path::PathBuf,
+) -> std::thread::JoinHandle<usize> {
+    use std::fmt::Write;
+    let mut add = String::new();
+    let mut del = String::new();
+    for i in 0..pairs {
+        let _ = writeln!(add, "link add {prefix}{i} type veth peer name {prefix}p{i}");
+        let _ = writeln!(del, "link del {prefix}{i}");
+    }
+    let (add_file, del_file) = (
+        dir.join(format!("{prefix}-add")),
+        dir.join(format!("{prefix}-del")),
+    );
+    std::fs::write(&add_file, add).unwrap();
+    std::fs::write(&del_file, del).unwrap();
+    std::thread::spawn(move || {
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for file in [&add_file, &del_file] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &ns, "-batch"])
+                    .arg(file)
+                    .output();
+            }
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+/// Link churn at start, during periodic re-dumps and overrun re-dumps, and
+/// during `status`: no partial view is ever taken for the kernel's state.
+#[test]
+fn link_churn_during_start_re_dumps_and_status_invents_nothing() {
+    let Some((lab, receiver, config)) =
+        prepare("reconcile_interval = \"1s\"\nnetlink_receive_buffer = 4096")
+    else {
+        return;
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = churn_links(lab.host.clone(), "vethc", 150, stop.clone(), lab.path(""));
+    std::thread::sleep(Duration::from_millis(300));
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let started = receiver.wait_kind("agent_started", Duration::from_secs(30), |_| true);
+    assert_eq!(started["watching"], serde_json::json!(["eth0"]));
+    let config_arg = config.to_str().unwrap();
+    for _ in 0..10 {
+        let (code, out, err) = netsentry_in(&lab.host, &["status", "--json", "-c", config_arg]);
+        assert_eq!(code, 0, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let links = status["links"].as_array().unwrap();
+        assert!(
+            links.iter().any(|l| l["name"] == "eth0"),
+            "status without eth0"
+        );
+        assert_eq!(
+            status["default_routes"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            status["default_routes"]
+        );
+    }
+    // Several periodic and overrun re-dumps under churn.
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = churn.join().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = agent.log_text();
+    let redumps = log.matches("full dump after").count();
+    eprintln!("churn: {rounds} rounds of 150 veth pairs; {redumps} re-dumps");
+    assert!(rounds >= 2, "the churn did not run");
+    let false_alarms: Vec<String> = receiver
+        .all()
+        .iter()
+        .map(|r| r.body.clone())
+        .filter(|b| {
+            !matches!(
+                b["kind"].as_str(),
+                Some("agent_started" | "agent_heartbeat")
+            )
+        })
+        .map(|b| b.to_string())
+        .collect();
+    assert!(
+        false_alarms.is_empty(),
+        "false alarms:\n{}",
+        false_alarms.join("\n")
+    );
+    assert!(
+        !log.contains("panicked") && !log.contains("netlink dump failed"),
+        "{log}"
+    );
+}

@@ -74,26 +74,52 @@ pub fn open_event_socket(receive_buffer: usize) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Dumps links, addresses, neighbours and routes into one view. A dump that the
-/// kernel marks as interrupted (`NLM_F_DUMP_INTR`) is repeated.
+/// Dump attempts before giving up; the pause between them doubles from 5 ms
+/// up to [`MAX_RETRY_PAUSE`] (about 4 s in all).
+const DUMP_ATTEMPTS: u32 = 12;
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Dumps links, addresses, neighbours and routes into one consistent view.
+///
+/// A dump the kernel marks as interrupted (`NLM_F_DUMP_INTR`: the tables
+/// changed under it) or refuses as busy (`-EBUSY`) is never used: it is thrown
+/// away with its socket (whatever of it is still queued goes too) and done
+/// again on a fresh socket. When the tables never stay still long enough, the
+/// error has kind [`io::ErrorKind::ResourceBusy`]: try again later, and never
+/// take a partial view.
 pub fn dump() -> io::Result<KernelView> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut last_err = None;
-    for _attempt in 0..5 {
+    let mut pause = Duration::from_millis(5);
+    for _attempt in 0..DUMP_ATTEMPTS {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
         match dump_once(&socket) {
             Ok(view) => return Ok(view),
             Err(DumpError::Interrupted) => {
-                last_err = Some(io::Error::other("netlink dump kept being interrupted"))
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
             Err(DumpError::Io(e)) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| io::Error::other("netlink dump failed")))
+    Err(io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        format!("the kernel's tables changed during each of {DUMP_ATTEMPTS} dumps"),
+    ))
 }
 
+/// How a re-dump in the source thread went.
+enum Resync {
+    Done,
+    /// The tables kept changing: try again soon.
+    Busy,
+    /// The agent is gone or the dump failed for good (reported).
+    Stop,
+}
+
+/// Why one dump attempt is not a view.
 enum DumpError {
+    /// Interrupted or busy: the view would be partial; try again.
     Interrupted,
     Io(io::Error),
 }
@@ -101,6 +127,22 @@ enum DumpError {
 impl From<io::Error> for DumpError {
     fn from(e: io::Error) -> Self {
         DumpError::Io(e)
+    }
+}
+
+/// How one message of a dump ends the dump, if it does.
+fn dump_end(payload: &NetlinkPayload<RouteNetlinkMessage>) -> Option<Result<(), DumpError>> {
+    match payload {
+        NetlinkPayload::Done(_) => Some(Ok(())),
+        NetlinkPayload::Error(e) => Some(match e.code {
+            // An acknowledgement: nothing more comes.
+            None => Ok(()),
+            Some(code) if -code.get() == libc::EBUSY || -code.get() == libc::EINTR => {
+                Err(DumpError::Interrupted)
+            }
+            Some(code) => Err(DumpError::Io(io::Error::from_raw_os_error(-code.get()))),
+        }),
+        _ => None,
     }
 }
 
@@ -124,33 +166,34 @@ fn dump_once(socket: &Socket) -> Result<KernelView, DumpError> {
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
         socket.send(&out, 0)?;
-        'recv: loop {
+        loop {
             buf.clear();
             socket.recv(&mut buf, 0)?;
             let mut interrupted = false;
-            let mut done = false;
+            let mut end = None;
             for_each_message(&buf, &mut stats, |header, payload| {
-                if header.sequence_number != seq {
+                if header.sequence_number != seq || end.is_some() {
                     return;
                 }
-                if header.flags & NLM_F_DUMP_INTR != 0 {
-                    interrupted = true;
-                }
-                match payload {
-                    NetlinkPayload::InnerMessage(m) => {
-                        for obs in observations_of(m) {
-                            apply(&mut view, obs);
+                interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
+                match dump_end(&payload) {
+                    Some(e) => end = Some(e),
+                    None => {
+                        if let NetlinkPayload::InnerMessage(m) = payload {
+                            for obs in observations_of(m) {
+                                apply(&mut view, obs);
+                            }
                         }
                     }
-                    NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => done = true,
-                    _ => {}
                 }
             });
             if interrupted {
                 return Err(DumpError::Interrupted);
             }
-            if done {
-                break 'recv;
+            match end {
+                Some(Ok(())) => break,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
     }
@@ -439,19 +482,31 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
             return;
         }
     };
-    let resync = |reason: &'static str| -> bool {
+    // A dump that cannot be had consistently (tables changing all the time)
+    // is retried a second later; the events keep coming meanwhile.
+    let busy_retry = Duration::from_secs(1);
+    let resync = |reason: &'static str| -> Resync {
         match dump() {
-            Ok(view) => tx
-                .blocking_send(SourceEvent::Resynced { reason, view })
-                .is_ok(),
+            Ok(view) => match tx.blocking_send(SourceEvent::Resynced { reason, view }) {
+                Ok(()) => Resync::Done,
+                Err(_) => Resync::Stop,
+            },
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                tracing::warn!("netlink: {e}; no partial view is used, trying again in 1 s");
+                Resync::Busy
+            }
             Err(e) => {
                 let _ = tx.blocking_send(SourceEvent::Failed(format!("netlink dump failed: {e}")));
-                false
+                Resync::Stop
             }
         }
     };
-    if !resync("start") {
-        return;
+    loop {
+        match resync("start") {
+            Resync::Done => break,
+            Resync::Busy => std::thread::sleep(busy_retry),
+            Resync::Stop => return,
+        }
     }
     let mut next_reconcile = Instant::now() + reconcile;
     let mut buf = Vec::with_capacity(RECV_BUFFER);
@@ -471,10 +526,11 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
             if Instant::now() < next_reconcile {
                 continue; // interrupted
             }
-            if !resync("timer") {
-                return;
-            }
-            next_reconcile = Instant::now() + reconcile;
+            next_reconcile = match resync("timer") {
+                Resync::Done => Instant::now() + reconcile,
+                Resync::Busy => Instant::now() + busy_retry,
+                Resync::Stop => return,
+            };
             continue;
         }
         // Drain what is queued and hand it over as one batch: one channel
@@ -508,10 +564,11 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
         }
         if overrun {
             // The kernel dropped events: our picture is no longer exact.
-            if !resync("overrun") {
-                return;
-            }
-            next_reconcile = Instant::now() + reconcile;
+            next_reconcile = match resync("overrun") {
+                Resync::Done => Instant::now() + reconcile,
+                Resync::Busy => Instant::now() + busy_retry,
+                Resync::Stop => return,
+            };
         }
     }
 }
