@@ -33,13 +33,14 @@ impl Sha256 {
                 "{text:?} is not a SHA-256 value: write 64 hex digits (colons allowed), as `netsentry fingerprints` prints them"
             )
         };
-        if digits.len() != 64 {
+        // Hex digits only: `from_str_radix` alone would take "+a" as 0x0a.
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad());
         }
+        let nibble = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
         let mut out = [0u8; 32];
         for (i, pair) in digits.chunks(2).enumerate() {
-            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-            out[i] = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+            out[i] = nibble(pair[0]) << 4 | nibble(pair[1]);
         }
         Ok(Sha256(out))
     }
@@ -214,6 +215,9 @@ mod tests {
         assert!(Sha256::parse_hex("abc").is_err());
         assert!(Sha256::parse_hex(&"zz".repeat(32)).is_err());
         assert!(Sha256::parse_hex(&"é".repeat(32)).is_err());
+        // A sign is not a digit ("+a" would be 0x0a to from_str_radix).
+        assert!(Sha256::parse_hex(&"+a".repeat(32)).is_err());
+        assert!(Sha256::parse_hex(&"-1".repeat(32)).is_err());
     }
 
     #[test]

@@ -257,3 +257,36 @@ fn check_config_shows_the_heartbeat_a_receiver_implies() {
     let (_, out, _) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
     assert!(out.contains("heartbeat_interval = \"0s\""), "{out}");
 }
+
+#[test]
+fn huge_durations_and_duplicate_receivers_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, want) in [
+        (
+            "[agent]\ncoalesce_window = \"1000000000d\"\n",
+            ":2:19: duration \"1000000000d\" is too long: at most \"3650d\" (ten years)",
+        ),
+        (
+            "[[tls.target]]\nname = \"x\"\naddress = \"192.0.2.1:443\"\nrotation_grace = \"100000000d\"\n",
+            ":4:18: duration \"100000000d\" is too long",
+        ),
+        (
+            "[[webhook]]\nurl = \"http://127.0.0.1:9/a\"\nformat = \"alertmanager\"\nresolve_after = \"1000000000d\"\n",
+            ":4:17: duration \"1000000000d\" is too long",
+        ),
+        (
+            "[[webhook]]\nurl = \"http://127.0.0.1:9/a\"\nname = \"one\"\n\n[[webhook]]\nurl = \"http://127.0.0.1:9/a\"\n",
+            ":6:1: this url is already the one of [[webhook]] number 1 (one): every alert would be sent to it twice",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{text}");
+        assert!(err.contains(want), "{text}\n{err}");
+    }
+    // The longest allowed one is fine.
+    std::fs::write(&path, "[agent]\ncoalesce_window = \"3650d\"\n").unwrap();
+    let (code, _, err) = netsentry(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -58,6 +58,8 @@ use tls::TlsWatch;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the capture's kernel counters are read (and logged when frames were dropped).
 const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(10);
+/// How often alerts waiting in memory are offered to the spool again.
+const SPOOL_RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How often a changed station table is written to state_dir.
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -82,6 +84,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             event = next(&mut a.ct_feed), if a.ct_feed.is_some() => a.on_ct(event),
             report = next(&mut a.caa_feed), if a.caa_feed.is_some() => a.on_caa(report),
             _ = a.timers.save.tick() => a.save_state(),
+            _ = a.timers.spool_retry.tick(), if a.out.outbox.as_ref().is_some_and(|o| o.backlog() > 0) => a.out.retry_spool(),
             _ = a.timers.metrics.tick(), if a.config.metrics.enabled() => a.publish_metrics(),
             _ = a.timers.watchdog.tick(), if a.notifier.watchdog_every().is_some() => a.notifier.notify("WATCHDOG=1"),
             _ = a.timers.refresh.tick(), if refresh_every(&a.config).is_some() => a.out.refresh_conditions(Utc::now()),
@@ -145,6 +148,8 @@ impl Stop {
 /// The loop's timers (each can be re-made by a reload).
 struct Timers {
     save: tokio::time::Interval,
+    /// While alerts wait in memory for the spool (a full disk).
+    spool_retry: tokio::time::Interval,
     refresh: tokio::time::Interval,
     heartbeat: tokio::time::Interval,
     metrics: tokio::time::Interval,
@@ -155,6 +160,7 @@ impl Timers {
     fn new(config: &Config, notifier: &Notifier) -> Timers {
         Timers {
             save: timer(Some(STATE_SAVE_EVERY)),
+            spool_retry: timer(Some(SPOOL_RETRY_EVERY)),
             refresh: timer(refresh_every(config)),
             heartbeat: timer(config.heartbeat_every()),
             metrics: timer(Some(config.metrics.interval.0)),
@@ -175,6 +181,8 @@ struct Agent {
     detector: NetDetector,
     baseline_loaded: bool,
     baseline_problem: Option<String>,
+    /// The last baseline write failed: it is tried again.
+    baseline_unsaved: bool,
     netlink: mpsc::Receiver<SourceEvent>,
     capture: mpsc::Receiver<CaptureEvent>,
     capture_on: bool,
@@ -254,6 +262,7 @@ impl Agent {
             detector,
             baseline_loaded,
             baseline_problem,
+            baseline_unsaved: false,
             netlink,
             capture,
             capture_on,
@@ -433,7 +442,27 @@ impl Agent {
         self.out.emit(outcome.findings);
     }
 
+    /// Writes the baseline; a failure (a full disk) is said once and the
+    /// write is tried again after the next event or at the state timer.
+    fn save_baseline(&mut self) {
+        match baseline::save(&self.state_dir, self.detector.baseline()) {
+            Ok(()) if self.baseline_unsaved => {
+                tracing::info!("the baseline is written again");
+                self.baseline_unsaved = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.baseline_unsaved => {
+                tracing::error!("{e}; trying again");
+                self.baseline_unsaved = true;
+            }
+            Err(_) => {}
+        }
+    }
+
     fn save_state(&mut self) {
+        if self.baseline_unsaved {
+            self.save_baseline();
+        }
         self.packets.save(&self.state_dir);
         self.tls.save();
     }
@@ -471,10 +500,8 @@ impl Agent {
     /// After every event: the baseline saved when it changed; full tables said
     /// at the first drop, then each time the count doubles (no log flood).
     fn after_event(&mut self) {
-        if self.detector.take_dirty()
-            && let Err(e) = baseline::save(&self.state_dir, self.detector.baseline())
-        {
-            tracing::error!("{e}");
+        if self.detector.take_dirty() || self.baseline_unsaved {
+            self.save_baseline();
         }
         let counters = self.detector.counters();
         let said = &self.reported_counters;

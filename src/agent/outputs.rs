@@ -91,32 +91,75 @@ impl Outputs {
         // On disk before anything else: the receivers read it from there.
         self.spool(&records, &mut alerts);
         for alert in &alerts {
-            match &self.journal {
-                Some(j) => {
-                    if let Err(e) = j.send(alert) {
-                        tracing::warn!(
-                            "cannot write to the journal at {}: {e}",
-                            j.path().display()
-                        );
-                        eprintln!("{}", console_line(alert));
-                    }
+            self.print(alert);
+        }
+    }
+
+    /// An alert to the journal, or to stderr without one.
+    fn print(&self, alert: &Alert) {
+        match &self.journal {
+            Some(j) => {
+                if let Err(e) = j.send(alert) {
+                    tracing::warn!("cannot write to the journal at {}: {e}", j.path().display());
+                    eprintln!("{}", console_line(alert));
                 }
-                None => eprintln!("{}", console_line(alert)),
             }
+            None => eprintln!("{}", console_line(alert)),
         }
     }
 
     /// Appends `records` to the spool (fsynced) for the receivers; a loss to
     /// the size cap is reported too, and added to `alerts` for the journal.
+    /// While the spool cannot take them (a full disk) they wait in memory
+    /// and [`Outputs::retry_spool`] tries again.
     fn spool(&self, records: &[Arc<Alert>], alerts: &mut Vec<Arc<Alert>>) {
         let Some(outbox) = &self.outbox else {
             return;
         };
-        match outbox.append(records) {
-            Ok(0) => {}
+        let waiting = outbox.backlog();
+        let result = outbox.append(records);
+        self.spooled(outbox, result, waiting, alerts);
+    }
+
+    /// Tries again to spool the alerts waiting in memory (on a timer while any wait).
+    pub fn retry_spool(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let waiting = outbox.backlog();
+        if waiting == 0 {
+            return;
+        }
+        let result = outbox.retry_backlog();
+        let mut notices = Vec::new();
+        self.spooled(&outbox, result, waiting, &mut notices);
+        for n in &notices {
+            self.print(n);
+        }
+    }
+
+    /// Says what an append did: recovered, dropped alerts (with a
+    /// `spool_overflow` notice queued behind them), or failed.
+    fn spooled(
+        &self,
+        outbox: &Outbox,
+        result: Result<u64, crate::sink::spool::SpoolError>,
+        waiting_before: usize,
+        alerts: &mut Vec<Arc<Alert>>,
+    ) {
+        match result {
             Ok(dropped) => {
+                if waiting_before > 0 {
+                    tracing::info!(
+                        "the spool takes alerts again: {waiting_before} alerts kept in memory are spooled"
+                    );
+                }
+                if dropped == 0 {
+                    return;
+                }
                 tracing::warn!(
-                    "the spool is full (max_spool_bytes): {dropped} older undelivered alerts were dropped"
+                    "{dropped} older undelivered alerts were dropped (max_spool_bytes, or more than {} waiting in memory while the spool could not be written)",
+                    crate::sink::webhook::MAX_BACKLOG
                 );
                 // Queued behind everything still spooled: receivers learn of
                 // the loss as soon as delivery works again.
@@ -129,9 +172,12 @@ impl Outputs {
                 }
                 alerts.push(notice);
             }
-            Err(e) => {
-                tracing::error!("alerts could not be spooled, webhooks will miss them: {e}")
-            }
+            // Said once per episode, not for every alert while the disk is full.
+            Err(e) if waiting_before == 0 => tracing::error!(
+                "alerts cannot be spooled ({e}); they wait in memory (up to {}) and are spooled when it works again",
+                crate::sink::webhook::MAX_BACKLOG
+            ),
+            Err(_) => {}
         }
     }
 

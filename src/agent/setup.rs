@@ -47,6 +47,8 @@ pub fn init_logging(config: &Config) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colours only for a terminal, not for a file or a pipe.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(false),
             )
             .try_init();
@@ -105,10 +107,36 @@ pub fn open_journal(mode: JournaldMode) -> Option<JournaldSink> {
 
 /// Opens the spool under `state_dir` (recovering from a crash) as the outbox.
 pub fn open_outbox(state_dir: &Path, max_bytes: u64) -> anyhow::Result<Arc<Outbox>> {
-    let (spool, recovery) = Spool::open(&state_dir.join("spool"), max_bytes)?;
+    let dir = state_dir.join("spool");
+    let (spool, recovery) = match Spool::open(&dir, max_bytes) {
+        Ok(opened) => opened,
+        Err(e) => {
+            // A spool that cannot be opened (not a directory, unreadable
+            // segment) must not keep the agent from starting: it is moved
+            // aside for a human to look at, and a new one is made.
+            let aside = state_dir.join(format!("spool.broken-{}", Utc::now().timestamp()));
+            std::fs::rename(&dir, &aside).map_err(|r| {
+                anyhow::anyhow!(
+                    "{e}; moving it aside to {} failed too: {r}",
+                    aside.display()
+                )
+            })?;
+            tracing::error!(
+                "{e}; it was moved to {} (its undelivered alerts are not sent) and a new spool is used",
+                aside.display()
+            );
+            Spool::open(&dir, max_bytes)?
+        }
+    };
+    if recovery.damaged_bytes > 0 {
+        tracing::warn!(
+            "spool: {} damaged bytes between valid entries were skipped",
+            recovery.damaged_bytes
+        );
+    }
     if recovery.torn_bytes > 0 {
         tracing::warn!(
-            "spool: a half-written entry ({} bytes) from a crash was cut off",
+            "spool: a half-written entry ({} bytes, from a crash or a full disk) was cut off",
             recovery.torn_bytes
         );
     }

@@ -117,6 +117,20 @@ fn webhooks(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
                 ),
             );
         }
+        if let Some(first) = config.webhooks[..i]
+            .iter()
+            .position(|h| h.url.0 == hook.url.0)
+        {
+            return fail(
+                at,
+                &format!("webhook.{i}.url"),
+                format!(
+                    "this url is already the one of [[webhook]] number {} ({}): every alert would be sent to it twice",
+                    first + 1,
+                    config.webhooks[first].display_name()
+                ),
+            );
+        }
         if hook.timeout.0.is_zero() {
             return fail(
                 at,

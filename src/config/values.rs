@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Interval(pub Duration);
 
+/// The longest duration any setting takes: every date the agent computes
+/// from one (window ends, `endsAt`) stays far from the end of the calendar.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3650 * 86_400);
+
 impl Interval {
     /// Parses `"30s"`, `"1h30m"`, ...; the message says how to write it.
     pub fn parse(text: &str) -> Result<Interval, String> {
@@ -48,8 +52,10 @@ impl Interval {
             total = number
                 .checked_mul(millis_per_unit)
                 .and_then(|v| total.checked_add(v))
-                .filter(|v| *v <= u64::MAX as u128)
-                .ok_or_else(|| format!("duration {text:?} is too long"))?;
+                .filter(|v| *v <= MAX_INTERVAL.as_millis())
+                .ok_or_else(|| {
+                    format!("duration {text:?} is too long: at most \"3650d\" (ten years)")
+                })?;
         }
         Ok(Interval(Duration::from_millis(total as u64)))
     }

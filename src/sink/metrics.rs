@@ -247,16 +247,32 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("[metrics] listen {listen}: {e}")))?;
     tracing::info!("metrics on http://{listen}/metrics");
+    // At most this many connections at once; more wait in the kernel's
+    // backlog (no descriptor of ours), so a flood cannot take the
+    // descriptors the spool, the state files and the probes need.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    // Out of descriptors, or the like: do not spin.
+                    tracing::debug!("metrics: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let page = page.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut used = 0;
-                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                let _permit = permit;
+                // The whole exchange is bounded in time: a client that sends
+                // nothing holds its slot for at most this long.
+                let _ = tokio::time::timeout(METRICS_EXCHANGE_TIMEOUT, async {
+                    let mut buf = vec![0u8; 8192];
+                    let mut used = 0;
                     while used < buf.len() {
                         match conn.read(&mut buf[used..]).await {
                             Ok(0) | Err(_) => break,
@@ -266,30 +282,32 @@ pub async fn serve(
                             break;
                         }
                     }
+                    let request = String::from_utf8_lossy(&buf[..used]);
+                    let line = request.lines().next().unwrap_or("");
+                    let response = if line.starts_with("GET /metrics ") {
+                        let body = page.lock().map(|p| p.clone()).unwrap_or_default();
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    };
+                    let _ = conn.write_all(response.as_bytes()).await;
+                    let _ = conn.shutdown().await;
                 })
                 .await;
-                if read.is_err() {
-                    return;
-                }
-                let request = String::from_utf8_lossy(&buf[..used]);
-                let line = request.lines().next().unwrap_or("");
-                let response = if line.starts_with("GET /metrics ") {
-                    let body = page.lock().map(|p| p.clone()).unwrap_or_default();
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
-                };
-                let _ = conn.write_all(response.as_bytes()).await;
-                let _ = conn.shutdown().await;
             });
         }
     });
     Ok(())
 }
+
+/// Connections to `/metrics` served at once.
+pub const MAX_METRICS_CONNECTIONS: usize = 32;
+/// Time a `/metrics` client has to send its request and take the answer.
+const METRICS_EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Writes `text` to `path` atomically (temporary file in the same directory,
 /// then rename), mode 0644 so that node_exporter can read it.

@@ -7,8 +7,11 @@
 //! memory ([`Spool::count_after`]), never by reading the files.
 //!
 //! Record: `b"NS"`, payload length (u32 LE), CRC-32 of the payload (u32 LE),
-//! payload. A record cut short by a crash, or damaged, ends the valid part of its
-//! segment; at open the tail of the newest segment is truncated to it.
+//! payload. A damaged record is skipped: reading resynchronises on the next
+//! record magic whose record checks out, so one bad byte costs one alert, not
+//! the rest of the segment. Bytes after the last valid record of the newest
+//! segment (a write cut short by a crash or a full disk) are truncated at
+//! open, and at once when an append fails part-way.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -29,14 +32,28 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// Why the spool could not be read or written.
+/// Segment ids at or above this are not ours (a file named so is ignored):
+/// ids count up from 1 by one per megabyte written, so this is never reached.
+pub const MAX_SEGMENT_ID: u64 = 1 << 48;
+
+/// Why the spool could not be read or written. (The system's error is part of
+/// the sentence, not a separate `source`, so that it is printed once.)
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool {path}: {source}")]
+    #[error("spool {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl SpoolError {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
+        move |error| SpoolError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -55,6 +72,8 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes of a half-written record cut from the newest segment.
     pub torn_bytes: u64,
+    /// Damaged bytes skipped between valid records (kept on disk, never read).
+    pub damaged_bytes: u64,
 }
 
 /// The spool: segment files under `state_dir/spool`, bounded by `max_spool_bytes`.
@@ -64,51 +83,79 @@ pub struct Spool {
     segments: BTreeMap<u64, Segment>,
     writer: File,
     dropped: u64,
+    /// An append failed part-way and cutting its bytes failed too: cut them
+    /// before the next append.
+    torn: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016}.seg"))
 }
 
-/// Reads the valid records of a segment from `offset`: (payload, end offset).
-/// Stops at the first record that is cut short or damaged.
-fn scan(bytes: &[u8], mut offset: usize, max: usize, mut f: impl FnMut(&[u8], usize)) -> usize {
-    let mut n = 0;
-    while n < max && bytes.len() >= offset + HEADER as usize {
-        let h = &bytes[offset..offset + HEADER as usize];
-        let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
-        let crc = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
-        let start = offset + HEADER as usize;
-        if h[..2] != MAGIC
-            || len > MAX_RECORD
-            || bytes.len() < start + len
-            || crc32fast::hash(&bytes[start..start + len]) != crc
-        {
-            break;
+/// The payload length of the valid record at `at`, if one starts there.
+fn record_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let h = bytes.get(at..at + HEADER as usize)?;
+    let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
+    let crc = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
+    let payload = bytes.get(at + HEADER as usize..at + HEADER as usize + len)?;
+    (h[..2] == MAGIC && len <= MAX_RECORD && crc32fast::hash(payload) == crc).then_some(len)
+}
+
+/// What a scan found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Scanned {
+    /// Where the last valid record read ends (`offset` when none was).
+    end: usize,
+    /// Damaged bytes skipped between valid records.
+    skipped: usize,
+}
+
+/// Reads up to `max` valid records of a segment from `offset`, calling `f`
+/// with each payload and the offset after it. Damage is skipped: the scan
+/// goes on at the next record magic whose record checks out.
+fn scan(bytes: &[u8], offset: usize, max: usize, mut f: impl FnMut(&[u8], usize)) -> Scanned {
+    let (mut at, mut n) = (offset, 0);
+    let mut found = Scanned {
+        end: offset,
+        skipped: 0,
+    };
+    while n < max && at + HEADER as usize <= bytes.len() {
+        match record_at(bytes, at) {
+            Some(len) => {
+                let end = at + HEADER as usize + len;
+                found.skipped += at - found.end;
+                f(&bytes[at + HEADER as usize..end], end);
+                (at, found.end, n) = (end, end, n + 1);
+            }
+            None => match bytes[at + 1..].windows(2).position(|w| w == MAGIC) {
+                Some(i) => at += 1 + i,
+                None => break,
+            },
         }
-        f(&bytes[start..start + len], start + len);
-        offset = start + len;
-        n += 1;
     }
-    offset
+    found
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, truncating a torn tail.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Recovery), SpoolError> {
-        let io = |source| SpoolError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        let io = SpoolError::io(dir);
+        std::fs::create_dir_all(dir).map_err(&io)?;
         let mut segments = BTreeMap::new();
-        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        for entry in std::fs::read_dir(dir).map_err(&io)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name
+            match name
                 .strip_suffix(".seg")
                 .and_then(|n| n.parse::<u64>().ok())
             {
-                segments.insert(id, Segment::default());
+                Some(id) if (1..MAX_SEGMENT_ID).contains(&id) => {
+                    segments.insert(id, Segment::default());
+                }
+                Some(_) => tracing::warn!(
+                    "spool {}: {name} is not a segment this agent wrote (id out of range); ignored",
+                    dir.display()
+                ),
+                None => {}
             }
         }
         let mut recovery = Recovery {
@@ -118,30 +165,26 @@ impl Spool {
         let newest = segments.keys().next_back().copied().unwrap_or(1);
         for (id, seg) in segments.iter_mut() {
             let path = segment_path(dir, *id);
-            let bytes = std::fs::read(&path).map_err(|source| SpoolError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = std::fs::read(&path).map_err(SpoolError::io(&path))?;
             let mut records = 0;
-            let end = scan(&bytes, 0, usize::MAX, |_, end| {
+            let found = scan(&bytes, 0, usize::MAX, |_, end| {
                 records += 1;
                 seg.ends.push(end as u32);
             });
+            let end = found.end;
             seg.records = records;
             seg.bytes = end as u64;
             recovery.records += records;
+            recovery.damaged_bytes += found.skipped as u64;
             if *id == newest && end < bytes.len() {
                 recovery.torn_bytes = (bytes.len() - end) as u64;
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .map_err(|source| SpoolError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(SpoolError::io(&path))?;
                 f.set_len(end as u64)
                     .and_then(|_| f.sync_all())
-                    .map_err(|source| SpoolError::Io { path, source })?;
+                    .map_err(SpoolError::io(&path))?;
             }
         }
         segments.entry(newest).or_default();
@@ -150,7 +193,7 @@ impl Spool {
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|source| SpoolError::Io { path, source })?;
+            .map_err(SpoolError::io(&path))?;
         Ok((
             Spool {
                 dir: dir.to_path_buf(),
@@ -158,6 +201,7 @@ impl Spool {
                 segments,
                 writer,
                 dropped: 0,
+                torn: false,
             },
             recovery,
         ))
@@ -212,14 +256,23 @@ impl Spool {
         }
         let id = self.newest();
         let path = segment_path(&self.dir, id);
-        let io = |source| SpoolError::Io {
-            path: path.clone(),
-            source,
-        };
-        self.writer
+        let io = SpoolError::io(&path);
+        let valid = self.segments.get(&id).map(|s| s.bytes).unwrap_or(0);
+        if self.torn {
+            self.writer.set_len(valid).map_err(&io)?;
+            self.torn = false;
+        }
+        if let Err(e) = self
+            .writer
             .write_all(&buf)
             .and_then(|_| self.writer.sync_data())
-            .map_err(io)?;
+        {
+            // Part of the batch may be in the file (a full disk): cut it, so
+            // that the file holds exactly what is known to be in it and the
+            // batch can be appended again later.
+            self.torn = self.writer.set_len(valid).is_err();
+            return Err(io(e));
+        }
         let seg = self.segments.entry(id).or_default();
         seg.ends.extend(
             ends.iter()
@@ -234,7 +287,7 @@ impl Spool {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|source| SpoolError::Io { path, source })?;
+                .map_err(SpoolError::io(&path))?;
             self.segments.insert(next, Segment::default());
             // The new file's directory entry must survive a crash too.
             let _ = File::open(&self.dir).and_then(|d| d.sync_all());
@@ -266,16 +319,13 @@ impl Spool {
             };
             if from.offset < seg.bytes {
                 let path = segment_path(&self.dir, from.segment);
-                let io = |source| SpoolError::Io {
-                    path: path.clone(),
-                    source,
-                };
-                let mut f = File::open(&path).map_err(io)?;
-                f.seek(SeekFrom::Start(from.offset)).map_err(io)?;
+                let io = SpoolError::io(&path);
+                let mut f = File::open(&path).map_err(&io)?;
+                f.seek(SeekFrom::Start(from.offset)).map_err(&io)?;
                 let mut bytes = Vec::with_capacity((seg.bytes - from.offset) as usize);
                 f.take(seg.bytes - from.offset)
                     .read_to_end(&mut bytes)
-                    .map_err(io)?;
+                    .map_err(&io)?;
                 let base = from.offset;
                 let segment = from.segment;
                 let want = max - out.len();
@@ -287,17 +337,14 @@ impl Spool {
                             offset: base + end as u64,
                         },
                     ));
-                });
+                })
+                .end;
                 from.offset = base + end as u64;
                 if out.len() >= max {
                     break;
                 }
-                if (end as u64) < seg.bytes - base {
-                    // Damage in the middle of a segment: the rest of it is lost.
-                    from.offset = seg.bytes;
-                }
             }
-            match self.segments.range(from.segment + 1..).next() {
+            match self.segments.range(from.segment.saturating_add(1)..).next() {
                 Some((&next, _)) => {
                     from = Position {
                         segment: next,
@@ -348,22 +395,79 @@ impl Spool {
 
     /// The saved cursor of a receiver (`None`: it starts at the oldest record).
     pub fn load_cursor(&self, receiver: &str) -> Option<Position> {
-        let text = std::fs::read_to_string(self.dir.join(format!("{receiver}.cursor"))).ok()?;
-        let mut parts = text.split_whitespace();
-        Some(Position {
-            segment: parts.next()?.parse().ok()?,
-            offset: parts.next()?.parse().ok()?,
-        })
+        read_cursor(&self.dir, receiver)
     }
 
-    /// Saves a cursor atomically (without fsync: after a crash a receiver may get
-    /// a few alerts twice, never none).
+    /// A saved cursor made safe to read from, and what was wrong with it.
+    /// A cursor before the oldest kept record starts there (those records were
+    /// dropped); one in the middle of a record, past the end of its segment
+    /// (cut after damage) or in a segment that is not there goes back to the
+    /// record boundary before it, or to the oldest record: an alert may be
+    /// delivered twice, none is skipped.
+    pub fn checked_cursor(&self, pos: Position) -> (Position, Option<String>) {
+        let start = self.start();
+        if pos < start {
+            return (start, None);
+        }
+        let Some(seg) = self.segments.get(&pos.segment) else {
+            let why = format!(
+                "the saved cursor points at segment {} which is not in the spool; delivering from the oldest record kept",
+                pos.segment
+            );
+            return (start, Some(why));
+        };
+        if pos.offset == 0
+            || seg
+                .ends
+                .binary_search(&(pos.offset.min(u32::MAX as u64) as u32))
+                .is_ok()
+        {
+            return (pos, None);
+        }
+        let before = seg
+            .ends
+            .partition_point(|end| u64::from(*end) < pos.offset)
+            .checked_sub(1)
+            .map(|i| u64::from(seg.ends[i]))
+            .unwrap_or(0);
+        let what = match pos.offset > seg.bytes {
+            true => "past the end of its segment",
+            false => "in the middle of a record",
+        };
+        let why = format!(
+            "the saved cursor ({} {}) is {what}; delivering from the record boundary before it ({} {before})",
+            pos.segment, pos.offset, pos.segment
+        );
+        (
+            Position {
+                segment: pos.segment,
+                offset: before,
+            },
+            Some(why),
+        )
+    }
+
+    /// Saves a cursor. The file is overwritten in place with a line of fixed
+    /// width: no new file, so it works on a full disk (a rename of a fresh
+    /// file would not, and after a restart the receiver would get again what
+    /// it already had). Not fsynced: after a crash a receiver may get a few
+    /// alerts twice, never none.
     pub fn save_cursor(&self, receiver: &str, pos: Position) -> Result<(), SpoolError> {
+        use std::os::unix::fs::FileExt;
         let path = self.dir.join(format!("{receiver}.cursor"));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{} {}\n", pos.segment, pos.offset))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|source| SpoolError::Io { path, source })
+        let line = format!("{:020} {:020}\n", pos.segment, pos.offset);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(SpoolError::io(&path))?;
+        f.write_all_at(line.as_bytes(), 0)
+            .and_then(|_| match f.metadata()?.len() == line.len() as u64 {
+                true => Ok(()),
+                false => f.set_len(line.len() as u64),
+            })
+            .map_err(SpoolError::io(&path))
     }
 }
 
@@ -397,7 +501,7 @@ pub fn count_after_on_disk(dir: &Path, from: Option<Position>) -> u64 {
         } else {
             0
         };
-        scan(&bytes, start, usize::MAX, |_, _| count += 1);
+        let _ = scan(&bytes, start, usize::MAX, |_, _| count += 1);
     }
     count
 }
@@ -503,23 +607,111 @@ mod tests {
         assert!(ids[3].contains("alert-3") && ids[4].contains("alert-4"));
     }
 
+    fn ids(s: &Spool) -> Vec<String> {
+        s.read(s.start(), 1000)
+            .unwrap()
+            .iter()
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
     #[test]
-    fn damage_in_an_old_segment_loses_only_its_rest() {
+    fn damage_costs_only_the_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
         append(&mut s, &payloads(0..3));
         let mid = s.end();
-        append(&mut s, &payloads(3..6));
-        // Flip a byte inside record 4's payload.
+        append(&mut s, &payloads(3..10));
+        // Flip a byte inside record 4's payload (the newest segment).
         let seg = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[mid.offset as usize + 12] ^= 0xff;
-        std::fs::write(&seg, bytes).unwrap();
-        let (s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!(
-            s.read(s.start(), 100).unwrap().len(),
-            3,
-            "records before the damage are kept"
+        std::fs::write(&seg, &bytes).unwrap();
+        let (mut s, rec) = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(rec.records, 9);
+        assert!(rec.damaged_bytes > 0 && rec.torn_bytes == 0, "{rec:?}");
+        let got = ids(&s);
+        assert_eq!(got.len(), 9, "{got:?}");
+        assert!(!got.iter().any(|p| p.contains("alert-3\"")));
+        assert_eq!(s.count_after(s.start()), 9);
+        // Appending goes on after the intact records.
+        append(&mut s, &payloads(10..11));
+        assert_eq!(ids(&s).len(), 10);
+        // Junk in front of the first record: every record is kept.
+        let front = dir.path().join("front");
+        let (mut f, _) = Spool::open(&front, 1 << 30).unwrap();
+        append(&mut f, &payloads(0..10));
+        drop(f);
+        let seg = segment_path(&front, 1);
+        let mut bytes = b"\x00NS\x01".to_vec();
+        bytes.extend(std::fs::read(&seg).unwrap());
+        std::fs::write(&seg, &bytes).unwrap();
+        let (f, _) = Spool::open(&front, 1 << 30).unwrap();
+        assert_eq!(ids(&f).len(), 10);
+        assert_eq!(count_after_on_disk(&front, None), 10);
+    }
+
+    #[test]
+    fn bad_cursors_go_back_to_a_record_boundary_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(dir.path(), 1 << 30).unwrap();
+        append(&mut s, &payloads(0..5));
+        let all = s.read(s.start(), 100).unwrap();
+        let second = all[1].1;
+        // A boundary is fine as it is.
+        assert_eq!(s.checked_cursor(second), (second, None));
+        // In the middle of record 3: back to its start (delivered again).
+        let mid = Position {
+            offset: second.offset + 5,
+            ..second
+        };
+        let (c, why) = s.checked_cursor(mid);
+        assert_eq!(c, second);
+        assert!(why.unwrap().contains("in the middle of a record"));
+        assert_eq!(s.read(c, 1).unwrap()[0].0, b"{\"id\":\"alert-2\"}");
+        // Past the end of the segment (it was cut after damage): the last boundary.
+        let (c, why) = s.checked_cursor(Position {
+            segment: 1,
+            offset: 1 << 20,
+        });
+        assert_eq!(c, s.end());
+        assert!(why.unwrap().contains("past the end"));
+        // A segment that is not there: from the oldest record.
+        let (c, why) = s.checked_cursor(Position {
+            segment: 7,
+            offset: 0,
+        });
+        assert_eq!(c, s.start());
+        assert!(why.unwrap().contains("segment 7"));
+        // Saved and loaded in place, whatever was in the file before.
+        std::fs::write(
+            dir.path().join("r.cursor"),
+            "junk that is long, longer than the fixed width of a cursor line\n",
+        )
+        .unwrap();
+        s.save_cursor("r", second).unwrap();
+        assert_eq!(s.load_cursor("r"), Some(second));
+    }
+
+    #[test]
+    fn a_segment_id_at_the_end_of_u64_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{}.seg", u64::MAX)), b"").unwrap();
+        let (mut s, rec) = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(rec.segments, 0);
+        append(&mut s, &payloads(0..2));
+        assert_eq!(s.end().segment, 1);
+        assert_eq!(ids(&s).len(), 2);
+        assert!(
+            s.read(
+                Position {
+                    segment: u64::MAX,
+                    offset: 0
+                },
+                10
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 

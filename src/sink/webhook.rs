@@ -23,12 +23,26 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// Alerts read from the spool at once by a receiver task.
 const READ_BATCH: usize = 64;
 
+/// Alerts kept in memory while they cannot be written to the spool (a full
+/// disk); beyond this the oldest are dropped and counted.
+pub const MAX_BACKLOG: usize = 10_000;
+
+/// Alerts waiting in memory for the spool to take them.
+#[derive(Default)]
+struct Backlog {
+    bodies: std::collections::VecDeque<String>,
+    /// Dropped since the last successful append (oldest first, over [`MAX_BACKLOG`]).
+    dropped: u64,
+}
+
 /// The spool shared by the agent (which appends) and the receiver tasks (which read).
 pub struct Outbox {
     spool: Mutex<Spool>,
     end: watch::Sender<Position>,
     /// Cursor of each receiver, for collecting delivered segments.
     cursors: Mutex<std::collections::HashMap<String, Position>>,
+    /// What could not be spooled yet, in order, ahead of anything newer.
+    backlog: Mutex<Backlog>,
 }
 
 impl Outbox {
@@ -39,6 +53,7 @@ impl Outbox {
             spool: Mutex::new(spool),
             end: watch::channel(end).0,
             cursors: Mutex::default(),
+            backlog: Mutex::default(),
         })
     }
 
@@ -49,16 +64,43 @@ impl Outbox {
     }
 
     /// Makes alerts durable (one fsync) and wakes the receivers.
-    /// Returns how many older alerts the size cap dropped to make room.
+    /// Returns how many older alerts were dropped to make room: by the size
+    /// cap, or from the in-memory backlog while the disk was full.
+    ///
+    /// When the spool cannot take them (a full disk), the alerts wait in
+    /// memory (at most [`MAX_BACKLOG`]), in order, and go first at the next
+    /// append or [`Outbox::retry_backlog`]; the error is returned.
     pub fn append(&self, alerts: &[Arc<Alert>]) -> Result<u64, SpoolError> {
-        let bodies: Vec<String> = alerts.iter().map(|a| a.to_json()).collect();
-        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        backlog.bodies.extend(alerts.iter().map(|a| a.to_json()));
+        let over = backlog.bodies.len().saturating_sub(MAX_BACKLOG);
+        backlog.bodies.drain(..over);
+        backlog.dropped += over as u64;
+        if backlog.bodies.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<&[u8]> = backlog.bodies.iter().map(|b| b.as_bytes()).collect();
         let mut spool = self.lock();
         let end = spool.append(&refs)?;
-        let dropped = spool.take_dropped();
+        let dropped = spool.take_dropped() + std::mem::take(&mut backlog.dropped);
+        backlog.bodies.clear();
         drop(spool);
         self.end.send_replace(end);
         Ok(dropped)
+    }
+
+    /// Alerts waiting in memory for the spool.
+    pub fn backlog(&self) -> usize {
+        self.backlog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bodies
+            .len()
+    }
+
+    /// Tries again to spool what waits in memory; `Ok(n)`: `n` dropped meanwhile.
+    pub fn retry_backlog(&self) -> Result<u64, SpoolError> {
+        self.append(&[])
     }
 
     /// Alerts in the spool not yet delivered to `receiver` (from memory).
@@ -102,9 +144,16 @@ impl Outbox {
         }
     }
 
-    fn start_cursor(&self, receiver: &str) -> Position {
+    fn start_cursor(&self, receiver: &str, name: &str) -> Position {
         let spool = self.lock();
-        spool.load_cursor(receiver).unwrap_or_else(|| spool.start())
+        let Some(saved) = spool.load_cursor(receiver) else {
+            return spool.start();
+        };
+        let (cursor, problem) = spool.checked_cursor(saved);
+        if let Some(why) = problem {
+            tracing::warn!(receiver = %name, "{why}");
+        }
+        cursor
     }
 
     fn save_cursor(&self, receiver: &str, pos: Position) {
@@ -182,10 +231,13 @@ impl WebhookSink {
         let client = reqwest::Client::builder()
             .timeout(config.timeout.0)
             .connect_timeout(config.timeout.0)
+            // A redirect is not a delivery: a 302 would turn the POST into a
+            // GET that "succeeds", a 307 would post the alert elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let id = receiver_id(&config);
-        let cursor = outbox.start_cursor(&id);
+        let cursor = outbox.start_cursor(&id, &config.display_name());
         outbox
             .cursors
             .lock()
@@ -276,12 +328,28 @@ async fn deliver(
         unsaved: false,
         saved_at: std::time::Instant::now() - Duration::from_secs(60),
     };
+    let mut read_failures = 0u32;
     loop {
         let batch = match r.outbox.read(cursor) {
-            Ok(b) => b,
+            Ok(b) => {
+                read_failures = 0;
+                b
+            }
             Err(e) => {
-                tracing::error!(receiver = %r.name, "cannot read the spool: {e}");
-                Vec::new()
+                // Not "nothing to send": try again soon, not at the next alert.
+                read_failures += 1;
+                let wait = backoff(read_failures).min(Duration::from_secs(30));
+                if read_failures == 1 || read_failures.is_power_of_two() {
+                    tracing::error!(receiver = %r.name, "cannot read the spool: {e}; trying again in {} s", wait.as_secs());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return;
+                }
+                continue;
             }
         };
         if batch.is_empty() {
@@ -432,19 +500,45 @@ async fn attempt_once(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text: String = response
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
+    if status.is_redirection() {
+        // Where to: scheme, host and port only (the rest may hold a token).
+        let to = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| config.url.0.join(l).ok())
+            .map(|u| crate::config::WebhookUrl(u).redacted())
+            .unwrap_or_else(|| "nowhere".into());
+        return Outcome::Retry(
+            None,
+            format!(
+                "redirect (HTTP {status}) to {to}: deliveries do not follow redirects; put the final URL in the configuration"
+            ),
+        );
+    }
+    let text = read_capped(response, MAX_ERROR_BODY).await;
     let why = format!("HTTP {status}: {}", text.trim());
     if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
         Outcome::Rejected(why)
     } else {
         Outcome::Retry(retry_after, why)
     }
+}
+
+/// Bytes of a receiver's error answer read (and 200 characters of it kept):
+/// an answer that does not end is not read to its end.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// The start of a response body as text, reading at most `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).chars().take(200).collect()
 }
 
 fn describe(e: &reqwest::Error) -> String {

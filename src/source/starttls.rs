@@ -188,7 +188,8 @@ impl Dialogue {
                     if keyword.eq_ignore_ascii_case("STARTTLS") {
                         self.offered = true;
                     } else if self.capabilities.len() < 32 {
-                        self.capabilities.push(keyword.to_string());
+                        // Each shortened, so that the error quotes at most ~200 characters.
+                        self.capabilities.push(keyword.chars().take(40).collect());
                     }
                     if !last {
                         return Ok(Step::Read);
@@ -196,7 +197,7 @@ impl Dialogue {
                     if !self.offered {
                         return Err(DialogueError::NotOffered(format!(
                             "EHLO reply: {}",
-                            self.capabilities.join(", ")
+                            shorten(&self.capabilities.join(", "))
                         )));
                     }
                     self.state = State::GoAhead;
@@ -763,5 +764,19 @@ mod tests {
             d.receive(b"\x30\x84\x7f\xff\xff\xff"),
             Err(DialogueError::TooMuch)
         );
+    }
+
+    #[test]
+    fn an_smtp_server_without_starttls_is_quoted_briefly() {
+        let long = format!("250-{}\r\n", "X".repeat(4000));
+        let mut lines: Vec<Vec<u8>> = vec![b"220 mx ESMTP\r\n".to_vec()];
+        lines.extend(std::iter::repeat_n(long.into_bytes(), 15));
+        lines.push(b"250 SIZE 1000\r\n".to_vec());
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_slice()).collect();
+        let (_, end) = play(StartTls::Smtp, &refs);
+        let Err(DialogueError::NotOffered(text)) = end else {
+            panic!("{end:?}")
+        };
+        assert!(text.len() < 300, "{} bytes of server text", text.len());
     }
 }

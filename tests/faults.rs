@@ -1,0 +1,372 @@
+//! Faults the product must survive without losing or inventing alerts: a full
+//! disk under the spool, hostile receivers, a connection flood on `/metrics`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A small tmpfs mounted on `dir` for the test, unmounted on drop (also when
+/// the test fails).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Fills the disk to the last byte; returns the filler to remove.
+    fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let one = [0u8; 1];
+        while f.write_all(&one).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Creates `n` veth pairs named `{prefix}{i}`/`{prefix}p{i}` in `ns` (each end a `link_added`).
+fn add_links(ns: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        ip(
+            ns,
+            &format!("link add {prefix}{i} type veth peer name {prefix}p{i}"),
+        );
+    }
+}
+
+/// How many times each alert id arrived.
+fn ids_seen(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in receiver.all() {
+        *seen
+            .entry(r.body["id"].as_str().unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+fn link_added(receiver: &Receiver, prefix: &str) -> usize {
+    receiver
+        .all()
+        .iter()
+        .filter(|r| {
+            r.body["kind"] == "link_added"
+                && r.body["details"]["interface"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with(prefix))
+        })
+        .count()
+}
+
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}; agent log:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn alerts_made_while_the_disk_is_full_arrive_once_space_returns() {
+    let Some((lab, receiver, _)) = prepare("") else {
+        return;
+    };
+    let disk = SmallDisk::mount(&lab.path("state"), "256k");
+    // Links of any name are reported (each new one is an alert), no coalescing in the way.
+    let config = write_config(
+        &lab,
+        &receiver,
+        "ignore_links = []\ncoalesce_burst = 1000\nheartbeat_interval = \"0s\"",
+    );
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    let log = || agent_log(&lab);
+    // A delivery happened, so the cursor file exists: then fill the disk.
+    std::thread::sleep(Duration::from_millis(300));
+    let filler = disk.fill();
+    add_links(&lab.host, "full", 20);
+    // Some may fit in the last page of the segment; most wait in memory.
+    std::thread::sleep(Duration::from_secs(2));
+    let while_full = link_added(&receiver, "full");
+    std::fs::remove_file(&filler).unwrap();
+    add_links(&lab.host, "after", 6);
+    wait_until(
+        "not every alert arrived after space returned",
+        Duration::from_secs(15),
+        || link_added(&receiver, "full") == 40 && link_added(&receiver, "after") == 12,
+        log,
+    );
+    eprintln!(
+        "full disk: {while_full} of 40 alerts arrived while full, all 40 and 12 more after; log said: {:?}",
+        log()
+            .lines()
+            .filter(|l| l.contains("spooled"))
+            .map(|l| l
+                .split_once("netsentry")
+                .map(|x| x.1)
+                .unwrap_or(l)
+                .to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(log().contains("cannot be spooled"), "{}", log());
+    // Exactly once each, also across a restart (cursor saved in place).
+    agent.kill9();
+    let _again = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_for("a second agent_started", WAIT, |b| {
+        b["kind"] == "agent_started" && b["details"]["baseline"] == "loaded"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let twice: Vec<_> = ids_seen(&receiver)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert_eq!(link_added(&receiver, "full"), 40);
+    assert_eq!(link_added(&receiver, "after"), 12);
+    assert!(!log().contains("half-written"), "{}", log());
+}
+
+fn agent_log(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.path("agent.log")).unwrap_or_default()
+}
+
+/// An HTTP server that answers every request with `answer` (then closes),
+/// counting requests by method and path.
+struct Hostile {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Hostile {
+    fn start(
+        ns: &str,
+        answer: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static,
+    ) -> Hostile {
+        let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:0").unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let seen = requests.clone();
+        let answer = std::sync::Arc::new(answer);
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let (seen, answer) = (seen.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    let _ = conn.read_exact(&mut body);
+                    let line = text.lines().next().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(line);
+                    answer(&mut conn);
+                });
+            }
+        });
+        Hostile { port, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// The agent's resident memory in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_receivers_cannot_exhaust_memory_or_fake_a_delivery() {
+    let Some((lab, receiver, _)) = prepare("") else {
+        return;
+    };
+    // 500 with a body that never ends.
+    let endless = Hostile::start(&lab.host, |conn| {
+        let _ = conn.write_all(b"HTTP/1.1 500 Oops\r\ncontent-type: text/plain\r\n\r\n");
+        let chunk = vec![b'x'; 64 << 10];
+        while conn.write_all(&chunk).is_ok() {}
+    });
+    // 302 to a path that answers 200 (a GET would "deliver" nothing).
+    let redirect = Hostile::start(&lab.host, |conn| {
+        let _ = conn.write_all(
+            b"HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+    });
+    // 307 to another origin: the body must not be re-posted there.
+    let other = receiver.url();
+    let temporary = Hostile::start(&lab.host, move |conn| {
+        let reply = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {other}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        let _ = conn.write_all(reply.as_bytes());
+    });
+    let config = lab.path("hostile.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nhost_id = \"testhost\"\nstate_dir = \"{}\"\nheartbeat_interval = \"0s\"\n[log]\njournald = \"off\"\n\n\
+             [[webhook]]\nname = \"endless\"\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+             [[webhook]]\nname = \"found\"\nurl = \"{}\"\ntimeout = \"2s\"\n\n\
+             [[webhook]]\nname = \"temporary\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+            lab.path("state").display(),
+            endless.url("/hook"),
+            redirect.url("/hook"),
+            temporary.url("/hook"),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let log = || agent_log(&lab);
+    wait_until(
+        "no attempt at every receiver",
+        WAIT,
+        || {
+            endless.requests().len() >= 2
+                && !redirect.requests().is_empty()
+                && !temporary.requests().is_empty()
+        },
+        log,
+    );
+    let rss = rss_kib(agent.pid());
+    eprintln!("hostile receivers: agent RSS {rss} KiB after two endless 500 answers");
+    assert!(rss < 100 << 10, "the agent grew to {rss} KiB");
+    // No request ever left the receiver it was meant for.
+    std::thread::sleep(Duration::from_millis(500));
+    for r in redirect.requests() {
+        assert!(r.starts_with("POST /hook "), "followed a redirect: {r}");
+    }
+    assert!(
+        receiver.all().is_empty(),
+        "a 307 re-posted the alert to another origin"
+    );
+    // The redirects are failures the operator can read about.
+    assert!(log().contains("redirect (HTTP 302"), "{}", log());
+    assert!(log().contains("redirect (HTTP 307"), "{}", log());
+    assert!(
+        log().contains("HTTP 500 Internal Server Error") || log().contains("HTTP 500"),
+        "{}",
+        log()
+    );
+}
+
+/// Requests `/metrics` once, returns the status line.
+fn get_metrics(ns: &str, port: u16) -> Option<String> {
+    in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines().next().map(str::to_string)
+    })
+}
+
+#[test]
+fn a_connection_flood_on_metrics_does_not_delay_alerts() {
+    let Some((lab, receiver, _)) = prepare("") else {
+        return;
+    };
+    let port = {
+        let l = in_netns(&lab.host, || TcpListener::bind("127.0.0.1:0").unwrap());
+        l.local_addr().unwrap().port()
+    };
+    let config = write_config(&lab, &receiver, "ignore_links = []");
+    append_config(
+        &config,
+        &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    assert!(get_metrics(&lab.host, port).is_some_and(|l| l.contains("200")));
+    // 1,500 connections that never send a request, held open.
+    let flood: Vec<std::net::TcpStream> = in_netns(&lab.host, move || {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // Past the listen backlog a connect waits for SYN retries: give up fast.
+        let mut held = Vec::new();
+        let mut failed = 0;
+        while held.len() < 1500 && failed < 3 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(1000)) {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    ip(&lab.host, "link add flood0 type veth peer name flood1");
+    receiver.wait_kind("link_added", Duration::from_secs(5), |d| {
+        d["interface"] == "flood0"
+    });
+    let delivered = t0.elapsed();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    eprintln!(
+        "metrics flood: {} connections held; alert delivered in {} ms; agent has {fds} descriptors open",
+        flood.len(),
+        delivered.as_millis()
+    );
+    assert!(fds < 512, "{fds} descriptors open");
+    drop(flood);
+    // And it serves again once the flood is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(get_metrics(&lab.host, port).is_some_and(|l| l.contains("200")));
+}
