@@ -370,3 +370,35 @@ fn a_connection_flood_on_metrics_does_not_delay_alerts() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(get_metrics(&lab.host, port).is_some_and(|l| l.contains("200")));
 }
+
+#[test]
+fn a_broken_spool_is_moved_aside_and_the_agent_starts() {
+    let Some((lab, receiver, config)) = prepare("") else {
+        return;
+    };
+    std::fs::create_dir_all(lab.path("state")).unwrap();
+    // Where the spool directory should be, a file.
+    std::fs::write(lab.path("state/spool"), b"not a directory").unwrap();
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("moved to"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("spool.broken-"), "{line}");
+    // The system's error is said once, not twice.
+    assert_eq!(line.matches("os error").count(), 1, "{line}");
+    let aside: Vec<_> = std::fs::read_dir(lab.path("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spool.broken-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(lab.path("state/spool").is_dir());
+    // The log is a file, not a terminal: no colour codes in it.
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{log}"
+    );
+}

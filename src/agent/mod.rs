@@ -75,7 +75,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             .out
             .coalescer
             .next_deadline()
-            .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            .map(|d| d.saturating_sub(agent.out.clock.elapsed()));
         let a = &mut agent;
         tokio::select! {
             event = a.netlink.recv() => if let Some(stop) = a.on_netlink(event) { break stop },
@@ -234,6 +234,7 @@ impl Agent {
                 start_time: Utc::now().timestamp(),
                 ..Default::default()
             },
+            clock: std::time::Instant::now(),
         };
         out.correlator.set_served_names(served_names(&config));
         let detector = NetDetector::new(net_settings(&config), stored);
@@ -493,7 +494,10 @@ impl Agent {
     }
 
     fn flush_coalescer(&mut self) {
-        let summaries = self.out.coalescer.flush(Utc::now());
+        let summaries = self
+            .out
+            .coalescer
+            .flush(Utc::now(), self.out.clock.elapsed());
         self.out.emit(summaries);
     }
 

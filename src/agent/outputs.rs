@@ -35,6 +35,8 @@ pub struct Outputs {
     /// Folds the sightings of one gateway MAC change into one alert.
     pub same_change: SameChange,
     pub metrics: Metrics,
+    /// The origin of the monotonic clock that coalescing windows run on.
+    pub clock: std::time::Instant,
 }
 
 impl Outputs {
@@ -60,7 +62,7 @@ impl Outputs {
                     continue;
                 }
             };
-            for admitted in self.coalescer.admit(finding) {
+            for admitted in self.coalescer.admit(finding, self.clock.elapsed()) {
                 let alert = Arc::new(Alert::from_finding(admitted, &self.host));
                 if alert.kind.is_condition() {
                     if self.conditions.len() >= MAX_CONDITIONS

@@ -5,6 +5,11 @@
 //! window closes one `alerts_suppressed` says how many were held back. A finding
 //! that differs in any identifying detail (a *new* MAC, another interface) is a
 //! different key and is never held back by this one.
+//!
+//! Windows are measured on a monotonic clock (`at`: time since any fixed
+//! origin, e.g. the agent's start), never on wall time: a wall clock stepped
+//! back by an hour must not hold alerts back for an hour. Wall time is only
+//! the timestamp of the summaries.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +26,8 @@ const VOLATILE_DETAILS: &[&str] = &["down_ms", "uptime_s", "packets_per_s", "day
 
 struct Window {
     kind: Kind,
-    started: DateTime<Utc>,
+    /// Monotonic time the window opened.
+    started: Duration,
     /// How many may pass in this window.
     burst: u32,
     passed: u32,
@@ -30,10 +36,10 @@ struct Window {
 }
 
 impl Window {
-    fn open(first: &Finding, burst: u32) -> Window {
+    fn open(first: &Finding, burst: u32, at: Duration) -> Window {
         Window {
             kind: first.kind,
-            started: first.time,
+            started: at,
             burst,
             passed: 0,
             suppressed: 0,
@@ -56,7 +62,7 @@ impl Window {
 /// Holds back identical alerts beyond a burst per window and summarises them (`alerts_suppressed`).
 pub struct Coalescer {
     burst: u32,
-    window: chrono::Duration,
+    window: Duration,
     /// Kinds with a budget per window across all their findings (station alerts
     /// under a flood of forged frames: every one is different).
     kind_limits: HashMap<Kind, u32>,
@@ -69,9 +75,7 @@ impl Coalescer {
     pub fn new(burst: u32, window: Duration) -> Coalescer {
         Coalescer {
             burst: burst.max(1),
-            window: chrono::Duration::from_std(window)
-                .unwrap_or(chrono::Duration::MAX)
-                .max(chrono::Duration::milliseconds(1)),
+            window: window.max(Duration::from_millis(1)),
             kind_limits: HashMap::new(),
             windows: HashMap::new(),
             kind_windows: HashMap::new(),
@@ -86,9 +90,9 @@ impl Coalescer {
         self
     }
 
-    /// Lets a finding through or holds it back. May also return the summaries of
-    /// earlier windows that have just closed.
-    pub fn admit(&mut self, finding: Finding) -> Vec<Finding> {
+    /// Lets a finding through or holds it back (`at`: monotonic time now). May
+    /// also return the summaries of earlier windows that have just closed.
+    pub fn admit(&mut self, finding: Finding, at: Duration) -> Vec<Finding> {
         let mut out = Vec::new();
         if matches!(
             finding.kind,
@@ -104,17 +108,17 @@ impl Coalescer {
         // Under a flood the kind budget is spent: count without further work.
         if limit.is_some()
             && let Some(w) = self.kind_windows.get_mut(&finding.kind)
-            && finding.time - w.started < self.window
+            && at.saturating_sub(w.started) < self.window
             && w.passed >= w.burst
         {
             w.suppressed += 1;
             return out;
         }
-        if !self.pass(key_of(&finding), self.burst, &finding, &mut out) {
+        if !self.pass(key_of(&finding), self.burst, &finding, at, &mut out) {
             return out;
         }
         if let Some(limit) = limit
-            && !self.pass_kind(limit, &finding, &mut out)
+            && !self.pass_kind(limit, &finding, at, &mut out)
         {
             return out;
         }
@@ -123,31 +127,44 @@ impl Coalescer {
     }
 
     /// Counts `finding` against the budget of its kind; true when it may pass.
-    fn pass_kind(&mut self, limit: u32, finding: &Finding, out: &mut Vec<Finding>) -> bool {
+    fn pass_kind(
+        &mut self,
+        limit: u32,
+        finding: &Finding,
+        at: Duration,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let now = finding.time;
         if let Some(w) = self.kind_windows.get(&finding.kind)
-            && now - w.started >= self.window
+            && at.saturating_sub(w.started) >= self.window
             && let Some(w) = self.kind_windows.remove(&finding.kind)
         {
             out.extend(self.summary(w, now));
         }
         self.kind_windows
             .entry(finding.kind)
-            .or_insert_with(|| Window::open(finding, limit))
+            .or_insert_with(|| Window::open(finding, limit, at))
             .count()
     }
 
     /// Counts `finding` in the window of `key`; true when it may pass.
-    fn pass(&mut self, key: String, burst: u32, finding: &Finding, out: &mut Vec<Finding>) -> bool {
+    fn pass(
+        &mut self,
+        key: String,
+        burst: u32,
+        finding: &Finding,
+        at: Duration,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let now = finding.time;
         if let Some(w) = self.windows.get(&key)
-            && now - w.started >= self.window
+            && at.saturating_sub(w.started) >= self.window
             && let Some(w) = self.windows.remove(&key)
         {
             out.extend(self.summary(w, now));
         }
         if !self.windows.contains_key(&key) && self.windows.len() >= MAX_KEYS {
-            out.extend(self.flush(now));
+            out.extend(self.flush(now, at));
             if self.windows.len() >= MAX_KEYS
                 && let Some(oldest) = self
                     .windows
@@ -161,23 +178,24 @@ impl Coalescer {
         }
         self.windows
             .entry(key)
-            .or_insert_with(|| Window::open(finding, burst))
+            .or_insert_with(|| Window::open(finding, burst, at))
             .count()
     }
 
-    /// Closes the windows that have ended; returns their `alerts_suppressed`.
-    pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+    /// Closes the windows that have ended by monotonic time `at`; returns
+    /// their `alerts_suppressed`, stamped `now`.
+    pub fn flush(&mut self, now: DateTime<Utc>, at: Duration) -> Vec<Finding> {
         let window = self.window;
         let ended: Vec<String> = self
             .windows
             .iter()
-            .filter(|(_, w)| now - w.started >= window)
+            .filter(|(_, w)| at.saturating_sub(w.started) >= window)
             .map(|(k, _)| k.clone())
             .collect();
         let ended_kinds: Vec<Kind> = self
             .kind_windows
             .iter()
-            .filter(|(_, w)| now - w.started >= window)
+            .filter(|(_, w)| at.saturating_sub(w.started) >= window)
             .map(|(k, _)| *k)
             .collect();
         let mut closed: Vec<Window> = ended
@@ -207,8 +225,8 @@ impl Coalescer {
             .collect()
     }
 
-    /// When the next window ends and `flush` has something to do (no polling).
-    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+    /// When (monotonic) the next window ends and `flush` has something to do (no polling).
+    pub fn next_deadline(&self) -> Option<Duration> {
         self.windows
             .values()
             .chain(self.kind_windows.values())
@@ -220,7 +238,7 @@ impl Coalescer {
         if w.suppressed == 0 {
             return None;
         }
-        let window_s = self.window.num_milliseconds() as f64 / 1000.0;
+        let window_s = self.window.as_millis() as f64 / 1000.0;
         Some(Finding::new(
             Kind::AlertsSuppressed,
             now,
@@ -251,6 +269,18 @@ mod tests {
     fn t(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
     }
+
+    /// The tests' findings carry their (wall) time; here the monotonic
+    /// clock runs with it.
+    impl Coalescer {
+        fn admit_t(&mut self, f: Finding) -> Vec<Finding> {
+            let at = Duration::from_secs((f.time.timestamp() - 1_800_000_000) as u64);
+            self.admit(f, at)
+        }
+        fn flush_t(&mut self, s: i64) -> Vec<Finding> {
+            self.flush(t(s), Duration::from_secs(s as u64))
+        }
+    }
     fn down(at: i64) -> Finding {
         Finding::new(
             Kind::LinkDown,
@@ -273,23 +303,23 @@ mod tests {
         let mut c = Coalescer::new(3, Duration::from_secs(60));
         let mut passed = 0;
         for i in 0..50 {
-            passed += c.admit(down(i)).len();
-            passed += c.admit(up(i, 100 + i)).len();
+            passed += c.admit_t(down(i)).len();
+            passed += c.admit_t(up(i, 100 + i)).len();
         }
         assert_eq!(
             passed, 6,
             "3 downs and 3 ups (down_ms does not make them different)"
         );
-        assert_eq!(c.next_deadline(), Some(t(60)));
-        assert!(c.flush(t(59)).is_empty());
-        let s = c.flush(t(60));
+        assert_eq!(c.next_deadline(), Some(Duration::from_secs(60)));
+        assert!(c.flush_t((59)).is_empty());
+        let s = c.flush_t((60));
         assert_eq!(s.len(), 2);
         assert!(
             s.iter()
                 .all(|f| f.kind == Kind::AlertsSuppressed && f.details["count"] == 47)
         );
         assert_eq!(s[0].details["window_s"], 60.0);
-        assert!(c.flush(t(1000)).is_empty());
+        assert!(c.flush_t((1000)).is_empty());
         assert_eq!(c.next_deadline(), None);
     }
 
@@ -305,7 +335,7 @@ mod tests {
                 "new",
                 json!({"ip": format!("198.18.{}.{}", i / 250, i % 250)}),
             );
-            passed += c.admit(f).len();
+            passed += c.admit_t(f).len();
             if i == 500 {
                 let spoof = Finding::new(
                     Kind::GatewayMacChanged,
@@ -314,14 +344,14 @@ mod tests {
                     json!({"new_mac": "02:de:ad:be:ef:01"}),
                 );
                 assert_eq!(
-                    c.admit(spoof).len(),
+                    c.admit_t(spoof).len(),
                     1,
                     "the gateway spoof inside the flood passes at once"
                 );
             }
         }
         assert_eq!(passed, 5);
-        let s = c.flush(t(61));
+        let s = c.flush_t((61));
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].details["kind"], "arp_new_station");
         assert_eq!(s[0].details["count"], 995);
@@ -330,9 +360,9 @@ mod tests {
     #[test]
     fn a_new_window_reports_the_old_one_first() {
         let mut c = Coalescer::new(1, Duration::from_secs(10));
-        assert_eq!(c.admit(down(0)).len(), 1);
-        assert!(c.admit(down(1)).is_empty());
-        let out = c.admit(down(11));
+        assert_eq!(c.admit_t(down(0)).len(), 1);
+        assert!(c.admit_t(down(1)).is_empty());
+        let out = c.admit_t(down(11));
         assert_eq!(
             out.iter().map(|f| f.kind).collect::<Vec<_>>(),
             vec![Kind::AlertsSuppressed, Kind::LinkDown]
@@ -350,11 +380,11 @@ mod tests {
                 "x",
                 json!({"ip": "192.0.2.1", "new_mac": format!("02:00:00:00:00:{i:02x}")}),
             );
-            assert_eq!(c.admit(f).len(), 1);
+            assert_eq!(c.admit_t(f).len(), 1);
         }
         for _ in 0..10 {
             let f = Finding::new(Kind::AgentHeartbeat, t(0), "x", json!({}));
-            assert_eq!(c.admit(f).len(), 1);
+            assert_eq!(c.admit_t(f).len(), 1);
         }
     }
 
@@ -368,9 +398,24 @@ mod tests {
                 "x",
                 json!({"interface": format!("x{i}")}),
             );
-            c.admit(f.clone());
-            c.admit(f);
+            c.admit_t(f.clone());
+            c.admit_t(f);
         }
         assert!(c.windows.len() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_hold_windows() {
+        let mut c = Coalescer::new(1, Duration::from_secs(60));
+        assert_eq!(c.admit(down(0), Duration::ZERO).len(), 1);
+        assert!(c.admit(down(1), Duration::from_secs(1)).is_empty());
+        // The wall clock goes back an hour; 61 s pass on the monotonic clock.
+        let stepped = down(-3600);
+        let out = c.admit(stepped, Duration::from_secs(61));
+        assert_eq!(
+            out.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            vec![Kind::AlertsSuppressed, Kind::LinkDown]
+        );
+        assert_eq!(c.next_deadline(), Some(Duration::from_secs(121)));
     }
 }

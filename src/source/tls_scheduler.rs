@@ -57,8 +57,11 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
                 tokio::spawn(async move {
                     let report = {
                         let _permit = limit.acquire_owned().await;
-                        probe(&target, roots).await
+                        let check = target.clone();
+                        guarded(&target, async move { probe(&check, roots).await }).await
                     };
+                    // Always reached: a check that panicked is a failed check,
+                    // and the target is checked again at its next turn.
                     busy.store(false, Ordering::Release);
                     let _ = tx.send(report).await;
                 });
@@ -69,6 +72,42 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
         }
     });
     Some(Feed::new((rx, task)))
+}
+
+/// Runs one check in its own task, so that a panic in it (a parser bug an
+/// interceptor could trigger) ends as a failed check of `target`
+/// (`ProbeError::Stopped`, logged with the panic's message) instead of
+/// silencing the target.
+pub async fn guarded(
+    target: &TlsTarget,
+    check: impl std::future::Future<Output = ProbeReport> + Send + 'static,
+) -> ProbeReport {
+    match tokio::spawn(check).await {
+        Ok(report) => report,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into()),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(target = %target.name, "the TLS check stopped unexpectedly: {why}; counted as a failed check");
+            stopped(target)
+        }
+    }
+}
+
+fn stopped(target: &TlsTarget) -> ProbeReport {
+    ProbeReport {
+        target: target.name.clone(),
+        address: target.address.to_string(),
+        peer: None,
+        local: false,
+        time: Utc::now(),
+        outcome: Err(ProbeError::Stopped),
+    }
 }
 
 /// Checks each target once, at most `concurrency` at a time; reports come
@@ -86,7 +125,11 @@ pub async fn probe_round(
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (i, probe(&target, roots).await)
+            let check = target.clone();
+            (
+                i,
+                guarded(&target, async move { probe(&check, roots).await }).await,
+            )
         });
     }
     let mut reports: Vec<Option<ProbeReport>> = vec![None; targets.len()];
@@ -98,15 +141,29 @@ pub async fn probe_round(
     reports
         .into_iter()
         .zip(targets)
-        .map(|(r, t)| {
-            r.unwrap_or_else(|| ProbeReport {
-                target: t.name.clone(),
-                address: t.address.to_string(),
-                peer: None,
-                local: false,
-                time: Utc::now(),
-                outcome: Err(ProbeError::Stopped),
-            })
-        })
+        .map(|(r, t)| r.unwrap_or_else(|| stopped(t)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_check_that_panics_is_a_failed_check() {
+        let config = crate::config::Config::parse(
+            "[[tls.target]]\nname = \"xmpp\"\naddress = \"192.0.2.5:5222\"\nexpect = { spki_sha256 = [\"abababababababababababababababababababababababababababababababab\"] }\n",
+            "test.toml",
+        )
+        .unwrap();
+        let target = config.tls.targets[0].clone();
+        let report = guarded(&target, async { panic!("byte index 1 is out of range") }).await;
+        assert_eq!(report.target, "xmpp");
+        assert!(matches!(report.outcome, Err(ProbeError::Stopped)));
+        // And a check that ends normally is passed through.
+        let fine = stopped(&target);
+        let time = fine.time;
+        let report = guarded(&target, async move { fine }).await;
+        assert_eq!(report.time, time);
+    }
 }
