@@ -311,15 +311,15 @@ mod tests {
             "3 downs and 3 ups (down_ms does not make them different)"
         );
         assert_eq!(c.next_deadline(), Some(Duration::from_secs(60)));
-        assert!(c.flush_t((59)).is_empty());
-        let s = c.flush_t((60));
+        assert!(c.flush_t(59).is_empty());
+        let s = c.flush_t(60);
         assert_eq!(s.len(), 2);
         assert!(
             s.iter()
                 .all(|f| f.kind == Kind::AlertsSuppressed && f.details["count"] == 47)
         );
         assert_eq!(s[0].details["window_s"], 60.0);
-        assert!(c.flush_t((1000)).is_empty());
+        assert!(c.flush_t(1000).is_empty());
         assert_eq!(c.next_deadline(), None);
     }
 
@@ -351,7 +351,7 @@ mod tests {
             }
         }
         assert_eq!(passed, 5);
-        let s = c.flush_t((61));
+        let s = c.flush_t(61);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].details["kind"], "arp_new_station");
         assert_eq!(s[0].details["count"], 995);
