@@ -367,7 +367,7 @@ fn big_tcp_traffic_never_reaches_the_agent() {
         .args([
             &format!("--net=/run/netns/{}", r.lab.host),
             "--",
-            agent_binary(),
+            &agent_binary(),
             "status",
             "-c",
             config.to_str().unwrap(),

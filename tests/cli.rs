@@ -92,11 +92,12 @@ fn status_shows_routes_gateways_links_and_baseline() {
         return;
     };
     let ns = format!("--net=/run/netns/{}", lab.host);
+    let binary = agent_binary();
     let status = |json: bool| {
         let mut args = vec![
             ns.as_str(),
             "--",
-            agent_binary(),
+            binary.as_str(),
             "status",
             "-c",
             config.to_str().unwrap(),

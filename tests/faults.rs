@@ -6,64 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A small tmpfs mounted on `dir` for the test, unmounted on drop (also when
-/// the test fails).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                dir.to_str().unwrap(),
-            ],
-        );
-        SmallDisk(dir.to_path_buf())
-    }
-
-    /// Fills the disk to the last byte; returns the filler to remove.
-    fn fill(&self) -> PathBuf {
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-        let one = [0u8; 1];
-        while f.write_all(&one).is_ok() {}
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// Creates `n` veth pairs named `{prefix}{i}`/`{prefix}p{i}` in `ns` (each end a `link_added`).
-fn add_links(ns: &str, prefix: &str, n: usize) {
-    for i in 0..n {
-        ip(
-            ns,
-            &format!("link add {prefix}{i} type veth peer name {prefix}p{i}"),
-        );
-    }
-}
 
 /// How many times each alert id arrived.
 fn ids_seen(receiver: &Receiver) -> HashMap<String, usize> {
@@ -401,4 +348,38 @@ fn a_broken_spool_is_moved_aside_and_the_agent_starts() {
         !log.contains('\u{1b}'),
         "ANSI escapes in a log file:\n{log}"
     );
+}
+
+#[test]
+fn alerts_written_with_the_baseline_before_a_kill_are_spooled_once_under_their_ids() {
+    let Some((lab, receiver, config)) = prepare("") else { return };
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let started = receiver.wait_for("agent_started", WAIT, |b| b["kind"] == "agent_started");
+    assert_eq!(agent.stop(), Some(0));
+    // As a kill between writing the baseline and spooling leaves it: one
+    // alert that reached the spool (agent_started), one that did not.
+    let path = lab.path("state/baseline.json");
+    let mut baseline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut lost = started.body.clone();
+    lost["id"] = "01M8W0000000000000000LOST1".into();
+    lost["kind"] = "link_removed".into();
+    lost["severity"] = "warning".into();
+    lost["summary"] = "link chn7 was removed".into();
+    lost["details"] = serde_json::json!({"interface": "chn7"});
+    baseline["pending"] = serde_json::json!([started.body, lost]);
+    std::fs::write(&path, baseline.to_string()).unwrap();
+    let _again = Agent::start(&lab.host, &config, &lab.path("agent2.log"));
+    let got = receiver.wait_for("the pending alert", WAIT, |b| b["id"] == lost["id"]);
+    assert_eq!(got.body, lost, "spooled as it was written");
+    receiver.wait_for("the second agent_started", WAIT, |b| {
+        b["kind"] == "agent_started" && b["details"]["baseline"] == "loaded"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = ids_seen(&receiver);
+    assert_eq!(ids[lost["id"].as_str().unwrap()], 1);
+    assert_eq!(ids[started.body["id"].as_str().unwrap()], 1, "the spooled one is not sent again");
+    // And the baseline is written again without them.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("LOST1"), "{text}");
 }

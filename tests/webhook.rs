@@ -282,7 +282,7 @@ fn status_json(lab: &Lab, config: &std::path::Path) -> serde_json::Value {
         .args([
             &format!("--net=/run/netns/{}", lab.host),
             "--",
-            agent_binary(),
+            &agent_binary(),
             "status",
             "--json",
             "-c",

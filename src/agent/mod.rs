@@ -214,7 +214,7 @@ impl Agent {
             Some(o) => start_webhooks(&config, read_secrets(&config)?, o)?,
             None => Vec::new(),
         };
-        let (stored, baseline_problem) = match baseline::load(&state_dir) {
+        let (mut stored, baseline_problem) = match baseline::load(&state_dir) {
             Ok(b) => (b, None),
             Err(e) => {
                 tracing::warn!("{e}");
@@ -222,6 +222,10 @@ impl Agent {
             }
         };
         let baseline_loaded = stored.is_some();
+        let pending = stored
+            .as_mut()
+            .map(|b| std::mem::take(&mut b.pending))
+            .unwrap_or_default();
         let mut out = Outputs {
             host: config.host_id(),
             journal: open_journal(config.log.journald),
@@ -244,7 +248,7 @@ impl Agent {
             metrics::serve(&config.metrics.listen, metrics_page.clone()).await?;
         }
         let ct = CtWatch::load(&config);
-        Ok(Agent {
+        let mut agent = Agent {
             timers: Timers::new(&config, &notifier),
             reported_counters: detector.counters().clone(),
             packets: PacketWatch::load(&config),
@@ -271,7 +275,9 @@ impl Agent {
             metrics_page,
             started: tokio::time::Instant::now(),
             config,
-        })
+        };
+        agent.recover_pending(pending);
+        Ok(agent)
     }
 
     /// Netlink: observations, full dumps (the first one makes the baseline
@@ -279,11 +285,12 @@ impl Agent {
     fn on_netlink(&mut self, event: Option<SourceEvent>) -> Option<Stop> {
         match event {
             Some(SourceEvent::Observations(batch)) => {
+                let mut findings = Vec::new();
                 for obs in batch {
                     tracing::trace!(?obs, "netlink");
-                    let findings = self.detector.observe(obs, Utc::now());
-                    self.out.emit(findings);
+                    findings.extend(self.detector.observe(obs, Utc::now()));
                 }
+                self.emit_netlink(findings);
                 self.packets.sync(&self.detector);
             }
             Some(SourceEvent::Resynced { reason, view }) => self.on_resync(reason, view),
@@ -335,8 +342,55 @@ impl Agent {
                 self.publish_metrics();
             }
         }
-        self.out.emit(findings);
+        self.emit_netlink(findings);
         self.apply_decisions();
+    }
+
+    /// Alerts about changes the baseline records: the baseline is written
+    /// first, with the alerts in it (`pending`), then they are spooled, then
+    /// the baseline is written again without them (after the event). A kill
+    /// between the two leaves either the alerts in the spool or, in the
+    /// baseline, alerts the next start spools under the same ids: never a
+    /// change lost, never one reported again under a new id.
+    fn emit_netlink(&mut self, findings: Vec<crate::alert::Finding>) {
+        let batch = self.out.admit(findings);
+        if !batch.records.is_empty() && self.detector.take_dirty() {
+            self.save_baseline(&batch.records);
+            // The copy without the alerts follows after the event.
+            self.baseline_unsaved = true;
+        }
+        self.out.deliver(batch);
+    }
+
+    /// Alerts a killed agent had written with the baseline: those that did
+    /// not reach the spool are spooled and printed now, under their ids.
+    fn recover_pending(&mut self, pending: Vec<crate::alert::Alert>) {
+        if pending.is_empty() {
+            return;
+        }
+        // Written again without them after the first event.
+        self.baseline_unsaved = true;
+        let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
+        let spooled = match &self.outbox {
+            Some(outbox) => outbox.spooled_ids(&ids),
+            None => Default::default(),
+        };
+        let missing: Vec<Arc<crate::alert::Alert>> = pending
+            .into_iter()
+            .filter(|a| !spooled.contains(&a.id))
+            .map(Arc::new)
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "{} alerts written with the baseline by an agent that stopped before spooling them are spooled now",
+            missing.len()
+        );
+        self.out.deliver(outputs::Batch {
+            records: missing.clone(),
+            alerts: missing,
+        });
     }
 
     /// The operator's `netsentry baseline accept|forget` decisions waiting in
@@ -445,8 +499,8 @@ impl Agent {
 
     /// Writes the baseline; a failure (a full disk) is said once and the
     /// write is tried again after the next event or at the state timer.
-    fn save_baseline(&mut self) {
-        match baseline::save(&self.state_dir, self.detector.baseline()) {
+    fn save_baseline(&mut self, pending: &[Arc<crate::alert::Alert>]) {
+        match baseline::save_with_pending(&self.state_dir, self.detector.baseline(), pending) {
             Ok(()) if self.baseline_unsaved => {
                 tracing::info!("the baseline is written again");
                 self.baseline_unsaved = false;
@@ -462,7 +516,7 @@ impl Agent {
 
     fn save_state(&mut self) {
         if self.baseline_unsaved {
-            self.save_baseline();
+            self.save_baseline(&[]);
         }
         self.packets.save(&self.state_dir);
         self.tls.save();
@@ -505,7 +559,7 @@ impl Agent {
     /// at the first drop, then each time the count doubles (no log flood).
     fn after_event(&mut self) {
         if self.detector.take_dirty() || self.baseline_unsaved {
-            self.save_baseline();
+            self.save_baseline(&[]);
         }
         let counters = self.detector.counters();
         let said = &self.reported_counters;

@@ -39,8 +39,24 @@ pub struct Outputs {
     pub clock: std::time::Instant,
 }
 
+/// Alerts made from findings, not yet spooled or printed.
+#[derive(Default)]
+pub struct Batch {
+    /// What goes to the spool (alerts, and resolutions for Alertmanager).
+    pub records: Vec<Arc<Alert>>,
+    /// What is printed (journal or stderr).
+    pub alerts: Vec<Arc<Alert>>,
+}
+
 impl Outputs {
+    /// Findings through the whole pipeline: admitted, spooled, printed.
     pub fn emit(&mut self, findings: Vec<Finding>) {
+        let batch = self.admit(findings);
+        self.deliver(batch);
+    }
+
+    /// Findings made into alerts (merging, coalescing, correlation, ids).
+    pub fn admit(&mut self, findings: Vec<Finding>) -> Batch {
         let mut alerts = Vec::new();
         let mut records = Vec::new();
         let mut queue: VecDeque<Finding> = findings.into();
@@ -87,6 +103,12 @@ impl Outputs {
                 alerts.push(alert);
             }
         }
+        Batch { records, alerts }
+    }
+
+    /// Spools (fsynced) and then prints a batch.
+    pub fn deliver(&mut self, batch: Batch) {
+        let Batch { records, mut alerts } = batch;
         if records.is_empty() {
             return;
         }
@@ -98,7 +120,7 @@ impl Outputs {
     }
 
     /// An alert to the journal, or to stderr without one.
-    fn print(&self, alert: &Alert) {
+    pub fn print(&self, alert: &Alert) {
         match &self.journal {
             Some(j) => {
                 if let Err(e) = j.send(alert) {
@@ -145,7 +167,7 @@ impl Outputs {
     fn spooled(
         &self,
         outbox: &Outbox,
-        result: Result<u64, crate::sink::spool::SpoolError>,
+        result: Result<crate::sink::webhook::Dropped, crate::sink::spool::SpoolError>,
         waiting_before: usize,
         alerts: &mut Vec<Arc<Alert>>,
     ) {
@@ -156,23 +178,25 @@ impl Outputs {
                         "the spool takes alerts again: {waiting_before} alerts kept in memory are spooled"
                     );
                 }
-                if dropped == 0 {
-                    return;
+                for (count, reason) in [
+                    (dropped.cap, "max_spool_bytes"),
+                    (dropped.memory, "disk_full"),
+                ] {
+                    if count == 0 {
+                        continue;
+                    }
+                    tracing::warn!("{count} older undelivered alerts were dropped ({reason})");
+                    // Queued behind everything still spooled: receivers learn
+                    // of the loss as soon as delivery works again.
+                    let notice = Arc::new(Alert::from_finding(
+                        lifecycle::spool_overflow(Utc::now(), count, reason),
+                        &self.host,
+                    ));
+                    if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
+                        tracing::error!("{e}");
+                    }
+                    alerts.push(notice);
                 }
-                tracing::warn!(
-                    "{dropped} older undelivered alerts were dropped (max_spool_bytes, or more than {} waiting in memory while the spool could not be written)",
-                    crate::sink::webhook::MAX_BACKLOG
-                );
-                // Queued behind everything still spooled: receivers learn of
-                // the loss as soon as delivery works again.
-                let notice = Arc::new(Alert::from_finding(
-                    lifecycle::spool_overflow(Utc::now(), dropped),
-                    &self.host,
-                ));
-                if let Err(e) = outbox.append(std::slice::from_ref(&notice)) {
-                    tracing::error!("{e}");
-                }
-                alerts.push(notice);
             }
             // Said once per episode, not for every alert while the disk is full.
             Err(e) if waiting_before == 0 => tracing::error!(

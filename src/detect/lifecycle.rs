@@ -57,13 +57,18 @@ pub fn agent_heartbeat(now: DateTime<Utc>, uptime_s: u64, interval_s: u64) -> Fi
     )
 }
 
-/// Undelivered alerts dropped from a full spool (`max_spool_bytes`).
-pub fn spool_overflow(now: DateTime<Utc>, count: u64) -> Finding {
+/// Undelivered alerts dropped: from a full spool (`reason = "max_spool_bytes"`)
+/// or, while the disk was full, from the alerts waiting in memory (`"disk_full"`).
+pub fn spool_overflow(now: DateTime<Utc>, count: u64, reason: &str) -> Finding {
+    let why = match reason {
+        "disk_full" => "the disk under state_dir was full and too many waited in memory",
+        _ => "the spool reached max_spool_bytes",
+    };
     Finding::new(
         Kind::AlertsSuppressed,
         now,
-        format!("{count} undelivered alerts were dropped: the spool reached max_spool_bytes"),
-        json!({"kind": "spool", "count": count, "window_s": 0, "reason": "max_spool_bytes"}),
+        format!("{count} undelivered alerts were dropped: {why}"),
+        json!({"kind": "spool", "count": count, "window_s": 0, "reason": reason}),
     )
 }
 

@@ -233,6 +233,19 @@ impl Spool {
         }
     }
 
+    /// The start of the `n`th newest segment (the oldest kept when there are fewer).
+    pub fn recent(&self, n: usize) -> Position {
+        let segment = self
+            .segments
+            .keys()
+            .rev()
+            .nth(n.saturating_sub(1))
+            .or_else(|| self.segments.keys().next())
+            .copied()
+            .unwrap_or(1);
+        Position { segment, offset: 0 }
+    }
+
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.values().map(|s| s.bytes).sum()

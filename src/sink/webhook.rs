@@ -27,6 +27,15 @@ const READ_BATCH: usize = 64;
 /// disk); beyond this the oldest are dropped and counted.
 pub const MAX_BACKLOG: usize = 10_000;
 
+/// Undelivered alerts an append had to drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// The oldest in the spool, to stay under `max_spool_bytes`.
+    pub cap: u64,
+    /// The oldest waiting in memory while the spool could not be written.
+    pub memory: u64,
+}
+
 /// Alerts waiting in memory for the spool to take them.
 #[derive(Default)]
 struct Backlog {
@@ -70,23 +79,46 @@ impl Outbox {
     /// When the spool cannot take them (a full disk), the alerts wait in
     /// memory (at most [`MAX_BACKLOG`]), in order, and go first at the next
     /// append or [`Outbox::retry_backlog`]; the error is returned.
-    pub fn append(&self, alerts: &[Arc<Alert>]) -> Result<u64, SpoolError> {
+    pub fn append(&self, alerts: &[Arc<Alert>]) -> Result<Dropped, SpoolError> {
         let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         backlog.bodies.extend(alerts.iter().map(|a| a.to_json()));
         let over = backlog.bodies.len().saturating_sub(MAX_BACKLOG);
         backlog.bodies.drain(..over);
         backlog.dropped += over as u64;
         if backlog.bodies.is_empty() {
-            return Ok(0);
+            return Ok(Dropped::default());
         }
         let refs: Vec<&[u8]> = backlog.bodies.iter().map(|b| b.as_bytes()).collect();
         let mut spool = self.lock();
         let end = spool.append(&refs)?;
-        let dropped = spool.take_dropped() + std::mem::take(&mut backlog.dropped);
+        let dropped = Dropped {
+            cap: spool.take_dropped(),
+            memory: std::mem::take(&mut backlog.dropped),
+        };
         backlog.bodies.clear();
         drop(spool);
         self.end.send_replace(end);
         Ok(dropped)
+    }
+
+    /// Which of `ids` are in the newest two segments of the spool (where
+    /// alerts written just before a crash are).
+    pub fn spooled_ids(&self, ids: &[&str]) -> std::collections::HashSet<String> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        let spool = self.lock();
+        let mut found = std::collections::HashSet::new();
+        for (bytes, _) in spool.read(spool.recent(2), usize::MAX).unwrap_or_default() {
+            if let Ok(r) = serde_json::from_slice::<Id>(&bytes)
+                && wanted.contains(r.id.as_str())
+            {
+                found.insert(r.id);
+            }
+        }
+        found
     }
 
     /// Alerts waiting in memory for the spool.
@@ -98,8 +130,8 @@ impl Outbox {
             .len()
     }
 
-    /// Tries again to spool what waits in memory; `Ok(n)`: `n` dropped meanwhile.
-    pub fn retry_backlog(&self) -> Result<u64, SpoolError> {
+    /// Tries again to spool what waits in memory.
+    pub fn retry_backlog(&self) -> Result<Dropped, SpoolError> {
         self.append(&[])
     }
 

@@ -130,7 +130,7 @@ impl LinkRecord {
 }
 
 /// What the agent last knew: gateways with their MACs, default routes, links.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
     pub version: u32,
@@ -138,6 +138,12 @@ pub struct Baseline {
     /// The default next hops per family, preferred first.
     pub default_routes: BTreeMap<Family, Vec<NextHopRecord>>,
     pub links: BTreeMap<String, LinkRecord>,
+    /// Alerts about the changes this baseline records, written with it just
+    /// before they are spooled: if the agent dies in between, the next start
+    /// spools them (same ids) instead of reporting the changes again under
+    /// new ones. Empty once they are spooled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<crate::alert::Alert>,
 }
 
 impl Baseline {
@@ -344,9 +350,20 @@ pub fn load(state_dir: &Path) -> Result<Option<Baseline>, StateError> {
 
 /// Writes the baseline atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn save(state_dir: &Path, baseline: &Baseline) -> Result<(), StateError> {
+    save_with_pending(state_dir, baseline, &[])
+}
+
+/// [`save`], with the alerts about to be spooled for the changes it records
+/// (see [`Baseline::pending`]).
+pub fn save_with_pending(
+    state_dir: &Path,
+    baseline: &Baseline,
+    pending: &[std::sync::Arc<crate::alert::Alert>],
+) -> Result<(), StateError> {
     let path = state_dir.join(FILE_NAME);
     let mut stored = baseline.clone();
     stored.version = FORMAT_VERSION;
+    stored.pending = pending.iter().map(|a| (**a).clone()).collect();
     let text = serde_json::to_vec_pretty(&stored).unwrap_or_default();
     write_atomically(&path, &text).map_err(|source| StateError::Write { path, source })
 }

@@ -564,8 +564,11 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
-pub fn agent_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_netsentry")
+/// The binary under test; benchmarks may point `NETSENTRY_AGENT_BINARY` at
+/// another build (e.g. the previous release) to compare side by side.
+pub fn agent_binary() -> String {
+    std::env::var("NETSENTRY_AGENT_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_netsentry").to_string())
 }
 
 impl Agent {
@@ -795,7 +798,7 @@ pub fn netsentry(args: &[&str]) -> (i32, String, String) {
 pub fn netsentry_in(ns: &str, args: &[&str]) -> (i32, String, String) {
     outcome(
         Command::new("ip")
-            .args(["netns", "exec", ns, agent_binary()])
+            .args(["netns", "exec", ns, &agent_binary()])
             .args(args),
     )
 }
@@ -901,3 +904,56 @@ pub fn with_icmpv6_checksum(mut frame: Vec<u8>) -> Vec<u8> {
     frame[payload + 2..payload + 4].copy_from_slice(&checksum.to_be_bytes());
     frame
 }
+
+/// A small tmpfs mounted on `dir` for the test, unmounted on drop (also when
+/// the test fails).
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Fills the disk to the last byte; returns the filler to remove.
+    pub fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let one = [0u8; 1];
+        while f.write_all(&one).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Creates `n` veth pairs named `{prefix}{i}`/`{prefix}p{i}` in `ns` (each end a `link_added`).
+pub fn add_links(ns: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        ip(
+            ns,
+            &format!("link add {prefix}{i} type veth peer name {prefix}p{i}"),
+        );
+    }
+}
+
