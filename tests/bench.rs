@@ -821,7 +821,9 @@ fn bench_kill9_during_netlink_churn() {
     let got = receiver.all();
     let mut by_id: std::collections::HashMap<String, usize> = Default::default();
     for r in &got {
-        *by_id.entry(r.body["id"].as_str().unwrap_or("").into()).or_default() += 1;
+        *by_id
+            .entry(r.body["id"].as_str().unwrap_or("").into())
+            .or_default() += 1;
     }
     let lost = printed.iter().filter(|id| !by_id.contains_key(*id)).count();
     let duplicated = by_id.values().filter(|n| **n > 1).count();
@@ -831,7 +833,10 @@ fn bench_kill9_during_netlink_churn() {
     let mut invented = Vec::new();
     let mut seen_ids = std::collections::HashSet::new();
     // Each alert once (a duplicate by id is counted above), in arrival order.
-    for r in got.iter().filter(|r| seen_ids.insert(r.body["id"].to_string())) {
+    for r in got
+        .iter()
+        .filter(|r| seen_ids.insert(r.body["id"].to_string()))
+    {
         let kind = r.body["kind"].as_str().unwrap_or("").to_string();
         let d = &r.body["details"];
         let iface = d["interface"].as_str().unwrap_or("").to_string();
@@ -903,7 +908,8 @@ fn bench_full_disk() {
     }
     let mut ids = std::collections::HashMap::<String, usize>::new();
     for r in receiver.all() {
-        *ids.entry(r.body["id"].as_str().unwrap_or("").into()).or_default() += 1;
+        *ids.entry(r.body["id"].as_str().unwrap_or("").into())
+            .or_default() += 1;
     }
     eprintln!(
         "full disk: made while full 40, delivered while full {while_full}, delivered after space returned {} of 40 (+ {} of 12 made after) in {} ms; duplicates by id {}",

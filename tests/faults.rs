@@ -352,7 +352,9 @@ fn a_broken_spool_is_moved_aside_and_the_agent_starts() {
 
 #[test]
 fn alerts_written_with_the_baseline_before_a_kill_are_spooled_once_under_their_ids() {
-    let Some((lab, receiver, config)) = prepare("") else { return };
+    let Some((lab, receiver, config)) = prepare("") else {
+        return;
+    };
     let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     let started = receiver.wait_for("agent_started", WAIT, |b| b["kind"] == "agent_started");
     assert_eq!(agent.stop(), Some(0));
@@ -378,7 +380,11 @@ fn alerts_written_with_the_baseline_before_a_kill_are_spooled_once_under_their_i
     std::thread::sleep(Duration::from_millis(500));
     let ids = ids_seen(&receiver);
     assert_eq!(ids[lost["id"].as_str().unwrap()], 1);
-    assert_eq!(ids[started.body["id"].as_str().unwrap()], 1, "the spooled one is not sent again");
+    assert_eq!(
+        ids[started.body["id"].as_str().unwrap()],
+        1,
+        "the spooled one is not sent again"
+    );
     // And the baseline is written again without them.
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("LOST1"), "{text}");

@@ -320,7 +320,7 @@ fn a_full_spool_drops_the_oldest_and_reports_it() {
         "eth0",
         flood_frames(12_000, [2, 0xde, 0xad, 0xbe, 0xef, 0x53], host),
     );
-    agent.wait_for_log("the spool is full", 1);
+    agent.wait_for_log("older undelivered alerts were dropped (max_spool_bytes)", 1);
     receiver.set_status(200);
     let d = receiver.wait_kind("alerts_suppressed", Duration::from_secs(30), |d| {
         d["kind"] == "spool"

@@ -108,7 +108,10 @@ impl Outputs {
 
     /// Spools (fsynced) and then prints a batch.
     pub fn deliver(&mut self, batch: Batch) {
-        let Batch { records, mut alerts } = batch;
+        let Batch {
+            records,
+            mut alerts,
+        } = batch;
         if records.is_empty() {
             return;
         }

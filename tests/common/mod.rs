@@ -956,4 +956,3 @@ pub fn add_links(ns: &str, prefix: &str, n: usize) {
         );
     }
 }
-
