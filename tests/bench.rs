@@ -874,27 +874,8 @@ fn bench_full_disk() {
     let Some((lab, receiver, _)) = prepare("") else {
         return;
     };
-    let disk = SmallDisk::mount(&lab.path("state"), "256k");
-    let config = write_config(
-        &lab,
-        &receiver,
-        "ignore_links = []\ncoalesce_burst = 1000\nheartbeat_interval = \"0s\"",
-    );
-    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
-    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
-    std::thread::sleep(Duration::from_millis(300));
-    let count = |prefix: &str| {
-        receiver
-            .all()
-            .iter()
-            .filter(|r| {
-                r.body["kind"] == "link_added"
-                    && r.body["details"]["interface"]
-                        .as_str()
-                        .is_some_and(|i| i.starts_with(prefix))
-            })
-            .count()
-    };
+    let (disk, _config, _agent) = agent_on_a_small_disk(&lab, &receiver);
+    let count = |prefix: &str| link_added(&receiver, prefix);
     let filler = disk.fill();
     add_links(&lab.host, "full", 20);
     std::thread::sleep(Duration::from_secs(2));

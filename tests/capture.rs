@@ -171,10 +171,11 @@ fn a_rogue_router_advertisement() {
     assert_eq!(r.receiver.count_kind("ndp_router_new"), 1);
 }
 
-#[test]
-fn a_spoofed_neighbour_advertisement_for_the_v6_gateway() {
+/// A lab whose host has an IPv6 default route via the gateway's link-local
+/// address, and a running agent; `None` without root.
+fn v6_gateway_agent() -> Option<(Lab, Receiver, Agent)> {
     if !have_root() {
-        return;
+        return None;
     }
     let lab = Lab::new();
     ip(&lab.host, "-6 route add default via fe80::1 dev eth0");
@@ -182,18 +183,31 @@ fn a_spoofed_neighbour_advertisement_for_the_v6_gateway() {
     lab.resolve_gateway(GW6_LL);
     let receiver = Receiver::start(&lab.host);
     let config = write_config(&lab, &receiver, "");
-    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", WAIT, |_| true);
     std::thread::sleep(Duration::from_millis(200));
+    Some((lab, receiver, agent))
+}
+
+/// The attacker's neighbour advertisement (override flag) for the v6 gateway,
+/// with a zero ICMPv6 checksum.
+fn spoofed_gateway_na() -> Vec<u8> {
     let target: Ipv6Addr = GW6_LL.parse().unwrap();
-    let na = build::icmpv6(
+    build::icmpv6(
         mitm(),
         [0x33, 0x33, 0, 0, 0, 1],
         "fe80::66".parse().unwrap(),
         "ff02::1".parse().unwrap(),
         &build::na_body(target, true, false, true, mitm()),
-    );
-    send_frames(&lab.mitm, "eth0", vec![na]);
+    )
+}
+
+#[test]
+fn a_spoofed_neighbour_advertisement_for_the_v6_gateway() {
+    let Some((lab, receiver, _agent)) = v6_gateway_agent() else {
+        return;
+    };
+    send_frames(&lab.mitm, "eth0", vec![spoofed_gateway_na()]);
     let d = receiver.wait_kind("gateway_mac_changed", WAIT, |d| d["source"] == "ndp");
     assert_eq!(
         d,
@@ -653,29 +667,13 @@ fn behind_destination_options(frame: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn an_advertisement_behind_an_extension_header_is_still_seen() {
-    if !have_root() {
+    let Some((lab, receiver, _agent)) = v6_gateway_agent() else {
         return;
-    }
-    let lab = Lab::new();
-    ip(&lab.host, "-6 route add default via fe80::1 dev eth0");
-    lab.resolve_gateway(GW_IP);
-    lab.resolve_gateway(GW6_LL);
-    let receiver = Receiver::start(&lab.host);
-    let config = write_config(&lab, &receiver, "");
-    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
-    receiver.wait_kind("agent_started", WAIT, |_| true);
-    std::thread::sleep(Duration::from_millis(200));
-    let target: Ipv6Addr = GW6_LL.parse().unwrap();
+    };
     // The ICMPv6 checksum is left zero: the kernel drops the message, so only
     // the capture can see it (with a valid one the kernel takes it too, and
     // the capture's sighting may be folded into netlink's alert).
-    let na = build::icmpv6(
-        mitm(),
-        [0x33, 0x33, 0, 0, 0, 1],
-        "fe80::66".parse().unwrap(),
-        "ff02::1".parse().unwrap(),
-        &build::na_body(target, true, false, true, mitm()),
-    );
+    let na = spoofed_gateway_na();
     send_frames(&lab.mitm, "eth0", vec![behind_destination_options(na)]);
     let d = receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
     assert_eq!(

@@ -23,19 +23,6 @@ fn ids_seen(receiver: &Receiver) -> HashMap<String, usize> {
     seen
 }
 
-fn link_added(receiver: &Receiver, prefix: &str) -> usize {
-    receiver
-        .all()
-        .iter()
-        .filter(|r| {
-            r.body["kind"] == "link_added"
-                && r.body["details"]["interface"]
-                    .as_str()
-                    .is_some_and(|i| i.starts_with(prefix))
-        })
-        .count()
-}
-
 fn wait_until(
     what: &str,
     timeout: Duration,

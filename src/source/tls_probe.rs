@@ -150,16 +150,21 @@ pub fn is_local_address(ip: IpAddr) -> bool {
 /// Bytes read per step of the STARTTLS dialogue.
 const READ_CHUNK: usize = 4096;
 
-/// Checks one target once. `roots` are its trust anchors (or why there are none).
-pub async fn probe(target: &TlsTarget, roots: Result<Arc<RootCertStore>, String>) -> ProbeReport {
-    let mut report = ProbeReport {
+/// A report of a check of `target` that ended without a result (so far).
+pub fn stopped(target: &TlsTarget) -> ProbeReport {
+    ProbeReport {
         target: target.name.clone(),
         address: target.address.to_string(),
         peer: None,
         local: false,
         time: Utc::now(),
         outcome: Err(ProbeError::Stopped),
-    };
+    }
+}
+
+/// Checks one target once. `roots` are its trust anchors (or why there are none).
+pub async fn probe(target: &TlsTarget, roots: Result<Arc<RootCertStore>, String>) -> ProbeReport {
+    let mut report = stopped(target);
     let deadline = Instant::now() + target.timeout.0;
     report.outcome = run(target, roots, deadline, &mut report.peer, &mut report.local).await;
     report.time = Utc::now();

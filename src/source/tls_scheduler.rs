@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::{ProbeError, ProbeReport};
+use crate::detect::tls::ProbeReport;
 use crate::source::Feed;
-use crate::source::tls_probe::{TrustStore, probe};
+use crate::source::tls_probe::{TrustStore, probe, stopped};
 
 /// Starts the agent's check scheduler when targets are configured. Each target
 /// is checked every `interval` (the first time right away); a check still
@@ -99,17 +98,6 @@ pub async fn guarded(
     }
 }
 
-fn stopped(target: &TlsTarget) -> ProbeReport {
-    ProbeReport {
-        target: target.name.clone(),
-        address: target.address.to_string(),
-        peer: None,
-        local: false,
-        time: Utc::now(),
-        outcome: Err(ProbeError::Stopped),
-    }
-}
-
 /// Checks each target once, at most `concurrency` at a time; reports come
 /// back in the order of `targets`.
 pub async fn probe_round(
@@ -148,6 +136,7 @@ pub async fn probe_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::tls::ProbeError;
 
     #[tokio::test]
     async fn a_check_that_panics_is_a_failed_check() {

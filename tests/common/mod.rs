@@ -956,3 +956,33 @@ pub fn add_links(ns: &str, prefix: &str, n: usize) {
         );
     }
 }
+
+/// A lab's agent with `state_dir` on a 256 KiB tmpfs, every link reported
+/// (each new one an alert) and nothing coalesced; started and announced.
+pub fn agent_on_a_small_disk(lab: &Lab, receiver: &Receiver) -> (SmallDisk, PathBuf, Agent) {
+    let disk = SmallDisk::mount(&lab.path("state"), "256k");
+    let config = write_config(
+        lab,
+        receiver,
+        "ignore_links = []\ncoalesce_burst = 1000\nheartbeat_interval = \"0s\"",
+    );
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    // A delivery happened, so the cursor file exists before the disk fills.
+    std::thread::sleep(Duration::from_millis(300));
+    (disk, config, agent)
+}
+
+/// `link_added` alerts received for links whose name starts with `prefix`.
+pub fn link_added(receiver: &Receiver, prefix: &str) -> usize {
+    receiver
+        .all()
+        .iter()
+        .filter(|r| {
+            r.body["kind"] == "link_added"
+                && r.body["details"]["interface"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with(prefix))
+        })
+        .count()
+}
