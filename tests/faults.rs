@@ -190,6 +190,13 @@ fn hostile_receivers_cannot_exhaust_memory_or_fake_a_delivery() {
         );
         let _ = conn.write_all(reply.as_bytes());
     });
+    // 500 with a body trickling in a byte at a time, never ending.
+    let slow = Hostile::start(&lab.host, |conn| {
+        let _ = conn.write_all(b"HTTP/1.1 500 Slow\r\ncontent-length: 1000000\r\n\r\n");
+        while conn.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
     let config = lab.path("hostile.toml");
     std::fs::write(
         &config,
@@ -197,11 +204,13 @@ fn hostile_receivers_cannot_exhaust_memory_or_fake_a_delivery() {
             "[agent]\nhost_id = \"testhost\"\nstate_dir = \"{}\"\nheartbeat_interval = \"0s\"\n[log]\njournald = \"off\"\n\n\
              [[webhook]]\nname = \"endless\"\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
              [[webhook]]\nname = \"found\"\nurl = \"{}\"\ntimeout = \"2s\"\n\n\
-             [[webhook]]\nname = \"temporary\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+             [[webhook]]\nname = \"temporary\"\nurl = \"{}\"\ntimeout = \"2s\"\n\n\
+             [[webhook]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
             lab.path("state").display(),
             endless.url("/hook"),
             redirect.url("/hook"),
             temporary.url("/hook"),
+            slow.url("/hook"),
         ),
     )
     .unwrap();
@@ -214,6 +223,7 @@ fn hostile_receivers_cannot_exhaust_memory_or_fake_a_delivery() {
             endless.requests().len() >= 2
                 && !redirect.requests().is_empty()
                 && !temporary.requests().is_empty()
+                && slow.requests().len() >= 2
         },
         log,
     );
@@ -375,4 +385,31 @@ fn alerts_written_with_the_baseline_before_a_kill_are_spooled_once_under_their_i
     // And the baseline is written again without them.
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("LOST1"), "{text}");
+}
+
+#[test]
+fn a_spool_read_error_is_retried_without_waiting_for_the_next_alert() {
+    let Some((lab, receiver, config)) = prepare("heartbeat_interval = \"0s\"") else {
+        return;
+    };
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    // The segment's path stops being readable (the writer keeps its file).
+    let segment = lab.path("state/spool/0000000000000001.seg");
+    let aside = lab.path("state/spool/aside");
+    std::fs::rename(&segment, &aside).unwrap();
+    std::fs::create_dir(&segment).unwrap();
+    // One alert, so that no second append wakes the receiver's task.
+    ip(&lab.host, "link set eth0 mtu 1400");
+    agent.wait_for_log("cannot read the spool", 1);
+    // Readable again; no other alert comes, the retry must find it.
+    std::fs::remove_dir(&segment).unwrap();
+    std::fs::rename(&aside, &segment).unwrap();
+    let t0 = Instant::now();
+    receiver.wait_kind("link_mtu_changed", WAIT, |d| d["interface"] == "eth0");
+    eprintln!(
+        "delivered {} ms after the spool became readable",
+        t0.elapsed().as_millis()
+    );
 }
