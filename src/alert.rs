@@ -89,6 +89,8 @@ kinds! {
     ArpOwnAddressClaimed => "arp_own_address_claimed", Critical;
     NdpRedirect => "ndp_redirect", Warning;
     IcmpRedirect => "icmp_redirect", Warning;
+    InboundPathChanged => "inbound_path_changed", Critical;
+    InboundPathRestored => "inbound_path_restored", Info;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

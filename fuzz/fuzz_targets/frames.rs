@@ -1,8 +1,10 @@
-//! Ethernet frames off the wire: the parser and the whole packet detector.
+//! Ethernet frames off the wire: the parsers (neighbour traffic, TCP SYNs),
+//! the whole packet detector, and the inbound-path detector.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netsentry::detect::arp::{ArpDetector, ArpSettings};
+use netsentry::detect::inbound::{InboundDetector, InboundSettings};
 
 fuzz_target!(|data: &[u8]| {
     let _ = netsentry::wire::parse(data);
@@ -11,4 +13,13 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes twice: the second look goes through the station table.
     let _ = d.observe("eth0", data, now);
     let _ = d.observe("eth0", data, now);
+    if let Some(syn) = netsentry::wire::syn::parse(data) {
+        let _ = syn.fingerprint();
+        let mut inbound = InboundDetector::new(InboundSettings {
+            min_samples: 1,
+            share: 0.5,
+        });
+        inbound.observe(&syn, now);
+        let _ = inbound.close_window(now);
+    }
 });

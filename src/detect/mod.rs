@@ -5,6 +5,7 @@ pub mod caa;
 pub mod coalesce;
 pub mod correlate;
 pub mod ct;
+pub mod inbound;
 pub mod lifecycle;
 pub mod merge;
 pub mod net;

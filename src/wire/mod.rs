@@ -151,6 +151,8 @@ pub enum Frame {
 /// filter does: hop-by-hop, destination options, routing, a first fragment).
 const MAX_EXTENSION_HEADERS: usize = 4;
 
+pub mod syn;
+
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 
