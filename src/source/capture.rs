@@ -1,7 +1,9 @@
 //! Packet capture: one AF_PACKET socket for all interfaces, with a classic BPF
 //! filter attached so that the kernel only hands over ARP, ICMPv6 neighbour
 //! discovery (types 133-137, also behind extension headers or in a first
-//! fragment) and IPv4 ICMP redirects, tagged (802.1Q/802.1ad) or not.
+//! fragment) and IPv4 ICMP redirects, tagged (802.1Q/802.1ad) or not; and,
+//! when a [`SynFilter`] names ports, the headers of TCP SYNs (SYN without
+//! ACK) to them, IPv4 and IPv6, sampled in the kernel at the rate it says.
 //! Everything else — a server's real traffic — never leaves the kernel.
 
 use std::io;
@@ -55,6 +57,37 @@ const JGE_K: u16 = 0x35;
 const JGT_K: u16 = 0x25;
 const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
+const LD_W_ABS: u16 = 0x20;
+/// `SKF_AD_OFF + SKF_AD_RANDOM`: a load from here gives a random u32.
+const AD_RANDOM: u32 = 0xffff_f000 + 56;
+
+/// Bytes kept of a SYN: Ethernet with two tags, the largest IPv4 header, and
+/// the largest TCP header (IPv6 with extension headers may lose some options).
+pub const SYN_SNAPLEN: u32 = 22 + 60 + 60;
+/// Ports whose SYNs the filter can pass (the comparisons are unrolled; more
+/// would push its jumps past their 255-instruction reach).
+pub const MAX_SYN_PORTS: usize = 64;
+
+/// Which SYNs the filter passes: to these ports, and of those `keep` in
+/// 65,536 (65,536: all). No ports: none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SynFilter {
+    pub ports: Vec<u16>,
+    pub keep: u32,
+}
+
+impl SynFilter {
+    /// All SYNs to `ports` (at most [`MAX_SYN_PORTS`], the lowest kept).
+    pub fn all(mut ports: Vec<u16>) -> SynFilter {
+        ports.sort_unstable();
+        ports.dedup();
+        ports.truncate(MAX_SYN_PORTS);
+        SynFilter {
+            ports,
+            keep: 1 << 16,
+        }
+    }
+}
 
 /// IPv6 extension headers walked before giving up (RA-Guard evasion, RFC
 /// 7113, stacks a few; more than this is rejected).
@@ -78,6 +111,8 @@ enum Op {
     /// X = A, A = X.
     Tax,
     Txa,
+    /// A = the random ancillary value.
+    LdRandom,
     /// Compare with k; go to the named labels (or fall through with `None`).
     Jump(u16, u32, Option<&'static str>, Option<&'static str>),
     Ret(u32),
@@ -105,8 +140,9 @@ const EXT_LABELS: [(&str, &str, &str); MAX_EXTENSION_HEADERS + 1] = [
 /// untagged or under one or two VLAN tags. X holds where the current header
 /// starts; M[0] the next header's protocol number. (~110 lines on purpose:
 /// the program is listed one instruction per line, in the order it runs.)
-fn program_ops() -> Vec<Op> {
+fn program_ops(syn: &SynFilter) -> Vec<Op> {
     use Op::*;
+    let syns = !syn.ports.is_empty();
     let mut ops = vec![
         // Where the ethertype is: 12, 16 or 20 (802.1Q / 802.1ad tags).
         Ldh(12),
@@ -126,19 +162,22 @@ fn program_ops() -> Vec<Op> {
         Jump(JEQ_K, 0x0806, Some("accept"), None),
         Jump(JEQ_K, 0x86dd, Some("ipv6"), None),
         Jump(JEQ_K, 0x0800, None, Some("reject")),
-        // IPv4: ICMP (1), first fragment, type 5 (redirect).
+        // IPv4: a first fragment; ICMP (1) type 5 (redirect), or TCP (6).
         Txa,
         AddK(2),
         Tax,
-        LdbInd(9),
-        Jump(JEQ_K, 1, None, Some("reject")),
         LdhInd(6),
         Jump(JSET_K, 0x1fff, Some("reject"), None),
+        LdbInd(9),
+        St(0),
         LdbInd(0),
         AndK(0x0f),
         LshK(2),
         AddX,
         Tax,
+        LdMem(0),
+        Jump(JEQ_K, 6, Some(if syns { "tcp" } else { "reject" }), None),
+        Jump(JEQ_K, 1, None, Some("reject")),
         LdbInd(0),
         Jump(JEQ_K, 5, Some("accept"), Some("reject")),
         // IPv6: the next header, then X past the fixed header.
@@ -157,6 +196,9 @@ fn program_ops() -> Vec<Op> {
         let last = step == MAX_EXTENSION_HEADERS;
         ops.push(Label(next));
         ops.push(Jump(JEQ_K, 58, Some("icmpv6"), None));
+        if syns {
+            ops.push(Jump(JEQ_K, 6, Some("tcp"), None));
+        }
         if last {
             ops.push(goto("reject"));
             break;
@@ -195,6 +237,32 @@ fn program_ops() -> Vec<Op> {
         LdbInd(0),
         Jump(JGE_K, 133, None, Some("reject")),
         Jump(JGT_K, 137, Some("reject"), Some("accept")),
+    ]);
+    if syns {
+        // TCP, X at its header: SYN without ACK, to one of the ports, sampled.
+        ops.extend([
+            Label("tcp"),
+            LdbInd(13),
+            Jump(JSET_K, 0x10, Some("reject"), None),
+            Jump(JSET_K, 0x02, None, Some("reject")),
+            LdhInd(2),
+        ]);
+        ops.extend(
+            syn.ports
+                .iter()
+                .map(|p| Jump(JEQ_K, u32::from(*p), Some("sample"), None)),
+        );
+        ops.extend([goto("reject"), Label("sample")]);
+        if syn.keep < 1 << 16 {
+            ops.extend([
+                LdRandom,
+                AndK(0xffff),
+                Jump(JGE_K, syn.keep, Some("reject"), None),
+            ]);
+        }
+        ops.push(Ret(SYN_SNAPLEN));
+    }
+    ops.extend([
         Label("accept"),
         Ret(SNAPLEN as u32),
         Label("reject"),
@@ -204,9 +272,9 @@ fn program_ops() -> Vec<Op> {
 }
 
 /// The filter program, assembled from labels into `sock_filter`s.
-pub fn filter_program() -> Vec<libc::sock_filter> {
+pub fn filter_program(syn: &SynFilter) -> Vec<libc::sock_filter> {
     use Op::*;
-    let ops = program_ops();
+    let ops = program_ops(syn);
     let mut positions = std::collections::HashMap::new();
     let mut pc = 0usize;
     for op in &ops {
@@ -226,8 +294,12 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
     let mut out = Vec::new();
     for op in &ops {
         let here = out.len();
+        // Every jump is forward and within reach: [`MAX_SYN_PORTS`] keeps
+        // the program short enough (a test checks the longest program).
         let rel = |target: &Option<&'static str>| -> u8 {
-            target.map(|l| (positions[l] - here - 1) as u8).unwrap_or(0)
+            target
+                .map(|l| u8::try_from(positions[l] - here - 1).unwrap_or(u8::MAX))
+                .unwrap_or(0)
         };
         let ins = match op {
             Label(_) => continue,
@@ -248,6 +320,7 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
             LshK(k) => plain(LSH_K, *k),
             Tax => plain(TAX, 0),
             Txa => plain(TXA, 0),
+            LdRandom => plain(LD_W_ABS, AD_RANDOM),
             Jump(code, k, jt, jf) => libc::sock_filter {
                 code: *code,
                 jt: rel(jt),
@@ -269,6 +342,11 @@ pub fn filter_program() -> Vec<libc::sock_filter> {
 /// Opens the capture socket. Fails with `PermissionDenied` without CAP_NET_RAW.
 /// Non-blocking: the loop waits in `poll` and drains until the queue is empty.
 pub fn open(receive_buffer: usize) -> io::Result<OwnedFd> {
+    open_with(receive_buffer, &SynFilter::default())
+}
+
+/// [`open`], passing the SYNs `syn` names too.
+pub fn open_with(receive_buffer: usize, syn: &SynFilter) -> io::Result<OwnedFd> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     // Protocol 0 first: no frame is queued before the filter is in place.
     let fd = socket(
@@ -281,7 +359,7 @@ pub fn open(receive_buffer: usize) -> io::Result<OwnedFd> {
         let e = io::Error::from(e);
         io::Error::new(e.kind(), format!("AF_PACKET socket: {e}"))
     })?;
-    sys::attach_filter(fd.as_fd(), &filter_program())?;
+    sys::attach_filter(fd.as_fd(), &filter_program(syn))?;
     super::set_receive_buffer(&fd, receive_buffer);
     sys::bind_all_interfaces(fd.as_fd())?;
     Ok(fd)
@@ -364,6 +442,11 @@ mod tests {
     /// A classic BPF interpreter for the opcodes the filter uses, to test the
     /// program without a socket.
     fn run_filter(program: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        run_filter_seeded(program, pkt, 0)
+    }
+
+    /// [`run_filter`] with the random ancillary load answering `random`.
+    fn run_filter_seeded(program: &[libc::sock_filter], pkt: &[u8], random: u32) -> u32 {
         let (mut a, mut x): (u32, u32) = (0, 0);
         let mut mem = [0u32; 16];
         let mut pc = 0;
@@ -383,6 +466,7 @@ mod tests {
                     Some(b) => a = *b as u32,
                     None => return 0,
                 },
+                LD_W_ABS if i.k == AD_RANDOM => a = random,
                 LD_MEM => a = mem[i.k as usize],
                 ST => mem[i.k as usize] = a,
                 LDX_IMM => x = i.k,
@@ -409,9 +493,79 @@ mod tests {
     }
 
     #[test]
+    fn syns_to_the_chosen_ports_pass_with_their_headers_only() {
+        use crate::wire::build::{self, LINUX_SYN_OPTIONS as O};
+        let none = filter_program(&SynFilter::default());
+        let p = filter_program(&SynFilter::all(vec![5222, 22]));
+        let syn = build::tcp_v4(51, 0x02, 5222, O);
+        assert_eq!(run_filter(&none, &syn), 0, "no ports: no SYNs");
+        assert_eq!(run_filter(&p, &syn), SYN_SNAPLEN);
+        assert_eq!(run_filter(&p, &build::tcp_v4(51, 0x02, 22, O)), SYN_SNAPLEN);
+        assert_eq!(run_filter(&p, &build::tagged(&syn, 7)), SYN_SNAPLEN);
+        assert_eq!(
+            run_filter(&p, &build::tcp_v6(57, false, 0x02, 5222, O)),
+            SYN_SNAPLEN
+        );
+        assert_eq!(
+            run_filter(&p, &build::tcp_v6(57, true, 0x02, 5222, O)),
+            SYN_SNAPLEN
+        );
+        for (what, frame) in [
+            ("another port", build::tcp_v4(51, 0x02, 80, O)),
+            ("SYN-ACK", build::tcp_v4(51, 0x12, 5222, O)),
+            ("ACK", build::tcp_v4(51, 0x10, 5222, O)),
+            ("data", build::tcp_v4(51, 0x18, 5222, &[])),
+            ("v6 another port", build::tcp_v6(57, true, 0x02, 443, O)),
+            ("v6 SYN-ACK", build::tcp_v6(57, false, 0x12, 5222, O)),
+        ] {
+            assert_eq!(run_filter(&p, &frame), 0, "{what}");
+        }
+        let mut later_fragment = syn.clone();
+        later_fragment[20..22].copy_from_slice(&0x2001u16.to_be_bytes());
+        assert_eq!(run_filter(&p, &later_fragment), 0);
+        // Neighbour traffic is unchanged by the SYN part.
+        let m = [2, 0, 0, 0, 0, 1];
+        let arp = build::gratuitous_arp(m, "192.0.2.1".parse().unwrap());
+        assert_eq!(run_filter(&p, &arp), SNAPLEN as u32);
+    }
+
+    #[test]
+    fn syns_are_sampled_in_the_kernel() {
+        use crate::wire::build::{self, LINUX_SYN_OPTIONS as O};
+        // 1 in 16.
+        let p = filter_program(&SynFilter {
+            ports: vec![5222],
+            keep: 4096,
+        });
+        let syn = build::tcp_v4(51, 0x02, 5222, O);
+        let kept = (0..65_536u32)
+            .filter(|r| run_filter_seeded(&p, &syn, r.wrapping_mul(2_654_435_761)) == SYN_SNAPLEN)
+            .count();
+        assert_eq!(kept, 4096);
+    }
+
+    #[test]
+    fn the_longest_program_keeps_every_jump_in_reach() {
+        use crate::wire::build::{self, LINUX_SYN_OPTIONS as O};
+        let ports: Vec<u16> = (1000..1100).collect();
+        let filter = SynFilter {
+            keep: 100,
+            ..SynFilter::all(ports)
+        };
+        assert_eq!(filter.ports.len(), MAX_SYN_PORTS);
+        let p = filter_program(&filter);
+        // Shorter than a jump's reach: no offset can have been cut.
+        assert!(p.len() <= 256, "{} instructions", p.len());
+        let last = build::tcp_v6(57, true, 0x02, 1063, O);
+        assert_eq!(run_filter_seeded(&p, &last, 7), SYN_SNAPLEN);
+        assert_eq!(run_filter_seeded(&p, &last, 100), 0);
+        assert_eq!(run_filter(&p, &build::tcp_v6(57, true, 0x02, 1064, O)), 0);
+    }
+
+    #[test]
     fn the_filter_passes_arp_and_ndp_only() {
         use crate::wire::build;
-        let p = filter_program();
+        let p = filter_program(&SynFilter::default());
         let m = [2, 0, 0, 0, 0, 1];
         let arp = build::gratuitous_arp(m, "192.0.2.1".parse().unwrap());
         let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
@@ -464,7 +618,7 @@ mod tests {
     #[test]
     fn the_filter_walks_ipv6_extension_headers() {
         use crate::wire::{self, Frame, build};
-        let p = filter_program();
+        let p = filter_program(&SynFilter::default());
         assert!(
             p.len() < 256,
             "every forward jump fits in a u8: {}",
@@ -511,7 +665,7 @@ mod tests {
     #[test]
     fn the_filter_passes_ipv4_icmp_redirects_only() {
         use crate::wire::{self, Frame};
-        let p = filter_program();
+        let p = filter_program(&SynFilter::default());
         let ip4 = |protocol: u8, icmp_type: u8, frag: u16, options: usize| {
             let mut f = vec![0u8; 12];
             f.extend_from_slice(&[0x08, 0x00]);

@@ -462,6 +462,63 @@ pub mod build {
         b
     }
 
+    /// Ethernet + IPv4 (DF, `ttl`, 203.0.113.7 → 192.0.2.10) + a TCP header
+    /// from port 50000 to `dst_port` with `flags` (0x02: SYN) and `options`.
+    pub fn tcp_v4(ttl: u8, flags: u8, dst_port: u16, options: &[u8]) -> Vec<u8> {
+        let tcp = tcp_header(flags, dst_port, options);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        f.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, ttl, 6, 0, 0]);
+        f.extend_from_slice(&[203, 0, 113, 7, 192, 0, 2, 10]);
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    /// Ethernet + IPv6 (hop limit `hops`, 2001:db8::7 → 2001:db8::10), a
+    /// destination-options header when `ext`, and the TCP header of [`tcp_v4`].
+    pub fn tcp_v6(hops: u8, ext: bool, flags: u8, dst_port: u16, options: &[u8]) -> Vec<u8> {
+        let tcp = tcp_header(flags, dst_port, options);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((tcp.len() + if ext { 8 } else { 0 }) as u16).to_be_bytes());
+        f.extend_from_slice(&[if ext { 60 } else { 6 }, hops]);
+        f.extend_from_slice(
+            &"2001:db8::7"
+                .parse::<Ipv6Addr>()
+                .unwrap_or(Ipv6Addr::UNSPECIFIED)
+                .octets(),
+        );
+        f.extend_from_slice(
+            &"2001:db8::10"
+                .parse::<Ipv6Addr>()
+                .unwrap_or(Ipv6Addr::UNSPECIFIED)
+                .octets(),
+        );
+        if ext {
+            f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    fn tcp_header(flags: u8, dst_port: u16, options: &[u8]) -> Vec<u8> {
+        let mut t = vec![0xc3, 0x50];
+        t.extend_from_slice(&dst_port.to_be_bytes());
+        t.extend_from_slice(&[0; 8]);
+        t.push((((20 + options.len()) / 4) as u8) << 4);
+        t.push(flags);
+        t.extend_from_slice(&64240u16.to_be_bytes());
+        t.extend_from_slice(&[0; 4]);
+        t.extend_from_slice(options);
+        t
+    }
+
+    /// Linux's SYN options: mss 1460, sackOK, timestamps, nop, wscale 7.
+    pub const LINUX_SYN_OPTIONS: &[u8] = &[
+        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
+
     /// Inserts an 802.1Q tag after the MAC addresses.
     pub fn tagged(frame: &[u8], vlan: u16) -> Vec<u8> {
         let mut f = frame[..12].to_vec();

@@ -249,29 +249,11 @@ fn read_options(mut o: &[u8], syn: &mut Syn) {
 mod tests {
     use super::*;
 
-    /// Ethernet + IPv4 (DF, `ttl`) + a TCP header with `flags` and `options`.
-    pub fn v4_syn(ttl: u8, flags: u8, options: &[u8]) -> Vec<u8> {
-        let tcp_len = 20 + options.len();
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00]);
-        let total = (20 + tcp_len) as u16;
-        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, ttl, 6, 0, 0]);
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f.extend_from_slice(&[203, 0, 113, 7, 192, 0, 2, 10]);
-        f.extend_from_slice(&[0xc3, 0x50, 0x14, 0x66]); // 50000 -> 5222
-        f.extend_from_slice(&[0; 8]);
-        f.push(((tcp_len / 4) as u8) << 4);
-        f.push(flags);
-        f.extend_from_slice(&64240u16.to_be_bytes());
-        f.extend_from_slice(&[0; 4]);
-        f.extend_from_slice(options);
-        f
-    }
+    use crate::wire::build::{self, LINUX_SYN_OPTIONS as LINUX};
 
-    /// Linux's SYN options: mss 1460, sackOK, timestamps, nop, wscale 7.
-    pub const LINUX: &[u8] = &[
-        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-    ];
+    fn v4_syn(ttl: u8, flags: u8, options: &[u8]) -> Vec<u8> {
+        build::tcp_v4(ttl, flags, 5222, options)
+    }
 
     #[test]
     fn initial_ttl_and_hops() {
@@ -313,20 +295,11 @@ mod tests {
 
     #[test]
     fn vlan_tagged_and_ipv6_with_an_extension_header() {
-        let tagged = crate::wire::build::tagged(&v4_syn(60, 0x02, LINUX), 42);
+        let tagged = build::tagged(&v4_syn(60, 0x02, LINUX), 42);
         let s = parse(&tagged).unwrap();
         assert_eq!((s.vlan, hop_distance(s.ttl)), (Some(42), 4));
         // IPv6: hop limit 57, a destination-options header before TCP.
-        let v4 = v4_syn(64, 0x02, LINUX);
-        let tcp = &v4[34..];
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        f.extend_from_slice(&((tcp.len() + 8) as u16).to_be_bytes());
-        f.extend_from_slice(&[60, 57]);
-        f.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&"2001:db8::10".parse::<Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
-        f.extend_from_slice(tcp);
+        let f = build::tcp_v6(57, true, 0x02, 5222, LINUX);
         let s = parse(&f).unwrap();
         assert_eq!((s.version(), s.ttl, hop_distance(s.ttl)), (6, 57, 7));
         assert_eq!(s.fingerprint(), "6:64:1460:64240,7:mss,sok,ts,nop,ws:");

@@ -986,3 +986,15 @@ pub fn link_added(receiver: &Receiver, prefix: &str) -> usize {
         })
         .count()
 }
+
+/// Sets the checksum of a 20-byte IPv4 header (a bridge with br_netfilter
+/// drops frames whose header does not check out).
+pub fn set_ipv4_header_checksum(header: &mut [u8]) {
+    header[10..12].copy_from_slice(&[0, 0]);
+    let sum: u32 = header[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    header[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+}
