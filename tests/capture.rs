@@ -730,3 +730,24 @@ fn the_kernel_takes_the_longest_syn_filter_and_hands_over_syns() {
     let syn = got.expect("no SYN through the filter (sampled at 1 in 2)");
     assert_eq!((syn.dst_port, syn.ttl), (5222, 60));
 }
+
+#[test]
+fn listening_ports_come_from_the_kernel() {
+    use netsentry::source::listeners::{listening, outside_ports};
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let ports = in_netns(&lab.host, || {
+        let outside = std::net::TcpListener::bind("0.0.0.0:5222").unwrap();
+        let local = std::net::TcpListener::bind("127.0.0.1:8080").unwrap();
+        let v6 = std::net::TcpListener::bind("[::]:5223").unwrap();
+        let l = listening().unwrap();
+        drop((outside, local, v6));
+        (outside_ports(&l, &[]), l.len())
+    });
+    assert_eq!(ports, (vec![5222, 5223], 3));
+    // Gone when the listeners are.
+    let after = in_netns(&lab.host, || outside_ports(&listening().unwrap(), &[]));
+    assert!(after.is_empty(), "{after:?}");
+}

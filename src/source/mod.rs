@@ -4,6 +4,7 @@ pub mod caa;
 pub mod capture;
 pub mod certfiles;
 pub mod ct;
+pub mod listeners;
 pub mod netlink;
 pub mod pcap;
 pub mod socks;
