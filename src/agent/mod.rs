@@ -181,8 +181,11 @@ struct Agent {
     detector: NetDetector,
     baseline_loaded: bool,
     baseline_problem: Option<String>,
-    /// The last baseline write failed: it is tried again.
+    /// The baseline in memory is not (exactly) on disk: written after the
+    /// next event or at the state timer.
     baseline_unsaved: bool,
+    /// Writing the baseline fails (said once, and once when it works again).
+    baseline_failing: bool,
     netlink: mpsc::Receiver<SourceEvent>,
     capture: mpsc::Receiver<CaptureEvent>,
     capture_on: bool,
@@ -268,6 +271,7 @@ impl Agent {
             baseline_loaded,
             baseline_problem,
             baseline_unsaved: false,
+            baseline_failing: false,
             netlink,
             capture,
             capture_on,
@@ -501,16 +505,18 @@ impl Agent {
     /// write is tried again after the next event or at the state timer.
     fn save_baseline(&mut self, pending: &[Arc<crate::alert::Alert>]) {
         match baseline::save_with_pending(&self.state_dir, self.detector.baseline(), pending) {
-            Ok(()) if self.baseline_unsaved => {
-                tracing::info!("the baseline is written again");
+            Ok(()) => {
+                if std::mem::take(&mut self.baseline_failing) {
+                    tracing::info!("the baseline is written again");
+                }
                 self.baseline_unsaved = false;
             }
-            Ok(()) => {}
-            Err(e) if !self.baseline_unsaved => {
-                tracing::error!("{e}; trying again");
+            Err(e) => {
+                if !std::mem::replace(&mut self.baseline_failing, true) {
+                    tracing::error!("{e}; trying again");
+                }
                 self.baseline_unsaved = true;
             }
-            Err(_) => {}
         }
     }
 
