@@ -79,7 +79,14 @@ fn the_shipped_config_checks() {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in ["run", "check-config", "status", "probe", "fingerprints"] {
+    for verb in [
+        "run",
+        "check-config",
+        "status",
+        "baseline",
+        "probe",
+        "fingerprints",
+    ] {
         let (code, out, _) = netsentry(&[verb, "--help"]);
         assert_eq!(code, 0);
         assert!(out.contains("--config"), "{verb}: {out}");
