@@ -134,6 +134,56 @@ const EXT_LABELS: [(&str, &str, &str); MAX_EXTENSION_HEADERS + 1] = [
     ("next4", "ext4", "frag4"),
 ];
 
+/// Keeps the SYNs the filter hands over under a budget per second: when the
+/// rate that passed is above it, `keep` is cut to fit (a SYN flood costs the
+/// agent a bounded amount, sampling keeps the distributions representative);
+/// when the rate at full `keep` would be well under it again, `keep` doubles
+/// back (hysteresis: no flapping at a steady rate near the budget).
+#[derive(Clone, Debug)]
+pub struct SynBudget {
+    per_second: u32,
+    keep: u32,
+}
+
+impl SynBudget {
+    /// All SYNs pass until more than `per_second` arrive.
+    pub fn new(per_second: u32) -> SynBudget {
+        SynBudget {
+            per_second: per_second.max(1),
+            keep: 1 << 16,
+        }
+    }
+
+    /// The filter's `keep` now.
+    pub fn keep(&self) -> u32 {
+        self.keep
+    }
+
+    /// `passed` SYNs came through the filter in `elapsed`; returns the new
+    /// `keep` when the filter should be re-attached with it.
+    pub fn update(&mut self, passed: u64, elapsed: Duration) -> Option<u32> {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return None;
+        }
+        let rate = passed as f64 / secs;
+        let budget = f64::from(self.per_second);
+        let next = if rate > budget {
+            // Cut to fit, to a power of two (fewer distinct programs).
+            let fit = (f64::from(self.keep) * budget / rate).max(1.0) as u32;
+            1 << (31 - fit.max(1).leading_zeros())
+        } else if self.keep < 1 << 16 && rate * 4.0 < budget {
+            self.keep * 2
+        } else {
+            return None;
+        };
+        (next != self.keep).then(|| {
+            self.keep = next;
+            next
+        })
+    }
+}
+
 /// The filter program: ARP; ICMPv6 neighbour discovery (types 133..=137, also
 /// behind up to four hop-by-hop, destination-options or routing headers, and
 /// in a first fragment); IPv4 ICMP redirects (type 5, first fragments);
@@ -527,6 +577,30 @@ mod tests {
         let m = [2, 0, 0, 0, 0, 1];
         let arp = build::gratuitous_arp(m, "192.0.2.1".parse().unwrap());
         assert_eq!(run_filter(&p, &arp), SNAPLEN as u32);
+    }
+
+    #[test]
+    fn a_syn_flood_is_cut_to_the_budget_and_quiet_brings_it_back() {
+        let mut b = SynBudget::new(2_000);
+        let second = Duration::from_secs(1);
+        // Ordinary traffic: nothing changes.
+        assert_eq!(b.update(1_000, second), None);
+        // 100,000 SYNs/s: cut so that at most ~2,000/s pass.
+        let keep = b.update(100_000, second).unwrap();
+        let passed = 100_000 * u64::from(keep) / 65_536;
+        assert!(passed <= 2_000 && passed >= 500, "keep {keep}: {passed}/s");
+        // The flood goes on at the sampled rate: stays.
+        assert_eq!(b.update(passed, second), None);
+        // Steady just under the budget: no flapping.
+        assert_eq!(b.update(1_900, second), None);
+        // Quiet: keep doubles back, step by step, to everything.
+        let mut steps = 0;
+        while b.keep() < 1 << 16 {
+            assert!(b.update(10, second).is_some());
+            steps += 1;
+        }
+        assert!(steps <= 16);
+        assert_eq!(b.update(10, Duration::ZERO), None);
     }
 
     #[test]
