@@ -588,7 +588,7 @@ mod tests {
         // 100,000 SYNs/s: cut so that at most ~2,000/s pass.
         let keep = b.update(100_000, second).unwrap();
         let passed = 100_000 * u64::from(keep) / 65_536;
-        assert!(passed <= 2_000 && passed >= 500, "keep {keep}: {passed}/s");
+        assert!((500..=2_000).contains(&passed), "keep {keep}: {passed}/s");
         // The flood goes on at the sampled rate: stays.
         assert_eq!(b.update(passed, second), None);
         // Steady just under the budget: no flapping.
