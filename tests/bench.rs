@@ -763,33 +763,15 @@ fn bench_kill9_during_netlink_churn() {
         &receiver,
         "ignore_links = [\"veth*\"]\ncoalesce_burst = 1000000\nheartbeat_interval = \"0s\"",
     );
-    // The churn: `chn*`/`chp*` veth pairs, added and deleted in batches.
-    let mut add = String::new();
-    let mut del = String::new();
-    for i in 0..150 {
-        add.push_str(&format!("link add chn{i} type veth peer name chp{i}\n"));
-        del.push_str(&format!("link del chn{i}\n"));
-    }
-    let (add_file, del_file) = (lab.path("churn-add"), lab.path("churn-del"));
-    std::fs::write(&add_file, add).unwrap();
-    std::fs::write(&del_file, del).unwrap();
+    // The churn: `ch*` veth pairs, added and deleted in batches.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut churn = Some({
-        let (ns, stop) = (lab.host.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut rounds = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for f in [&add_file, &del_file] {
-                    let _ = std::process::Command::new("ip")
-                        .args(["-n", &ns, "-batch"])
-                        .arg(f)
-                        .output();
-                }
-                rounds += 1;
-            }
-            rounds
-        })
-    });
+    let mut churn = Some(churn_links(
+        lab.host.clone(),
+        "ch",
+        150,
+        stop.clone(),
+        lab.path(""),
+    ));
     let mut logs = Vec::new();
     let mut kills = 0;
     for life in 0..9 {
@@ -843,7 +825,7 @@ fn bench_kill9_during_netlink_churn() {
         if kind.starts_with("agent_") || kind == "alerts_suppressed" {
             continue;
         }
-        if !(iface.starts_with("chn") || iface.starts_with("chp")) {
+        if !iface.starts_with("ch") {
             invented.push(r.body.to_string());
             continue;
         }

@@ -70,44 +70,6 @@ fn with_a_small_receive_buffer_events_are_lost_and_the_re_dump_still_finds_the_c
     assert_eq!(receiver.count_kind("gateway_mac_changed"), 1);
 }
 
-/// Creates and deletes `pairs` veth pairs (named `vethc*`, ignored by the
-/// default `ignore_links`) in namespace `ns` in a loop until `stop` is set;
-/// returns how many rounds ran.
-fn churn_links(
-    ns: String,
-    prefix: &'static str,
-    pairs: usize,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    dir: std::path::PathBuf,
-) -> std::thread::JoinHandle<usize> {
-    use std::fmt::Write;
-    let mut add = String::new();
-    let mut del = String::new();
-    for i in 0..pairs {
-        let _ = writeln!(add, "link add {prefix}{i} type veth peer name {prefix}p{i}");
-        let _ = writeln!(del, "link del {prefix}{i}");
-    }
-    let (add_file, del_file) = (
-        dir.join(format!("{prefix}-add")),
-        dir.join(format!("{prefix}-del")),
-    );
-    std::fs::write(&add_file, add).unwrap();
-    std::fs::write(&del_file, del).unwrap();
-    std::thread::spawn(move || {
-        let mut rounds = 0;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            for file in [&add_file, &del_file] {
-                let _ = std::process::Command::new("ip")
-                    .args(["-n", &ns, "-batch"])
-                    .arg(file)
-                    .output();
-            }
-            rounds += 1;
-        }
-        rounds
-    })
-}
-
 /// Link churn at start, during periodic re-dumps and overrun re-dumps, and
 /// during `status`: no partial view is ever taken for the kernel's state.
 #[test]

@@ -149,17 +149,20 @@ pub struct Baseline {
 impl Baseline {
     /// The MAC known for a gateway.
     pub fn gateway_mac(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<&Mac> {
-        self.gateways
-            .iter()
-            .find(|g| g.family == family && g.interface == interface && g.ip == *ip)
-            .map(|g| &g.mac)
+        self.gateway(family, interface, ip).map(|g| &g.mac)
     }
 
     /// The record of a gateway.
     pub fn gateway(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<&GatewayRecord> {
+        self.position(family, interface, ip)
+            .map(|i| &self.gateways[i])
+    }
+
+    /// Where the record of a gateway is in `gateways`.
+    fn position(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<usize> {
         self.gateways
             .iter()
-            .find(|g| g.family == family && g.interface == interface && g.ip == *ip)
+            .position(|g| g.family == family && g.interface == interface && g.ip == *ip)
     }
 
     /// Judges the MAC a gateway answers from now (`source` saw it at `now`)
@@ -175,9 +178,8 @@ impl Baseline {
         adopt_after: Option<chrono::Duration>,
     ) -> GatewayVerdict {
         let Some(g) = self
-            .gateways
-            .iter_mut()
-            .find(|g| g.family == family && g.interface == interface && g.ip == ip)
+            .position(family, interface, &ip)
+            .map(|i| &mut self.gateways[i])
         else {
             self.set_gateway_mac(family, interface, ip, mac.clone(), now);
             if let Some(g) = self.gateways.last_mut() {
@@ -213,26 +215,29 @@ impl Baseline {
         }
     }
 
-    /// Applies an operator decision; true when the baseline changed.
-    pub fn apply(&mut self, decision: &Decision, now: DateTime<Utc>) -> bool {
+    /// Applies an operator decision; returns the records it changed, as they
+    /// were before (none: nothing to do, e.g. a decision applied twice).
+    pub fn apply(&mut self, decision: &Decision, now: DateTime<Utc>) -> Vec<GatewayRecord> {
         match decision {
             Decision::Accept { ip, mac, .. } => {
-                let mut changed = false;
+                let mut before = Vec::new();
                 for g in self.gateways.iter_mut().filter(|g| g.ip == *ip) {
                     if g.mac != *mac || g.suspect.is_some() {
+                        before.push(g.clone());
                         g.mac = mac.clone();
                         g.suspect = None;
                         g.seen = now;
                         g.how = Some("accepted".into());
-                        changed = true;
                     }
                 }
-                changed
+                before
             }
             Decision::Forget { ip, .. } => {
-                let before = self.gateways.len();
-                self.gateways.retain(|g| g.ip != *ip);
-                before != self.gateways.len()
+                let (gone, kept) = std::mem::take(&mut self.gateways)
+                    .into_iter()
+                    .partition(|g| g.ip == *ip);
+                self.gateways = kept;
+                gone
             }
         }
     }
@@ -246,11 +251,8 @@ impl Baseline {
         mac: Mac,
         now: DateTime<Utc>,
     ) {
-        if let Some(g) = self
-            .gateways
-            .iter_mut()
-            .find(|g| g.family == family && g.interface == interface && g.ip == ip)
-        {
+        if let Some(i) = self.position(family, interface, &ip) {
+            let g = &mut self.gateways[i];
             g.mac = mac;
             g.seen = now;
             g.suspect = None;

@@ -156,26 +156,30 @@ pub mod syn;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 
+/// The ethertype of an Ethernet frame past up to two VLAN tags (802.1ad
+/// outer, 802.1Q inner), what follows it, and the innermost VLAN id.
+pub(crate) fn untag(frame: &[u8]) -> Option<(u16, &[u8], Option<u16>)> {
+    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let mut payload = frame.get(14..)?;
+    let mut vlan = None;
+    for _ in 0..2 {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        let tag = payload.get(..4)?;
+        vlan = Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff);
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        payload = &payload[4..];
+    }
+    Some((ethertype, payload, vlan))
+}
+
 /// Parses an Ethernet frame.
 pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
     let eth = EthernetPacket::new(bytes).ok_or(FrameError::Truncated)?;
     let eth_src = EtherAddr(eth.get_source().octets());
     let eth_dst = EtherAddr(eth.get_destination().octets());
-    let mut ethertype = eth.get_ethertype().0;
-    let mut payload = eth.payload();
-    let mut vlan = None;
-    // Up to two tags (802.1ad outer, 802.1Q inner); the innermost VLAN id is kept.
-    for _ in 0..2 {
-        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
-            break;
-        }
-        if payload.len() < 4 {
-            return Err(FrameError::Truncated);
-        }
-        vlan = Some(u16::from_be_bytes([payload[0], payload[1]]) & 0x0fff);
-        ethertype = u16::from_be_bytes([payload[2], payload[3]]);
-        payload = &payload[4..];
-    }
+    let (ethertype, payload, vlan) = untag(bytes).ok_or(FrameError::Truncated)?;
     if ethertype == EtherTypes::Arp.0 {
         parse_arp(payload, eth_src, eth_dst, vlan).map(Frame::Arp)
     } else if ethertype == EtherTypes::Ipv6.0 {
@@ -262,14 +266,20 @@ fn parse_redirect(
     })
 }
 
-/// The ICMPv6 message of an IPv6 packet, past up to [`MAX_EXTENSION_HEADERS`]
-/// extension headers (RA-Guard evasion, RFC 7113); a later fragment holds none.
-fn icmpv6_of(body: &[u8], mut next: u8, payload_len: usize) -> Result<&[u8], FrameError> {
+/// The message of upper-layer `protocol` (58: ICMPv6, 6: TCP) in an IPv6
+/// packet, past up to [`MAX_EXTENSION_HEADERS`] extension headers (RA-Guard
+/// evasion, RFC 7113); a later fragment holds none.
+pub(crate) fn upper_layer(
+    body: &[u8],
+    mut next: u8,
+    payload_len: usize,
+    protocol: u8,
+) -> Result<&[u8], FrameError> {
     // The payload length field, not the frame, bounds the message (frames are padded).
     let mut rest = &body[..payload_len.min(body.len())];
     for _ in 0..MAX_EXTENSION_HEADERS {
         let skip = match next {
-            58 => break,
+            n if n == protocol => break,
             0 | 43 | 60 => usize::from(*rest.get(1).ok_or(FrameError::Truncated)?) * 8 + 8,
             44 => {
                 let offset = rest.get(2..4).ok_or(FrameError::Truncated)?;
@@ -283,7 +293,7 @@ fn icmpv6_of(body: &[u8], mut next: u8, payload_len: usize) -> Result<&[u8], Fra
         next = *rest.first().ok_or(FrameError::Truncated)?;
         rest = rest.get(skip..).ok_or(FrameError::Truncated)?;
     }
-    if next != 58 {
+    if next != protocol {
         return Err(FrameError::NotNeighbourTraffic);
     }
     Ok(rest)
@@ -296,10 +306,11 @@ fn parse_ndp(
 ) -> Result<NdpFrame, FrameError> {
     let ip = Ipv6Packet::new(payload).ok_or(FrameError::Truncated)?;
     let body = payload.get(40..).ok_or(FrameError::Truncated)?;
-    let icmp = icmpv6_of(
+    let icmp = upper_layer(
         body,
         ip.get_next_header().0,
         ip.get_payload_length() as usize,
+        58,
     )?;
     if icmp.len() < 4 {
         return Err(FrameError::Truncated);

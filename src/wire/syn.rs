@@ -9,8 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Options read from one SYN at most (a TCP header holds 40 bytes of them).
 const MAX_OPTIONS: usize = 40;
-/// IPv6 extension headers walked before giving up on a packet.
-const MAX_EXTENSION_HEADERS: usize = 4;
 
 /// One inbound connection attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,19 +91,7 @@ impl Syn {
 /// `None` for anything else: not IP, not TCP, a later fragment, not a bare
 /// SYN, or cut short.
 pub fn parse(frame: &[u8]) -> Option<Syn> {
-    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let mut at = 14;
-    let mut vlan = None;
-    for _ in 0..2 {
-        if ethertype != 0x8100 && ethertype != 0x88a8 {
-            break;
-        }
-        let tag = frame.get(at..at + 4)?;
-        vlan = Some(u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff);
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        at += 4;
-    }
-    let packet = frame.get(at..)?;
+    let (ethertype, packet, vlan) = super::untag(frame)?;
     match ethertype {
         0x0800 => ipv4(packet, vlan),
         0x86dd => ipv6(packet, vlan),
@@ -134,29 +120,7 @@ fn ipv6(p: &[u8], vlan: Option<u16>) -> Option<Syn> {
         return None;
     }
     let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    let mut rest = p.get(40..)?;
-    rest = &rest[..payload_len.min(rest.len())];
-    let mut next = h[6];
-    for _ in 0..MAX_EXTENSION_HEADERS {
-        let skip = match next {
-            6 => break,
-            0 | 43 | 60 => usize::from(*rest.get(1)?) * 8 + 8,
-            // A fragment header: only a first fragment holds the TCP header.
-            44 => {
-                let offset = rest.get(2..4)?;
-                if u16::from_be_bytes([offset[0], offset[1]]) & 0xfff8 != 0 {
-                    return None;
-                }
-                8
-            }
-            _ => return None,
-        };
-        next = *rest.first()?;
-        rest = rest.get(skip..)?;
-    }
-    if next != 6 {
-        return None;
-    }
+    let rest = super::upper_layer(p.get(40..)?, h[6], payload_len, 6).ok()?;
     let addr = |b: &[u8]| {
         let mut a = [0u8; 16];
         a.copy_from_slice(b);

@@ -998,3 +998,40 @@ pub fn set_ipv4_header_checksum(header: &mut [u8]) {
     let sum = (sum & 0xffff) + (sum >> 16);
     header[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
 }
+
+/// Creates and deletes `pairs` veth pairs (`{prefix}N` and `{prefix}pN`) in
+/// namespace `ns` in a loop until `stop` is set; returns how many rounds ran.
+pub fn churn_links(
+    ns: String,
+    prefix: &'static str,
+    pairs: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    dir: std::path::PathBuf,
+) -> std::thread::JoinHandle<usize> {
+    use std::fmt::Write;
+    let mut add = String::new();
+    let mut del = String::new();
+    for i in 0..pairs {
+        let _ = writeln!(add, "link add {prefix}{i} type veth peer name {prefix}p{i}");
+        let _ = writeln!(del, "link del {prefix}{i}");
+    }
+    let (add_file, del_file) = (
+        dir.join(format!("{prefix}-add")),
+        dir.join(format!("{prefix}-del")),
+    );
+    std::fs::write(&add_file, add).unwrap();
+    std::fs::write(&del_file, del).unwrap();
+    std::thread::spawn(move || {
+        let mut rounds = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for file in [&add_file, &del_file] {
+                let _ = std::process::Command::new("ip")
+                    .args(["-n", &ns, "-batch"])
+                    .arg(file)
+                    .output();
+            }
+            rounds += 1;
+        }
+        rounds
+    })
+}

@@ -126,17 +126,13 @@ impl NetDetector {
     /// Applies an operator decision (`netsentry baseline accept|forget`);
     /// an accepted MAC is reported as `gateway_mac_trusted`.
     pub fn apply_decision(&mut self, decision: &Decision, now: DateTime<Utc>) -> Vec<Finding> {
-        let before: Vec<_> = self.baseline.gateways.clone();
-        if !self.baseline.apply(decision, now) {
-            return Vec::new();
-        }
-        self.dirty = true;
+        let before = self.baseline.apply(decision, now);
+        self.dirty |= !before.is_empty();
         let Decision::Accept { ip, mac, .. } = decision else {
             return Vec::new();
         };
         before
             .iter()
-            .filter(|g| g.ip == *ip && (g.mac != *mac || g.suspect.is_some()))
             .map(|g| {
                 Finding::new(
                     Kind::GatewayMacTrusted,
