@@ -95,7 +95,7 @@ fn pcap_replay_reports_every_finding_with_packet_time() {
         "packet time, not wall time"
     );
     assert!(
-        err.contains("7 frames (6 ARP, 0 NDP, 1 malformed, 0 other); 5 alerts"),
+        err.contains("7 frames (6 ARP, 0 NDP, 0 TCP SYN, 1 malformed, 0 other); 5 alerts"),
         "{err}"
     );
 }
@@ -271,4 +271,41 @@ fn a_capture_that_starts_mid_attack_with_the_gateway_given() {
     let (code, _, err) = args(&["--gateway", "192.0.2.1=nonsense"]);
     assert_eq!(code, 2);
     assert!(err.contains("is not a gateway"), "{err}");
+}
+
+/// The SYNs of a capture go through the inbound-path detector, with windows
+/// by packet time: three 10-minute windows of internet clients on 22 and
+/// 5222, then 5222 answered from right in front (TTL 64).
+#[test]
+fn syns_in_a_capture_show_an_inbound_path_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("syns.pcap");
+    let opts = build::LINUX_SYN_OPTIONS;
+    let mut frames = Vec::new();
+    for w in 0..4u64 {
+        for i in 0..60u64 {
+            let t = at(w * 600 + i * 5);
+            let ttl = [49u8, 55, 113][(i % 3) as usize];
+            frames.push((t, build::tcp_v4(ttl, 0x02, 22, opts)));
+            let xmpp_ttl = if w == 3 { 64 } else { ttl };
+            frames.push((t, build::tcp_v4(xmpp_ttl, 0x02, 5222, opts)));
+            // SYN-ACKs and ACKs are not connection attempts.
+            frames.push((t, build::tcp_v4(64, 0x12, 5222, opts)));
+        }
+    }
+    write_pcap(&pcap, &frames);
+    let (code, out, err) = netsentry(&["replay", pcap.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let alerts = json_lines(&out);
+    let kinds: Vec<&str> = alerts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["inbound_path_changed"], "{out}");
+    let a = &alerts[0];
+    assert_eq!(a["details"]["port"], 5222);
+    assert_eq!(a["details"]["reason"], "baseline");
+    assert_eq!(a["details"]["now"]["ttl"], 64);
+    assert_eq!(a["time"], "2027-01-15T08:40:00.000000Z", "{a}");
+    assert!(
+        err.contains("720 frames (0 ARP, 0 NDP, 480 TCP SYN"),
+        "{err}"
+    );
 }

@@ -6,10 +6,11 @@
 //! - `outputs.rs`: the emit pipeline every finding goes through;
 //! - `reload.rs`: [`ReloadPlan`], what a SIGHUP changes (pure);
 //! - `setup.rs`: logging, state_dir, journal, spool and receivers, timers;
-//! - `packets.rs`, `tls.rs`, `ct.rs`: the glue between a source's events, its
+//! - `packets.rs`, `inbound.rs`, `tls.rs`, `ct.rs`: the glue between a source's events, its
 //!   detector and its state files.
 
 pub mod ct;
+pub mod inbound;
 pub mod packets;
 pub mod tls;
 
@@ -43,12 +44,13 @@ use crate::sink::metrics::{self, Metrics};
 use crate::sink::notify::Notifier;
 use crate::sink::webhook::{Outbox, WebhookSink, receiver_id};
 use crate::source::caa::CaaReport;
-use crate::source::capture::{self, CaptureEvent};
+use crate::source::capture::{self, CaptureControl, CaptureEvent, CaptureSettings};
 use crate::source::ct::CtEvent;
 use crate::source::netlink::{self, SourceEvent};
 use crate::source::{Feed, tls_scheduler};
 use crate::state::baseline;
 use ct::CtWatch;
+use inbound::InboundWatch;
 use outputs::Outputs;
 use packets::PacketWatch;
 use setup::*;
@@ -62,6 +64,8 @@ const CAPTURE_STATS_EVERY: Duration = Duration::from_secs(10);
 const SPOOL_RETRY_EVERY: Duration = Duration::from_secs(2);
 /// How often a changed station table is written to state_dir.
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
+/// How often the listening sockets are read (the inbound ports follow them).
+const LISTENERS_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration
 /// from `source`: a valid one takes effect (baseline, spool and stations are
@@ -80,6 +84,8 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         tokio::select! {
             event = a.netlink.recv() => if let Some(stop) = a.on_netlink(event) { break stop },
             event = a.capture.recv(), if a.capture_on => a.on_capture(event),
+            _ = a.timers.inbound_window.tick(), if a.inbound_on() => a.close_inbound_window(),
+            _ = a.timers.listeners.tick(), if a.inbound_on() => a.refresh_inbound_ports(),
             report = next(&mut a.tls_checks), if a.tls_checks.is_some() => a.on_tls(report),
             event = next(&mut a.ct_feed), if a.ct_feed.is_some() => a.on_ct(event),
             report = next(&mut a.caa_feed), if a.caa_feed.is_some() => a.on_caa(report),
@@ -154,6 +160,9 @@ struct Timers {
     heartbeat: tokio::time::Interval,
     metrics: tokio::time::Interval,
     watchdog: tokio::time::Interval,
+    /// The end of each `[inbound] window`.
+    inbound_window: tokio::time::Interval,
+    listeners: tokio::time::Interval,
 }
 
 impl Timers {
@@ -165,6 +174,8 @@ impl Timers {
             heartbeat: timer(config.heartbeat_every()),
             metrics: timer(Some(config.metrics.interval.0)),
             watchdog: timer(notifier.watchdog_every()),
+            inbound_window: timer(Some(config.inbound.window.0)),
+            listeners: timer(Some(LISTENERS_EVERY)),
         }
     }
 }
@@ -189,8 +200,11 @@ struct Agent {
     netlink: mpsc::Receiver<SourceEvent>,
     capture: mpsc::Receiver<CaptureEvent>,
     capture_on: bool,
+    /// Tells the capture thread which ports to pass SYNs for.
+    capture_control: Option<std::sync::mpsc::Sender<CaptureControl>>,
     reported_drops: u64,
     packets: PacketWatch,
+    inbound: InboundWatch,
     tls: TlsWatch,
     tls_checks: Option<Feed<ProbeReport>>,
     ct: CtWatch,
@@ -245,7 +259,7 @@ impl Agent {
         };
         out.correlator.set_served_names(served_names(&config));
         let detector = NetDetector::new(net_settings(&config), stored);
-        let (netlink, capture, capture_on) = start_threads(&config)?;
+        let threads = start_threads(&config)?;
         let metrics_page = Arc::new(Mutex::new(String::new()));
         if !config.metrics.listen.is_empty() {
             metrics::serve(&config.metrics.listen, metrics_page.clone()).await?;
@@ -255,6 +269,7 @@ impl Agent {
             timers: Timers::new(&config, &notifier),
             reported_counters: detector.counters().clone(),
             packets: PacketWatch::load(&config),
+            inbound: InboundWatch::load(&config),
             tls: TlsWatch::load(&config),
             tls_checks: tls_scheduler::start(&config),
             ct_feed: start_ct(&config, &ct),
@@ -272,15 +287,17 @@ impl Agent {
             baseline_problem,
             baseline_unsaved: false,
             baseline_failing: false,
-            netlink,
-            capture,
-            capture_on,
+            netlink: threads.netlink,
+            capture: threads.capture,
+            capture_on: threads.capture_on,
+            capture_control: threads.control,
             reported_drops: 0,
             metrics_page,
             started: tokio::time::Instant::now(),
             config,
         };
         agent.recover_pending(pending);
+        agent.refresh_inbound_ports();
         Ok(agent)
     }
 
@@ -295,7 +312,7 @@ impl Agent {
                     findings.extend(self.detector.observe(obs, Utc::now()));
                 }
                 self.emit_netlink(findings);
-                self.packets.sync(&self.detector);
+                self.sync_packets();
             }
             Some(SourceEvent::Resynced { reason, view }) => self.on_resync(reason, view),
             Some(SourceEvent::Failed(why)) => {
@@ -322,7 +339,7 @@ impl Agent {
         let findings = self
             .detector
             .observe(Observation::Snapshot(view), Utc::now());
-        self.packets.sync(&self.detector);
+        self.sync_packets();
         if first {
             let watching = self.detector.watched_interfaces();
             let loaded = if self.baseline_loaded {
@@ -412,7 +429,38 @@ impl Agent {
             let findings = self.detector.apply_decision(&decision, Utc::now());
             self.out.emit(findings);
         }
+        self.sync_packets();
+    }
+
+    /// The packet detectors take the gateways, addresses and subnets the
+    /// netlink side knows.
+    fn sync_packets(&mut self) {
         self.packets.sync(&self.detector);
+        self.inbound.sync(&self.detector);
+    }
+
+    fn inbound_on(&self) -> bool {
+        self.config.inbound.enabled && self.capture_on
+    }
+
+    /// The listening ports, read again: the capture passes the SYNs to them.
+    fn refresh_inbound_ports(&mut self) {
+        if !self.inbound_on() {
+            return;
+        }
+        if let Some(ports) = self.inbound.refresh_ports()
+            && let Some(control) = &self.capture_control
+        {
+            let _ = control.send(CaptureControl::SynPorts(ports));
+        }
+    }
+
+    /// The end of an inbound window: each busy port is judged.
+    fn close_inbound_window(&mut self) {
+        let findings = self.inbound.close_window(Utc::now());
+        self.out.emit(findings);
+        // `netsentry status` sees each window's figures.
+        self.inbound.save(&self.state_dir);
     }
 
     /// Captured frames, the capture's counters, or its end (the agent goes on).
@@ -420,6 +468,15 @@ impl Agent {
         match event {
             Some(CaptureEvent::Frames(frames)) => {
                 for frame in frames {
+                    if let Some(syn) = crate::wire::syn::parse(&frame.data) {
+                        if self.inbound_on() {
+                            self.inbound.observe(&syn, frame.time);
+                        }
+                        continue;
+                    }
+                    if !self.config.arp.enabled {
+                        continue;
+                    }
                     let Some(name) = self.packets.interface_of(frame.ifindex) else {
                         continue;
                     };
@@ -430,7 +487,12 @@ impl Agent {
                     }
                 }
             }
-            Some(CaptureEvent::Stats { packets, drops }) => {
+            Some(CaptureEvent::Stats {
+                packets,
+                drops,
+                syns,
+                syn_keep,
+            }) => {
                 if drops > self.reported_drops {
                     tracing::warn!(
                         "packet capture: the kernel dropped {} frames (of {packets} so far): the agent could not keep up",
@@ -440,7 +502,13 @@ impl Agent {
                 }
                 self.out.metrics.capture_packets = packets;
                 self.out.metrics.capture_drops = drops;
-                write_capture_stats(&self.state_dir, packets, drops, &self.packets);
+                self.out.metrics.capture_syns = syns;
+                self.out.metrics.syn_sampling = f64::from(syn_keep) / 65536.0;
+                write_capture_stats(
+                    &self.state_dir,
+                    (packets, drops, syns, syn_keep),
+                    &self.packets,
+                );
             }
             Some(CaptureEvent::Failed(why)) => {
                 tracing::warn!("{why}");
@@ -525,6 +593,7 @@ impl Agent {
             self.save_baseline(&[]);
         }
         self.packets.save(&self.state_dir);
+        self.inbound.save(&self.state_dir);
         self.tls.save();
     }
 
@@ -533,6 +602,17 @@ impl Agent {
         let m = &mut self.out.metrics;
         m.gateways = gateway_info(&self.detector);
         m.tls = self.tls.metrics();
+        m.inbound = self
+            .inbound
+            .per_port
+            .iter()
+            .map(|(k, n)| metrics::InboundInfo {
+                port: k.port,
+                family: k.family,
+                syns: *n,
+                median_hops: self.inbound.last_median.get(k).copied(),
+            })
+            .collect();
         m.spool_pending = match &self.outbox {
             Some(outbox) => self
                 .config
@@ -598,6 +678,7 @@ impl Agent {
             tracing::error!("{e}");
         }
         self.packets.save(&self.state_dir);
+        self.inbound.save(&self.state_dir);
         self.tls.save();
         self.ct.save();
         stop_webhooks(self.webhooks, STOP_GRACE).await;
@@ -608,15 +689,18 @@ impl Agent {
     }
 }
 
-/// Starts the netlink thread and, when `[arp] enabled`, the capture thread
-/// (blocking sockets, each on its own thread). Without capture the agent goes on.
-fn start_threads(
-    config: &Config,
-) -> anyhow::Result<(
-    mpsc::Receiver<SourceEvent>,
-    mpsc::Receiver<CaptureEvent>,
-    bool,
-)> {
+/// The source threads and their channels.
+struct Threads {
+    netlink: mpsc::Receiver<SourceEvent>,
+    capture: mpsc::Receiver<CaptureEvent>,
+    capture_on: bool,
+    control: Option<std::sync::mpsc::Sender<CaptureControl>>,
+}
+
+/// Starts the netlink thread and, when `[arp]` or `[inbound]` is enabled, the
+/// capture thread (blocking sockets, each on its own thread). Without capture
+/// the agent goes on.
+fn start_threads(config: &Config) -> anyhow::Result<Threads> {
     let (tx, rx) = mpsc::channel::<SourceEvent>(1024);
     let reconcile = config.agent.reconcile_interval.0;
     let receive_buffer = config.agent.netlink_receive_buffer;
@@ -624,15 +708,27 @@ fn start_threads(
         .name("netlink".into())
         .spawn(move || netlink::run(tx, reconcile, receive_buffer))?;
     let (cap_tx, cap_rx) = mpsc::channel::<CaptureEvent>(64);
-    let capture_on = config.arp.enabled;
+    let capture_on = config.arp.enabled || config.inbound.enabled;
+    let mut control = None;
     if capture_on {
-        let buffer = config.arp.receive_buffer;
+        let settings = CaptureSettings {
+            stats_every: CAPTURE_STATS_EVERY,
+            receive_buffer: config.arp.receive_buffer,
+            max_syn_rate: config.inbound.max_syn_rate,
+        };
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        control = Some(control_tx);
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture::run(cap_tx, CAPTURE_STATS_EVERY, buffer))?;
+            .spawn(move || capture::run(cap_tx, control_rx, settings))?;
     } else {
         drop(cap_tx);
-        tracing::info!("packet capture is off ([arp] enabled = false)");
+        tracing::info!("packet capture is off ([arp] and [inbound] enabled = false)");
     }
-    Ok((rx, cap_rx, capture_on))
+    Ok(Threads {
+        netlink: rx,
+        capture: cap_rx,
+        capture_on,
+        control,
+    })
 }

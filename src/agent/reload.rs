@@ -13,6 +13,9 @@ pub struct Rebuild {
     pub coalescer: bool,
     /// The packet detector (stations and routers are saved and reloaded).
     pub packets: bool,
+    /// The inbound-path detector (its baselines are saved and reloaded) and
+    /// the ports the capture passes SYNs for.
+    pub inbound: bool,
     /// The TLS checks and their comparison (with the served names).
     pub tls: bool,
     /// CT monitoring (its idea of "ours" includes the TLS pins).
@@ -42,11 +45,12 @@ pub struct ReloadPlan {
 impl ReloadPlan {
     /// Compares two valid configurations.
     pub fn new(old: &Config, new: &Config) -> ReloadPlan {
-        let sections: [(&'static str, bool); 9] = [
+        let sections: [(&'static str, bool); 10] = [
             ("agent", old.agent != new.agent),
             ("log", old.log != new.log),
             ("webhook", old.webhooks != new.webhooks),
             ("arp", old.arp != new.arp),
+            ("inbound", old.inbound != new.inbound),
             ("tls", old.tls != new.tls),
             ("correlation", old.correlation != new.correlation),
             ("metrics", old.metrics != new.metrics),
@@ -83,6 +87,7 @@ impl ReloadPlan {
                 || a.coalesce_window != b.coalesce_window
                 || old.arp.alerts_per_kind != new.arp.alerts_per_kind,
             packets: old.arp != new.arp || a.interfaces != b.interfaces,
+            inbound: old.inbound != new.inbound,
             tls,
             ct: old.ct != new.ct || tls,
             caa: old.caa != new.caa,

@@ -324,13 +324,19 @@ pub fn publish_metrics(config: &Config, metrics: &Metrics, page: &std::sync::Mut
 }
 
 /// What `netsentry status` shows about capture (the agent is another process).
-pub fn write_capture_stats(state_dir: &Path, packets_seen: u64, drops: u64, watch: &PacketWatch) {
+pub fn write_capture_stats(
+    state_dir: &Path,
+    (packets_seen, drops, syns, syn_keep): (u64, u64, u64, u32),
+    watch: &PacketWatch,
+) {
     let c = watch.detector.counters();
     let stats = serde_json::json!({
         "updated": crate::alert::format_time(&Utc::now()),
         "interfaces": watch.watched(),
         "kernel_packets": packets_seen,
         "kernel_drops": drops,
+        "syns": syns,
+        "syn_sampling": f64::from(syn_keep) / 65536.0,
         "frames": c.frames,
         "arp": c.arp,
         "ndp": c.ndp,

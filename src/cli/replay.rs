@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::agent::inbound::InboundWatch;
 use crate::agent::packets;
 use crate::alert::{Alert, Finding};
 use crate::config::{Config, GatewaySpec};
@@ -17,6 +18,9 @@ use super::CliError;
 pub struct ReplaySummary {
     pub counters: ArpCounters,
     pub alerts: u64,
+    /// TCP SYNs (the inbound-path detector's input) and those it counted.
+    pub syns: u64,
+    pub syns_counted: u64,
     /// Frames on interfaces with another link type (skipped).
     pub skipped_link_type: u64,
 }
@@ -64,12 +68,38 @@ pub fn replay(
             }
         }
     };
+    // SYNs to any port of any address (the capture has no listeners), or to
+    // `[inbound] ports`; windows by the packets' time.
+    let mut inbound = InboundWatch::new(&config.inbound, true);
+    inbound.refresh_ports();
+    let window =
+        chrono::Duration::from_std(config.inbound.window.0).unwrap_or(chrono::Duration::MAX);
+    let mut window_end = None;
+    let mut syns = 0u64;
     let skipped = for_each_frame(path, |p| {
+        if let Some(syn) = crate::wire::syn::parse(p.data) {
+            syns += 1;
+            if !config.inbound.enabled {
+                return;
+            }
+            let end = window_end.get_or_insert(p.time + window);
+            while p.time >= *end {
+                let findings = inbound.close_window(*end);
+                emit(findings, out);
+                *end += window;
+            }
+            inbound.observe(&syn, p.time);
+            return;
+        }
         let findings = detector.observe(p.interface, p.data, p.time);
         if !findings.is_empty() {
             emit(findings, out);
         }
     })?;
+    // The last window, however short: min_samples keeps a stub from being judged.
+    if let Some(end) = window_end {
+        emit(inbound.close_window(end), out);
+    }
     let _ = out.flush();
     if let Some(e) = write_error
         && e.kind() != std::io::ErrorKind::BrokenPipe
@@ -82,6 +112,8 @@ pub fn replay(
     Ok(ReplaySummary {
         counters: detector.counters(),
         alerts,
+        syns,
+        syns_counted: inbound.counters.counted,
         skipped_link_type: skipped,
     })
 }
@@ -109,11 +141,12 @@ pub fn command(
         .map_err(|e| CliError::Plain(e.to_string()))?;
     let c = &s.counters;
     eprintln!(
-        "{}: {} frames ({} ARP, {} NDP, {} malformed, {} other{}); {} alerts",
+        "{}: {} frames ({} ARP, {} NDP, {} TCP SYN, {} malformed, {} other{}); {} alerts",
         pcap.display(),
-        c.frames,
+        c.frames + s.syns,
         c.arp,
         c.ndp,
+        s.syns,
         c.malformed,
         c.other,
         if s.skipped_link_type > 0 {

@@ -55,6 +55,89 @@ pub struct Status {
     pub receivers: Vec<ReceiverRow>,
     /// The last result of each TLS check, as the running agent last wrote them.
     pub tls_checks: Option<serde_json::Value>,
+    /// Inbound connections per watched port, as the running agent last wrote them.
+    pub inbound: Vec<InboundRow>,
+}
+
+/// One port and family of the inbound-path detector.
+#[derive(Debug, Serialize)]
+pub struct InboundRow {
+    pub port: u16,
+    pub family: u8,
+    /// In an episode (`inbound_path_changed`) since.
+    pub changed_since: Option<String>,
+    pub window: Spread,
+    pub baseline: Spread,
+}
+
+/// A distribution of hop distances and stacks, summed up.
+#[derive(Debug, Serialize)]
+pub struct Spread {
+    pub samples: u32,
+    pub median_hops: u8,
+    pub p10_hops: u8,
+    pub p90_hops: u8,
+    pub top_fingerprint: Option<String>,
+    pub top_fingerprint_share: f64,
+}
+
+impl Spread {
+    fn of(t: &crate::detect::inbound::Tally) -> Spread {
+        let (fp, share) = t.top_fingerprint().unzip();
+        Spread {
+            samples: t.samples,
+            median_hops: t.hops_at(0.5),
+            p10_hops: t.hops_at(0.1),
+            p90_hops: t.hops_at(0.9),
+            top_fingerprint: fp.map(str::to_string),
+            top_fingerprint_share: (share.unwrap_or(0.0) * 100.0).round() / 100.0,
+        }
+    }
+
+    fn line(&self) -> String {
+        match self.samples {
+            0 => "no connections".to_string(),
+            n => format!(
+                "{n} conn, hops median {} (p10-p90 {}-{}), top stack {} ({:.0} %)",
+                self.median_hops,
+                self.p10_hops,
+                self.p90_hops,
+                self.top_fingerprint.as_deref().unwrap_or("-"),
+                self.top_fingerprint_share * 100.0
+            ),
+        }
+    }
+}
+
+/// The rows of `state_dir/inbound.json` (none when it is missing or damaged).
+pub fn inbound_rows(text: &str) -> Vec<InboundRow> {
+    use crate::detect::inbound::Tally;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        port: u16,
+        family: u8,
+        baseline: Tally,
+        #[serde(default)]
+        window: Tally,
+        changed_since: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        ports: Vec<Entry>,
+    }
+    let Ok(file) = serde_json::from_str::<File>(text) else {
+        return Vec::new();
+    };
+    file.ports
+        .into_iter()
+        .map(|e| InboundRow {
+            port: e.port,
+            family: e.family,
+            changed_since: e.changed_since,
+            window: Spread::of(&e.window),
+            baseline: Spread::of(&e.baseline),
+        })
+        .collect()
 }
 
 /// One webhook receiver: what waits for it in the spool, and how it went last.
@@ -110,6 +193,9 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
     status.receivers = receivers(config);
     status.capture = state::read_text(&config.agent.state_dir, state::CAPTURE_FILE)
         .and_then(|t| serde_json::from_str(&t).ok());
+    status.inbound = state::read_text(&config.agent.state_dir, state::INBOUND_FILE)
+        .map(|t| inbound_rows(&t))
+        .unwrap_or_default();
     if !config.tls.targets.is_empty() {
         status.tls_checks = state::read_text(&config.agent.state_dir, state::TLS_CHECKS_FILE)
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -210,6 +296,7 @@ pub fn build(
         capture: None,
         receivers: Vec::new(),
         tls_checks: None,
+        inbound: Vec::new(),
     }
 }
 
@@ -276,11 +363,27 @@ pub fn render(status: &Status) -> String {
     match &status.capture {
         None => s.push_str("no figures (the agent has not run with capture, or not for 10 s yet)\n"),
         Some(c) => s.push_str(&format!(
-            "{} frames passed the kernel filter, {} dropped by the kernel; {} ARP, {} NDP, {} malformed; {} stations ({} evicted); on {} (as of {})\n",
-            c["kernel_packets"], c["kernel_drops"], c["arp"], c["ndp"], c["malformed"], c["stations"], c["stations_evicted"],
+            "{} frames passed the kernel filter, {} dropped by the kernel; {} ARP, {} NDP, {} TCP SYN (sampling {}), {} malformed; {} stations ({} evicted); on {} (as of {})\n",
+            c["kernel_packets"], c["kernel_drops"], c["arp"], c["ndp"], c["syns"], c["syn_sampling"], c["malformed"], c["stations"], c["stations_evicted"],
             c["interfaces"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
             c["updated"].as_str().unwrap_or("?")
         )),
+    }
+    if !status.inbound.is_empty() {
+        s.push_str("Inbound connections per port (current window | learned baseline):\n");
+        for r in &status.inbound {
+            s.push_str(&format!(
+                "  {:>5}/IPv{} now: {}\n           baseline: {}{}\n",
+                r.port,
+                r.family,
+                r.window.line(),
+                r.baseline.line(),
+                r.changed_since
+                    .as_ref()
+                    .map(|t| format!("\n           PATH CHANGED since {t}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     s.push_str("Receivers:\n");
     if status.receivers.is_empty() {

@@ -18,6 +18,7 @@ fn fail(at: &Positions<'_>, path: &str, message: impl Into<String>) -> Result<()
 pub fn all(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     agent(config, at)?;
     arp(config, at)?;
+    inbound(config, at)?;
     webhooks(config, at)?;
     metrics(config, at)?;
     ct_caa(config, at)?;
@@ -84,6 +85,63 @@ fn arp(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             at,
             "arp.receive_buffer",
             "[arp] receive_buffer must be at least 65536 (bytes)",
+        );
+    }
+    Ok(())
+}
+
+fn inbound(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let inbound = &config.inbound;
+    if inbound.ports.len() > crate::source::capture::MAX_SYN_PORTS {
+        return fail(
+            at,
+            "inbound.ports",
+            format!(
+                "[inbound] ports names {} ports: at most {} can be watched",
+                inbound.ports.len(),
+                crate::source::capture::MAX_SYN_PORTS
+            ),
+        );
+    }
+    for (key, list) in [
+        ("ports", &inbound.ports),
+        ("ignore_ports", &inbound.ignore_ports),
+    ] {
+        if let Some(i) = list.iter().position(|p| *p == 0) {
+            return fail(
+                at,
+                &format!("inbound.{key}.{i}"),
+                format!("[inbound] {key}: 0 is not a port (1 to 65535)"),
+            );
+        }
+    }
+    if inbound.window.0 < Duration::from_secs(1) {
+        return fail(
+            at,
+            "inbound.window",
+            "[inbound] window must be at least \"1s\"",
+        );
+    }
+    if inbound.min_samples == 0 || inbound.max_syn_rate == 0 {
+        let key = if inbound.min_samples == 0 {
+            "min_samples"
+        } else {
+            "max_syn_rate"
+        };
+        return fail(
+            at,
+            &format!("inbound.{key}"),
+            "[inbound] min_samples and max_syn_rate must be at least 1",
+        );
+    }
+    if !(inbound.share > 0.5 && inbound.share <= 1.0) {
+        return fail(
+            at,
+            "inbound.share",
+            format!(
+                "[inbound] share = {}: give a fraction above 0.5 and at most 1 (0.8: 80 % of a window)",
+                inbound.share
+            ),
         );
     }
     Ok(())

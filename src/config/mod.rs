@@ -19,15 +19,15 @@ mod tls;
 mod values;
 
 pub use sections::{
-    AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, JournaldMode, LogConfig, LogLevel, MetricsConfig,
-    WebhookConfig, WebhookFormat,
+    AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, InboundConfig, JournaldMode, LogConfig, LogLevel,
+    MetricsConfig, WebhookConfig, WebhookFormat,
 };
 pub use source::ConfigSource;
 pub use tls::{
     CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig,
     TlsTarget,
 };
-pub use values::{GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
+pub use values::{Cidr, GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 
 /// Where `netsentry run` looks when no `-c` is given.
 pub const DEFAULT_PATH: &str = "/etc/netsentry/netsentry.toml";
@@ -41,6 +41,7 @@ pub struct Config {
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookConfig>,
     pub arp: ArpConfig,
+    pub inbound: InboundConfig,
     pub tls: TlsConfig,
     pub correlation: CorrelationConfig,
     pub metrics: MetricsConfig,
@@ -172,6 +173,54 @@ mod tests {
         assert!(c.is_ignored_link("veth12ab"));
         assert!(!c.is_ignored_link("eth0"));
         assert_eq!(c.agent.reconcile_interval.0, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn inbound_values_are_checked_with_their_position() {
+        let ok = Config::parse(
+            "[inbound]\nports = [22, 5222]\nignore_sources = [\"198.51.100.0/24\", \"2001:db8::7\"]\nshare = 0.9\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(ok.inbound.ignore_sources[1].prefix, 128);
+        assert!(ok.inbound.ignore_sources[0].contains(&"198.51.100.77".parse().unwrap()));
+        assert!(!ok.inbound.ignore_sources[0].contains(&"198.51.101.1".parse().unwrap()));
+        for (text, want) in [
+            (
+                "[inbound]\nshare = 0.4\n",
+                "f:2:1: [inbound] share = 0.4: give a fraction above 0.5",
+            ),
+            ("[inbound]\nshare = 1.5\n", "f:2:1: [inbound] share = 1.5"),
+            (
+                "[inbound]\nports = [22, 0]\n",
+                "f:2:14: [inbound] ports: 0 is not a port",
+            ),
+            ("[inbound]\nports = [70000]\n", "f:2:10:"),
+            (
+                "[inbound]\nmin_samples = 0\n",
+                "f:2:1: [inbound] min_samples and max_syn_rate",
+            ),
+            (
+                "[inbound]\nwindow = \"0s\"\n",
+                "f:2:1: [inbound] window must be at least",
+            ),
+            (
+                "[inbound]\nignore_sources = [\"10.0.0.0/33\"]\n",
+                "is not an address block",
+            ),
+            (
+                "[inbound]\nignore_sources = [\"example.org\"]\n",
+                "is not an address block",
+            ),
+        ] {
+            let e = Config::parse(text, "f").unwrap_err().to_string();
+            assert!(e.starts_with(want) || e.contains(want), "{text:?}: {e}");
+        }
+        let many: Vec<String> = (1..=65).map(|p| p.to_string()).collect();
+        let e = Config::parse(&format!("[inbound]\nports = [{}]\n", many.join(",")), "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names 65 ports: at most 64"), "{e}");
     }
 
     #[test]

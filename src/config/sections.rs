@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
+use super::values::{Cidr, GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 use crate::alert::Severity;
 
 /// Prometheus metrics: a node_exporter textfile and/or an HTTP endpoint (both off by default).
@@ -233,6 +233,45 @@ impl Default for ArpConfig {
             vrrp_is_normal: true,
             alerts_per_kind: 20,
             receive_buffer: 32 << 20,
+        }
+    }
+}
+
+/// `[inbound]`: the path inbound connections take, per local port (SYNs from
+/// the capture socket).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Watch inbound SYNs (needs CAP_NET_RAW and `[arp] enabled`, whose
+    /// capture socket it shares).
+    pub enabled: bool,
+    /// Ports to watch; empty: every TCP port listening on a non-loopback address.
+    pub ports: Vec<u16>,
+    /// Ports never watched.
+    pub ignore_ports: Vec<u16>,
+    /// Sources never counted (health checkers, a local reverse proxy).
+    pub ignore_sources: Vec<Cidr>,
+    /// Distributions are compared per window.
+    pub window: Interval,
+    /// SYNs per port and window before it is judged.
+    pub min_samples: u32,
+    /// Share of a window from a new distance or stack that is a changed path.
+    pub share: f64,
+    /// SYNs per second the kernel hands over at most (sampled beyond it).
+    pub max_syn_rate: u32,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            enabled: true,
+            ports: Vec::new(),
+            ignore_ports: Vec::new(),
+            ignore_sources: Vec::new(),
+            window: Interval(Duration::from_secs(600)),
+            min_samples: 30,
+            share: 0.8,
+            max_syn_rate: 2000,
         }
     }
 }

@@ -284,3 +284,62 @@ impl Serialize for GatewaySpec {
         s.serialize_str(&self.to_string())
     }
 }
+
+/// An address block, `"198.51.100.0/24"` or `"2001:db8::/32"` (a bare address
+/// is the block of that one address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub net: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDRESS[/PREFIX]`; the message says how to write it.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not an address block: write ADDRESS/PREFIX, e.g. \"198.51.100.0/24\" or \"2001:db8::/32\""
+            )
+        };
+        let (ip, prefix) = match text.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (text, None),
+        };
+        let net: std::net::IpAddr = ip.trim().parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is inside the block.
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        crate::kernel::in_subnet(*ip, self.net, self.prefix)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Cidr::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}

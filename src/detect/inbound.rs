@@ -19,8 +19,8 @@
 //! not learned. Pure: SYNs and time in, findings out; the baseline is
 //! serializable for `state_dir`.
 //!
-//! Not wired into the agent yet (capture filter, listener discovery,
-//! `[inbound]` config and persistence follow).
+//! The agent feeds it from the capture socket (`agent/inbound.rs`), replay
+//! from a pcap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -76,16 +76,16 @@ impl Tally {
         *self.fingerprints.entry(key).or_default() += 1;
     }
 
-    fn share_of_hops(&self, hops: u8) -> f64 {
+    pub fn share_of_hops(&self, hops: u8) -> f64 {
         share(self.hops.get(&hops).copied(), self.samples)
     }
 
-    fn share_of_fingerprint(&self, fp: &str) -> f64 {
+    pub fn share_of_fingerprint(&self, fp: &str) -> f64 {
         share(self.fingerprints.get(fp).copied(), self.samples)
     }
 
     /// The most common hop distance and its share.
-    fn top_hops(&self) -> Option<(u8, f64)> {
+    pub fn top_hops(&self) -> Option<(u8, f64)> {
         let (h, n) = self
             .hops
             .iter()
@@ -94,13 +94,13 @@ impl Tally {
     }
 
     /// The most common fingerprint and its share.
-    fn top_fingerprint(&self) -> Option<(&str, f64)> {
+    pub fn top_fingerprint(&self) -> Option<(&str, f64)> {
         let (f, n) = self.fingerprints.iter().max_by_key(|(_, n)| **n)?;
         Some((f.as_str(), share(Some(*n), self.samples)))
     }
 
     /// The hop distance at quantile `q` (0..=1).
-    fn hops_at(&self, q: f64) -> u8 {
+    pub fn hops_at(&self, q: f64) -> u8 {
         let want = (f64::from(self.samples) * q).ceil().max(1.0) as u32;
         let mut seen = 0;
         for (h, n) in &self.hops {
@@ -110,6 +110,12 @@ impl Tally {
             }
         }
         0
+    }
+
+    /// Within the caps and consistent (a damaged file is not taken).
+    fn is_sane(&self) -> bool {
+        self.fingerprints.len() <= MAX_FINGERPRINTS + 1
+            && self.samples == self.hops.values().fold(0u32, |a, n| a.saturating_add(*n))
     }
 
     fn merge(&mut self, other: &Tally) {
@@ -197,6 +203,59 @@ impl InboundDetector {
     /// Restores saved per-port baselines.
     pub fn restore(&mut self, saved: HashMap<PortKey, PortState>) {
         self.ports = saved.into_iter().take(MAX_KEYS).collect();
+    }
+
+    /// The state to save in `state_dir`: per port, the baseline, the episode
+    /// and (for `netsentry status`, not restored) the current window.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut keys: Vec<&PortKey> = self.ports.keys().collect();
+        keys.sort();
+        let ports: Vec<serde_json::Value> = keys
+            .into_iter()
+            .map(|k| {
+                let s = &self.ports[k];
+                json!({"port": k.port, "family": k.family, "baseline": s.baseline,
+                       "changed_since": s.changed_since, "window": s.window})
+            })
+            .collect();
+        json!({"version": 1, "ports": ports})
+    }
+
+    /// Reads what [`to_json`](Self::to_json) wrote; entries that do not
+    /// parse are skipped and counted.
+    pub fn from_json(text: &str) -> (HashMap<PortKey, PortState>, usize) {
+        #[derive(Deserialize)]
+        struct Saved {
+            port: u16,
+            family: u8,
+            baseline: Tally,
+            changed_since: Option<DateTime<Utc>>,
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return (HashMap::new(), 1);
+        };
+        let entries = value["ports"].as_array().cloned().unwrap_or_default();
+        let mut bad = 0;
+        let mut out = HashMap::new();
+        for entry in entries.into_iter().take(MAX_KEYS) {
+            match serde_json::from_value::<Saved>(entry) {
+                Ok(s) if matches!(s.family, 4 | 6) && s.baseline.is_sane() => {
+                    out.insert(
+                        PortKey {
+                            port: s.port,
+                            family: s.family,
+                        },
+                        PortState {
+                            baseline: s.baseline,
+                            changed_since: s.changed_since,
+                            window: Tally::default(),
+                        },
+                    );
+                }
+                _ => bad += 1,
+            }
+        }
+        (out, bad)
     }
 
     /// Tallies one SYN to a watched port, from a source that counts (the
@@ -570,6 +629,35 @@ mod tests {
         let mut again = detector();
         again.restore(d.ports().clone());
         assert_eq!(again.ports()[&key].baseline, d.ports()[&key].baseline);
+    }
+
+    #[test]
+    fn saved_state_round_trips_and_damage_is_skipped() {
+        let mut d = detector();
+        internet(&mut d, 5222, 60, 0);
+        d.close_window(t(600));
+        interceptor(&mut d, 5222, 5, 600);
+        let text = d.to_json().to_string();
+        let (saved, bad) = InboundDetector::from_json(&text);
+        assert_eq!(bad, 0);
+        let key = PortKey {
+            port: 5222,
+            family: 4,
+        };
+        assert_eq!(saved[&key].baseline, d.ports()[&key].baseline);
+        // The current window is for `status` only.
+        assert_eq!(saved[&key].window.samples, 0);
+        // Damaged entries: counts that do not add up, a family 5, garbage.
+        let mut damaged = d.to_json();
+        damaged["ports"][0]["baseline"]["samples"] = json!(62);
+        let ports = damaged["ports"].as_array_mut().unwrap();
+        ports.push(json!({"port": 1, "family": 5, "changed_since": null,
+                          "baseline": {"samples": 0, "hops": {}, "fingerprints": {}}}));
+        ports.push(json!(7));
+        let damaged = damaged.to_string();
+        let (saved, bad) = InboundDetector::from_json(&damaged);
+        assert_eq!((saved.len(), bad), (0, 3), "{damaged}");
+        assert_eq!(InboundDetector::from_json("not json").1, 1);
     }
 
     #[test]

@@ -33,6 +33,17 @@ pub struct TlsInfo {
     pub checked: i64,
 }
 
+/// Inbound connections to one watched port and family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundInfo {
+    pub port: u16,
+    pub family: u8,
+    /// SYNs counted since start (after sampling, from clients elsewhere).
+    pub syns: u64,
+    /// Median hop distance of the last judged window.
+    pub median_hops: Option<u8>,
+}
+
 /// Everything the metrics show; counters only grow while the agent runs.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -42,11 +53,21 @@ pub struct Metrics {
     pub carrier_losses: BTreeMap<String, u64>,
     pub capture_packets: u64,
     pub capture_drops: u64,
+    /// SYNs handed over by the capture filter.
+    pub capture_syns: u64,
+    /// Share of SYNs the filter passes now (1: all; lower during a flood).
+    pub syn_sampling: f64,
+    pub inbound: Vec<InboundInfo>,
     pub gateways: Vec<GatewayInfo>,
     pub tls: Vec<TlsInfo>,
     /// Per receiver URL: alerts waiting in the spool.
     pub spool_pending: Vec<(String, u64)>,
     pub start_time: i64,
+}
+
+/// `inet` / `inet6`, as the gateway metrics name families.
+fn family_label(family: u8) -> &'static str {
+    if family == 4 { "inet" } else { "inet6" }
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -159,6 +180,52 @@ impl Metrics {
             "Frames the kernel dropped because the agent did not keep up.",
         );
         let _ = writeln!(s, "netsentry_capture_drops_total {}", self.capture_drops);
+        section(
+            &mut s,
+            "netsentry_inbound_syn_sampling_ratio",
+            "gauge",
+            "Share of inbound SYNs the kernel filter passes now (1: all; lower under a SYN flood).",
+        );
+        let _ = writeln!(
+            s,
+            "netsentry_inbound_syn_sampling_ratio {}",
+            if self.syn_sampling > 0.0 {
+                self.syn_sampling
+            } else {
+                1.0
+            }
+        );
+        section(
+            &mut s,
+            "netsentry_inbound_connections_total",
+            "counter",
+            "Inbound connection attempts (SYNs) from clients elsewhere, per watched port (sampled under a flood).",
+        );
+        for i in &self.inbound {
+            let _ = writeln!(
+                s,
+                "netsentry_inbound_connections_total{{port=\"{}\",family=\"{}\"}} {}",
+                i.port,
+                family_label(i.family),
+                i.syns
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_inbound_median_hops",
+            "gauge",
+            "Median hop distance of a port's clients in the last judged window.",
+        );
+        for i in &self.inbound {
+            if let Some(h) = i.median_hops {
+                let _ = writeln!(
+                    s,
+                    "netsentry_inbound_median_hops{{port=\"{}\",family=\"{}\"}} {h}",
+                    i.port,
+                    family_label(i.family)
+                );
+            }
+        }
         section(
             &mut s,
             "netsentry_tls_probe_success",

@@ -31,6 +31,10 @@ pub enum CaptureEvent {
     Stats {
         packets: u64,
         drops: u64,
+        /// SYNs handed over (after sampling).
+        syns: u64,
+        /// The SYN sampling now: kept in 65,536.
+        syn_keep: u32,
     },
     Failed(String),
 }
@@ -415,14 +419,36 @@ pub fn open_with(receive_buffer: usize, syn: &SynFilter) -> io::Result<OwnedFd> 
     Ok(fd)
 }
 
+/// How often the SYN rate is measured against the budget.
+const BUDGET_EVERY: Duration = Duration::from_secs(1);
+
+/// What the agent tells a running capture.
+#[derive(Debug)]
+pub enum CaptureControl {
+    /// Pass the SYNs to these ports (none: no SYNs).
+    SynPorts(Vec<u16>),
+}
+
+/// The capture thread's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureSettings {
+    pub stats_every: Duration,
+    pub receive_buffer: usize,
+    /// SYNs per second handed over at most (the filter samples beyond it).
+    pub max_syn_rate: u32,
+}
+
 /// Runs the capture on the calling thread until the receiver goes away.
-/// Blocks in `poll`; reports the kernel counters every `stats_every`.
+/// Blocks in `poll`; reports the kernel counters every `stats_every`; takes
+/// new SYN ports from `control`, and keeps the SYNs under the budget by
+/// re-attaching the filter with a lower (or again higher) sampling rate.
 pub fn run(
     tx: tokio::sync::mpsc::Sender<CaptureEvent>,
-    stats_every: Duration,
-    receive_buffer: usize,
+    control: std::sync::mpsc::Receiver<CaptureControl>,
+    settings: CaptureSettings,
 ) {
-    let fd = match open(receive_buffer) {
+    let mut filter = SynFilter::default();
+    let fd = match open_with(settings.receive_buffer, &filter) {
         Ok(fd) => fd,
         Err(e) => {
             let why = if e.kind() == io::ErrorKind::PermissionDenied {
@@ -434,11 +460,44 @@ pub fn run(
             return;
         }
     };
-    let (mut packets, mut drops) = (0u64, 0u64);
-    let mut next_stats = Instant::now() + stats_every;
+    let mut budget = SynBudget::new(settings.max_syn_rate);
+    let mut counts = Counts::default();
+    let mut next_stats = Instant::now() + settings.stats_every;
+    let (mut budget_from, mut syns_since) = (Instant::now(), 0u64);
     let mut buf = vec![0u8; SNAPLEN];
     loop {
-        let wait = next_stats.saturating_duration_since(Instant::now());
+        let mut refilter = false;
+        loop {
+            match control.try_recv() {
+                Ok(CaptureControl::SynPorts(ports)) => {
+                    let next = SynFilter {
+                        keep: budget.keep(),
+                        ..SynFilter::all(ports)
+                    };
+                    refilter |= next != filter;
+                    filter = next;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        if now >= budget_from + BUDGET_EVERY {
+            if let Some(keep) = budget.update(syns_since, now - budget_from) {
+                filter.keep = keep;
+                refilter = !filter.ports.is_empty();
+            }
+            (budget_from, syns_since) = (now, 0);
+        }
+        if refilter && let Err(e) = sys::attach_filter(fd.as_fd(), &filter_program(&filter)) {
+            let _ = tx.blocking_send(CaptureEvent::Failed(format!(
+                "packet capture: the filter could not be replaced: {e}"
+            )));
+            return;
+        }
+        let wait = next_stats
+            .min(budget_from + BUDGET_EVERY)
+            .saturating_duration_since(Instant::now());
         let ready = match super::wait_readable(&fd, wait) {
             Ok(ready) => ready,
             Err(e) => {
@@ -450,16 +509,19 @@ pub fn run(
         };
         if Instant::now() >= next_stats {
             if let Some((p, d)) = sys::packet_statistics(fd.as_fd()) {
-                packets += p;
-                drops += d;
+                counts.packets += p;
+                counts.drops += d;
             }
-            if tx
-                .blocking_send(CaptureEvent::Stats { packets, drops })
-                .is_err()
-            {
+            let stats = CaptureEvent::Stats {
+                packets: counts.packets,
+                drops: counts.drops,
+                syns: counts.syns,
+                syn_keep: filter.keep,
+            };
+            if tx.blocking_send(stats).is_err() {
                 return;
             }
-            next_stats = Instant::now() + stats_every;
+            next_stats = Instant::now() + settings.stats_every;
         }
         if !ready {
             continue;
@@ -473,6 +535,10 @@ pub fn run(
             if pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
+            if crate::wire::syn::parse(&buf[..n]).is_some() {
+                syns_since += 1;
+                counts.syns += 1;
+            }
             batch.push(CapturedFrame {
                 ifindex,
                 time: Utc::now(),
@@ -483,6 +549,14 @@ pub fn run(
             return;
         }
     }
+}
+
+/// The capture's running totals.
+#[derive(Default)]
+struct Counts {
+    packets: u64,
+    drops: u64,
+    syns: u64,
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub const STATIONS_FILE: &str = "stations.tsv";
 pub const ROUTERS_FILE: &str = "routers.tsv";
 /// Capture counters the running agent last wrote, for `netsentry status`.
 pub const CAPTURE_FILE: &str = "capture.json";
+/// The inbound-path detector's baselines and current window, per port.
+pub const INBOUND_FILE: &str = "inbound.json";
 /// The certificates of each TLS target's expected files, with when they were
 /// replaced (so that a restart keeps the rotation grace), and the last results.
 pub const TLS_FILE: &str = "tls.json";

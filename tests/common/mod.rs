@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod inbound;
 pub mod tls;
 
 /// True when the test may run. Outside CI a non-root run prints

@@ -20,7 +20,7 @@ mod own;
 mod redirect;
 
 use crate::detect::stations::{Sighting, StationTable, same_name};
-use crate::kernel::Mac;
+use crate::kernel::{Mac, in_subnet};
 use crate::wire::{self, ArpFrame, EtherAddr, Frame, FrameError, NdpFrame, NdpMessage};
 use own::OwnAddresses;
 
@@ -120,30 +120,6 @@ pub fn is_vrrp_mac(mac: &EtherAddr) -> bool {
 
 fn is_bad_mac(mac: &EtherAddr) -> bool {
     mac.is_bad()
-}
-
-fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let bits = prefix.min(32) as u32;
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let bits = prefix.min(128) as u32;
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 impl ArpDetector {
