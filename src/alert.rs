@@ -50,7 +50,10 @@ macro_rules! kinds {
             pub fn is_condition(self) -> bool {
                 matches!(
                     self,
-                    Kind::GatewayUnreachable | Kind::TlsMismatch | Kind::TlsProbeFailed
+                    Kind::GatewayUnreachable
+                        | Kind::TlsMismatch
+                        | Kind::TlsProbeFailed
+                        | Kind::PathLengthMismatch
                 )
             }
             /// The fixed severity of this kind.
@@ -91,6 +94,8 @@ kinds! {
     IcmpRedirect => "icmp_redirect", Warning;
     InboundPathChanged => "inbound_path_changed", Critical;
     InboundPathRestored => "inbound_path_restored", Info;
+    PathLengthMismatch => "path_length_mismatch", Critical;
+    PathChanged => "path_changed", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

@@ -882,3 +882,200 @@ fn bench_full_disk() {
         ids.values().filter(|n| **n > 1).count()
     );
 }
+
+/// A TCP SYN from `src` to 192.0.2.10:`port` addressed to `host` on the wire
+/// (valid IPv4 header checksum, Linux's option layout; the TCP checksum is
+/// left zero, so the host's stack drops it after the capture saw it).
+fn syn_frame(host: [u8; 6], src: [u8; 4], port: u16, ttl: u8) -> Vec<u8> {
+    let mut f =
+        netsentry::wire::build::tcp_v4(ttl, 0x02, port, netsentry::wire::build::LINUX_SYN_OPTIONS);
+    f[..6].copy_from_slice(&host);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0xaa, 0xbb, 0xcc]);
+    f[26..30].copy_from_slice(&src);
+    set_ipv4_header_checksum(&mut f[14..34]);
+    f
+}
+
+/// CPU (s), peak RSS (KiB) and the spoof alert latency (ms) of an agent in
+/// the host namespace while `n` SYNs at `fps` hit a listening port, with a
+/// gateway spoof in the middle; `[inbound]` on or off.
+fn syn_flood_run(inbound: bool, n: u32, fps: u32) -> (f64, f64, u64, f64, u64) {
+    let extra = format!("coalesce_window = \"5s\"\n[inbound]\nenabled = {inbound}\n");
+    let (lab, receiver, agent) = running_agent(&extra).expect("root");
+    let _listener = common::inbound::Listeners::start(&lab.host, &["192.0.2.10:8443"]);
+    if inbound {
+        agent.wait_for_log("watching the SYNs to TCP port 8443", 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let host = mac_bytes(&lab.host_mac());
+    let spoof = [2, 0xde, 0xad, 0xbe, 0xef, 0x52];
+    let mut frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| syn_frame(host, [198, 18, (i >> 8) as u8, i as u8], 8443, 50))
+        .collect();
+    let mark = (n / 2) as usize;
+    frames[mark] = build_arp_reply(spoof, host);
+    let pid = agent.pid();
+    let cpu0 = cpu_ns(pid);
+    let t0 = Instant::now();
+    let spoof_sent = send_paced(&lab.mitm, frames, fps, mark);
+    let flood_s = t0.elapsed().as_secs_f64();
+    let got = receiver.wait_for("spoof", Duration::from_secs(10), |b| {
+        b["kind"] == "gateway_mac_changed" && b["details"]["new_mac"] == "02:de:ad:be:ef:52"
+    });
+    let cpu = (cpu_ns(pid) - cpu0) as f64 / 1e9;
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.path("state/capture.json")).unwrap_or_else(|_| "{}".into()),
+    )
+    .unwrap_or_default();
+    (
+        flood_s,
+        cpu,
+        status_kib(pid, "VmHWM:"),
+        got.at.duration_since(spoof_sent).as_secs_f64() * 1000.0,
+        stats["syns"].as_u64().unwrap_or(0),
+    )
+}
+
+fn build_arp_reply(spoof: [u8; 6], host: [u8; 6]) -> Vec<u8> {
+    netsentry::wire::build::arp(
+        spoof,
+        host,
+        true,
+        spoof,
+        std::net::Ipv4Addr::new(192, 0, 2, 1),
+        host,
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+    )
+}
+
+/// 200,000 SYNs at 100,000/s to a watched port, a gateway spoof inside;
+/// the same with `[inbound] enabled = false` side by side (3 runs each).
+#[test]
+#[ignore]
+fn bench_syn_flood() {
+    if !have_root() {
+        return;
+    }
+    for inbound in [true, false] {
+        let mut cpus = Vec::new();
+        let mut rss = Vec::new();
+        let mut spoof = Vec::new();
+        let mut handed = Vec::new();
+        let mut secs_flood = Vec::new();
+        for _ in 0..3 {
+            let (flood_s, cpu, peak, spoof_ms, syns) = syn_flood_run(inbound, 200_000, 100_000);
+            secs_flood.push(flood_s);
+            cpus.push(cpu / flood_s * 100.0);
+            rss.push(peak as f64);
+            spoof.push(spoof_ms);
+            handed.push(syns as f64);
+        }
+        println!(
+            "BENCH syn flood 200k at 100k/s, inbound {}: flood took {} s; agent CPU median {:.1} % of a core ({}); peak RSS median {:.0} KiB; SYNs handed to the agent median {:.0}; spoof alert median {:.1} ms ({})",
+            if inbound { "on " } else { "off" },
+            secs(&secs_flood),
+            median(cpus.clone()),
+            secs(&cpus),
+            median(rss),
+            median(handed),
+            median(spoof.clone()),
+            secs(&spoof)
+        );
+    }
+}
+
+/// Real connections at ~1,000/s to a watched port for 10 s: agent CPU with
+/// `[inbound]` on and off, side by side.
+#[test]
+#[ignore]
+fn bench_inbound_ordinary_connections() {
+    if !have_root() {
+        return;
+    }
+    for inbound in [true, false] {
+        let mut cpus = Vec::new();
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let extra = format!("[inbound]\nenabled = {inbound}\n");
+            let (lab, _receiver, agent) = running_agent(&extra).unwrap();
+            let _listener = common::inbound::Listeners::start(&lab.host, &["192.0.2.10:8443"]);
+            if inbound {
+                agent.wait_for_log("watching the SYNs to TCP port 8443", 1);
+            }
+            ip(&lab.mitm, "route add default via 192.0.2.1");
+            let target: std::net::SocketAddr = "192.0.2.10:8443".parse().unwrap();
+            let pid = agent.pid();
+            let cpu0 = cpu_ns(pid);
+            let t0 = Instant::now();
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    common::inbound::Clients::start(
+                        &lab.mitm,
+                        None,
+                        &[target],
+                        Duration::from_millis(4),
+                    )
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(10));
+            let made: u64 = clients
+                .iter()
+                .map(|c| c.connected.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+            drop(clients);
+            let wall = t0.elapsed().as_secs_f64();
+            cpus.push((cpu_ns(pid) - cpu0) as f64 / 1e9 / wall * 100.0);
+            rates.push(made as f64 / wall);
+        }
+        println!(
+            "BENCH ordinary connections, inbound {}: {:.0} conn/s median; agent CPU median {:.3} % of a core ({})",
+            if inbound { "on " } else { "off" },
+            median(rates),
+            median(cpus.clone()),
+            secs(&cpus)
+        );
+    }
+}
+
+/// One path-length check of a port two hops away: a sweep (no remembered
+/// count) and a confirmation (remembered), 20 of each.
+#[test]
+#[ignore]
+fn bench_path_length_check() {
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::with_service();
+    let _listener = common::inbound::Listeners::start(lab.svc(), &["198.51.100.10:22"]);
+    let results = in_netns(&lab.host, || {
+        let addr: std::net::SocketAddr = "198.51.100.10:22".parse().unwrap();
+        let mut out = Vec::new();
+        for hint in [None, Some(2u8)] {
+            let mut ms = Vec::new();
+            let mut syns = 0;
+            let mut hops = None;
+            for _ in 0..20 {
+                let m = netsentry::source::path_probe::measure(addr, hint, Duration::from_secs(2))
+                    .unwrap();
+                ms.push(m.took.as_secs_f64() * 1000.0);
+                syns = m.syns;
+                hops = m.hops;
+            }
+            out.push((hint, hops, syns, ms));
+        }
+        out
+    });
+    for (hint, hops, syns, ms) in results {
+        println!(
+            "BENCH path length {}: hops {:?}, {syns} SYNs, median {:.2} ms (max {:.2} ms)",
+            if hint.is_some() {
+                "with a remembered count"
+            } else {
+                "without (sweep)"
+            },
+            hops,
+            median(ms.clone()),
+            ms.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+}

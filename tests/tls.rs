@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::tls::{Dialogue, Pki, Socks5Proxy, TlsServer};
+use common::tls::{Dialogue, Pki, Prosody, Socks5Proxy, TlsServer};
 use common::*;
 use serde_json::Value;
 
@@ -202,71 +201,6 @@ fn fingerprints_of_certificate_files() {
     );
 }
 
-/// A real Prosody (Debian's package) with our certificate: client-to-server and
-/// server-to-server STARTTLS.
-struct Prosody(std::process::Child);
-
-impl Prosody {
-    fn start(ns: &str, dir: &Path, cert: &Path, key: &Path) -> Prosody {
-        let d = dir.display();
-        std::fs::create_dir_all(dir.join("prosody-data")).unwrap();
-        let config = dir.join("prosody.cfg.lua");
-        std::fs::write(
-            &config,
-            format!(
-                r#"run_as_root = true
-daemonize = false
-pidfile = "{d}/prosody.pid"
-data_path = "{d}/prosody-data"
-certificates = "{d}"
-log = {{ info = "{d}/prosody.log"; error = "{d}/prosody.log" }}
-interfaces = {{ "198.51.100.10" }}
-c2s_ports = {{ 5222 }}
-s2s_ports = {{ 5269 }}
-modules_enabled = {{ "tls"; "saslauth"; "dialback"; "disco" }}
-modules_disabled = {{ "posix" }}
-c2s_require_encryption = true
-s2s_require_encryption = true
-VirtualHost "example.org"
-  ssl = {{ certificate = "{}"; key = "{}"; }}
-"#,
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "prosody", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prosody (apt-get install prosody)");
-        let prosody = Prosody(child);
-        let log = dir.join("prosody.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Activated service 's2s'") && text.contains("Activated service 'c2s'")
-            {
-                return prosody;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "prosody did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Prosody {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
     if !have_root() {
@@ -277,7 +211,7 @@ fn xmpp_starttls_against_prosody_and_through_a_socks5_proxy() {
     let dir = lab.dir.path();
     let p = Pki::new(dir, "netsentry test CA");
     let (_, key) = p.ours.write(dir, "example.org");
-    let _prosody = Prosody::start(&svc, dir, &dir.join("example.org.pem"), &key);
+    let _prosody = Prosody::start(&svc, dir, &dir.join("example.org.pem"), &key, None);
     // The proxy runs on the service side; the TLS server behind it listens on
     // the service's own loopback, which only the proxy can reach.
     let _proxy = Socks5Proxy::start(&svc, "198.51.100.10", 1080);

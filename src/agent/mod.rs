@@ -258,6 +258,7 @@ impl Agent {
             clock: std::time::Instant::now(),
         };
         out.correlator.set_served_names(served_names(&config));
+        out.correlator.set_ct_window(config.correlation.ct_window.0);
         let detector = NetDetector::new(net_settings(&config), stored);
         let threads = start_threads(&config)?;
         let metrics_page = Arc::new(Mutex::new(String::new()));

@@ -94,6 +94,9 @@ impl Agent {
         }
         self.out.host = new.host_id();
         self.out.correlator.set_window(new.correlation.window.0);
+        self.out
+            .correlator
+            .set_ct_window(new.correlation.ct_window.0);
         self.detector.set_settings(net_settings(&new));
         self.rebuild_sources(rebuild, &new);
         for key in &plan.restart {

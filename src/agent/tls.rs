@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::alert::{Finding, format_time};
 use crate::config::{Config, TlsTarget};
+use crate::detect::path::PathDetector;
 use crate::detect::tls::{Assessment, Match, ProbeReport, TlsDetector};
 use crate::sink::metrics::TlsInfo;
 use crate::source::certfiles::CertFiles;
@@ -25,6 +26,10 @@ pub struct TlsWatch {
     files: CertFiles,
     /// Targets already warned about resolving to this host.
     local_warned: HashSet<String>,
+    /// The path-length comparison across targets.
+    path: PathDetector,
+    /// Targets already told their path cannot be measured (through a proxy).
+    path_skip_said: HashSet<String>,
     last: BTreeMap<String, Value>,
     last_dirty: bool,
     metrics: BTreeMap<String, TlsInfo>,
@@ -51,6 +56,8 @@ impl TlsWatch {
             detector,
             files: CertFiles::default(),
             local_warned: HashSet::new(),
+            path: PathDetector::default(),
+            path_skip_said: HashSet::new(),
             last: BTreeMap::new(),
             last_dirty: false,
             metrics: BTreeMap::new(),
@@ -95,10 +102,27 @@ impl TlsWatch {
             }
             Err(e) => tracing::debug!(target = %target.name, "TLS check failed: {e}"),
         }
-        let Some((judgement, findings)) = self.detector.judge(report) else {
-            return Vec::new();
+        if target.via.is_some()
+            && target.path_check
+            && self.path_skip_said.insert(target.name.clone())
+        {
+            tracing::info!(
+                "tls target {}: the path length cannot be measured through a SOCKS5 proxy (via); only the certificate is checked",
+                target.name
+            );
+        }
+        let mut findings = match &report.path {
+            Some(p) => {
+                tracing::debug!(target = %target.name, port = p.port.port, hops = ?p.port.hops, syns = p.port.syns, "path length");
+                self.path.observe(&target.name, p, report.time)
+            }
+            None => Vec::new(),
+        };
+        let Some((judgement, tls_findings)) = self.detector.judge(report) else {
+            return findings;
         };
         self.remember(report, &judgement);
+        findings.splice(0..0, tls_findings);
         findings
     }
 
@@ -123,6 +147,8 @@ impl TlsWatch {
             "status": a.verdict.as_str(),
             "message": a.text,
             "peer": report.peer,
+            "hops": report.path.as_ref().and_then(|p| p.port.hops),
+            "reference_hops": report.path.as_ref().and_then(|p| p.reference.as_ref()).map(|r| json!({"port": r.port, "hops": r.hops})),
         });
         let changed = self.last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
         self.last.insert(report.target.clone(), row);

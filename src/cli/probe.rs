@@ -11,6 +11,19 @@ use crate::source::tls_probe::TrustStore;
 use crate::source::tls_scheduler::probe_round;
 
 /// The targets named on the command line (all when none are named).
+/// "port 5222 answers at hop 13; port 22 at hop 14".
+fn path_text(p: &crate::detect::tls::PathReport) -> String {
+    let hop = |h: Option<u8>| match h {
+        Some(h) => format!("at hop {h}"),
+        None => "at no hop within 32 (ICMP filtered?)".to_string(),
+    };
+    let mut text = format!("port {} answers {}", p.port.port, hop(p.port.hops));
+    if let Some(r) = &p.reference {
+        text.push_str(&format!("; port {} {}", r.port, hop(r.hops)));
+    }
+    text
+}
+
 fn select(config: &Config, names: &[String]) -> Result<Vec<TlsTarget>, String> {
     let all = &config.tls.targets;
     if all.is_empty() {
@@ -70,6 +83,9 @@ pub fn command(
         for p in &problems {
             a.text.push_str(&format!(" [expected file: {p}]"));
         }
+        if let Some(path) = &report.path {
+            a.text.push_str(&format!(" [{}]", path_text(path)));
+        }
         worst = worst.max(a.verdict);
         if json_out {
             let seen = report.outcome.as_ref().ok().map(|s| {
@@ -91,6 +107,14 @@ pub fn command(
                 "seen": seen,
                 "error": report.outcome.as_ref().err().map(|e| e.to_string()),
                 "days_left": a.days_left,
+                "path": report.path.as_ref().map(|p| json!({
+                    "address": p.address.to_string(),
+                    "port": p.port.port,
+                    "hops": p.port.hops,
+                    "syns": p.port.syns,
+                    "routers": p.port.routers.iter().map(|r| r.map(|ip| ip.to_string())).collect::<Vec<_>>(),
+                    "reference": p.reference.as_ref().map(|r| json!({"port": r.port, "hops": r.hops})),
+                })),
             }));
         } else {
             let _ = writeln!(

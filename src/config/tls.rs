@@ -61,6 +61,18 @@ pub struct TlsTarget {
     /// The whole check (resolve, connect, STARTTLS, handshake) must end within this.
     #[serde(default = "default_probe_timeout")]
     pub timeout: Interval,
+    /// Measure at which hop the port answers (TTL-limited connects) and
+    /// compare with the other ports of the same address.
+    #[serde(default = "default_true")]
+    pub path_check: bool,
+    /// Another port of the same address to compare the path length with
+    /// (e.g. 22, which an interceptor of 5222 leaves alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_port: Option<u16>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_interval() -> Interval {
@@ -302,12 +314,16 @@ pub struct CorrelationConfig {
     /// A certificate mismatch and a path anomaly this close together make one
     /// `interception_suspected`.
     pub window: Interval,
+    /// A CT issuance pairs with the other evidence over this (CT monitors
+    /// see a certificate hours after the flap that came with it).
+    pub ct_window: Interval,
 }
 
 impl Default for CorrelationConfig {
     fn default() -> Self {
         CorrelationConfig {
             window: Interval(Duration::from_secs(1800)),
+            ct_window: Interval(Duration::from_secs(48 * 3600)),
         }
     }
 }

@@ -2,6 +2,15 @@
 //! to something changing on our network path, is what an interception looks
 //! like (jabber.ru: a short link flap, then foreign certificates on port 5222).
 //!
+//! Evidence of four sorts: a foreign certificate on the wire (`tls_mismatch`),
+//! a foreign certificate in CT for a name we serve (`ct_unknown_certificate`),
+//! a change on this host's network path (a link flap, a new gateway MAC, ...),
+//! and path evidence about one service (`inbound_path_changed` on the server,
+//! `path_length_mismatch` from outside). Any two sorts within `window` — or a
+//! mismatch on two targets, or two pieces of path evidence — make one
+//! `interception_suspected`. CT evidence pairs over `ct_window` (48 h): the
+//! certificate reaches a CT monitor hours after the flap that came with it.
+//!
 //! Input: every alert the agent sent (with its id). Output: at most one
 //! `interception_suspected` per window, listing the alerts that make it.
 
@@ -33,6 +42,11 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
     )
 }
 
+/// Kinds that say one service is reached over another path.
+pub fn is_service_path_evidence(kind: Kind) -> bool {
+    matches!(kind, Kind::InboundPathChanged | Kind::PathLengthMismatch)
+}
+
 #[derive(Clone, Debug)]
 struct Evidence {
     id: String,
@@ -44,9 +58,13 @@ struct Evidence {
 }
 
 /// Joins TLS mismatches, CT issuances and path anomalies that come close in time into `interception_suspected`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Correlator {
     window: Duration,
+    /// How far apart CT evidence and the rest may be.
+    ct_window: Duration,
+    /// inbound_path_changed, path_length_mismatch.
+    service_paths: VecDeque<Evidence>,
     anomalies: VecDeque<Evidence>,
     mismatches: VecDeque<Evidence>,
     /// ct_unknown_certificate alerts for names our TLS targets serve.
@@ -62,6 +80,8 @@ impl Correlator {
     pub fn new(window: std::time::Duration) -> Correlator {
         Correlator {
             window: Duration::from_std(window).unwrap_or(Duration::days(365)),
+            ct_window: Duration::hours(48),
+            service_paths: VecDeque::new(),
             anomalies: VecDeque::new(),
             mismatches: VecDeque::new(),
             foreign_issuances: VecDeque::new(),
@@ -91,28 +111,68 @@ impl Correlator {
         self.window = Duration::from_std(window).unwrap_or(Duration::days(365));
     }
 
+    /// How far apart CT evidence and the rest may be (`[correlation] ct_window`).
+    pub fn set_ct_window(&mut self, window: std::time::Duration) {
+        self.ct_window = Duration::from_std(window).unwrap_or(Duration::days(365));
+    }
+
     /// Sees an alert after it got its id; returns an `interception_suspected`
     /// when the evidence in the window is enough (at most one per window).
     pub fn observe(&mut self, alert: &Alert) -> Option<Finding> {
         let now = alert.time;
-        let window = self.window;
-        let within = |e: &Evidence| (now - e.time).abs() <= window;
-        self.anomalies.retain(within);
-        self.mismatches.retain(within);
-        self.foreign_issuances.retain(within);
+        let keep = self.window.max(self.ct_window);
+        for list in self.lists_mut() {
+            list.retain(|e| (now - e.time).abs() <= keep);
+        }
         if !self.remember(alert) {
             return None;
         }
-        let targets = self.targets();
-        let issued = !self.foreign_issuances.is_empty();
-        let suspicious = (!self.mismatches.is_empty()
-            && (!self.anomalies.is_empty() || targets.len() >= 2 || issued))
-            || (issued && !self.anomalies.is_empty());
-        if !suspicious || self.last_raised.is_some_and(|t| now - t <= window) {
+        let view = self.in_play(now);
+        let targets = view.targets();
+        let (m, a, p, c) = (
+            !view.mismatches.is_empty(),
+            !view.anomalies.is_empty(),
+            !view.service_paths.is_empty(),
+            !view.foreign_issuances.is_empty(),
+        );
+        let suspicious = (m && (a || p || c || targets.len() >= 2))
+            || (c && (a || p))
+            || (p && (a || view.service_paths.len() >= 2));
+        if !suspicious || self.last_raised.is_some_and(|t| now - t <= self.window) {
             return None;
         }
         self.last_raised = Some(now);
-        Some(self.suspicion(now, &targets))
+        Some(view.suspicion(now, &targets))
+    }
+
+    fn lists_mut(&mut self) -> [&mut VecDeque<Evidence>; 4] {
+        [
+            &mut self.anomalies,
+            &mut self.mismatches,
+            &mut self.foreign_issuances,
+            &mut self.service_paths,
+        ]
+    }
+
+    /// The evidence that counts at `now`: within `window`, or, when CT
+    /// evidence is within `ct_window`, everything within `ct_window`.
+    fn in_play(&self, now: DateTime<Utc>) -> Correlator {
+        let mut view = self.clone();
+        let ct = view.ct_window;
+        view.foreign_issuances
+            .retain(|e| (now - e.time).abs() <= ct);
+        let span = match view.foreign_issuances.is_empty() {
+            true => view.window,
+            false => ct.max(view.window),
+        };
+        for list in [
+            &mut view.anomalies,
+            &mut view.mismatches,
+            &mut view.service_paths,
+        ] {
+            list.retain(|e| (now - e.time).abs() <= span);
+        }
+        view
     }
 
     /// Keeps `alert` as evidence of its sort; false when it is no evidence.
@@ -134,6 +194,8 @@ impl Correlator {
             &mut self.foreign_issuances
         } else if is_path_anomaly(alert.kind) {
             &mut self.anomalies
+        } else if is_service_path_evidence(alert.kind) {
+            &mut self.service_paths
         } else {
             return false;
         };
@@ -174,6 +236,7 @@ impl Correlator {
             .iter()
             .chain(&self.mismatches)
             .chain(&self.foreign_issuances)
+            .chain(&self.service_paths)
             .collect();
         all.sort_by_key(|e| e.time);
         let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
@@ -227,6 +290,13 @@ impl Correlator {
                 ));
             }
         }
+        for p in &self.service_paths {
+            reasons.push(format!(
+                "a service is reached over another path ({}): {}",
+                p.kind.as_str(),
+                p.summary
+            ));
+        }
         if targets.len() >= 2 {
             reasons.push(format!(
                 "{} services present foreign certificates within {} minutes: {}",
@@ -242,6 +312,20 @@ impl Correlator {
     fn summary(&self, targets: &[String]) -> String {
         let window = self.window;
         let issued = !self.foreign_issuances.is_empty();
+        if self.mismatches.is_empty() && !self.service_paths.is_empty() {
+            let with: Vec<&str> = self
+                .anomalies
+                .iter()
+                .chain(&self.foreign_issuances)
+                .chain(self.service_paths.iter().skip(1))
+                .map(|e| e.kind.as_str())
+                .collect();
+            return format!(
+                "interception suspected: {} together with {}",
+                self.service_paths[0].summary,
+                with.join(", ")
+            );
+        }
         if self.mismatches.is_empty() {
             format!(
                 "interception suspected: a certificate we never held was issued for a name we serve, within {} minutes of a network path change ({})",
@@ -251,16 +335,17 @@ impl Correlator {
                     .map(|a| a.kind.as_str())
                     .unwrap_or("?")
             )
-        } else if self.anomalies.is_empty() && !issued {
+        } else if self.anomalies.is_empty() && !issued && self.service_paths.is_empty() {
             format!(
                 "interception suspected: {} services present certificates that are not ours ({})",
                 targets.len(),
                 targets.join(", ")
             )
         } else {
-            let with = match self.anomalies.front() {
-                Some(a) => format!("a network path change ({})", a.kind.as_str()),
-                None => "a certificate for it in CT that we never held".to_string(),
+            let with = match (self.anomalies.front(), self.service_paths.front()) {
+                (Some(a), _) => format!("a network path change ({})", a.kind.as_str()),
+                (None, Some(p)) => format!("a changed path to the service ({})", p.kind.as_str()),
+                (None, None) => "a certificate for it in CT that we never held".to_string(),
             };
             format!(
                 "interception suspected: {} presents a certificate that is not ours, within {} minutes of {with}",
@@ -407,6 +492,75 @@ mod tests {
             .unwrap();
         assert_eq!(f.details["evidence"], json!(["L", "C"]));
         assert!(f.summary.contains("never held"), "{}", f.summary);
+    }
+
+    #[test]
+    fn path_evidence_joins_a_flap_a_mismatch_or_ct_days_later() {
+        // Server side: a link flap, then inbound_path_changed.
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        assert!(
+            c.observe(&alert("L", Kind::LinkDown, minutes(0), None))
+                .is_none()
+        );
+        let f = c
+            .observe(&alert("I", Kind::InboundPathChanged, minutes(20), None))
+            .expect("suspected");
+        assert_eq!(f.details["evidence"], json!(["L", "I"]));
+        assert!(
+            f.summary.contains("I happened together with link_down"),
+            "{}",
+            f.summary
+        );
+        // Prober side: tls_mismatch and path_length_mismatch of one target.
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        assert!(
+            c.observe(&alert(
+                "P",
+                Kind::PathLengthMismatch,
+                minutes(0),
+                Some("xmpp")
+            ))
+            .is_none()
+        );
+        let f = c
+            .observe(&alert("M", Kind::TlsMismatch, minutes(1), Some("xmpp")))
+            .expect("suspected");
+        assert_eq!(
+            f.details["evidence_kinds"],
+            json!(["path_length_mismatch", "tls_mismatch"])
+        );
+        // Alone, path evidence is no suspicion, nor with a mismatch hours
+        // later; a flap 40 hours before a CT issuance is (ct_window 48h).
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        c.set_served_names(vec!["xmpp.example.org".into()]);
+        assert!(
+            c.observe(&alert("I", Kind::InboundPathChanged, minutes(0), None))
+                .is_none()
+        );
+        assert!(
+            c.observe(&alert(
+                "M",
+                Kind::TlsMismatch,
+                minutes(0) + Duration::hours(3),
+                Some("x")
+            ))
+            .is_none(),
+            "hours apart without CT: no pair"
+        );
+        let mut c = Correlator::new(std::time::Duration::from_secs(1800));
+        c.set_served_names(vec!["xmpp.example.org".into()]);
+        assert!(
+            c.observe(&alert("L", Kind::LinkDown, minutes(0), None))
+                .is_none()
+        );
+        assert!(
+            c.observe(&alert("M", Kind::TlsMismatch, minutes(40 * 60), Some("x")))
+                .is_none()
+        );
+        let f = c
+            .observe(&ct_alert("C", minutes(40 * 60 + 5), &["xmpp.example.org"]))
+            .expect("CT pairs over 48 h");
+        assert_eq!(f.details["evidence"], json!(["L", "M", "C"]));
     }
 
     #[test]

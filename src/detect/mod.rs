@@ -9,5 +9,6 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod merge;
 pub mod net;
+pub mod path;
 pub mod stations;
 pub mod tls;

@@ -267,14 +267,21 @@ impl Spool {
             buf.extend_from_slice(p);
             ends.push(buf.len() as u64);
         }
+        // A full segment is closed before anything is written: a failure to
+        // start the next one (a full disk) fails this append with nothing
+        // stored, never after the batch is in (it would be appended twice).
+        if self.torn {
+            let id = self.newest();
+            let valid = self.segments.get(&id).map(|s| s.bytes).unwrap_or(0);
+            let path = segment_path(&self.dir, id);
+            self.writer.set_len(valid).map_err(SpoolError::io(&path))?;
+            self.torn = false;
+        }
+        self.rotate_if_full()?;
         let id = self.newest();
         let path = segment_path(&self.dir, id);
         let io = SpoolError::io(&path);
         let valid = self.segments.get(&id).map(|s| s.bytes).unwrap_or(0);
-        if self.torn {
-            self.writer.set_len(valid).map_err(&io)?;
-            self.torn = false;
-        }
         if let Err(e) = self
             .writer
             .write_all(&buf)
@@ -293,20 +300,30 @@ impl Spool {
         );
         seg.bytes += buf.len() as u64;
         seg.records += ends.len() as u64;
-        if seg.bytes >= SEGMENT_BYTES {
-            let next = id + 1;
-            let path = segment_path(&self.dir, next);
-            self.writer = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(SpoolError::io(&path))?;
-            self.segments.insert(next, Segment::default());
-            // The new file's directory entry must survive a crash too.
-            let _ = File::open(&self.dir).and_then(|d| d.sync_all());
-        }
+        // The batch is stored: a next segment that cannot be started now is
+        // started before the next append.
+        let _ = self.rotate_if_full();
         self.enforce_cap();
         Ok(self.end())
+    }
+
+    /// Starts the next segment when the newest is full.
+    fn rotate_if_full(&mut self) -> Result<(), SpoolError> {
+        let id = self.newest();
+        if self.segments.get(&id).map(|s| s.bytes).unwrap_or(0) < SEGMENT_BYTES {
+            return Ok(());
+        }
+        let next = id + 1;
+        let path = segment_path(&self.dir, next);
+        self.writer = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(SpoolError::io(&path))?;
+        self.segments.insert(next, Segment::default());
+        // The new file's directory entry must survive a crash too.
+        let _ = File::open(&self.dir).and_then(|d| d.sync_all());
+        Ok(())
     }
 
     /// Drops the oldest segments (never the one being written) while over `max_bytes`.

@@ -6,6 +6,7 @@ pub mod certfiles;
 pub mod ct;
 pub mod listeners;
 pub mod netlink;
+pub mod path_probe;
 pub mod pcap;
 pub mod socks;
 pub mod starttls;

@@ -21,9 +21,9 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::cert::{CertFacts, CertIdentity};
 use crate::config::{StartTls, TlsTarget};
-use crate::detect::tls::{ProbeError, ProbeReport, Seen};
-use crate::source::socks;
+use crate::detect::tls::{PathReport, PortPath, ProbeError, ProbeReport, Seen};
 use crate::source::starttls::{Dialogue, Step};
+use crate::source::{path_probe, socks};
 
 /// Trust anchors, loaded once per `ca_file` (None: the system's).
 #[derive(Default)]
@@ -159,7 +159,63 @@ pub fn stopped(target: &TlsTarget) -> ProbeReport {
         local: false,
         time: Utc::now(),
         outcome: Err(ProbeError::Stopped),
+        path: None,
     }
+}
+
+/// Path lengths remembered per (address, port): the next check starts there.
+pub type PathHints = Arc<Mutex<HashMap<(IpAddr, u16), u8>>>;
+
+/// How long one round of TTL-limited connects waits for answers.
+const PATH_WAIT: Duration = Duration::from_secs(2);
+
+/// Measures at which hop the checked port (and `reference_port`) answers,
+/// from the address the check connected to. `None` when the path cannot be
+/// measured from here: through a proxy, to this host, or no connection.
+pub async fn measure_path(
+    target: &TlsTarget,
+    report: &ProbeReport,
+    hints: &PathHints,
+) -> Option<PathReport> {
+    if !target.path_check || target.via.is_some() || report.local {
+        return None;
+    }
+    let peer: SocketAddr = report.peer.as_deref()?.parse().ok()?;
+    let wait = PATH_WAIT.min(target.timeout.0);
+    let ports: Vec<u16> = std::iter::once(peer.port())
+        .chain(target.reference_port)
+        .collect();
+    let mut measured = Vec::new();
+    for port in ports {
+        let addr = SocketAddr::new(peer.ip(), port);
+        let hint = hints.lock().ok()?.get(&(addr.ip(), port)).copied();
+        let m = tokio::task::spawn_blocking(move || path_probe::measure(addr, hint, wait))
+            .await
+            .ok()?;
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(target = %target.name, "path length of {addr}: {e}");
+                path_probe::PathMeasure::default()
+            }
+        };
+        if let (Some(h), Ok(mut map)) = (m.hops, hints.lock()) {
+            map.insert((addr.ip(), port), h);
+        }
+        measured.push(PortPath {
+            port,
+            hops: m.hops,
+            routers: m.routers,
+            syns: m.syns,
+            millis: m.took.as_millis() as u64,
+        });
+    }
+    let mut measured = measured.into_iter();
+    Some(PathReport {
+        address: peer.ip(),
+        port: measured.next()?,
+        reference: measured.next(),
+    })
 }
 
 /// Checks one target once. `roots` are its trust anchors (or why there are none).

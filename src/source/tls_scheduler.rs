@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::config::{Config, TlsTarget};
 use crate::detect::tls::ProbeReport;
 use crate::source::Feed;
-use crate::source::tls_probe::{TrustStore, probe, stopped};
+use crate::source::tls_probe::{PathHints, TrustStore, measure_path, probe, stopped};
 
 /// Starts the agent's check scheduler when targets are configured. Each target
 /// is checked every `interval` (the first time right away); a check still
@@ -33,6 +33,7 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
     let limit = Arc::new(Semaphore::new(config.tls.concurrency.max(1)));
     let task = tokio::spawn(async move {
         let mut trust = TrustStore::default();
+        let hints = PathHints::default();
         let start = tokio::time::Instant::now();
         let mut due = vec![start; targets.len()];
         let busy: Vec<Arc<AtomicBool>> = targets.iter().map(|_| Arc::default()).collect();
@@ -50,14 +51,22 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
                 if busy[i].swap(true, Ordering::AcqRel) {
                     continue;
                 }
-                let (target, tx, limit, busy) =
-                    (target.clone(), tx.clone(), limit.clone(), busy[i].clone());
+                let (target, tx, limit, busy, hints) = (
+                    target.clone(),
+                    tx.clone(),
+                    limit.clone(),
+                    busy[i].clone(),
+                    hints.clone(),
+                );
                 let roots = trust.get(target.ca_file.as_deref());
                 tokio::spawn(async move {
                     let report = {
                         let _permit = limit.acquire_owned().await;
                         let check = target.clone();
-                        guarded(&target, async move { probe(&check, roots).await }).await
+                        guarded(&target, async move {
+                            check_with_path(&check, roots, &hints).await
+                        })
+                        .await
                     };
                     // Always reached: a check that panicked is a failed check,
                     // and the target is checked again at its next turn.
@@ -71,6 +80,17 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
         }
     });
     Some(Feed::new((rx, task)))
+}
+
+/// One TLS check, then the path length of its port (and reference port).
+pub async fn check_with_path(
+    target: &TlsTarget,
+    roots: Result<Arc<rustls::RootCertStore>, String>,
+    hints: &PathHints,
+) -> ProbeReport {
+    let mut report = probe(target, roots).await;
+    report.path = measure_path(target, &report, hints).await;
+    report
 }
 
 /// Runs one check in its own task, so that a panic in it (a parser bug an
@@ -106,17 +126,21 @@ pub async fn probe_round(
     trust: &mut TrustStore,
 ) -> Vec<ProbeReport> {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let hints = PathHints::default();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, target) in targets.iter().enumerate() {
         let roots = trust.get(target.ca_file.as_deref());
         let target = target.clone();
-        let limit = limit.clone();
+        let (limit, hints) = (limit.clone(), hints.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let check = target.clone();
             (
                 i,
-                guarded(&target, async move { probe(&check, roots).await }).await,
+                guarded(&target, async move {
+                    check_with_path(&check, roots, &hints).await
+                })
+                .await,
             )
         });
     }

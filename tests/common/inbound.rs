@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Enters network namespace `ns` on the calling thread.
-fn enter(ns: &str) {
+pub fn enter(ns: &str) {
     let path = format!("/run/netns/{ns}");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };

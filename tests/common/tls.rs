@@ -147,6 +147,9 @@ pub enum Dialogue {
     Imap,
     /// RFC 2595: greeting, STLS.
     Pop3,
+    /// RFC 6120 client-to-server: stream header, features with
+    /// `<starttls/>`, `<proceed/>` (what an intercepting XMPP proxy answers).
+    Xmpp,
     /// Not TLS at all: answers every connection with an HTTP error.
     PlainText,
     /// Accepts and never says anything.
@@ -176,22 +179,7 @@ impl TlsServer {
     }
 
     fn serve(listener: TcpListener, dialogue: Dialogue, cert: &Issued) -> TlsServer {
-        use rustls::pki_types::pem::PemObject;
-        let chain = vec![
-            rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap(),
-        ];
-        let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap(),
-        );
+        let config = server_config(cert);
         let mut addr = listener.local_addr().unwrap();
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -240,6 +228,24 @@ impl Drop for TlsServer {
     }
 }
 
+/// A rustls server configuration presenting `cert`.
+fn server_config(cert: &Issued) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let chain =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    )
+}
+
 fn serve_one(
     stream: TcpStream,
     dialogue: Dialogue,
@@ -286,6 +292,25 @@ fn serve_one(
             w.write_all(b"+OK test ready.\r\n")?;
             expect(&mut reader, "STLS")?;
             w.write_all(b"+OK Begin TLS negotiation\r\n")?;
+        }
+        Dialogue::Xmpp => {
+            let mut seen = String::new();
+            let mut read_until = |reader: &mut BufReader<TcpStream>, what: &str| {
+                let mut buf = [0u8; 1024];
+                while !(seen.contains(what) && seen[seen.find(what).unwrap_or(0)..].contains('>')) {
+                    let n = reader.get_mut().read(&mut buf)?;
+                    if n == 0 || seen.len() > 16 << 10 {
+                        return Err(std::io::Error::other("closed before the dialogue"));
+                    }
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                seen.clear();
+                Ok::<(), std::io::Error>(())
+            };
+            read_until(&mut reader, "<stream:stream")?;
+            w.write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='i1' from='example.org' version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>")?;
+            read_until(&mut reader, "<starttls")?;
+            w.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")?;
         }
         Dialogue::PlainText => {
             let mut buf = [0u8; 512];
@@ -371,5 +396,222 @@ impl Drop for Socks5Proxy {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A real Prosody (Debian's package) on 198.51.100.10 with our certificate:
+/// client-to-server and server-to-server STARTTLS, and client direct TLS
+/// (XEP-0368) on `direct_tls` when given.
+pub struct Prosody(std::process::Child);
+
+impl Prosody {
+    pub fn start(
+        ns: &str,
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        direct_tls: Option<u16>,
+    ) -> Prosody {
+        let d = dir.display();
+        std::fs::create_dir_all(dir.join("prosody-data")).unwrap();
+        let config = dir.join("prosody.cfg.lua");
+        std::fs::write(
+            &config,
+            format!(
+                r#"run_as_root = true
+daemonize = false
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/prosody-data"
+certificates = "{d}"
+log = {{ info = "{d}/prosody.log"; error = "{d}/prosody.log" }}
+interfaces = {{ "198.51.100.10" }}
+c2s_ports = {{ 5222 }}
+{direct}
+s2s_ports = {{ 5269 }}
+modules_enabled = {{ "tls"; "saslauth"; "dialback"; "disco" }}
+modules_disabled = {{ "posix" }}
+c2s_require_encryption = true
+s2s_require_encryption = true
+VirtualHost "example.org"
+  ssl = {{ certificate = "{}"; key = "{}"; }}
+"#,
+                cert.display(),
+                key.display(),
+                direct = match direct_tls {
+                    Some(port) => format!(
+                        "c2s_direct_tls_ports = {{ {port} }}\nc2s_direct_tls_ssl = {{ certificate = \"{}\"; key = \"{}\"; }}",
+                        cert.display(),
+                        key.display()
+                    ),
+                    None => String::new(),
+                }
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "prosody", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prosody (apt-get install prosody)");
+        let prosody = Prosody(child);
+        let log = dir.join("prosody.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Activated service 's2s'") && text.contains("Activated service 'c2s'")
+            {
+                return prosody;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prosody did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A transparent interceptor in a router namespace: nftables `tproxy` sends
+/// the SYNs for `server:port` that pass through the router to a local
+/// listener (IP_TRANSPARENT), which answers the client itself (the dialogue
+/// with its own certificate) and, like the jabber.ru interceptor, opens its
+/// own connection to the server from the client's address. Removed on drop.
+pub struct TransparentInterceptor {
+    ns: String,
+    stop: Arc<AtomicBool>,
+    pub upstream: Arc<AtomicUsize>,
+}
+
+/// The port the interceptor listens on inside the router.
+const TPROXY_PORT: u16 = 15222;
+
+impl TransparentInterceptor {
+    pub fn start(
+        ns: &str,
+        server: std::net::SocketAddr,
+        dialogue: Dialogue,
+        cert: &Issued,
+    ) -> TransparentInterceptor {
+        let listener = in_netns(ns, || {
+            use nix::sys::socket::{
+                AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, setsockopt,
+                socket, sockopt,
+            };
+            use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+            let fd = socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+            setsockopt(&fd, sockopt::IpTransparent, &true).unwrap();
+            bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, TPROXY_PORT)).unwrap();
+            listen(&fd, Backlog::new(512).unwrap()).unwrap();
+            let l = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+            l.set_nonblocking(true).unwrap();
+            l
+        });
+        let rules = format!(
+            "table ip netsentry_test {{\n chain pre {{\n  type filter hook prerouting priority mangle; policy accept;\n  meta l4proto tcp socket transparent 1 meta mark set 1 accept\n  ip daddr {} tcp dport {} tproxy to :{TPROXY_PORT} meta mark set 1 accept\n }}\n}}\n",
+            server.ip(),
+            server.port()
+        );
+        let file = std::env::temp_dir().join(format!("nst-tproxy-{}-{ns}.nft", std::process::id()));
+        std::fs::write(&file, rules).unwrap();
+        super::run(
+            "ip",
+            &["netns", "exec", ns, "nft", "-f", file.to_str().unwrap()],
+        );
+        let _ = std::fs::remove_file(&file);
+        super::run(
+            "ip",
+            &["-n", ns, "rule", "add", "fwmark", "1", "lookup", "100"],
+        );
+        super::run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "local",
+                "0.0.0.0/0",
+                "dev",
+                "lo",
+                "table",
+                "100",
+            ],
+        );
+        let config = server_config(cert);
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(AtomicUsize::new(0));
+        let (stop2, up2, ns2) = (stop.clone(), upstream.clone(), ns.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((stream, client)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                let (config, stop, up, ns) =
+                    (config.clone(), stop2.clone(), up2.clone(), ns2.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    super::inbound::enter(&ns);
+                    // The interceptor's own connection to the server, from the client's address.
+                    let upstream = super::inbound::connect_from(
+                        Some(client.ip()),
+                        server,
+                        Duration::from_secs(2),
+                    );
+                    if upstream.is_ok() {
+                        up.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let count = AtomicUsize::new(0);
+                    let _ = serve_one(stream, dialogue, config, &count, &stop);
+                    drop(upstream);
+                });
+            }
+        });
+        TransparentInterceptor {
+            ns: ns.to_string(),
+            stop,
+            upstream,
+        }
+    }
+}
+
+impl Drop for TransparentInterceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let ns = self.ns.as_str();
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "ip",
+                "netsentry_test",
+            ])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["-n", ns, "rule", "del", "fwmark", "1", "lookup", "100"])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["-n", ns, "route", "flush", "table", "100"])
+            .status();
     }
 }

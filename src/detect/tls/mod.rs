@@ -19,7 +19,7 @@ mod report;
 
 use expected::MAX_FILE_CERTS;
 pub use expected::{ExpectedSet, Match};
-pub use report::{ProbeError, ProbeReport, Seen};
+pub use report::{PathReport, PortPath, ProbeError, ProbeReport, Seen};
 
 /// A target's rules, from its configuration.
 #[derive(Clone, Debug)]
@@ -529,6 +529,8 @@ pub(crate) mod tests {
             expiry_warning: crate::config::Interval(std::time::Duration::from_secs(14 * 86400)),
             rotation_grace: crate::config::Interval(std::time::Duration::from_secs(86400)),
             timeout: crate::config::Interval(std::time::Duration::from_secs(10)),
+            path_check: true,
+            reference_port: None,
         }
     }
 
@@ -546,6 +548,7 @@ pub(crate) mod tests {
                     chain_error: None,
                 })
                 .map_err(|e| ProbeError::Connect(vec![e.to_string()])),
+            path: None,
         }
     }
 

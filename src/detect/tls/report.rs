@@ -17,6 +17,28 @@ pub struct ProbeReport {
     pub local: bool,
     pub time: DateTime<Utc>,
     pub outcome: Result<Seen, ProbeError>,
+    /// The path length of the port (and of the reference port) from here.
+    pub path: Option<PathReport>,
+}
+
+/// How far the checked port (and `reference_port`) answered from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathReport {
+    /// The address measured (the one the check connected to).
+    pub address: std::net::IpAddr,
+    pub port: PortPath,
+    pub reference: Option<PortPath>,
+}
+
+/// One port's path length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPath {
+    pub port: u16,
+    pub hops: Option<u8>,
+    /// Routers by TTL when the path was swept (empty after a confirmation).
+    pub routers: Vec<Option<std::net::IpAddr>>,
+    pub syns: u32,
+    pub millis: u64,
 }
 
 /// Why a check got no certificate. Each variant names the step, and the
