@@ -492,6 +492,7 @@ impl Agent {
                 packets,
                 drops,
                 syns,
+                syn_drops,
                 syn_keep,
             }) => {
                 if drops > self.reported_drops {
@@ -507,7 +508,8 @@ impl Agent {
                 self.out.metrics.syn_sampling = f64::from(syn_keep) / 65536.0;
                 write_capture_stats(
                     &self.state_dir,
-                    (packets, drops, syns, syn_keep),
+                    (packets, drops),
+                    (syns, syn_drops, syn_keep),
                     &self.packets,
                 );
             }

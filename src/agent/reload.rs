@@ -58,7 +58,7 @@ impl ReloadPlan {
             ("caa", old.caa != new.caa),
         ];
         let (a, b) = (&old.agent, &new.agent);
-        let restart_keys: [(&'static str, bool); 8] = [
+        let restart_keys: [(&'static str, bool); 9] = [
             ("agent.state_dir", a.state_dir != b.state_dir),
             (
                 "agent.netlink_receive_buffer",
@@ -76,6 +76,10 @@ impl ReloadPlan {
             (
                 "arp.receive_buffer",
                 old.arp.receive_buffer != new.arp.receive_buffer,
+            ),
+            (
+                "inbound.max_syn_rate",
+                old.inbound.max_syn_rate != new.inbound.max_syn_rate,
             ),
             ("log", old.log != new.log),
             ("metrics.listen", old.metrics.listen != new.metrics.listen),
@@ -246,6 +250,15 @@ expect = { spki_sha256 = ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
                 &["arp.receive_buffer"],
                 Rebuild {
                     packets: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "[inbound]\nwindow = \"1m\"\nmax_syn_rate = 500",
+                &["inbound"],
+                &["inbound.max_syn_rate"],
+                Rebuild {
+                    inbound: true,
                     ..Default::default()
                 },
             ),

@@ -326,7 +326,8 @@ pub fn publish_metrics(config: &Config, metrics: &Metrics, page: &std::sync::Mut
 /// What `netsentry status` shows about capture (the agent is another process).
 pub fn write_capture_stats(
     state_dir: &Path,
-    (packets_seen, drops, syns, syn_keep): (u64, u64, u64, u32),
+    (packets_seen, drops): (u64, u64),
+    (syns, syn_drops, syn_keep): (u64, u64, u32),
     watch: &PacketWatch,
 ) {
     let c = watch.detector.counters();
@@ -336,6 +337,7 @@ pub fn write_capture_stats(
         "kernel_packets": packets_seen,
         "kernel_drops": drops,
         "syns": syns,
+        "syn_drops": syn_drops,
         "syn_sampling": f64::from(syn_keep) / 65536.0,
         "frames": c.frames,
         "arp": c.arp,

@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use super::Agent;
 use super::ct::CtWatch;
+use super::inbound::InboundWatch;
 use super::packets::PacketWatch;
 use super::reload::{Rebuild, ReloadPlan};
 use super::setup::*;
@@ -124,6 +125,25 @@ impl Agent {
             self.packets.save(&self.state_dir);
             self.packets = PacketWatch::load(new);
             self.packets.sync(&self.detector);
+        }
+        if rebuild.inbound {
+            // Baselines are kept (saved, then read back); the window restarts.
+            self.inbound.save(&self.state_dir);
+            self.inbound = InboundWatch::load(new);
+            self.inbound.sync(&self.detector);
+            self.timers.inbound_window = timer(Some(new.inbound.window.0));
+            let ports = match new.inbound.enabled && self.capture_on {
+                true => self.inbound.refresh_ports(),
+                false => Some(Vec::new()),
+            };
+            if new.inbound.enabled && !self.capture_on {
+                tracing::warn!(
+                    "SIGHUP: [inbound] needs the capture socket, which is not running (no CAP_NET_RAW, or [arp] and [inbound] were off at start)"
+                );
+            }
+            if let (Some(control), Some(ports)) = (&self.capture_control, ports) {
+                let _ = control.send(crate::source::capture::CaptureControl::SynPorts(ports));
+            }
         }
         if rebuild.tls {
             self.tls.save();

@@ -406,8 +406,16 @@ pub fn render(status: &Status) -> String {
     if let Some(checks) = status.tls_checks.as_ref().and_then(|v| v.as_object()) {
         s.push_str("TLS checks (last result; as of the last change or up to 30 s ago):\n");
         for (name, c) in checks {
+            let hops = match (c["hops"].as_u64(), c["reference_hops"]["hops"].as_u64()) {
+                (Some(h), Some(r)) => format!(
+                    " [hop {h}; port {} at hop {r}]",
+                    c["reference_hops"]["port"]
+                ),
+                (Some(h), None) => format!(" [hop {h}]"),
+                _ => String::new(),
+            };
             s.push_str(&format!(
-                "  {:<16} {:<8} {} {}: {}\n",
+                "  {:<16} {:<8} {} {}: {}{hops}\n",
                 name,
                 c["status"].as_str().unwrap_or("?"),
                 c["time"].as_str().unwrap_or("?"),

@@ -33,6 +33,8 @@ pub enum CaptureEvent {
         drops: u64,
         /// SYNs handed over (after sampling).
         syns: u64,
+        /// SYNs the kernel dropped on the SYN socket (a full buffer).
+        syn_drops: u64,
         /// The SYN sampling now: kept in 65,536.
         syn_keep: u32,
     },
@@ -78,6 +80,8 @@ pub const MAX_SYN_PORTS: usize = 64;
 pub struct SynFilter {
     pub ports: Vec<u16>,
     pub keep: u32,
+    /// Pass only the SYNs (the agent's second socket), not ARP and NDP.
+    pub only_syns: bool,
 }
 
 impl SynFilter {
@@ -89,6 +93,7 @@ impl SynFilter {
         SynFilter {
             ports,
             keep: 1 << 16,
+            only_syns: false,
         }
     }
 }
@@ -318,7 +323,7 @@ fn program_ops(syn: &SynFilter) -> Vec<Op> {
     }
     ops.extend([
         Label("accept"),
-        Ret(SNAPLEN as u32),
+        Ret(if syn.only_syns { 0 } else { SNAPLEN as u32 }),
         Label("reject"),
         Ret(0),
     ]);
@@ -419,8 +424,13 @@ pub fn open_with(receive_buffer: usize, syn: &SynFilter) -> io::Result<OwnedFd> 
     Ok(fd)
 }
 
-/// How often the SYN rate is measured against the budget.
-const BUDGET_EVERY: Duration = Duration::from_secs(1);
+/// How often the SYN socket is read (and its rate measured against the
+/// budget). SYNs are not urgent: read in bulk ten times a second, they cost
+/// the agent one wake-up per tenth of a second instead of one per connection;
+/// ARP and NDP come on their own socket, read at once.
+const SYN_READ_EVERY: Duration = Duration::from_millis(100);
+/// SYN frames taken per read of the SYN socket at most (the rest waits).
+const MAX_SYN_BATCH: usize = 8192;
 
 /// What the agent tells a running capture.
 #[derive(Debug)]
@@ -438,18 +448,24 @@ pub struct CaptureSettings {
     pub max_syn_rate: u32,
 }
 
-/// Runs the capture on the calling thread until the receiver goes away.
-/// Blocks in `poll`; reports the kernel counters every `stats_every`; takes
-/// new SYN ports from `control`, and keeps the SYNs under the budget by
-/// re-attaching the filter with a lower (or again higher) sampling rate.
+/// Runs the capture on the calling thread until the receiver goes away: one
+/// socket for ARP/NDP/redirects (read as soon as a frame is there), one for
+/// the SYNs to the watched ports (read every [`SYN_READ_EVERY`], sampled in
+/// the kernel so that at most `max_syn_rate` per second are handed over).
+/// Reports the kernel counters every `stats_every`.
 pub fn run(
     tx: tokio::sync::mpsc::Sender<CaptureEvent>,
     control: std::sync::mpsc::Receiver<CaptureControl>,
     settings: CaptureSettings,
 ) {
-    let mut filter = SynFilter::default();
-    let fd = match open_with(settings.receive_buffer, &filter) {
-        Ok(fd) => fd,
+    let mut filter = SynFilter {
+        only_syns: true,
+        ..SynFilter::default()
+    };
+    let sockets = open(settings.receive_buffer)
+        .and_then(|n| Ok((n, open_with(settings.receive_buffer, &filter)?)));
+    let (fd, syn_fd) = match sockets {
+        Ok(fds) => fds,
         Err(e) => {
             let why = if e.kind() == io::ErrorKind::PermissionDenied {
                 format!("packet capture needs CAP_NET_RAW ({e}); running on netlink alone")
@@ -463,7 +479,7 @@ pub fn run(
     let mut budget = SynBudget::new(settings.max_syn_rate);
     let mut counts = Counts::default();
     let mut next_stats = Instant::now() + settings.stats_every;
-    let (mut budget_from, mut syns_since) = (Instant::now(), 0u64);
+    let mut syn_read = Instant::now();
     let mut buf = vec![0u8; SNAPLEN];
     loop {
         let mut refilter = false;
@@ -472,6 +488,7 @@ pub fn run(
                 Ok(CaptureControl::SynPorts(ports)) => {
                     let next = SynFilter {
                         keep: budget.keep(),
+                        only_syns: true,
                         ..SynFilter::all(ports)
                     };
                     refilter |= next != filter;
@@ -481,41 +498,41 @@ pub fn run(
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
             }
         }
-        let now = Instant::now();
-        if now >= budget_from + BUDGET_EVERY {
-            if let Some(keep) = budget.update(syns_since, now - budget_from) {
-                filter.keep = keep;
-                refilter = !filter.ports.is_empty();
-            }
-            (budget_from, syns_since) = (now, 0);
-        }
-        if refilter && let Err(e) = sys::attach_filter(fd.as_fd(), &filter_program(&filter)) {
+        if refilter && let Err(e) = sys::attach_filter(syn_fd.as_fd(), &filter_program(&filter)) {
             let _ = tx.blocking_send(CaptureEvent::Failed(format!(
-                "packet capture: the filter could not be replaced: {e}"
+                "packet capture: the SYN filter could not be replaced: {e}"
             )));
             return;
         }
-        let wait = next_stats
-            .min(budget_from + BUDGET_EVERY)
-            .saturating_duration_since(Instant::now());
-        let ready = match super::wait_readable(&fd, wait) {
-            Ok(ready) => ready,
-            Err(e) => {
-                let _ = tx.blocking_send(CaptureEvent::Failed(format!(
-                    "poll on the capture socket failed: {e}"
-                )));
-                return;
-            }
+        let syns_due = !filter.ports.is_empty() && Instant::now() >= syn_read;
+        // The SYN socket is waited on only when it is due.
+        let wake = match filter.ports.is_empty() || syns_due {
+            true => next_stats,
+            false => next_stats.min(syn_read),
         };
+        let wait = wake.saturating_duration_since(Instant::now());
+        let ready =
+            match super::wait_any_readable(&[&fd, &syn_fd][..if syns_due { 2 } else { 1 }], wait) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    let _ = tx.blocking_send(CaptureEvent::Failed(format!(
+                        "poll on the capture socket failed: {e}"
+                    )));
+                    return;
+                }
+            };
         if Instant::now() >= next_stats {
-            if let Some((p, d)) = sys::packet_statistics(fd.as_fd()) {
-                counts.packets += p;
-                counts.drops += d;
+            for (socket, drops) in [(&fd, &mut counts.drops), (&syn_fd, &mut counts.syn_drops)] {
+                if let Some((p, d)) = sys::packet_statistics(socket.as_fd()) {
+                    counts.packets += p;
+                    *drops += d;
+                }
             }
             let stats = CaptureEvent::Stats {
                 packets: counts.packets,
                 drops: counts.drops,
                 syns: counts.syns,
+                syn_drops: counts.syn_drops,
                 syn_keep: filter.keep,
             };
             if tx.blocking_send(stats).is_err() {
@@ -523,31 +540,56 @@ pub fn run(
             }
             next_stats = Instant::now() + settings.stats_every;
         }
-        if !ready {
-            continue;
-        }
         let mut batch = Vec::new();
-        while batch.len() < MAX_BATCH {
-            let Some((n, ifindex, pkttype)) = sys::recv_frame(fd.as_fd(), &mut buf) else {
-                break; // EAGAIN: drained (or an error poll will report)
-            };
-            // Our own frames tell nothing about the network.
-            if pkttype == libc::PACKET_OUTGOING {
-                continue;
+        if ready.first() == Some(&true) {
+            drain(&fd, &mut buf, &mut batch, MAX_BATCH);
+        }
+        if ready.get(1) == Some(&true) {
+            let before = batch.len();
+            drain(&syn_fd, &mut buf, &mut batch, MAX_SYN_BATCH);
+            let taken = (batch.len() - before) as u64;
+            counts.syns += taken;
+            let now = Instant::now();
+            // The rate since the last read against the budget.
+            let elapsed = now.saturating_duration_since(syn_read) + SYN_READ_EVERY;
+            if let Some(keep) = budget.update(taken, elapsed) {
+                filter.keep = keep;
+                if let Err(e) = sys::attach_filter(syn_fd.as_fd(), &filter_program(&filter)) {
+                    tracing::warn!("packet capture: the SYN sampling could not be changed: {e}");
+                }
             }
-            if crate::wire::syn::parse(&buf[..n]).is_some() {
-                syns_since += 1;
-                counts.syns += 1;
+            syn_read = now + SYN_READ_EVERY;
+        } else if syns_due {
+            // Nothing came: the budget may double back.
+            if let Some(keep) = budget.update(0, SYN_READ_EVERY) {
+                filter.keep = keep;
+                let _ = sys::attach_filter(syn_fd.as_fd(), &filter_program(&filter));
             }
-            batch.push(CapturedFrame {
-                ifindex,
-                time: Utc::now(),
-                data: buf[..n].to_vec(),
-            });
+            syn_read = Instant::now() + SYN_READ_EVERY;
         }
         if !batch.is_empty() && tx.blocking_send(CaptureEvent::Frames(batch)).is_err() {
             return;
         }
+    }
+}
+
+/// Reads frames from `fd` into `batch` until it is empty or `max` were taken;
+/// the host's own frames are skipped (they tell nothing about the network).
+fn drain(fd: &OwnedFd, buf: &mut [u8], batch: &mut Vec<CapturedFrame>, max: usize) {
+    let mut taken = 0;
+    while taken < max {
+        let Some((n, ifindex, pkttype)) = sys::recv_frame(fd.as_fd(), buf) else {
+            break; // EAGAIN: drained (or an error poll will report)
+        };
+        taken += 1;
+        if pkttype == libc::PACKET_OUTGOING {
+            continue;
+        }
+        batch.push(CapturedFrame {
+            ifindex,
+            time: Utc::now(),
+            data: buf[..n].to_vec(),
+        });
     }
 }
 
@@ -557,6 +599,7 @@ struct Counts {
     packets: u64,
     drops: u64,
     syns: u64,
+    syn_drops: u64,
 }
 
 #[cfg(test)]
@@ -684,12 +727,44 @@ mod tests {
         let p = filter_program(&SynFilter {
             ports: vec![5222],
             keep: 4096,
+            only_syns: false,
         });
         let syn = build::tcp_v4(51, 0x02, 5222, O);
         let kept = (0..65_536u32)
             .filter(|r| run_filter_seeded(&p, &syn, r.wrapping_mul(2_654_435_761)) == SYN_SNAPLEN)
             .count();
         assert_eq!(kept, 4096);
+    }
+
+    /// The agent's second socket: SYNs only, no ARP or NDP (those come on
+    /// the first, read at once).
+    #[test]
+    fn the_syn_socket_passes_syns_only() {
+        use crate::wire::build::{self, LINUX_SYN_OPTIONS as O};
+        let p = filter_program(&SynFilter {
+            only_syns: true,
+            ..SynFilter::all(vec![22])
+        });
+        let m = [2, 0, 0, 0, 0, 1];
+        assert_eq!(
+            run_filter(&p, &build::gratuitous_arp(m, "192.0.2.1".parse().unwrap())),
+            0
+        );
+        assert_eq!(run_filter(&p, &build::tcp_v4(51, 0x02, 22, O)), SYN_SNAPLEN);
+        assert_eq!(
+            run_filter(&p, &build::tcp_v6(51, false, 0x02, 22, O)),
+            SYN_SNAPLEN
+        );
+        assert_eq!(
+            run_filter(&p, &build::tcp_v4(51, 0x12, 22, O)),
+            0,
+            "SYN-ACK"
+        );
+        let none = filter_program(&SynFilter {
+            only_syns: true,
+            ..SynFilter::default()
+        });
+        assert_eq!(run_filter(&none, &build::tcp_v4(51, 0x02, 22, O)), 0);
     }
 
     #[test]

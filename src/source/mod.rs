@@ -14,7 +14,7 @@ mod sys;
 pub mod tls_probe;
 pub mod tls_scheduler;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
@@ -37,6 +37,27 @@ pub(crate) fn wait_readable(fd: &impl AsFd, wait: std::time::Duration) -> std::i
     match poll(&mut fds, timeout) {
         Ok(n) => Ok(n > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until one of `fds` is readable or `wait` passes; which are.
+pub(crate) fn wait_any_readable(
+    fds: &[&OwnedFd],
+    wait: std::time::Duration,
+) -> std::io::Result<Vec<bool>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(&mut polled, timeout) {
+        Ok(_) => Ok(polled
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(vec![false; fds.len()]),
         Err(e) => Err(e.into()),
     }
 }
