@@ -6,9 +6,11 @@
 //! Layout (`Lab::with_service`): the agent runs on `svc` (198.51.100.10),
 //! behind the router `gw`; the clients `host` (initial TTL 50: 15 hops) and
 //! `mitm` (initial TTL 120: 9 hops) are on the LAN behind `gw`. The
-//! "interceptor" is the router itself connecting from 203.0.113.1 with its
-//! own stack (TTL 64, arriving 0 hops away), as the box in front of
-//! jabber.ru's server did.
+//! "interceptor" is the router itself connecting from many addresses
+//! (203.0.113.1-12, standing in for the clients' own) with its own stack (TTL
+//! 64, arriving 0 hops away), as the box in front of jabber.ru's server did.
+//! A reverse proxy connects from the router's 203.0.113.100 alone.
+//! (`tests/jabber_ru.rs` has the full replica with a transparent proxy.)
 
 mod common;
 
@@ -31,12 +33,14 @@ fn inbound_lab() -> Option<(Lab, Receiver, Listeners)> {
         return None;
     }
     let lab = Lab::with_service();
-    let listeners = Listeners::start(lab.svc(), &["0.0.0.0:22", "0.0.0.0:5222"]);
+    let listeners = Listeners::start(lab.svc(), &["0.0.0.0:22", "0.0.0.0:5222", "0.0.0.0:8443"]);
     set_initial_ttl(&lab.host, 50);
     set_initial_ttl(&lab.mitm, 120);
     ip(&lab.mitm, "route add default via 192.0.2.1");
-    ip(&lab.gw, "addr add 203.0.113.1/32 dev lo");
-    ip(lab.svc(), "route add 203.0.113.1/32 via 198.51.100.1");
+    for n in (1..=INTERCEPTOR_ADDRESSES).chain([100]) {
+        ip(&lab.gw, &format!("addr add 203.0.113.{n}/32 dev lo"));
+    }
+    ip(lab.svc(), "route add 203.0.113.0/24 via 198.51.100.1");
     let receiver = Receiver::start(lab.svc());
     Some((lab, receiver, listeners))
 }
@@ -50,12 +54,29 @@ fn internet_clients(lab: &Lab, ports: &[u16]) -> Vec<Clients> {
         .collect()
 }
 
-/// The box in front: connects to 5222 from 203.0.113.1 with its own stack.
-fn interceptor(lab: &Lab) -> Clients {
+/// Addresses the interceptor connects from (the clients' many addresses).
+const INTERCEPTOR_ADDRESSES: u8 = 12;
+
+/// The box in front: connects to 5222 with its own stack, from many addresses.
+fn interceptor(lab: &Lab) -> Vec<Clients> {
+    (1..=INTERCEPTOR_ADDRESSES)
+        .map(|n| {
+            Clients::start(
+                &lab.gw,
+                Some(format!("203.0.113.{n}").parse().unwrap()),
+                &[svc(5222)],
+                Duration::from_millis(100),
+            )
+        })
+        .collect()
+}
+
+/// A reverse proxy in front of 8443: connects from its own one address.
+fn reverse_proxy(lab: &Lab) -> Clients {
     Clients::start(
         &lab.gw,
-        Some("203.0.113.1".parse().unwrap()),
-        &[svc(5222)],
+        Some("203.0.113.100".parse().unwrap()),
+        &[svc(8443)],
         Duration::from_millis(10),
     )
 }
@@ -67,7 +88,7 @@ fn start(lab: &Lab, receiver: &Receiver, name: &str) -> Agent {
     }
     let agent = Agent::start(lab.svc(), &config, &lab.path(name));
     receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
-    agent.wait_for_log("watching the SYNs to TCP ports 22, 5222", 1);
+    agent.wait_for_log("watching the SYNs to TCP ports 22, 5222, 8443", 1);
     agent
 }
 
@@ -167,6 +188,9 @@ fn normal_churn_never_alarms() {
     let Some((lab, receiver, _listeners)) = inbound_lab() else {
         return;
     };
+    // A reverse proxy in front of 8443 from before the agent's start: a port
+    // whose clients all come from 0 hops, with no baseline yet.
+    let _proxy = reverse_proxy(&lab);
     let _agent = start(&lab, &receiver, "agent.log");
     // Clients on the server's own subnet (the router's address 198.51.100.1,
     // TTL 64, 0 hops) only on 5222: not counted. Internet clients on both.
@@ -184,7 +208,7 @@ fn normal_churn_never_alarms() {
     );
     let _few = Clients::start(
         &lab.gw,
-        Some("203.0.113.1".parse().unwrap()),
+        Some("203.0.113.100".parse().unwrap()),
         &[svc(22)],
         Duration::from_millis(700),
     );

@@ -15,8 +15,9 @@
 //! A port with fewer than `min_samples` SYNs in a window is not judged. A
 //! port whose clients were always 0 hops away (behind a local proxy) is its
 //! own baseline and never alarms. One alert per episode; the first normal
-//! window after it gives `inbound_path_restored`. Windows of an episode are
-//! not learned. Pure: SYNs and time in, findings out; the baseline is
+//! window after it gives `inbound_path_restored`. Windows of an episode, the
+//! one that ends it, and the one before it are not learned: a window is
+//! learned only once the next one was normal too. Pure: SYNs and time in, findings out; the baseline is
 //! serializable for `state_dir`.
 //!
 //! The agent feeds it from the capture socket (`agent/inbound.rs`), replay
@@ -41,6 +42,12 @@ pub const MAX_FINGERPRINTS: usize = 32;
 pub const BASELINE_SAMPLES: u32 = 20_000;
 /// A share below this in the baseline is "rare".
 pub const RARE: f64 = 0.05;
+/// Distinct sources remembered per window (more count as diverse anyway).
+pub const MAX_SOURCES: usize = 1024;
+/// Distinct sources that make a window's clients "many" (an interceptor that
+/// connects from the clients' addresses), as opposed to a reverse proxy or a
+/// load balancer connecting from its own few addresses.
+pub const DIVERSE_SOURCES: usize = 8;
 
 /// The detector's settings (`[inbound]`).
 #[derive(Clone, Debug)]
@@ -60,11 +67,17 @@ pub struct Tally {
     /// A TTL seen for each hop distance (for the summary).
     #[serde(default)]
     pub ttls: BTreeMap<u8, u8>,
+    /// SYNs per source address (windows only, at most [`MAX_SOURCES`]).
+    #[serde(skip)]
+    pub sources: HashMap<IpAddr, u32>,
 }
 
 impl Tally {
-    fn add(&mut self, hops: u8, ttl: u8, fingerprint: String) {
+    fn add(&mut self, hops: u8, ttl: u8, fingerprint: String, src: IpAddr) {
         self.samples = self.samples.saturating_add(1);
+        if self.sources.len() < MAX_SOURCES || self.sources.contains_key(&src) {
+            *self.sources.entry(src).or_default() += 1;
+        }
         *self.hops.entry(hops).or_default() += 1;
         self.ttls.entry(hops).or_insert(ttl);
         let key = match self.fingerprints.contains_key(&fingerprint)
@@ -173,6 +186,11 @@ pub struct PortState {
     pub changed_since: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub window: Tally,
+    /// The last normal window, learned only when the next one is normal too:
+    /// the window in which an interception starts (partly intercepted, not
+    /// yet over `share`) must not teach the baseline the attack.
+    #[serde(skip)]
+    pub pending: Option<Tally>,
 }
 
 /// The inbound-path detector.
@@ -248,7 +266,7 @@ impl InboundDetector {
                         PortState {
                             baseline: s.baseline,
                             changed_since: s.changed_since,
-                            window: Tally::default(),
+                            ..Default::default()
                         },
                     );
                 }
@@ -274,6 +292,7 @@ impl InboundDetector {
             hop_distance(syn.ttl),
             syn.ttl,
             syn.fingerprint(),
+            syn.src,
         );
     }
 
@@ -297,16 +316,21 @@ impl InboundDetector {
             match (verdict, state.changed_since) {
                 (Some(change), None) => {
                     state.changed_since = Some(now);
+                    state.pending = None;
                     out.push(change.finding(key, &window, since, now));
                 }
                 (Some(_), Some(_)) => {}
-                (None, episode) => {
-                    if episode.is_some() && window.samples >= self.settings.min_samples {
+                (None, Some(_)) => {
+                    // The window that ends an episode is partly the attack's:
+                    // it restores, it is not learned.
+                    if window.samples >= self.settings.min_samples {
                         state.changed_since = None;
                         out.push(restored(key, &window, now));
                     }
-                    if state.changed_since.is_none() {
-                        state.baseline.merge(&window);
+                }
+                (None, None) => {
+                    if let Some(previous) = state.pending.replace(window) {
+                        state.baseline.merge(&previous);
                     }
                 }
             }
@@ -355,7 +379,23 @@ impl InboundDetector {
         let spread = siblings
             .iter()
             .all(|(_, t)| t.top_hops().is_some_and(|(_, s)| s < self.settings.share));
-        (spread && others.share_of_hops(hops) < RARE).then(|| Change {
+        // An interceptor connects from the clients' own addresses: many of
+        // them, or the same ones that reach the other ports from further
+        // away. A reverse proxy or load balancer in front of one port
+        // connects from its own few addresses: not an interception.
+        let theirs: std::collections::HashSet<&IpAddr> = siblings
+            .iter()
+            .flat_map(|(_, t)| t.sources.keys())
+            .collect();
+        let shared: u32 = w
+            .sources
+            .iter()
+            .filter(|(ip, _)| theirs.contains(ip))
+            .map(|(_, n)| *n)
+            .sum();
+        let clients_own =
+            w.sources.len() >= DIVERSE_SOURCES || share(Some(shared), w.samples) >= 0.5;
+        (spread && clients_own && others.share_of_hops(hops) < RARE).then(|| Change {
             reason: "siblings",
             before: others,
             siblings: siblings.iter().map(|(k, _)| k.port).collect(),
@@ -423,7 +463,8 @@ impl Change {
                 "reason": self.reason,
                 "samples": w.samples,
                 "now": {"hops": hops, "ttl": ttl, "initial_ttl": initial_ttl(ttl), "share": round(hop_share),
-                        "fingerprint": fp, "fingerprint_share": round(fp_share)},
+                        "fingerprint": fp, "fingerprint_share": round(fp_share),
+                        "distinct_sources": w.sources.len()},
                 "before": before,
             }),
         )
@@ -471,8 +512,13 @@ mod tests {
     }
 
     fn syn(port: u16, ttl: u8, window: u16) -> Syn {
+        syn_from(port, ttl, window, 7)
+    }
+
+    /// A SYN from client `n` (198.51.100.n).
+    fn syn_from(port: u16, ttl: u8, window: u16, n: u8) -> Syn {
         Syn {
-            src: "203.0.113.7".parse().unwrap(),
+            src: IpAddr::from([198, 51, 100, n]),
             dst: "192.0.2.10".parse().unwrap(),
             src_port: 50000,
             dst_port: port,
@@ -499,14 +545,22 @@ mod tests {
         for i in 0..n {
             let ttl = [55u8, 50, 47, 119, 112, 240][(i % 6) as usize];
             let window = [64240u16, 65535, 29200][(i % 3) as usize];
-            d.observe(&syn(port, ttl, window), t(at));
+            d.observe(&syn_from(port, ttl, window, (i % 40) as u8), t(at));
         }
     }
 
-    /// `n` SYNs to `port` from one stack right in front of us (TTL 64).
+    /// `n` SYNs to `port` from one stack right in front of us (TTL 64),
+    /// from the clients' addresses (a transparent interceptor).
     fn interceptor(d: &mut InboundDetector, port: u16, n: u32, at: i64) {
+        for i in 0..n {
+            d.observe(&syn_from(port, 64, 42340, (i % 40) as u8), t(at));
+        }
+    }
+
+    /// `n` SYNs to `port` from a reverse proxy right in front (its own address).
+    fn proxy(d: &mut InboundDetector, port: u16, n: u32, at: i64) {
         for _ in 0..n {
-            d.observe(&syn(port, 64, 42340), t(at));
+            d.observe(&syn_from(port, 64, 42340, 250), t(at));
         }
     }
 
@@ -567,6 +621,51 @@ mod tests {
         );
     }
 
+    /// An interception that starts in the middle of a window (40 % of it, not
+    /// enough to report) must not teach the baseline its 0-hop clients: the
+    /// next, fully intercepted window is still reported; and the window that
+    /// ends the episode is not learned either.
+    #[test]
+    fn the_windows_around_an_episode_are_not_learned() {
+        let mut d = detector();
+        for w in 0..3 {
+            internet(&mut d, 5222, 60, w * 600);
+            internet(&mut d, 22, 60, w * 600);
+            assert!(d.close_window(t(w * 600 + 600)).is_empty());
+        }
+        internet(&mut d, 5222, 36, 1800);
+        interceptor(&mut d, 5222, 24, 1800);
+        internet(&mut d, 22, 60, 1800);
+        assert!(d.close_window(t(2400)).is_empty(), "40 % is below share");
+        interceptor(&mut d, 5222, 60, 2400);
+        internet(&mut d, 22, 60, 2400);
+        let f = d.close_window(t(3000));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].details["reason"], "baseline");
+        // Ends mid-window: restored, and that window is not learned.
+        interceptor(&mut d, 5222, 20, 3000);
+        internet(&mut d, 5222, 40, 3000);
+        let f = d.close_window(t(3600));
+        assert_eq!(
+            f.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            vec![Kind::InboundPathRestored]
+        );
+        let key = PortKey {
+            port: 5222,
+            family: 4,
+        };
+        assert_eq!(d.ports()[&key].baseline.share_of_hops(0), 0.0);
+        // Back again: reported again.
+        internet(&mut d, 5222, 60, 3600);
+        d.close_window(t(4200));
+        interceptor(&mut d, 5222, 60, 4200);
+        let f = d.close_window(t(4800));
+        assert_eq!(
+            f.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            vec![Kind::InboundPathChanged]
+        );
+    }
+
     #[test]
     fn installed_during_an_interception_the_siblings_tell() {
         let mut d = detector();
@@ -582,13 +681,13 @@ mod tests {
     #[test]
     fn benign_cases_never_alarm() {
         let mut d = detector();
-        // A port whose clients were always 0 hops away (behind a proxy in
-        // front of the host): its own baseline. A quiet port: a few SYNs from
-        // right in front now and then.
-        interceptor(&mut d, 8443, 50, 0);
+        // A port whose clients were always 0 hops away (behind a reverse
+        // proxy in front of the host): its own baseline. A quiet port: a few
+        // SYNs from right in front now and then.
+        proxy(&mut d, 8443, 50, 0);
         assert!(d.close_window(t(600)).is_empty());
         for w in 1..6 {
-            interceptor(&mut d, 8443, 50, w * 600);
+            proxy(&mut d, 8443, 50, w * 600);
             interceptor(&mut d, 2222, 5, w * 600);
             internet(&mut d, 443, 60, w * 600);
             assert!(d.close_window(t(w * 600 + 600)).is_empty(), "window {w}");
@@ -608,6 +707,16 @@ mod tests {
             let f = d.close_window(t(i64::from(w) * 600 + 600));
             assert!(f.is_empty(), "window {w}: {f:?}");
         }
+        // Installed on a host with a reverse proxy in front of one port: its
+        // clients all 0 hops away, the other ports' spread, but from the
+        // proxy's own address: no interception, and it becomes the baseline.
+        let mut d = detector();
+        for w in 0..3 {
+            proxy(&mut d, 8443, 80, w * 600);
+            internet(&mut d, 22, 60, w * 600);
+            internet(&mut d, 443, 60, w * 600);
+            assert!(d.close_window(t(w * 600 + 600)).is_empty(), "window {w}");
+        }
         // One busy port alone, no baseline: nothing to compare with.
         let mut d = detector();
         interceptor(&mut d, 5222, 100, 0);
@@ -625,6 +734,9 @@ mod tests {
         internet(&mut d, 1, 60, 0);
         d.close_window(t(600));
         let key = PortKey { port: 1, family: 4 };
+        // A window is learned once the next one was normal too.
+        assert_eq!(d.ports()[&key].baseline.samples, 0);
+        d.close_window(t(1200));
         assert_eq!(d.ports()[&key].baseline.samples, 61);
         let mut again = detector();
         again.restore(d.ports().clone());
