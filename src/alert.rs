@@ -96,6 +96,8 @@ kinds! {
     InboundPathRestored => "inbound_path_restored", Info;
     PathLengthMismatch => "path_length_mismatch", Critical;
     PathChanged => "path_changed", Warning;
+    ManifestPublished => "manifest_published", Info;
+    PublishFailed => "publish_failed", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

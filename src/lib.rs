@@ -14,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod files;
 pub mod kernel;
+pub mod manifest;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -12,6 +12,7 @@
 pub mod ct;
 pub mod inbound;
 pub mod packets;
+pub mod publish;
 pub mod tls;
 
 mod outputs;
@@ -53,6 +54,7 @@ use ct::CtWatch;
 use inbound::InboundWatch;
 use outputs::Outputs;
 use packets::PacketWatch;
+use publish::PublishWatch;
 use setup::*;
 use tls::TlsWatch;
 
@@ -66,6 +68,9 @@ const SPOOL_RETRY_EVERY: Duration = Duration::from_secs(2);
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 /// How often the listening sockets are read (the inbound ports follow them).
 const LISTENERS_EVERY: Duration = Duration::from_secs(10);
+/// How often `[publish]` looks at the certificate files (a renewal is
+/// published within this).
+const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the configuration
 /// from `source`: a valid one takes effect (baseline, spool and stations are
@@ -86,6 +91,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             event = a.capture.recv(), if a.capture_on => a.on_capture(event),
             _ = a.timers.inbound_window.tick(), if a.inbound_on() => a.close_inbound_window(),
             _ = a.timers.listeners.tick(), if a.inbound_on() => a.refresh_inbound_ports(),
+            _ = a.timers.publish.tick(), if a.publish.is_some() => a.publish_tick(),
             report = next(&mut a.tls_checks), if a.tls_checks.is_some() => a.on_tls(report),
             event = next(&mut a.ct_feed), if a.ct_feed.is_some() => a.on_ct(event),
             report = next(&mut a.caa_feed), if a.caa_feed.is_some() => a.on_caa(report),
@@ -163,6 +169,7 @@ struct Timers {
     /// The end of each `[inbound] window`.
     inbound_window: tokio::time::Interval,
     listeners: tokio::time::Interval,
+    publish: tokio::time::Interval,
 }
 
 impl Timers {
@@ -176,6 +183,7 @@ impl Timers {
             watchdog: timer(notifier.watchdog_every()),
             inbound_window: timer(Some(config.inbound.window.0)),
             listeners: timer(Some(LISTENERS_EVERY)),
+            publish: timer(Some(PUBLISH_EVERY)),
         }
     }
 }
@@ -205,6 +213,7 @@ struct Agent {
     reported_drops: u64,
     packets: PacketWatch,
     inbound: InboundWatch,
+    publish: Option<PublishWatch>,
     tls: TlsWatch,
     tls_checks: Option<Feed<ProbeReport>>,
     ct: CtWatch,
@@ -271,6 +280,7 @@ impl Agent {
             reported_counters: detector.counters().clone(),
             packets: PacketWatch::load(&config),
             inbound: InboundWatch::load(&config),
+            publish: PublishWatch::load(&config),
             tls: TlsWatch::load(&config),
             tls_checks: tls_scheduler::start(&config),
             ct_feed: start_ct(&config, &ct),
@@ -453,6 +463,14 @@ impl Agent {
             && let Some(control) = &self.capture_control
         {
             let _ = control.send(CaptureControl::SynPorts(ports));
+        }
+    }
+
+    /// `[publish]`: a new manifest when the certificates changed.
+    fn publish_tick(&mut self) {
+        if let Some(p) = &mut self.publish {
+            let findings = p.tick(Utc::now());
+            self.out.emit(findings);
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Rebuild {
     /// The inbound-path detector (its baselines are saved and reloaded) and
     /// the ports the capture passes SYNs for.
     pub inbound: bool,
+    /// The manifest publisher.
+    pub publish: bool,
     /// The TLS checks and their comparison (with the served names).
     pub tls: bool,
     /// CT monitoring (its idea of "ours" includes the TLS pins).
@@ -45,12 +47,13 @@ pub struct ReloadPlan {
 impl ReloadPlan {
     /// Compares two valid configurations.
     pub fn new(old: &Config, new: &Config) -> ReloadPlan {
-        let sections: [(&'static str, bool); 10] = [
+        let sections: [(&'static str, bool); 11] = [
             ("agent", old.agent != new.agent),
             ("log", old.log != new.log),
             ("webhook", old.webhooks != new.webhooks),
             ("arp", old.arp != new.arp),
             ("inbound", old.inbound != new.inbound),
+            ("publish", old.publish != new.publish),
             ("tls", old.tls != new.tls),
             ("correlation", old.correlation != new.correlation),
             ("metrics", old.metrics != new.metrics),
@@ -92,6 +95,8 @@ impl ReloadPlan {
                 || old.arp.alerts_per_kind != new.arp.alerts_per_kind,
             packets: old.arp != new.arp || a.interfaces != b.interfaces,
             inbound: old.inbound != new.inbound,
+            publish: old.publish != new.publish
+                || crate::config::publish_files(old) != crate::config::publish_files(new),
             tls,
             ct: old.ct != new.ct || tls,
             caa: old.caa != new.caa,

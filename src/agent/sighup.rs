@@ -145,6 +145,9 @@ impl Agent {
                 let _ = control.send(crate::source::capture::CaptureControl::SynPorts(ports));
             }
         }
+        if rebuild.publish {
+            self.publish = super::publish::PublishWatch::load(new);
+        }
         if rebuild.tls {
             self.tls.save();
             self.tls = TlsWatch::load(new);

@@ -98,6 +98,15 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Create a minisign key pair for [publish]: the secret key (mode 0600) and FILE.pub; prints the public key line for the probers' manifest_key
+    Keygen {
+        /// The secret key file to create (FILE.pub gets the public key)
+        #[arg(short, long, default_value = "/etc/netsentry/manifest.key")]
+        output: PathBuf,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
     /// Show default routes, gateway neighbour entries, watched links and the stored baseline
     Status {
         /// Configuration file [default: /etc/netsentry/netsentry.toml]
@@ -135,6 +144,48 @@ impl CliError {
             message: message.to_string(),
         }
     }
+}
+
+/// `netsentry keygen`: a minisign key pair; the secret key is created 0600
+/// and never replaces a file unless `--force`.
+fn keygen(output: &Path, force: bool) -> Result<u8, CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let public = crate::agent::publish::pub_path(output);
+    let (secret, public_text, line) =
+        crate::manifest::keygen("netsentry manifest").map_err(|e| CliError::verb("keygen", e))?;
+    for (path, text, mode) in [
+        (output, &secret, 0o600),
+        (public.as_path(), &public_text, 0o644),
+    ] {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).mode(mode);
+        match force {
+            true => options.create(true).truncate(true),
+            false => options.create_new(true),
+        };
+        let mut f = options.open(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (use --force to replace it)"
+            } else {
+                ""
+            };
+            CliError::verb(
+                "keygen",
+                format!("cannot create {}: {e}{hint}", path.display()),
+            )
+        })?;
+        f.write_all(text.as_bytes()).map_err(|e| {
+            CliError::verb("keygen", format!("cannot write {}: {e}", path.display()))
+        })?;
+    }
+    println!("{line}");
+    eprintln!(
+        "secret key: {} (keep it; [publish] key_file)\npublic key: {} (give the line above to the probers: expect.manifest_key)",
+        output.display(),
+        public.display()
+    );
+    Ok(0)
 }
 
 /// Loads the configuration from `-c FILE`, the default file or the defaults.
@@ -209,6 +260,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 .map_err(|e| CliError::verb("baseline", e))?;
             Ok(0)
         }
+        Command::Keygen { output, force } => keygen(&output, force),
         Command::Status { config, json } => {
             let (config, _) = load(config.as_deref())?;
             let status =

@@ -22,6 +22,7 @@ pub fn all(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     webhooks(config, at)?;
     metrics(config, at)?;
     ct_caa(config, at)?;
+    publish(config, at)?;
     tls(config, at)
 }
 
@@ -145,6 +146,59 @@ fn inbound(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn publish(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let p = &config.publish;
+    match (&p.key_file, &p.path) {
+        (Some(_), None) => {
+            return fail(
+                at,
+                "publish.key_file",
+                "[publish] has a key_file but no path: name the file the web server serves, e.g. \"/var/www/html/.well-known/netsentry/fingerprints.json\"",
+            );
+        }
+        (None, Some(_)) => {
+            return fail(
+                at,
+                "publish.path",
+                "[publish] has a path but no key_file: create a key with `netsentry keygen` and name it here",
+            );
+        }
+        _ => {}
+    }
+    if p.validity.0 < Duration::from_secs(60) {
+        return fail(
+            at,
+            "publish.validity",
+            "[publish] validity must be at least \"1m\" (it is signed again at half of it)",
+        );
+    }
+    if p.enabled() && publish_files(config).is_empty() {
+        return fail(
+            at,
+            "publish.key_file",
+            "[publish] has no certificate to publish: set cert_files, or give the TLS targets expect.cert_files",
+        );
+    }
+    Ok(())
+}
+
+/// The certificate files `[publish]` reads.
+pub fn publish_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = match config.publish.cert_files.is_empty() {
+        false => config.publish.cert_files.clone(),
+        true => config
+            .tls
+            .targets
+            .iter()
+            .flat_map(|t| t.expect.cert_files.iter().cloned())
+            .chain(config.ct.authorized_cert_files.iter().cloned())
+            .collect(),
+    };
+    files.sort();
+    files.dedup();
+    files
 }
 
 fn webhooks(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {

@@ -18,9 +18,10 @@ mod source;
 mod tls;
 mod values;
 
+pub use check::publish_files;
 pub use sections::{
     AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, InboundConfig, JournaldMode, LogConfig, LogLevel,
-    MetricsConfig, WebhookConfig, WebhookFormat,
+    MetricsConfig, PublishConfig, WebhookConfig, WebhookFormat,
 };
 pub use source::ConfigSource;
 pub use tls::{
@@ -47,6 +48,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub ct: CtConfig,
     pub caa: CaaConfig,
+    pub publish: PublishConfig,
 }
 
 /// A configuration error a user can fix; `Display` is `FILE:LINE:COL: message`
@@ -221,6 +223,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("names 65 ports: at most 64"), "{e}");
+    }
+
+    #[test]
+    fn publish_needs_a_key_a_path_and_certificates() {
+        for (text, want) in [
+            (
+                "[publish]\nkey_file = \"/k\"\n",
+                "has a key_file but no path",
+            ),
+            (
+                "[publish]\npath = \"/p.json\"\n",
+                "has a path but no key_file",
+            ),
+            (
+                "[publish]\nkey_file = \"/k\"\npath = \"/p.json\"\n",
+                "has no certificate to publish",
+            ),
+            (
+                "[publish]\nvalidity = \"10s\"\n",
+                "validity must be at least",
+            ),
+        ] {
+            let e = Config::parse(text, "f").unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let ok = Config::parse(
+            "[publish]\nkey_file = \"/k\"\npath = \"/p.json\"\ncert_files = [\"/c.pem\"]\n",
+            "f",
+        )
+        .unwrap();
+        assert!(ok.publish.enabled());
+        assert_eq!(publish_files(&ok), vec![PathBuf::from("/c.pem")]);
     }
 
     #[test]

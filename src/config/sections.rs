@@ -275,3 +275,46 @@ impl Default for InboundConfig {
         }
     }
 }
+
+/// `[publish]`: a signed manifest of our certificates for probers elsewhere
+/// (off unless `key_file` and `path` are set).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// The minisign secret key (`netsentry keygen`), unencrypted, mode 0600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Where the web server serves the manifest from; `.minisig` and `.txt`
+    /// are written next to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Server names to publish; empty: every DNS name of the certificates.
+    pub names: Vec<String>,
+    /// Certificate files; empty: every `expect.cert_files` of the TLS targets
+    /// and `[ct] authorized_cert_files`.
+    pub cert_files: Vec<PathBuf>,
+    /// How long a manifest is valid; it is signed again at half of it.
+    pub validity: Interval,
+    /// A certificate that left the files stays listed (`retired`) this long.
+    pub rotation_grace: Interval,
+}
+
+impl PublishConfig {
+    /// Publishing is on.
+    pub fn enabled(&self) -> bool {
+        self.key_file.is_some() && self.path.is_some()
+    }
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            key_file: None,
+            path: None,
+            names: Vec::new(),
+            cert_files: Vec::new(),
+            validity: Interval(Duration::from_secs(7 * 86_400)),
+            rotation_grace: Interval(Duration::from_secs(86_400)),
+        }
+    }
+}
