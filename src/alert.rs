@@ -54,6 +54,7 @@ macro_rules! kinds {
                         | Kind::TlsMismatch
                         | Kind::TlsProbeFailed
                         | Kind::PathLengthMismatch
+                        | Kind::ManifestUnavailable
                 )
             }
             /// The fixed severity of this kind.
@@ -98,6 +99,8 @@ kinds! {
     PathChanged => "path_changed", Warning;
     ManifestPublished => "manifest_published", Info;
     PublishFailed => "publish_failed", Warning;
+    ManifestInvalid => "manifest_invalid", Critical;
+    ManifestUnavailable => "manifest_unavailable", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

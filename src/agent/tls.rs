@@ -8,10 +8,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use crate::alert::Kind;
 use crate::alert::{Finding, format_time};
 use crate::config::{Config, TlsTarget};
 use crate::detect::path::PathDetector;
-use crate::detect::tls::{Assessment, Match, ProbeReport, TlsDetector};
+use crate::detect::tls::{
+    Assessment, ManifestReport, ManifestState, Match, ProbeReport, TlsDetector,
+};
 use crate::sink::metrics::TlsInfo;
 use crate::source::certfiles::CertFiles;
 use crate::state::{self, certhistory::CertHistory};
@@ -30,6 +33,9 @@ pub struct TlsWatch {
     path: PathDetector,
     /// Targets already told their path cannot be measured (through a proxy).
     path_skip_said: HashSet<String>,
+    /// Per target: the manifest problem last reported (invalid) and whether
+    /// manifest_unavailable holds.
+    manifest_said: BTreeMap<String, (Option<String>, bool)>,
     last: BTreeMap<String, Value>,
     last_dirty: bool,
     metrics: BTreeMap<String, TlsInfo>,
@@ -58,6 +64,7 @@ impl TlsWatch {
             local_warned: HashSet::new(),
             path: PathDetector::default(),
             path_skip_said: HashSet::new(),
+            manifest_said: BTreeMap::new(),
             last: BTreeMap::new(),
             last_dirty: false,
             metrics: BTreeMap::new(),
@@ -111,6 +118,12 @@ impl TlsWatch {
                 target.name
             );
         }
+        let mut from_manifest = Vec::new();
+        if let Some(m) = &report.manifest {
+            self.detector.set_manifest(&report.target, m.ids.clone());
+            from_manifest =
+                manifest_findings(&mut self.manifest_said, &report.target, m, report.time);
+        }
         let mut findings = match &report.path {
             Some(p) => {
                 tracing::debug!(target = %target.name, port = p.port.port, hops = ?p.port.hops, syns = p.port.syns, "path length");
@@ -123,6 +136,7 @@ impl TlsWatch {
         };
         self.remember(report, &judgement);
         findings.splice(0..0, tls_findings);
+        findings.splice(0..0, from_manifest);
         findings
     }
 
@@ -173,4 +187,67 @@ impl TlsWatch {
             tracing::debug!("{e}");
         }
     }
+}
+
+/// `manifest_invalid` once per problem, `manifest_unavailable` while no
+/// usable copy exists (a condition, cleared when a fresh one verifies).
+fn manifest_findings(
+    said_by_target: &mut BTreeMap<String, (Option<String>, bool)>,
+    target: &str,
+    m: &ManifestReport,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Finding> {
+    let (said, unavailable) = said_by_target.entry(target.to_string()).or_default();
+    let ids = json!({"target": target, "url": m.url});
+    let mut out = Vec::new();
+    match &m.state {
+        ManifestState::Invalid(why) => {
+            if said.as_deref() != Some(why.as_str()) {
+                *said = Some(why.clone());
+                let mut details = ids.clone();
+                details["error"] = json!(why);
+                details["sequence_in_use"] = json!(m.sequence);
+                out.push(Finding::new(
+                    Kind::ManifestInvalid,
+                    now,
+                    format!(
+                        "the fingerprint manifest of {target} ({}) is forged or replayed: {why}",
+                        m.url
+                    ),
+                    details,
+                ));
+            }
+        }
+        ManifestState::Unavailable(why) | ManifestState::Cached(why) => {
+            if !std::mem::replace(unavailable, true) {
+                let mut details = ids.clone();
+                details["error"] = json!(why);
+                details["sequence_in_use"] = json!(m.sequence);
+                let consequence = match m.sequence {
+                    Some(s) => format!(
+                        "the checks go on with the kept copy (sequence {s}) until it expires"
+                    ),
+                    None => "its certificate cannot be judged".to_string(),
+                };
+                out.push(Finding::new(
+                    Kind::ManifestUnavailable,
+                    now,
+                    format!("the fingerprint manifest of {target} cannot be fetched ({}): {why}; {consequence}", m.url),
+                    details,
+                ));
+            }
+        }
+        ManifestState::Fresh => {
+            *said = None;
+            if std::mem::take(unavailable) {
+                out.push(Finding::cleared(
+                    Kind::ManifestUnavailable,
+                    now,
+                    format!("the fingerprint manifest of {target} is available again"),
+                    ids,
+                ));
+            }
+        }
+    }
+    out
 }

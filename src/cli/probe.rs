@@ -11,6 +11,27 @@ use crate::source::tls_probe::TrustStore;
 use crate::source::tls_scheduler::probe_round;
 
 /// The targets named on the command line (all when none are named).
+/// "manifest 3, generated 40 s ago" and what is wrong with it.
+fn manifest_text(
+    m: &crate::detect::tls::ManifestReport,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use crate::detect::tls::ManifestState;
+    let copy = match (m.sequence, m.generated) {
+        (Some(s), Some(g)) => format!(
+            "manifest {s}, generated {} s ago",
+            (now - g).num_seconds().max(0)
+        ),
+        _ => "no manifest".to_string(),
+    };
+    match &m.state {
+        ManifestState::Fresh => copy,
+        ManifestState::Cached(why) => format!("{copy} (kept copy: {why})"),
+        ManifestState::Unavailable(why) => format!("manifest unavailable: {why}"),
+        ManifestState::Invalid(why) => format!("MANIFEST INVALID: {why}; {copy}"),
+    }
+}
+
 /// "port 5222 answers at hop 13; port 22 at hop 14".
 fn path_text(p: &crate::detect::tls::PathReport) -> String {
     let hop = |h: Option<u8>| match h {
@@ -62,7 +83,13 @@ pub fn command(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let mut trust = TrustStore::default();
-    let reports = runtime.block_on(probe_round(&targets, config.tls.concurrency, &mut trust));
+    let manifests = crate::source::manifest_fetch::Manifests::read_only(&config.agent.state_dir);
+    let reports = runtime.block_on(probe_round(
+        &targets,
+        config.tls.concurrency,
+        &mut trust,
+        &manifests,
+    ));
     let mut files = CertFiles::default();
     let mut worst = Verdict::Ok;
     let mut rows = Vec::new();
@@ -72,6 +99,9 @@ pub fn command(
         let (found, problems) = files.current(&target.expect.cert_files);
         let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
         expected.set_files(&ids, report.time);
+        if let Some(m) = &report.manifest {
+            expected.set_manifest(m.ids.clone());
+        }
         let mut a = assess(&rules, &expected, report, report.time);
         if !problems.is_empty() && a.verdict == Verdict::Ok {
             a.verdict = Verdict::Warning;
@@ -82,6 +112,10 @@ pub fn command(
         }
         for p in &problems {
             a.text.push_str(&format!(" [expected file: {p}]"));
+        }
+        if let Some(m) = &report.manifest {
+            a.text
+                .push_str(&format!(" [{}]", manifest_text(m, report.time)));
         }
         if let Some(path) = &report.path {
             a.text.push_str(&format!(" [{}]", path_text(path)));
@@ -107,6 +141,12 @@ pub fn command(
                 "seen": seen,
                 "error": report.outcome.as_ref().err().map(|e| e.to_string()),
                 "days_left": a.days_left,
+                "manifest": report.manifest.as_ref().map(|m| json!({
+                    "url": m.url,
+                    "state": manifest_text(m, report.time),
+                    "sequence": m.sequence,
+                    "generated": m.generated.as_ref().map(crate::alert::format_time),
+                })),
                 "path": report.path.as_ref().map(|p| json!({
                     "address": p.address.to_string(),
                     "port": p.port.port,

@@ -412,9 +412,45 @@ fn tls(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
                 at,
                 &key("expect"),
                 format!(
-                    "tls target {name:?}: expect names no certificate: add cert_files, spki_sha256 or cert_sha256 (see `netsentry fingerprints`)"
+                    "tls target {name:?}: expect names no certificate: add cert_files, spki_sha256 or cert_sha256 (see `netsentry fingerprints`), or a manifest"
                 ),
             );
+        }
+        match (&target.expect.manifest, &target.expect.manifest_key) {
+            (Some(url), Some(k)) => {
+                let scheme = url::Url::parse(url).map(|u| u.scheme().to_string());
+                if !matches!(scheme.as_deref(), Ok("https" | "http")) {
+                    return fail(
+                        at,
+                        &key("expect"),
+                        format!("tls target {name:?}: manifest {url:?} is not an http(s) URL"),
+                    );
+                }
+                if let Err(e) = crate::manifest::public_key(k) {
+                    return fail(
+                        at,
+                        &key("expect"),
+                        format!("tls target {name:?}: manifest_key: {e}"),
+                    );
+                }
+            }
+            (Some(_), None) => {
+                return fail(
+                    at,
+                    &key("expect"),
+                    format!(
+                        "tls target {name:?}: a manifest needs its manifest_key (the RW... line `netsentry keygen` printed on the server)"
+                    ),
+                );
+            }
+            (None, Some(_)) => {
+                return fail(
+                    at,
+                    &key("expect"),
+                    format!("tls target {name:?}: manifest_key without a manifest URL"),
+                );
+            }
+            (None, None) => {}
         }
         let interval_msg = format!(
             "tls target {name:?}: interval must be at least \"1s\" and timeout greater than zero"

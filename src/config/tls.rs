@@ -19,6 +19,8 @@ pub struct TlsConfig {
     pub concurrency: usize,
     /// Consecutive failed checks of one target before `tls_probe_failed`.
     pub failures_before_alert: u32,
+    /// A manifest (`expect.manifest`) is fetched again at most this often.
+    pub manifest_refresh: Interval,
     #[serde(rename = "target")]
     pub targets: Vec<TlsTarget>,
 }
@@ -28,6 +30,7 @@ impl Default for TlsConfig {
         TlsConfig {
             concurrency: 64,
             failures_before_alert: 3,
+            manifest_refresh: Interval(Duration::from_secs(300)),
             targets: Vec::new(),
         }
     }
@@ -111,12 +114,21 @@ pub struct Expect {
     pub cert_files: Vec<PathBuf>,
     pub spki_sha256: Vec<Sha256>,
     pub cert_sha256: Vec<Sha256>,
+    /// A signed fingerprint manifest (`[publish]` of the server), http(s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// The minisign public key that signs it (`RW...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
 }
 
 impl Expect {
     /// True when no certificate is named at all.
     pub fn is_empty(&self) -> bool {
-        self.cert_files.is_empty() && self.spki_sha256.is_empty() && self.cert_sha256.is_empty()
+        self.cert_files.is_empty()
+            && self.spki_sha256.is_empty()
+            && self.cert_sha256.is_empty()
+            && self.manifest.is_none()
     }
 }
 

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod certfiles;
 pub mod ct;
 pub mod listeners;
+pub mod manifest_fetch;
 pub mod netlink;
 pub mod path_probe;
 pub mod pcap;

@@ -160,6 +160,7 @@ pub fn stopped(target: &TlsTarget) -> ProbeReport {
         time: Utc::now(),
         outcome: Err(ProbeError::Stopped),
         path: None,
+        manifest: None,
     }
 }
 

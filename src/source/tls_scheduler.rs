@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::config::{Config, TlsTarget};
 use crate::detect::tls::ProbeReport;
 use crate::source::Feed;
+use crate::source::manifest_fetch::Manifests;
 use crate::source::tls_probe::{PathHints, TrustStore, measure_path, probe, stopped};
 
 /// Starts the agent's check scheduler when targets are configured. Each target
@@ -31,9 +32,14 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
     );
     let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
     let limit = Arc::new(Semaphore::new(config.tls.concurrency.max(1)));
+    let (state_dir, manifest_refresh) = (
+        config.agent.state_dir.clone(),
+        config.tls.manifest_refresh.0,
+    );
     let task = tokio::spawn(async move {
         let mut trust = TrustStore::default();
         let hints = PathHints::default();
+        let manifests = Manifests::new(&state_dir, manifest_refresh);
         let start = tokio::time::Instant::now();
         let mut due = vec![start; targets.len()];
         let busy: Vec<Arc<AtomicBool>> = targets.iter().map(|_| Arc::default()).collect();
@@ -51,12 +57,13 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
                 if busy[i].swap(true, Ordering::AcqRel) {
                     continue;
                 }
-                let (target, tx, limit, busy, hints) = (
+                let (target, tx, limit, busy, hints, manifests) = (
                     target.clone(),
                     tx.clone(),
                     limit.clone(),
                     busy[i].clone(),
                     hints.clone(),
+                    manifests.clone(),
                 );
                 let roots = trust.get(target.ca_file.as_deref());
                 tokio::spawn(async move {
@@ -64,7 +71,7 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
                         let _permit = limit.acquire_owned().await;
                         let check = target.clone();
                         guarded(&target, async move {
-                            check_with_path(&check, roots, &hints).await
+                            check_with_path(&check, roots, &hints, &manifests).await
                         })
                         .await
                     };
@@ -82,13 +89,17 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
     Some(Feed::new((rx, task)))
 }
 
-/// One TLS check, then the path length of its port (and reference port).
+/// One TLS check: the manifest of its expectation first (when it has one),
+/// then the handshake, then the path length of its port (and reference port).
 pub async fn check_with_path(
     target: &TlsTarget,
     roots: Result<Arc<rustls::RootCertStore>, String>,
     hints: &PathHints,
+    manifests: &Manifests,
 ) -> ProbeReport {
+    let manifest = manifests.for_target(target).await;
     let mut report = probe(target, roots).await;
+    report.manifest = manifest;
     report.path = measure_path(target, &report, hints).await;
     report
 }
@@ -124,6 +135,7 @@ pub async fn probe_round(
     targets: &[TlsTarget],
     concurrency: usize,
     trust: &mut TrustStore,
+    manifests: &Manifests,
 ) -> Vec<ProbeReport> {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let hints = PathHints::default();
@@ -131,14 +143,14 @@ pub async fn probe_round(
     for (i, target) in targets.iter().enumerate() {
         let roots = trust.get(target.ca_file.as_deref());
         let target = target.clone();
-        let (limit, hints) = (limit.clone(), hints.clone());
+        let (limit, hints, manifests) = (limit.clone(), hints.clone(), manifests.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let check = target.clone();
             (
                 i,
                 guarded(&target, async move {
-                    check_with_path(&check, roots, &hints).await
+                    check_with_path(&check, roots, &hints, &manifests).await
                 })
                 .await,
             )

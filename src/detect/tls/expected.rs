@@ -15,6 +15,8 @@ pub struct ExpectedSet {
     certs: Vec<Sha256>,
     /// From the files: (identity, replaced at). Capped at [`MAX_FILE_CERTS`].
     files: Vec<(CertIdentity, Option<DateTime<Utc>>)>,
+    /// From the last good signed manifest (current, newer and retired).
+    manifest: Vec<CertIdentity>,
 }
 
 /// Certificates remembered per target (current and replaced ones in grace).
@@ -47,7 +49,14 @@ impl ExpectedSet {
             spki: expect.spki_sha256.clone(),
             certs: expect.cert_sha256.clone(),
             files: Vec::new(),
+            manifest: Vec::new(),
         }
+    }
+
+    /// The certificates the last good manifest lists for the target's name.
+    pub fn set_manifest(&mut self, ids: Vec<CertIdentity>) {
+        self.manifest = ids;
+        self.manifest.truncate(MAX_FILE_CERTS);
     }
 
     /// The files now hold `current`: what was there before and is gone is
@@ -98,13 +107,22 @@ impl ExpectedSet {
 
     /// True when nothing is expected (no pins, no file certificates).
     pub fn is_empty(&self) -> bool {
-        self.spki.is_empty() && self.certs.is_empty() && self.files.is_empty()
+        self.spki.is_empty()
+            && self.certs.is_empty()
+            && self.files.is_empty()
+            && self.manifest.is_empty()
     }
 
     /// A certificate matches by its own hash or by its key (whoever presents
     /// our key proved in the handshake that they hold our private key).
     pub fn matches(&self, seen: &CertIdentity, now: DateTime<Utc>, grace: Duration) -> Match {
-        if self.certs.contains(&seen.cert_sha256) || self.spki.contains(&seen.spki_sha256) {
+        if self.certs.contains(&seen.cert_sha256)
+            || self.spki.contains(&seen.spki_sha256)
+            || self
+                .manifest
+                .iter()
+                .any(|m| m.cert_sha256 == seen.cert_sha256 || m.spki_sha256 == seen.spki_sha256)
+        {
             return Match::Current;
         }
         let mut best = Match::No;
@@ -132,6 +150,7 @@ impl ExpectedSet {
             }
         }
         out.extend(self.certs.iter().map(Sha256::hex));
+        out.extend(self.manifest.iter().map(|m| m.cert_sha256.hex()));
         out.extend(self.spki.iter().map(Sha256::hex));
         out.dedup();
         out

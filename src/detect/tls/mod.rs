@@ -19,7 +19,9 @@ mod report;
 
 use expected::MAX_FILE_CERTS;
 pub use expected::{ExpectedSet, Match};
-pub use report::{PathReport, PortPath, ProbeError, ProbeReport, Seen};
+pub use report::{
+    ManifestReport, ManifestState, PathReport, PortPath, ProbeError, ProbeReport, Seen,
+};
 
 /// A target's rules, from its configuration.
 #[derive(Clone, Debug)]
@@ -111,6 +113,20 @@ pub fn assess(
         Ok(seen) => seen,
     };
     let id = &seen.facts.identity;
+    // Only a manifest was to say what is ours, and none is usable: nothing
+    // to compare with is no verdict (manifest_unavailable says why).
+    if expected.is_empty() {
+        return Assessment {
+            verdict: Verdict::Unknown,
+            matched: None,
+            text: format!(
+                "nothing to compare sha256 {} with: the manifest is not available",
+                id.cert_sha256
+            ),
+            days_left: None,
+            expiring: false,
+        };
+    }
     let matched = expected.matches(id, now, rules.rotation_grace);
     let days_left = (seen.facts.not_after - now).num_days();
     let chain = match (&seen.chain_valid, &seen.chain_error) {
@@ -225,6 +241,13 @@ impl TlsDetector {
         changed
     }
 
+    /// The last good manifest lists these certificates for `target`.
+    pub fn set_manifest(&mut self, target: &str, ids: Vec<CertIdentity>) {
+        if let Some((_, expected, _)) = self.targets.get_mut(target) {
+            expected.set_manifest(ids);
+        }
+    }
+
     /// What to keep across restarts: per target, the file certificates and
     /// when they were replaced.
     pub fn saved_state(&self) -> serde_json::Value {
@@ -301,6 +324,7 @@ impl TlsDetector {
         let judgement = assess(rules, expected, report, report.time);
         let findings = match (&report.outcome, judgement.matched) {
             (Err(error), _) => state.failed(rules, error, limit, report.time),
+            (Ok(_), None) => Vec::new(),
             (Ok(seen), Some(Match::Current | Match::Replaced(_))) => {
                 state.ours(rules, seen, judgement.expiring, report.time)
             }
@@ -549,6 +573,7 @@ pub(crate) mod tests {
                 })
                 .map_err(|e| ProbeError::Connect(vec![e.to_string()])),
             path: None,
+            manifest: None,
         }
     }
 

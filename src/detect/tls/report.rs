@@ -19,6 +19,34 @@ pub struct ProbeReport {
     pub outcome: Result<Seen, ProbeError>,
     /// The path length of the port (and of the reference port) from here.
     pub path: Option<PathReport>,
+    /// The signed manifest of the target's expectation (`expect.manifest`).
+    pub manifest: Option<ManifestReport>,
+}
+
+/// How the manifest of a check stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestState {
+    /// Fetched and verified now (or within `manifest_refresh`).
+    Fresh,
+    /// The fetch failed; the last good copy is used until it expires.
+    Cached(String),
+    /// No usable copy: unreachable and none cached, or the cached one expired.
+    Unavailable(String),
+    /// Someone serves a forged, replayed or foreign manifest. The last good
+    /// copy (if any) is still used.
+    Invalid(String),
+}
+
+/// What a check learned about its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestReport {
+    pub url: String,
+    pub state: ManifestState,
+    /// The copy in use: its sequence and when it was generated.
+    pub sequence: Option<u64>,
+    pub generated: Option<DateTime<Utc>>,
+    /// The certificates it lists for the target's server name.
+    pub ids: Vec<crate::cert::CertIdentity>,
 }
 
 /// How far the checked port (and `reference_port`) answered from here.
