@@ -55,6 +55,7 @@ macro_rules! kinds {
                         | Kind::TlsProbeFailed
                         | Kind::PathLengthMismatch
                         | Kind::ManifestUnavailable
+                        | Kind::TlsInconsistent
                 )
             }
             /// The fixed severity of this kind.
@@ -101,6 +102,7 @@ kinds! {
     PublishFailed => "publish_failed", Warning;
     ManifestInvalid => "manifest_invalid", Critical;
     ManifestUnavailable => "manifest_unavailable", Warning;
+    TlsInconsistent => "tls_inconsistent", Critical;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

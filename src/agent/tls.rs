@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::alert::Kind;
 use crate::alert::{Finding, format_time};
 use crate::config::{Config, TlsTarget};
+use crate::detect::consistency::ConsistencyDetector;
 use crate::detect::path::PathDetector;
 use crate::detect::tls::{
     Assessment, ManifestReport, ManifestState, Match, ProbeReport, TlsDetector,
@@ -31,6 +32,8 @@ pub struct TlsWatch {
     local_warned: HashSet<String>,
     /// The path-length comparison across targets.
     path: PathDetector,
+    /// The keys of the targets that serve one name, compared.
+    consistency: ConsistencyDetector,
     /// Targets already told their path cannot be measured (through a proxy).
     path_skip_said: HashSet<String>,
     /// Per target: the manifest problem last reported (invalid) and whether
@@ -63,6 +66,7 @@ impl TlsWatch {
             files: CertFiles::default(),
             local_warned: HashSet::new(),
             path: PathDetector::default(),
+            consistency: ConsistencyDetector::default(),
             path_skip_said: HashSet::new(),
             manifest_said: BTreeMap::new(),
             last: BTreeMap::new(),
@@ -134,6 +138,16 @@ impl TlsWatch {
         let Some((judgement, tls_findings)) = self.detector.judge(report) else {
             return findings;
         };
+        if let Ok(seen) = &report.outcome {
+            let ours = matches!(judgement.matched, Some(Match::Current | Match::Replaced(_)));
+            findings.extend(self.consistency.observe(
+                target.server_name(),
+                &target.name,
+                &seen.facts.identity.spki_sha256.hex(),
+                ours,
+                report.time,
+            ));
+        }
         self.remember(report, &judgement);
         findings.splice(0..0, tls_findings);
         findings.splice(0..0, from_manifest);

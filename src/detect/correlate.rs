@@ -6,7 +6,7 @@
 //! a foreign certificate in CT for a name we serve (`ct_unknown_certificate`),
 //! a change on this host's network path (a link flap, a new gateway MAC, ...),
 //! and path evidence about one service (`inbound_path_changed` on the server,
-//! `path_length_mismatch` from outside). Any two sorts within `window` — or a
+//! `path_length_mismatch` and `tls_inconsistent` from outside). Any two sorts within `window` — or a
 //! mismatch on two targets, or two pieces of path evidence — make one
 //! `interception_suspected`. CT evidence pairs over `ct_window` (48 h): the
 //! certificate reaches a CT monitor hours after the flap that came with it.
@@ -44,7 +44,10 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
 
 /// Kinds that say one service is reached over another path.
 pub fn is_service_path_evidence(kind: Kind) -> bool {
-    matches!(kind, Kind::InboundPathChanged | Kind::PathLengthMismatch)
+    matches!(
+        kind,
+        Kind::InboundPathChanged | Kind::PathLengthMismatch | Kind::TlsInconsistent
+    )
 }
 
 #[derive(Clone, Debug)]

@@ -3,6 +3,7 @@
 pub mod arp;
 pub mod caa;
 pub mod coalesce;
+pub mod consistency;
 pub mod correlate;
 pub mod ct;
 pub mod inbound;
