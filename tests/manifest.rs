@@ -258,7 +258,7 @@ fn a_prober_with_only_a_manifest_survives_a_renewal_and_catches_forgeries() {
 
     // The manifest server goes away: manifest_unavailable, the kept copy is used.
     http.serve_from(www.clone());
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5));
     let before: Vec<String> = prober_rx
         .all()
         .iter()
@@ -267,7 +267,7 @@ fn a_prober_with_only_a_manifest_survives_a_renewal_and_catches_forgeries() {
         .collect();
     drop(http);
     let unavailable = prober_rx
-        .wait_for("manifest_unavailable", Duration::from_secs(10), |b| {
+        .wait_for("manifest_unavailable", Duration::from_secs(15), |b| {
             b["kind"] == "manifest_unavailable" && !before.iter().any(|id| b["id"] == id.as_str())
         })
         .body;
