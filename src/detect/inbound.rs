@@ -80,13 +80,18 @@ impl Tally {
         }
         *self.hops.entry(hops).or_default() += 1;
         self.ttls.entry(hops).or_insert(ttl);
+        self.count_fingerprint(fingerprint, 1);
+    }
+
+    /// Counts `n` SYNs of a stack; beyond [`MAX_FINGERPRINTS`] as "other".
+    fn count_fingerprint(&mut self, fingerprint: String, n: u32) {
         let key = match self.fingerprints.contains_key(&fingerprint)
             || self.fingerprints.len() < MAX_FINGERPRINTS
         {
             true => fingerprint,
             false => "other".to_string(),
         };
-        *self.fingerprints.entry(key).or_default() += 1;
+        *self.fingerprints.entry(key).or_default() += n;
     }
 
     pub fn share_of_hops(&self, hops: u8) -> f64 {
@@ -140,13 +145,7 @@ impl Tally {
             self.ttls.entry(*h).or_insert(*t);
         }
         for (f, n) in &other.fingerprints {
-            let key = match self.fingerprints.contains_key(f)
-                || self.fingerprints.len() < MAX_FINGERPRINTS
-            {
-                true => f.clone(),
-                false => "other".to_string(),
-            };
-            *self.fingerprints.entry(key).or_default() += n;
+            self.count_fingerprint(f.clone(), *n);
         }
         while self.samples > BASELINE_SAMPLES {
             self.halve();
