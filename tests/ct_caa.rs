@@ -219,61 +219,33 @@ fn caa_hex(tag: &str, value: &str) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct Dnsmasq(std::process::Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn caa_audit_flags_only_the_weak_domain() {
     let Some((lab, receiver, config)) = prepare("") else {
         return;
     };
     let strong = "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/123456; validationmethods=dns-01";
-    let dns = Dnsmasq(
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.host,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--group=root",
-                "--pid-file=",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--port=5353",
-                "--local=/example.org/",
-                "--local=/example.net/",
-                "--local=/org/",
-                "--local=/net/",
-            ])
-            .arg(format!(
+    let dns = Dnsmasq::start(
+        &lab.host,
+        &[
+            "--local=/example.org/".into(),
+            "--local=/example.net/".into(),
+            "--local=/org/".into(),
+            "--local=/net/".into(),
+            format!(
                 "--dns-rr=strong.example.org,257,{}",
                 caa_hex("issue", strong)
-            ))
-            .arg(format!(
+            ),
+            format!(
                 "--dns-rr=strong.example.org,257,{}",
                 caa_hex("issuewild", ";")
-            ))
-            .arg(format!(
+            ),
+            format!(
                 "--dns-rr=weak.example.net,257,{}",
                 caa_hex("issue", "letsencrypt.org")
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq (apt-get install dnsmasq-base)"),
+            ),
+        ],
     );
-    std::thread::sleep(Duration::from_millis(500));
     append_config(
         &config,
         "\n[caa]\ndomains = [\"xmpp.strong.example.org\", \"weak.example.net\"]\nnameservers = [\"127.0.0.1:5353\"]\ninterval = \"1s\"\n",

@@ -215,7 +215,7 @@ struct Agent {
     inbound: InboundWatch,
     publish: Option<PublishWatch>,
     tls: TlsWatch,
-    tls_checks: Option<Feed<ProbeReport>>,
+    tls_checks: Option<Feed<Vec<ProbeReport>>>,
     ct: CtWatch,
     ct_feed: Option<Feed<CtEvent>>,
     caa: CaaWatch,
@@ -539,10 +539,10 @@ impl Agent {
         }
     }
 
-    fn on_tls(&mut self, report: Option<ProbeReport>) {
-        match report {
-            Some(report) => {
-                let findings = self.tls.observe(&report);
+    fn on_tls(&mut self, round: Option<Vec<ProbeReport>>) {
+        match round {
+            Some(reports) => {
+                let findings = self.tls.observe_round(&reports);
                 self.out.emit(findings);
             }
             None => self.tls_checks = None,

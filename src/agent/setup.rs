@@ -243,7 +243,7 @@ pub fn served_names(config: &Config) -> Vec<String> {
         .tls
         .targets
         .iter()
-        .flat_map(|t| [t.server_name().to_string(), t.address.host.clone()])
+        .flat_map(|t| t.host_names())
         .collect();
     names.sort();
     names.dedup();

@@ -76,6 +76,40 @@ impl TlsWatch {
         }
     }
 
+    /// One round of a target (a report per endpoint) through the
+    /// comparison; endpoints that left DNS are forgotten.
+    pub fn observe_round(&mut self, reports: &[ProbeReport]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for report in reports {
+            out.extend(self.observe(report));
+        }
+        if let Some(first) = reports.first() {
+            let keep: Vec<String> = reports
+                .iter()
+                .map(|r| r.endpoint.clone().unwrap_or_default())
+                .collect();
+            out.extend(
+                self.detector
+                    .retain_endpoints(&first.target, &keep, first.time),
+            );
+            let keys: Vec<String> = reports.iter().map(ProbeReport::key).collect();
+            let prefix = format!("{}@", first.target);
+            let stale: Vec<String> = self
+                .last
+                .keys()
+                .filter(|k| (*k == &first.target || k.starts_with(&prefix)) && !keys.contains(k))
+                .cloned()
+                .collect();
+            for k in stale {
+                self.last.remove(&k);
+                self.metrics.remove(&k);
+                out.extend(self.consistency.forget(&k, first.time));
+                self.last_dirty = true;
+            }
+        }
+        out
+    }
+
     /// One check result through the comparison. The expected files are
     /// re-read first when they changed (renewals).
     pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
@@ -100,11 +134,11 @@ impl TlsWatch {
                 tracing::error!("{e}");
             }
         }
-        if report.local && self.local_warned.insert(target.name.clone()) {
+        if report.local && self.local_warned.insert(report.key()) {
             tracing::warn!(
                 "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
                 target.name,
-                target.address
+                report.checked_address()
             );
         }
         match &report.outcome {
@@ -131,7 +165,7 @@ impl TlsWatch {
         let mut findings = match &report.path {
             Some(p) => {
                 tracing::debug!(target = %target.name, port = p.port.port, hops = ?p.port.hops, syns = p.port.syns, "path length");
-                self.path.observe(&target.name, p, report.time)
+                self.path.observe(&report.key(), p, report.time)
             }
             None => Vec::new(),
         };
@@ -142,7 +176,7 @@ impl TlsWatch {
             let ours = matches!(judgement.matched, Some(Match::Current | Match::Replaced(_)));
             findings.extend(self.consistency.observe(
                 target.server_name(),
-                &target.name,
+                &report.key(),
                 &seen.facts.identity.spki_sha256.hex(),
                 ours,
                 report.time,
@@ -159,9 +193,10 @@ impl TlsWatch {
     fn remember(&mut self, report: &ProbeReport, a: &Assessment) {
         let seen = report.outcome.as_ref().ok();
         self.metrics.insert(
-            report.target.clone(),
+            report.key(),
             TlsInfo {
                 target: report.target.clone(),
+                endpoint: report.endpoint.clone(),
                 up: seen.is_some(),
                 ours: a
                     .matched
@@ -175,11 +210,15 @@ impl TlsWatch {
             "status": a.verdict.as_str(),
             "message": a.text,
             "peer": report.peer,
+            "target": report.target,
+            "endpoint": report.endpoint,
+            "endpoint_host": report.endpoint_host,
             "hops": report.path.as_ref().and_then(|p| p.port.hops),
             "reference_hops": report.path.as_ref().and_then(|p| p.reference.as_ref()).map(|r| json!({"port": r.port, "hops": r.hops})),
         });
-        let changed = self.last.get(&report.target).map(|r| &r["status"]) != Some(&row["status"]);
-        self.last.insert(report.target.clone(), row);
+        let key = report.key();
+        let changed = self.last.get(&key).map(|r| &r["status"]) != Some(&row["status"]);
+        self.last.insert(key, row);
         self.last_dirty = true;
         if changed {
             self.save();

@@ -5,10 +5,13 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::{ExpectedSet, TargetRules, Verdict, assess};
+use crate::detect::consistency::{RoundSeen, round_outliers};
+use crate::detect::tls::{
+    Assessment, ExpectedSet, Match, ProbeReport, TargetRules, Verdict, assess,
+};
 use crate::source::certfiles::CertFiles;
 use crate::source::tls_probe::TrustStore;
-use crate::source::tls_scheduler::probe_round;
+use crate::source::tls_scheduler::{Shared, probe_round};
 
 /// The targets named on the command line (all when none are named).
 /// "manifest 3, generated 40 s ago" and what is wrong with it.
@@ -69,7 +72,44 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<TlsTarget>, String> {
         .collect()
 }
 
-/// `netsentry probe`: checks once, prints one line per target (or JSON) and
+/// Where the target's expectation comes from: "files a.pem; 1 spki pin;
+/// manifest" (what `probe` prints, issue 17 item 6).
+fn expectation_text(t: &TlsTarget) -> String {
+    let e = &t.expect;
+    let mut parts = Vec::new();
+    if !e.cert_files.is_empty() {
+        let files: Vec<String> = e
+            .cert_files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        parts.push(format!("files {}", files.join(", ")));
+    }
+    let pins = e.spki_sha256.len() + e.cert_sha256.len();
+    if pins > 0 {
+        parts.push(format!(
+            "{pins} pinned hash{}",
+            if pins == 1 { "" } else { "es" }
+        ));
+    }
+    if e.manifest.is_some() {
+        parts.push("signed manifest".into());
+    }
+    match parts.is_empty() {
+        true => "no expectation: endpoints compared with each other".into(),
+        false => format!("expects {}", parts.join("; ")),
+    }
+}
+
+/// One endpoint's line: its judgement and what else the check learned.
+struct Row<'a> {
+    target: &'a TlsTarget,
+    report: &'a ProbeReport,
+    judgement: Assessment,
+    expected: Vec<String>,
+}
+
+/// `netsentry probe`: checks once, prints one line per endpoint (or JSON) and
 /// returns the monitoring-plugin exit code of the worst result.
 pub fn command(
     config: &Config,
@@ -84,85 +124,78 @@ pub fn command(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let mut trust = TrustStore::default();
     let manifests = crate::source::manifest_fetch::Manifests::read_only(&config.agent.state_dir);
-    let reports = runtime.block_on(probe_round(
-        &targets,
-        config.tls.concurrency,
-        &mut trust,
-        &manifests,
-    ));
+    let rounds = runtime.block_on(async {
+        let shared = Shared::new(config, manifests);
+        probe_round(&targets, &mut trust, &shared).await
+    });
     let mut files = CertFiles::default();
-    let mut worst = Verdict::Ok;
-    let mut rows = Vec::new();
-    for (target, report) in targets.iter().zip(&reports) {
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for (target, reports) in targets.iter().zip(&rounds) {
         let rules = TargetRules::from_config(target);
         let mut expected = ExpectedSet::new(&target.expect);
         let (found, problems) = files.current(&target.expect.cert_files);
         let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
-        expected.set_files(&ids, report.time);
-        if let Some(m) = &report.manifest {
-            expected.set_manifest(m.ids.clone());
-        }
-        let mut a = assess(&rules, &expected, report, report.time);
-        if !problems.is_empty() && a.verdict == Verdict::Ok {
-            a.verdict = Verdict::Warning;
-        }
-        if report.local {
-            a.text
-                .push_str(" [local address: this check never leaves the host]");
-        }
-        for p in &problems {
-            a.text.push_str(&format!(" [expected file: {p}]"));
-        }
-        if let Some(m) = &report.manifest {
-            a.text
-                .push_str(&format!(" [{}]", manifest_text(m, report.time)));
-        }
-        if let Some(path) = &report.path {
-            a.text.push_str(&format!(" [{}]", path_text(path)));
-        }
-        worst = worst.max(a.verdict);
-        if json_out {
-            let seen = report.outcome.as_ref().ok().map(|s| {
-                let mut v = s.facts.to_json();
-                v["chain_valid"] = json!(s.chain_valid);
-                v["chain_error"] = json!(s.chain_error);
-                v
+        for report in reports {
+            expected.set_files(&ids, report.time);
+            if let Some(m) = &report.manifest {
+                expected.set_manifest(m.ids.clone());
+            }
+            let mut a = assess(&rules, &expected, report, report.time);
+            if !problems.is_empty() && a.verdict == Verdict::Ok {
+                a.verdict = Verdict::Warning;
+            }
+            if report.local {
+                a.text
+                    .push_str(" [local address: this check never leaves the host]");
+            }
+            for p in &problems {
+                a.text.push_str(&format!(" [expected file: {p}]"));
+            }
+            a.text.push_str(&format!(" [{}]", expectation_text(target)));
+            if let Some(m) = &report.manifest {
+                a.text
+                    .push_str(&format!(" [{}]", manifest_text(m, report.time)));
+            }
+            if let Some(path) = &report.path {
+                a.text.push_str(&format!(" [{}]", path_text(path)));
+            }
+            rows.push(Row {
+                target,
+                report,
+                expected: expected.expected(report.time, rules.rotation_grace),
+                judgement: a,
             });
-            rows.push(json!({
-                "target": target.name,
-                "address": report.address,
-                "peer": report.peer,
-                "vantage": target.vantage(),
-                "local": report.local,
-                "status": a.verdict.as_str(),
-                "exit_code": a.verdict.exit_code(),
-                "message": a.text,
-                "expected": expected.expected(report.time, rules.rotation_grace),
-                "seen": seen,
-                "error": report.outcome.as_ref().err().map(|e| e.to_string()),
-                "days_left": a.days_left,
-                "manifest": report.manifest.as_ref().map(|m| json!({
-                    "url": m.url,
-                    "state": manifest_text(m, report.time),
-                    "sequence": m.sequence,
-                    "generated": m.generated.as_ref().map(crate::alert::format_time),
-                })),
-                "path": report.path.as_ref().map(|p| json!({
-                    "address": p.address.to_string(),
-                    "port": p.port.port,
-                    "hops": p.port.hops,
-                    "syns": p.port.syns,
-                    "routers": p.port.routers.iter().map(|r| r.map(|ip| ip.to_string())).collect::<Vec<_>>(),
-                    "reference": p.reference.as_ref().map(|r| json!({"port": r.port, "hops": r.hops})),
-                })),
-            }));
+        }
+    }
+    mark_inconsistent(&mut rows);
+    let worst = rows
+        .iter()
+        .map(|r| r.judgement.verdict)
+        .max()
+        .unwrap_or(Verdict::Unknown);
+    let mut json_rows = Vec::new();
+    for Row {
+        target,
+        report,
+        judgement: a,
+        expected,
+    } in &rows
+    {
+        if json_out {
+            json_rows.push(row_json(target, report, a, expected));
         } else {
+            let shown = match (&report.endpoint_host, &report.endpoint) {
+                (Some(h), Some(e)) => format!("{h} {e}"),
+                _ => report
+                    .peer
+                    .clone()
+                    .unwrap_or_else(|| report.address.clone()),
+            };
             let _ = writeln!(
                 out,
-                "{} {} ({}): {}",
+                "{} {} ({shown}): {}",
                 a.verdict.as_str(),
                 target.name,
-                report.peer.as_deref().unwrap_or(&report.address),
                 a.text
             );
         }
@@ -174,10 +207,101 @@ pub fn command(
             serde_json::to_string_pretty(&json!({
                 "status": worst.as_str(),
                 "exit_code": worst.exit_code(),
-                "targets": rows,
+                "targets": json_rows,
             }))
             .unwrap_or_default()
         );
     }
     Ok(worst.exit_code())
+}
+
+/// The endpoints of one server name that present another key than most of
+/// them (and not one the expectation accepts) are CRITICAL: the
+/// `tls_inconsistent` rule for one round.
+fn mark_inconsistent(rows: &mut [Row<'_>]) {
+    let keys: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| {
+            r.report
+                .outcome
+                .as_ref()
+                .ok()
+                .map(|s| s.facts.identity.spki_sha256.hex())
+        })
+        .collect();
+    let keys_of: Vec<String> = rows.iter().map(|r| r.report.key()).collect();
+    let mut seen = Vec::new();
+    let mut index = Vec::new();
+    for (i, (row, key)) in rows.iter().zip(&keys).enumerate() {
+        let Some(spki) = key else { continue };
+        seen.push(RoundSeen {
+            server_name: row.target.server_name(),
+            endpoint: &keys_of[i],
+            spki,
+            ours: matches!(
+                row.judgement.matched,
+                Some(Match::Current | Match::Replaced(_))
+            ),
+        });
+        index.push(i);
+    }
+    let odd = round_outliers(&seen);
+    for (j, usual) in odd {
+        let row = &mut rows[index[j]];
+        row.judgement.verdict = Verdict::Critical;
+        row.judgement.text = format!(
+            "INCONSISTENT: another key than the other endpoints of {} (they present spki {usual}); {}",
+            row.target.server_name(),
+            row.judgement.text
+        );
+    }
+}
+
+fn row_json(
+    target: &TlsTarget,
+    report: &ProbeReport,
+    a: &Assessment,
+    expected: &[String],
+) -> serde_json::Value {
+    let seen = report.outcome.as_ref().ok().map(|s| {
+        let mut v = s.facts.to_json();
+        v["chain_valid"] = json!(s.chain_valid);
+        v["chain_error"] = json!(s.chain_error);
+        v
+    });
+    json!({
+        "target": target.name,
+        "address": report.address,
+        "endpoint": report.endpoint,
+        "endpoint_host": report.endpoint_host,
+        "peer": report.peer,
+        "vantage": target.vantage(),
+        "local": report.local,
+        "status": a.verdict.as_str(),
+        "exit_code": a.verdict.exit_code(),
+        "message": a.text,
+        "expectation": {
+            "cert_files": target.expect.cert_files,
+            "pinned": target.expect.spki_sha256.len() + target.expect.cert_sha256.len(),
+            "manifest": target.expect.manifest,
+        },
+        "expected": expected,
+        "seen": seen,
+        "error": report.outcome.as_ref().err().map(|e| e.to_string()),
+        "days_left": a.days_left,
+        "manifest": report.manifest.as_ref().map(|m| json!({
+            "url": m.url,
+            "state": manifest_text(m, report.time),
+            "sequence": m.sequence,
+            "generated": m.generated.as_ref().map(crate::alert::format_time),
+        })),
+        "path": report.path.as_ref().map(|p| json!({
+            "address": p.address.to_string(),
+            "port": p.port.port,
+            "hops": p.port.hops,
+            "syns": p.port.syns,
+            "routers": p.port.routers.iter().map(|r| r.map(|ip| ip.to_string())).collect::<Vec<_>>(),
+            "reference": p.reference.as_ref().map(|r| json!({"port": r.port, "hops": r.hops})),
+        })),
+    })
 }

@@ -343,15 +343,18 @@ fn ct_caa(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     if config.caa.interval.0 < Duration::from_secs(1) {
         return fail(at, "caa.interval", "[caa] interval must be at least \"1s\"");
     }
-    for (i, ns) in config.caa.nameservers.iter().enumerate() {
-        let ok =
-            ns.parse::<std::net::SocketAddr>().is_ok() || ns.parse::<std::net::IpAddr>().is_ok();
-        if !ok {
+    nameservers(&config.caa.nameservers, "caa", at)
+}
+
+/// Each of a section's `nameservers` is an address.
+fn nameservers(list: &[String], section: &str, at: &Positions<'_>) -> Result<(), Failure> {
+    for (i, ns) in list.iter().enumerate() {
+        if crate::source::dns::parse_nameserver(ns).is_none() {
             return fail(
                 at,
-                &format!("caa.nameservers.{i}"),
+                &format!("{section}.nameservers.{i}"),
                 format!(
-                    "[caa] nameserver {ns:?} is not an address: write \"192.0.2.53\" or \"192.0.2.53:53\""
+                    "[{section}] nameserver {ns:?} is not an address: write \"192.0.2.53\" or \"192.0.2.53:53\""
                 ),
             );
         }
@@ -361,6 +364,7 @@ fn ct_caa(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
 
 fn tls(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     let tls = &config.tls;
+    nameservers(&tls.nameservers, "tls", at)?;
     if tls.concurrency == 0 {
         return fail(
             at,
@@ -407,14 +411,22 @@ fn tls(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
                 format!("tls target name {name:?} is used twice: names must be unique"),
             );
         }
-        if target.expect.is_empty() {
-            return fail(
-                at,
-                &key("expect"),
-                format!(
-                    "tls target {name:?}: expect names no certificate: add cert_files, spki_sha256 or cert_sha256 (see `netsentry fingerprints`), or a manifest"
-                ),
-            );
+        match (&target.address, &target.srv) {
+            (Some(_), Some(_)) | (None, None) => {
+                return fail(
+                    at,
+                    &key("name"),
+                    format!(
+                        "tls target {name:?}: give exactly one of address (\"host:port\") and srv (\"_xmpp-client._tcp.example.org\")"
+                    ),
+                );
+            }
+            (None, Some(srv)) => {
+                if let Err(e) = crate::config::tls::check_srv(srv) {
+                    return fail(at, &key("srv"), format!("tls target {name:?}: {e}"));
+                }
+            }
+            (Some(_), None) => {}
         }
         match (&target.expect.manifest, &target.expect.manifest_key) {
             (Some(url), Some(k)) => {

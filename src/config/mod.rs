@@ -25,8 +25,8 @@ pub use sections::{
 };
 pub use source::ConfigSource;
 pub use tls::{
-    CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress, TlsConfig,
-    TlsTarget,
+    Addresses, CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress,
+    TlsConfig, TlsTarget,
 };
 pub use values::{Cidr, GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 
@@ -486,12 +486,20 @@ window = "10m"
                 "f:3:11: \"h\" is not a service address (no port)",
             ),
             (
-                "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\n".to_string(),
-                "f:1:1: missing field `expect`",
+                format!("[[tls.target]]\nname = \"a\"\n{expect}\n"),
+                "f:2:1: tls target \"a\": give exactly one of address",
             ),
             (
-                "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nexpect = {}\n".to_string(),
-                "f:4:1: tls target \"a\": expect names no certificate",
+                format!("[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nsrv = \"_x._tcp.h\"\n{expect}\n"),
+                "f:2:1: tls target \"a\": give exactly one of address",
+            ),
+            (
+                "[[tls.target]]\nname = \"a\"\nsrv = \"xmpp.example.org\"\n".to_string(),
+                "f:3:1: tls target \"a\": \"xmpp.example.org\" is not an SRV name",
+            ),
+            (
+                "[tls]\nnameservers = [\"dns\"]\n".to_string(),
+                "f:2:16: [tls] nameserver \"dns\" is not an address",
             ),
             (
                 "[[tls.target]]\nname = \"a\"\naddress = \"h:1\"\nexpect = { spki_sha256 = [\"12\"] }\n".to_string(),

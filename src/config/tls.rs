@@ -21,6 +21,9 @@ pub struct TlsConfig {
     pub failures_before_alert: u32,
     /// A manifest (`expect.manifest`) is fetched again at most this often.
     pub manifest_refresh: Interval,
+    /// DNS servers for `srv` targets and `addresses = "all"` (as "ip" or
+    /// "ip:port"); empty: the system resolver (/etc/resolv.conf).
+    pub nameservers: Vec<String>,
     #[serde(rename = "target")]
     pub targets: Vec<TlsTarget>,
 }
@@ -31,6 +34,7 @@ impl Default for TlsConfig {
             concurrency: 64,
             failures_before_alert: 3,
             manifest_refresh: Interval(Duration::from_secs(300)),
+            nameservers: Vec::new(),
             targets: Vec::new(),
         }
     }
@@ -41,8 +45,19 @@ impl Default for TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct TlsTarget {
     pub name: String,
-    pub address: TargetAddress,
-    /// SNI and the name verified; default: the host part of `address`.
+    /// `host:port`; a host name is checked at each of its addresses (see `addresses`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<TargetAddress>,
+    /// A service instead of an address: `_xmpp-client._tcp.example.org`; every
+    /// address of every SRV target is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srv: Option<String>,
+    /// `all` (default): each A/AAAA of a host name is checked on its own;
+    /// `first`: the first address that answers (one check).
+    #[serde(default)]
+    pub addresses: Addresses,
+    /// SNI and the name verified; default: the host part of `address`, or the
+    /// domain of `srv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     #[serde(default)]
@@ -55,6 +70,9 @@ pub struct TlsTarget {
     /// Trust anchors for `chain_valid`; default: the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// What the certificate must be; empty: the endpoints of the server name
+    /// are only compared with each other (`tls_inconsistent`).
+    #[serde(default)]
     pub expect: Expect,
     #[serde(default = "default_expiry_warning")]
     pub expiry_warning: Interval,
@@ -94,7 +112,32 @@ fn default_probe_timeout() -> Interval {
 impl TlsTarget {
     /// The name sent as SNI and verified against the certificate.
     pub fn server_name(&self) -> &str {
-        self.server_name.as_deref().unwrap_or(&self.address.host)
+        if let Some(name) = &self.server_name {
+            return name;
+        }
+        match (&self.address, &self.srv) {
+            (Some(a), _) => &a.host,
+            (None, Some(srv)) => srv_domain(srv),
+            (None, None) => "",
+        }
+    }
+
+    /// What is checked, as messages say it: the address, or `srv NAME`.
+    pub fn service(&self) -> String {
+        match (&self.address, &self.srv) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(srv)) => format!("srv {srv}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The host names this target resolves (for correlating CT issuances).
+    pub fn host_names(&self) -> Vec<String> {
+        let mut out = vec![self.server_name().to_string()];
+        if let Some(a) = &self.address {
+            out.push(a.host.clone());
+        }
+        out
     }
 
     /// Where the check comes from, as alerts say it.
@@ -104,6 +147,50 @@ impl TlsTarget {
             None => "direct".to_string(),
         }
     }
+}
+
+/// The domain of an SRV name: `_xmpp-client._tcp.example.org` → `example.org`.
+pub fn srv_domain(srv: &str) -> &str {
+    let mut rest = srv.trim_end_matches('.');
+    for _ in 0..2 {
+        match rest.split_once('.') {
+            Some((label, tail)) if label.starts_with('_') => rest = tail,
+            _ => break,
+        }
+    }
+    rest
+}
+
+/// Checks an SRV name: `_service._tcp.domain`.
+pub fn check_srv(srv: &str) -> Result<(), String> {
+    let labels: Vec<&str> = srv.trim_end_matches('.').split('.').collect();
+    let ok = labels.len() >= 3
+        && labels[0].len() > 1
+        && labels[0].starts_with('_')
+        && labels[1] == "_tcp"
+        && srv.len() <= 253
+        && labels[2..].iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{srv:?} is not an SRV name: write _service._tcp.domain, e.g. \"_xmpp-client._tcp.example.org\""
+        )),
+    }
+}
+
+/// How the addresses of a host name are checked.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addresses {
+    /// Each address on its own (an interceptor may sit in front of one).
+    #[default]
+    All,
+    /// The first address that answers, as a client would connect.
+    First,
 }
 
 /// The certificates a target may present.
@@ -362,6 +449,34 @@ mod tests {
         ] {
             assert!(TargetAddress::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn srv_names() {
+        assert_eq!(srv_domain("_xmpp-client._tcp.example.org"), "example.org");
+        assert_eq!(
+            srv_domain("_imaps._tcp.mail.example.org."),
+            "mail.example.org"
+        );
+        assert!(check_srv("_xmpps-client._tcp.example.org").is_ok());
+        for bad in [
+            "example.org",
+            "_xmpp._udp.example.org",
+            "_._tcp.example.org",
+            "_x._tcp.",
+        ] {
+            assert!(check_srv(bad).is_err(), "{bad}");
+        }
+        let c = crate::config::Config::parse(
+            "[[tls.target]]\nname = \"svc\"\nsrv = \"_xmpp-client._tcp.example.org\"\n",
+            "t",
+        )
+        .unwrap();
+        let t = &c.tls.targets[0];
+        assert_eq!(t.server_name(), "example.org");
+        assert!(t.expect.is_empty());
+        assert_eq!(t.addresses, Addresses::All);
+        assert_eq!(t.service(), "srv _xmpp-client._tcp.example.org");
     }
 
     #[test]

@@ -128,6 +128,76 @@ impl ConsistencyDetector {
     }
 }
 
+impl ConsistencyDetector {
+    /// `endpoint` is gone (it left DNS): it no longer counts for any name,
+    /// and its open `tls_inconsistent` is cleared.
+    pub fn forget(&mut self, endpoint: &str, now: DateTime<Utc>) -> Vec<Finding> {
+        for group in self.names.values_mut() {
+            group.remove(endpoint);
+        }
+        self.names.retain(|_, g| !g.is_empty());
+        let mut out = Vec::new();
+        self.reported.retain(|(name, e), _| {
+            if e != endpoint {
+                return true;
+            }
+            out.push(Finding::cleared(
+                Kind::TlsInconsistent,
+                now,
+                format!("{e} is no longer an endpoint of {name}"),
+                json!({"server_name": name, "endpoint": e}),
+            ));
+            false
+        });
+        out
+    }
+}
+
+/// One check of a round for [`round_outliers`]: server name, endpoint, key,
+/// and whether the expectation calls the key ours.
+pub struct RoundSeen<'a> {
+    pub server_name: &'a str,
+    pub endpoint: &'a str,
+    pub spki: &'a str,
+    pub ours: bool,
+}
+
+/// The same rule for one round of checks made together (`netsentry probe`):
+/// per server name, each endpoint whose key differs from the key most of
+/// its endpoints present (ties: the first endpoint's) and is not ours, with
+/// that usual key. Indexes into `seen`.
+pub fn round_outliers(seen: &[RoundSeen<'_>]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut names: Vec<String> = seen
+        .iter()
+        .map(|s| s.server_name.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let members: Vec<usize> = (0..seen.len())
+            .filter(|&i| seen[i].server_name.eq_ignore_ascii_case(&name))
+            .collect();
+        let mut best: Option<(&str, usize)> = None;
+        for &i in &members {
+            let n = members
+                .iter()
+                .filter(|&&j| seen[j].spki == seen[i].spki)
+                .count();
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((seen[i].spki, n));
+            }
+        }
+        let Some((usual, _)) = best else { continue };
+        for &i in &members {
+            if seen[i].spki != usual && !seen[i].ours {
+                out.push((i, usual.to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// The key most endpoints present; ties: the one presented longest.
 fn usual_key(group: &HashMap<String, Seen>) -> String {
     let mut count: HashMap<&str, (usize, DateTime<Utc>)> = HashMap::new();
@@ -183,6 +253,50 @@ mod tests {
         );
         let f = d.observe("example.org", "xmpp", "K1", false, t(900));
         assert!(f.iter().all(|f| f.clears) && f.len() == 1, "{f:?}");
+    }
+
+    #[test]
+    fn one_round_names_the_odd_endpoint_unless_it_is_ours() {
+        let seen = |name, endpoint, spki, ours| RoundSeen {
+            server_name: name,
+            endpoint,
+            spki,
+            ours,
+        };
+        let round = [
+            seen("example.org", "c2s@a:5222", "K1", false),
+            seen("example.org", "c2s@b:5222", "ROGUE", false),
+            seen("Example.org", "tls@a:5223", "K1", false),
+            seen("example.org", "tls@b:5223", "K1", false),
+            seen("example.net", "other@c:443", "K9", false),
+        ];
+        assert_eq!(round_outliers(&round), [(1, "K1".to_string())]);
+        // A key the expectation accepts (a newer certificate on one node) is not odd.
+        let mut accepted = round;
+        accepted[1].ours = true;
+        assert!(round_outliers(&accepted).is_empty());
+        // Two endpoints, two keys: the first is taken as usual.
+        let pair = [
+            seen("example.org", "a", "K1", false),
+            seen("example.org", "b", "K2", false),
+        ];
+        assert_eq!(round_outliers(&pair), [(1, "K1".to_string())]);
+    }
+
+    #[test]
+    fn a_vanished_endpoint_ends_its_condition() {
+        let mut d = ConsistencyDetector::default();
+        d.observe("example.org", "a", "K1", false, t(0));
+        d.observe("example.org", "b", "K1", false, t(0));
+        let f = d.observe("example.org", "c", "ROGUE", false, t(0));
+        assert!(
+            f.iter().any(|f| f.details["endpoint"] == "c" && !f.clears),
+            "{f:?}"
+        );
+        let f = d.forget("c", t(2));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].clears);
+        assert!(d.observe("example.org", "a", "K1", false, t(3)).is_empty());
     }
 
     #[test]

@@ -19,10 +19,20 @@ pub struct GatewayInfo {
     pub mac: String,
 }
 
+/// `target="x"`, with `endpoint="192.0.2.10:5222"` for one endpoint of it.
+fn tls_labels(t: &TlsInfo) -> String {
+    match &t.endpoint {
+        Some(e) => format!("target=\"{}\",endpoint=\"{}\"", label(&t.target), label(e)),
+        None => format!("target=\"{}\"", label(&t.target)),
+    }
+}
+
 /// The last check of a TLS target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TlsInfo {
     pub target: String,
+    /// One endpoint of the target (`192.0.2.10:5222`), when it has several.
+    pub endpoint: Option<String>,
     /// The check completed (a certificate was received).
     pub up: bool,
     /// The certificate was ours (None: no certificate).
@@ -235,8 +245,8 @@ impl Metrics {
         for t in &self.tls {
             let _ = writeln!(
                 s,
-                "netsentry_tls_probe_success{{target=\"{}\"}} {}",
-                label(&t.target),
+                "netsentry_tls_probe_success{{{}}} {}",
+                tls_labels(t),
                 u8::from(t.up)
             );
         }
@@ -250,8 +260,8 @@ impl Metrics {
             if let Some(ours) = t.ours {
                 let _ = writeln!(
                     s,
-                    "netsentry_tls_certificate_expected{{target=\"{}\"}} {}",
-                    label(&t.target),
+                    "netsentry_tls_certificate_expected{{{}}} {}",
+                    tls_labels(t),
                     u8::from(ours)
                 );
             }
@@ -266,8 +276,8 @@ impl Metrics {
             if let Some(end) = t.not_after {
                 let _ = writeln!(
                     s,
-                    "netsentry_tls_certificate_not_after_seconds{{target=\"{}\"}} {end}",
-                    label(&t.target)
+                    "netsentry_tls_certificate_not_after_seconds{{{}}} {end}",
+                    tls_labels(t)
                 );
             }
         }
@@ -280,8 +290,8 @@ impl Metrics {
         for t in &self.tls {
             let _ = writeln!(
                 s,
-                "netsentry_tls_last_check_seconds{{target=\"{}\"}} {}",
-                label(&t.target),
+                "netsentry_tls_last_check_seconds{{{}}} {}",
+                tls_labels(t),
                 t.checked
             );
         }
@@ -411,6 +421,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
             }],
             tls: vec![TlsInfo {
+                endpoint: None,
                 target: "xmpp \"main\"".into(),
                 up: true,
                 ours: Some(false),

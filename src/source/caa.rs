@@ -2,15 +2,10 @@
 //! record set walking up the tree (RFC 8659 3), from the configured name
 //! servers or the system's.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use tokio::sync::mpsc;
 
+use super::dns::TokioResolver;
 use crate::config::CaaConfig;
 use crate::detect::caa::{CaaRecord, lookup_order};
 
@@ -33,44 +28,8 @@ pub struct CaaReport {
     pub found: Result<Option<(String, Vec<CaaRecord>)>, CaaError>,
 }
 
-type TokioResolver = Resolver<TokioRuntimeProvider>;
-
 fn resolver(config: &CaaConfig) -> Result<TokioResolver, CaaError> {
-    resolver_inner(config).map_err(CaaError::Resolver)
-}
-
-fn resolver_inner(config: &CaaConfig) -> Result<TokioResolver, String> {
-    let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(5);
-    opts.attempts = 2;
-    // Every answer is wanted fresh: a changed policy shows at the next round.
-    opts.cache_size = 0;
-    if config.nameservers.is_empty() {
-        return Resolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-            .with_options(opts)
-            .build()
-            .map_err(|e| e.to_string());
-    }
-    let mut servers = Vec::new();
-    for ns in &config.nameservers {
-        let addr: SocketAddr = ns
-            .parse()
-            .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-            .map_err(|_| format!("[caa] nameserver {ns:?} is not an address"))?;
-        let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-        for c in &mut server.connections {
-            c.port = addr.port();
-        }
-        servers.push(server);
-    }
-    Resolver::builder_with_config(
-        ResolverConfig::from_name_servers(servers),
-        TokioRuntimeProvider::default(),
-    )
-    .with_options(opts)
-    .build()
-    .map_err(|e| e.to_string())
+    super::dns::resolver(&config.nameservers, "caa").map_err(CaaError::Resolver)
 }
 
 /// The CAA records at exactly `name` (empty when there are none).

@@ -4,6 +4,8 @@ pub mod caa;
 pub mod capture;
 pub mod certfiles;
 pub mod ct;
+pub mod dns;
+pub mod endpoints;
 pub mod listeners;
 pub mod manifest_fetch;
 pub mod netlink;

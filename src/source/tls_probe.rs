@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::cert::{CertFacts, CertIdentity};
 use crate::config::{StartTls, TlsTarget};
 use crate::detect::tls::{PathReport, PortPath, ProbeError, ProbeReport, Seen};
+use crate::source::endpoints::Endpoint;
 use crate::source::starttls::{Dialogue, Step};
 use crate::source::{path_probe, socks};
 
@@ -154,7 +155,9 @@ const READ_CHUNK: usize = 4096;
 pub fn stopped(target: &TlsTarget) -> ProbeReport {
     ProbeReport {
         target: target.name.clone(),
-        address: target.address.to_string(),
+        address: target.service(),
+        endpoint: None,
+        endpoint_host: None,
         peer: None,
         local: false,
         time: Utc::now(),
@@ -219,11 +222,27 @@ pub async fn measure_path(
     })
 }
 
-/// Checks one target once. `roots` are its trust anchors (or why there are none).
-pub async fn probe(target: &TlsTarget, roots: Result<Arc<RootCertStore>, String>) -> ProbeReport {
+/// A report of a check of one endpoint of `target` that ended without a result.
+pub fn stopped_at(target: &TlsTarget, endpoint: Option<&Endpoint>) -> ProbeReport {
     let mut report = stopped(target);
+    if let Some(e) = endpoint {
+        report.endpoint = Some(e.addr.to_string());
+        report.endpoint_host = Some(e.host.clone());
+    }
+    report
+}
+
+/// Checks one target once, or one of its endpoints. `roots` are its trust
+/// anchors (or why there are none).
+pub async fn probe(
+    target: &TlsTarget,
+    endpoint: Option<&Endpoint>,
+    roots: Result<Arc<RootCertStore>, String>,
+) -> ProbeReport {
+    let mut report = stopped_at(target, endpoint);
     let deadline = Instant::now() + target.timeout.0;
-    report.outcome = run(target, roots, deadline, &mut report.peer, &mut report.local).await;
+    let (peer, local) = (&mut report.peer, &mut report.local);
+    report.outcome = run(target, endpoint, roots, deadline, peer, local).await;
     report.time = Utc::now();
     report
 }
@@ -245,16 +264,26 @@ async fn step<T>(
 }
 
 /// A TCP connection to the target: through the SOCKS5 proxy (`via`), or
-/// directly to the first of its addresses (at most 8) that answers.
+/// directly to the endpoint, or to the first of its addresses (at most 8)
+/// that answers.
 async fn open_stream(
     target: &TlsTarget,
+    endpoint: Option<&Endpoint>,
     deadline: Instant,
     peer: &mut Option<String>,
     local: &mut bool,
 ) -> Result<TcpStream, ProbeError> {
     let limit = target.timeout.0;
-    let host = target.address.host.as_str();
-    let port = target.address.port;
+    let ip_text = endpoint.map(|e| e.addr.ip().to_string());
+    let (host, port) = match (endpoint, &target.address) {
+        (Some(e), _) => (ip_text.as_deref().unwrap_or_default(), e.addr.port()),
+        (None, Some(a)) => (a.host.as_str(), a.port),
+        (None, None) => return Err(ProbeError::NoAddress(target.service())),
+    };
+    let shown = match endpoint {
+        Some(e) => e.addr.to_string(),
+        None => target.service(),
+    };
     match &target.via {
         Some(proxy) => {
             let p = &proxy.address;
@@ -268,7 +297,7 @@ async fn open_stream(
                     })
             })
             .await?;
-            let what = format!("the SOCKS5 proxy {p} connected to {}", target.address);
+            let what = format!("the SOCKS5 proxy {p} connected to {shown}");
             step(deadline, limit, &what, async {
                 socks::connect(&mut s, proxy, host, port)
                     .await
@@ -283,6 +312,9 @@ async fn open_stream(
         None => {
             let what = format!("resolving {host}");
             let addrs: Vec<SocketAddr> = step(deadline, limit, &what, async {
+                if let Some(e) = endpoint {
+                    return Ok(vec![e.addr]);
+                }
                 tokio::net::lookup_host((host, port))
                     .await
                     .map(|a| a.collect())
@@ -322,13 +354,14 @@ async fn open_stream(
 
 async fn run(
     target: &TlsTarget,
+    endpoint: Option<&Endpoint>,
     roots: Result<Arc<RootCertStore>, String>,
     deadline: Instant,
     peer: &mut Option<String>,
     local: &mut bool,
 ) -> Result<Seen, ProbeError> {
     let limit = target.timeout.0;
-    let mut stream = open_stream(target, deadline, peer, local).await?;
+    let mut stream = open_stream(target, endpoint, deadline, peer, local).await?;
     let _ = stream.set_nodelay(true);
 
     if target.starttls != StartTls::None {

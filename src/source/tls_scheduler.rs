@@ -7,16 +7,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{Config, TlsTarget};
-use crate::detect::tls::ProbeReport;
+use crate::detect::tls::{ProbeError, ProbeReport};
 use crate::source::Feed;
+use crate::source::dns::{self, TokioResolver};
+use crate::source::endpoints::{self, Endpoint};
 use crate::source::manifest_fetch::Manifests;
-use crate::source::tls_probe::{PathHints, TrustStore, measure_path, probe, stopped};
+use crate::source::tls_probe::{PathHints, TrustStore, measure_path, probe, stopped_at};
+
+/// What every check of a round shares: the trust anchors are per target,
+/// the rest is one for all.
+#[derive(Clone)]
+pub struct Shared {
+    /// Checks in flight at once (`[tls] concurrency`).
+    pub limit: Arc<Semaphore>,
+    pub hints: PathHints,
+    pub manifests: Manifests,
+    /// `[tls] nameservers` (None: the system's, through getaddrinfo, for
+    /// host names; SRV lookups then use /etc/resolv.conf).
+    pub resolver: Option<Arc<TokioResolver>>,
+    /// The system's resolver for SRV when no name servers are configured.
+    pub system: Option<Arc<TokioResolver>>,
+}
+
+impl Shared {
+    /// For `config`'s `[tls]`; `manifests` fetch (agent) or only read (probe).
+    pub fn new(config: &Config, manifests: Manifests) -> Shared {
+        let make = |servers: &[String]| match dns::resolver(servers, "tls") {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!("TLS checks: no DNS resolver for srv targets: {e}");
+                None
+            }
+        };
+        let needs_system = config.tls.targets.iter().any(|t| t.srv.is_some());
+        let (resolver, system) = match config.tls.nameservers.is_empty() {
+            false => (make(&config.tls.nameservers), None),
+            true => (None, if needs_system { make(&[]) } else { None }),
+        };
+        Shared {
+            limit: Arc::new(Semaphore::new(config.tls.concurrency.max(1))),
+            hints: PathHints::default(),
+            manifests,
+            resolver,
+            system,
+        }
+    }
+}
 
 /// Starts the agent's check scheduler when targets are configured. Each target
 /// is checked every `interval` (the first time right away); a check still
 /// running when the next is due is not doubled; at most `[tls] concurrency`
 /// run at once. Reports arrive on the returned channel.
-pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
+pub fn start(config: &Config) -> Option<Feed<Vec<ProbeReport>>> {
     let targets = config.tls.targets.clone();
     if targets.is_empty() {
         return None;
@@ -26,20 +68,16 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
         targets.len(),
         targets
             .iter()
-            .map(|t| format!("{} {} {}", t.name, t.address, t.vantage()))
+            .map(|t| format!("{} {} {}", t.name, t.service(), t.vantage()))
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let (tx, rx) = mpsc::channel::<ProbeReport>(1024);
-    let limit = Arc::new(Semaphore::new(config.tls.concurrency.max(1)));
-    let (state_dir, manifest_refresh) = (
-        config.agent.state_dir.clone(),
-        config.tls.manifest_refresh.0,
-    );
+    let (tx, rx) = mpsc::channel::<Vec<ProbeReport>>(1024);
+    let manifests = Manifests::new(&config.agent.state_dir, config.tls.manifest_refresh.0);
+    let config = config.clone();
     let task = tokio::spawn(async move {
         let mut trust = TrustStore::default();
-        let hints = PathHints::default();
-        let manifests = Manifests::new(&state_dir, manifest_refresh);
+        let shared = Shared::new(&config, manifests);
         let start = tokio::time::Instant::now();
         let mut due = vec![start; targets.len()];
         let busy: Vec<Arc<AtomicBool>> = targets.iter().map(|_| Arc::default()).collect();
@@ -57,28 +95,15 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
                 if busy[i].swap(true, Ordering::AcqRel) {
                     continue;
                 }
-                let (target, tx, limit, busy, hints, manifests) = (
-                    target.clone(),
-                    tx.clone(),
-                    limit.clone(),
-                    busy[i].clone(),
-                    hints.clone(),
-                    manifests.clone(),
-                );
+                let (target, tx, busy, shared) =
+                    (target.clone(), tx.clone(), busy[i].clone(), shared.clone());
                 let roots = trust.get(target.ca_file.as_deref());
                 tokio::spawn(async move {
-                    let report = {
-                        let _permit = limit.acquire_owned().await;
-                        let check = target.clone();
-                        guarded(&target, async move {
-                            check_with_path(&check, roots, &hints, &manifests).await
-                        })
-                        .await
-                    };
+                    let reports = check_target(&target, roots, &shared).await;
                     // Always reached: a check that panicked is a failed check,
                     // and the target is checked again at its next turn.
                     busy.store(false, Ordering::Release);
-                    let _ = tx.send(report).await;
+                    let _ = tx.send(reports).await;
                 });
             }
             if tx.is_closed() {
@@ -89,19 +114,66 @@ pub fn start(config: &Config) -> Option<Feed<ProbeReport>> {
     Some(Feed::new((rx, task)))
 }
 
-/// One TLS check: the manifest of its expectation first (when it has one),
-/// then the handshake, then the path length of its port (and reference port).
-pub async fn check_with_path(
+/// One round of a target: the manifest of its expectation first (when it
+/// has one), then its endpoints (SRV records, every address of a host name),
+/// then each endpoint's handshake and path length, each holding one permit
+/// of `[tls] concurrency`. One report per endpoint, in endpoint order; a
+/// target checked as one (or whose endpoints cannot be found) has one.
+pub async fn check_target(
     target: &TlsTarget,
     roots: Result<Arc<rustls::RootCertStore>, String>,
-    hints: &PathHints,
-    manifests: &Manifests,
-) -> ProbeReport {
-    let manifest = manifests.for_target(target).await;
-    let mut report = probe(target, roots).await;
-    report.manifest = manifest;
-    report.path = measure_path(target, &report, hints).await;
-    report
+    shared: &Shared,
+) -> Vec<ProbeReport> {
+    let manifest = shared.manifests.for_target(target).await;
+    let resolver = shared.resolver.as_deref().or(shared.system.as_deref());
+    let deadline = target.timeout.0;
+    let found = match tokio::time::timeout(deadline, endpoints::resolve(target, resolver)).await {
+        Ok(found) => found,
+        Err(_) => Err(ProbeError::Timeout {
+            after: crate::config::Interval(deadline).to_string(),
+            step: format!("resolving {}", target.service()),
+        }),
+    };
+    let list: Vec<Option<Endpoint>> = match found {
+        Ok(Some(list)) => list.into_iter().map(Some).collect(),
+        Ok(None) => vec![None],
+        Err(e) => {
+            let mut report = stopped_at(target, None);
+            report.outcome = Err(e);
+            report.manifest = manifest;
+            return vec![report];
+        }
+    };
+    let mut checks = tokio::task::JoinSet::new();
+    for (i, endpoint) in list.into_iter().enumerate() {
+        let (target, roots, shared) = (target.clone(), roots.clone(), shared.clone());
+        checks.spawn(async move {
+            let _permit = shared.limit.clone().acquire_owned().await;
+            let check = target.clone();
+            let ep = endpoint.clone();
+            let report = guarded(&target, endpoint.as_ref(), async move {
+                let mut report = probe(&check, ep.as_ref(), roots).await;
+                report.path = measure_path(&check, &report, &shared.hints).await;
+                report
+            })
+            .await;
+            (i, report)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(done) = checks.join_next().await {
+        if let Ok(r) = done {
+            reports.push(r);
+        }
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    reports
+        .into_iter()
+        .map(|(_, mut r)| {
+            r.manifest = manifest.clone();
+            r
+        })
+        .collect()
 }
 
 /// Runs one check in its own task, so that a panic in it (a parser bug an
@@ -110,6 +182,7 @@ pub async fn check_with_path(
 /// silencing the target.
 pub async fn guarded(
     target: &TlsTarget,
+    endpoint: Option<&Endpoint>,
     check: impl std::future::Future<Output = ProbeReport> + Send + 'static,
 ) -> ProbeReport {
     match tokio::spawn(check).await {
@@ -124,55 +197,44 @@ pub async fn guarded(
                 Err(e) => e.to_string(),
             };
             tracing::error!(target = %target.name, "the TLS check stopped unexpectedly: {why}; counted as a failed check");
-            stopped(target)
+            stopped_at(target, endpoint)
         }
     }
 }
 
-/// Checks each target once, at most `concurrency` at a time; reports come
-/// back in the order of `targets`.
+/// Checks each target once (each of its endpoints), at most `[tls]
+/// concurrency` at a time; the reports of each target come back in the
+/// order of `targets`.
 pub async fn probe_round(
     targets: &[TlsTarget],
-    concurrency: usize,
     trust: &mut TrustStore,
-    manifests: &Manifests,
-) -> Vec<ProbeReport> {
-    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
-    let hints = PathHints::default();
+    shared: &Shared,
+) -> Vec<Vec<ProbeReport>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, target) in targets.iter().enumerate() {
         let roots = trust.get(target.ca_file.as_deref());
-        let target = target.clone();
-        let (limit, hints, manifests) = (limit.clone(), hints.clone(), manifests.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let check = target.clone();
-            (
-                i,
-                guarded(&target, async move {
-                    check_with_path(&check, roots, &hints, &manifests).await
-                })
-                .await,
-            )
-        });
+        let (target, shared) = (target.clone(), shared.clone());
+        tasks.spawn(async move { (i, check_target(&target, roots, &shared).await) });
     }
-    let mut reports: Vec<Option<ProbeReport>> = vec![None; targets.len()];
+    let mut reports: Vec<Vec<ProbeReport>> = vec![Vec::new(); targets.len()];
     while let Some(done) = tasks.join_next().await {
-        if let Ok((i, report)) = done {
-            reports[i] = Some(report);
+        if let Ok((i, r)) = done {
+            reports[i] = r;
         }
     }
     reports
         .into_iter()
         .zip(targets)
-        .map(|(r, t)| r.unwrap_or_else(|| stopped(t)))
+        .map(|(r, t)| match r.is_empty() {
+            true => vec![stopped_at(t, None)],
+            false => r,
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::tls::ProbeError;
 
     #[tokio::test]
     async fn a_check_that_panics_is_a_failed_check() {
@@ -182,13 +244,16 @@ mod tests {
         )
         .unwrap();
         let target = config.tls.targets[0].clone();
-        let report = guarded(&target, async { panic!("byte index 1 is out of range") }).await;
+        let report = guarded(&target, None, async {
+            panic!("byte index 1 is out of range")
+        })
+        .await;
         assert_eq!(report.target, "xmpp");
         assert!(matches!(report.outcome, Err(ProbeError::Stopped)));
         // And a check that ends normally is passed through.
-        let fine = stopped(&target);
+        let fine = stopped_at(&target, None);
         let time = fine.time;
-        let report = guarded(&target, async move { fine }).await;
+        let report = guarded(&target, None, async move { fine }).await;
         assert_eq!(report.time, time);
     }
 }

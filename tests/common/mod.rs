@@ -1036,3 +1036,51 @@ pub fn churn_links(
         rounds
     })
 }
+
+/// Debian's dnsmasq as an authoritative-only DNS server on 127.0.0.1:5353 in
+/// `ns` (no upstream, no /etc/hosts), answering for `--local` zones from
+/// `records` (`--srv-host=...`, `--host-record=...`, `--dns-rr=...`);
+/// stopped on drop.
+pub struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    pub fn start(ns: &str, records: &[String]) -> Dnsmasq {
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--group=root",
+                "--pid-file=",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--port=5353",
+            ])
+            .args(records)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq (apt-get install dnsmasq-base)");
+        // Ready once its port is taken.
+        for _ in 0..100 {
+            if in_netns(ns, || std::net::UdpSocket::bind("127.0.0.1:5353").is_err()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -17,6 +17,9 @@ pub struct ExpectedSet {
     files: Vec<(CertIdentity, Option<DateTime<Utc>>)>,
     /// From the last good signed manifest (current, newer and retired).
     manifest: Vec<CertIdentity>,
+    /// The target's `expect` names anything at all (without, the target is
+    /// only compared with the other endpoints of its name).
+    configured: bool,
 }
 
 /// Certificates remembered per target (current and replaced ones in grace).
@@ -50,7 +53,14 @@ impl ExpectedSet {
             certs: expect.cert_sha256.clone(),
             files: Vec::new(),
             manifest: Vec::new(),
+            configured: !expect.is_empty(),
         }
+    }
+
+    /// False when the target's `expect` is empty: no certificate is ours or
+    /// foreign, only the endpoints of a name are compared.
+    pub fn configured(&self) -> bool {
+        self.configured
     }
 
     /// The certificates the last good manifest lists for the target's name.

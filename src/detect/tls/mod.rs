@@ -40,7 +40,7 @@ impl TargetRules {
         let dur = |d: std::time::Duration| Duration::from_std(d).unwrap_or(Duration::MAX);
         TargetRules {
             name: t.name.clone(),
-            address: t.address.to_string(),
+            address: t.service(),
             server_name: t.server_name().to_string(),
             vantage: t.vantage(),
             expiry_warning: dur(t.expiry_warning.0),
@@ -113,6 +113,32 @@ pub fn assess(
         Ok(seen) => seen,
     };
     let id = &seen.facts.identity;
+    let chain = match (&seen.chain_valid, &seen.chain_error) {
+        (true, _) => "chain valid".to_string(),
+        (false, Some(e)) => format!("chain does not verify: {e}"),
+        (false, None) => "chain does not verify".to_string(),
+    };
+    let days_left = (seen.facts.not_after - now).num_days();
+    // No expectation: the key is only compared with the other endpoints of
+    // the name (tls_inconsistent); the chain still counts.
+    if !expected.configured() {
+        return Assessment {
+            verdict: match seen.chain_valid {
+                true => Verdict::Ok,
+                false => Verdict::Warning,
+            },
+            matched: None,
+            text: format!(
+                "no expectation (compared with the other endpoints of {} only): sha256 {}, spki {}, expires {} ({days_left} days), {chain}",
+                rules.server_name,
+                id.cert_sha256,
+                id.spki_sha256,
+                format_time(&seen.facts.not_after)
+            ),
+            days_left: Some(days_left),
+            expiring: false,
+        };
+    }
     // Only a manifest was to say what is ours, and none is usable: nothing
     // to compare with is no verdict (manifest_unavailable says why).
     if expected.is_empty() {
@@ -128,12 +154,6 @@ pub fn assess(
         };
     }
     let matched = expected.matches(id, now, rules.rotation_grace);
-    let days_left = (seen.facts.not_after - now).num_days();
-    let chain = match (&seen.chain_valid, &seen.chain_error) {
-        (true, _) => "chain valid".to_string(),
-        (false, Some(e)) => format!("chain does not verify: {e}"),
-        (false, None) => "chain does not verify".to_string(),
-    };
     let ours = matches!(matched, Match::Current | Match::Replaced(_));
     let expiring = ours && seen.facts.not_after - now <= rules.expiry_warning;
     let (verdict, text) = match matched {
@@ -201,8 +221,13 @@ struct TargetState {
 #[derive(Debug)]
 pub struct TlsDetector {
     failures_before_alert: u32,
-    targets: HashMap<String, (TargetRules, ExpectedSet, TargetState)>,
+    /// Per target: its rules, what it may present, and the state of each
+    /// endpoint ("" for a target checked as one).
+    targets: HashMap<String, (TargetRules, ExpectedSet, HashMap<String, TargetState>)>,
 }
+
+/// Endpoint states kept per target at most (as many as are checked).
+const MAX_ENDPOINT_STATES: usize = crate::source::endpoints::MAX_ENDPOINTS + 1;
 
 impl TlsDetector {
     /// A detector for `targets`; a failure is reported after `failures_before_alert` in a row.
@@ -217,7 +242,7 @@ impl TlsDetector {
                         (
                             TargetRules::from_config(t),
                             ExpectedSet::new(&t.expect),
-                            TargetState::default(),
+                            HashMap::new(),
                         ),
                     )
                 })
@@ -320,17 +345,80 @@ impl TlsDetector {
     /// `None` for a target that is not configured.
     pub fn judge(&mut self, report: &ProbeReport) -> Option<(Assessment, Vec<Finding>)> {
         let limit = self.failures_before_alert;
-        let (rules, expected, state) = self.targets.get_mut(&report.target)?;
+        let (rules, expected, states) = self.targets.get_mut(&report.target)?;
         let judgement = assess(rules, expected, report, report.time);
+        let endpoint = report.endpoint.clone().unwrap_or_default();
+        if !states.contains_key(&endpoint) && states.len() >= MAX_ENDPOINT_STATES {
+            return Some((judgement, Vec::new()));
+        }
+        let state = states.entry(endpoint).or_default();
+        // Alerts name the address checked: one endpoint of a service.
+        let endpoint_rules;
+        let rules: &TargetRules = match &report.endpoint {
+            Some(e) => {
+                endpoint_rules = TargetRules {
+                    address: e.clone(),
+                    ..rules.clone()
+                };
+                &endpoint_rules
+            }
+            None => rules,
+        };
         let findings = match (&report.outcome, judgement.matched) {
             (Err(error), _) => state.failed(rules, error, limit, report.time),
-            (Ok(_), None) => Vec::new(),
+            (Ok(_), None) => state.works_again(rules, report.time).1,
             (Ok(seen), Some(Match::Current | Match::Replaced(_))) => {
                 state.ours(rules, seen, judgement.expiring, report.time)
             }
             (Ok(seen), _) => state.foreign(rules, expected, report, seen),
         };
         Some((judgement, findings))
+    }
+
+    /// A round of `target` found these endpoints (keys as in
+    /// [`ProbeReport::endpoint`], "" for the target as one): the others are
+    /// forgotten, and their open conditions cleared (the address left DNS).
+    pub fn retain_endpoints(
+        &mut self,
+        target: &str,
+        keep: &[String],
+        now: DateTime<Utc>,
+    ) -> Vec<Finding> {
+        let Some((rules, _, states)) = self.targets.get_mut(target) else {
+            return Vec::new();
+        };
+        let gone: Vec<String> = states
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in gone {
+            let Some(state) = states.remove(&key) else {
+                continue;
+            };
+            let address = match key.is_empty() {
+                true => rules.address.clone(),
+                false => key.clone(),
+            };
+            let ids = json!({"target": rules.name, "address": address});
+            let why = format!(
+                "{} ({address}) is no longer an endpoint of {}",
+                rules.name, rules.address
+            );
+            if state.mismatch.is_some() {
+                out.push(Finding::cleared(
+                    Kind::TlsMismatch,
+                    now,
+                    why.clone(),
+                    ids.clone(),
+                ));
+            }
+            if state.failure_reported {
+                out.push(Finding::cleared(Kind::TlsProbeFailed, now, why, ids));
+            }
+        }
+        out
     }
 }
 
@@ -540,7 +628,9 @@ pub(crate) mod tests {
     fn target() -> TlsTarget {
         TlsTarget {
             name: "xmpp".into(),
-            address: TargetAddress::parse("xmpp.example.org:5222").unwrap(),
+            address: Some(TargetAddress::parse("xmpp.example.org:5222").unwrap()),
+            srv: None,
+            addresses: Default::default(),
             server_name: Some("example.org".into()),
             starttls: Default::default(),
             interval: crate::config::Interval(std::time::Duration::from_secs(60)),
@@ -562,6 +652,8 @@ pub(crate) mod tests {
         ProbeReport {
             target: "xmpp".into(),
             address: "xmpp.example.org:5222".into(),
+            endpoint: None,
+            endpoint_host: None,
             peer: Some("198.51.100.10:5222".into()),
             local: false,
             time: at,
@@ -613,6 +705,57 @@ pub(crate) mod tests {
             d.observe(&report(t0() + Duration::minutes(5), Ok(ours)))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn each_endpoint_has_its_own_episode_and_a_vanished_one_is_cleared() {
+        let far = t0() + Duration::days(90);
+        let (ours, theirs) = (facts(1, far), facts(2, far));
+        let mut d = TlsDetector::new(&[target()], 3);
+        d.set_files("xmpp", &[ours.identity], t0());
+        let at = |ep: &str, f: &CertFacts, min: i64| {
+            let mut r = report(t0() + Duration::minutes(min), Ok(f.clone()));
+            r.endpoint = Some(ep.to_string());
+            r.peer = Some(ep.to_string());
+            r
+        };
+        assert!(d.observe(&at("192.0.2.10:5222", &ours, 0)).is_empty());
+        let f = d.observe(&at("192.0.2.11:5222", &theirs, 0));
+        assert_eq!(kinds(&f), [("tls_mismatch", false)]);
+        assert_eq!(f[0].details["address"], "192.0.2.11:5222");
+        assert!(
+            f[0].summary.contains("xmpp (192.0.2.11:5222)"),
+            "{}",
+            f[0].summary
+        );
+        // The good endpoint does not end the other's episode.
+        assert!(d.observe(&at("192.0.2.10:5222", &ours, 1)).is_empty());
+        assert!(d.observe(&at("192.0.2.11:5222", &theirs, 1)).is_empty());
+        // The address leaves DNS: its condition ends.
+        let f = d.retain_endpoints("xmpp", &["192.0.2.10:5222".into()], t0());
+        assert_eq!(kinds(&f), [("tls_mismatch", true)]);
+        assert_eq!(f[0].details["address"], "192.0.2.11:5222");
+        assert!(
+            d.retain_endpoints("xmpp", &["192.0.2.10:5222".into()], t0())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn without_expectation_nothing_is_foreign() {
+        let far = t0() + Duration::days(90);
+        let mut t = target();
+        t.expect = Expect::default();
+        let mut d = TlsDetector::new(&[t], 1);
+        let (a, f) = d.judge(&report(t0(), Ok(facts(9, far)))).unwrap();
+        assert_eq!(a.verdict, Verdict::Ok);
+        assert!(a.text.starts_with("no expectation"), "{}", a.text);
+        assert!(f.is_empty());
+        // A failure episode still ends when a certificate arrives.
+        let f = d.observe(&report(t0(), Err("refused")));
+        assert_eq!(kinds(&f), [("tls_probe_failed", false)]);
+        let f = d.observe(&report(t0(), Ok(facts(9, far))));
+        assert_eq!(kinds(&f), [("tls_probe_failed", true)]);
     }
 
     #[test]

@@ -11,6 +11,11 @@ pub struct ProbeReport {
     pub target: String,
     /// The address checked, as configured.
     pub address: String,
+    /// When the target is checked at each of its addresses (`srv`, or a host
+    /// name with `addresses = "all"`): this one (`192.0.2.10:5222`), and the
+    /// host name it belongs to.
+    pub endpoint: Option<String>,
+    pub endpoint_host: Option<String>,
     /// The address actually connected to (unknown through a proxy).
     pub peer: Option<String>,
     /// The target resolved to an address of this host: the check never left it.
@@ -21,6 +26,22 @@ pub struct ProbeReport {
     pub path: Option<PathReport>,
     /// The signed manifest of the target's expectation (`expect.manifest`).
     pub manifest: Option<ManifestReport>,
+}
+
+impl ProbeReport {
+    /// What the detectors key this check by: the target, or
+    /// `target@address:port` for one endpoint of it.
+    pub fn key(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("{}@{e}", self.target),
+            None => self.target.clone(),
+        }
+    }
+
+    /// The address alerts name: the endpoint, else the configured address.
+    pub fn checked_address(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(&self.address)
+    }
 }
 
 /// How the manifest of a check stands.
