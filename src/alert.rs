@@ -56,6 +56,8 @@ macro_rules! kinds {
                         | Kind::PathLengthMismatch
                         | Kind::ManifestUnavailable
                         | Kind::TlsInconsistent
+                        | Kind::DaneMismatch
+                        | Kind::DaneUnavailable
                 )
             }
             /// The fixed severity of this kind.
@@ -103,6 +105,8 @@ kinds! {
     ManifestInvalid => "manifest_invalid", Critical;
     ManifestUnavailable => "manifest_unavailable", Warning;
     TlsInconsistent => "tls_inconsistent", Critical;
+    DaneMismatch => "dane_mismatch", Critical;
+    DaneUnavailable => "dane_unavailable", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

@@ -126,6 +126,13 @@ impl CertFacts {
         })
     }
 
+    /// The DER SubjectPublicKeyInfo of a DER certificate (None: unparseable).
+    pub fn spki_der(der: &[u8]) -> Option<Vec<u8>> {
+        use x509_parser::prelude::*;
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        Some(cert.tbs_certificate.subject_pki.raw.to_vec())
+    }
+
     /// Parses a DER certificate. Nothing here trusts the input: a damaged
     /// certificate is an error, never a panic.
     pub fn from_der(der: &[u8]) -> Result<CertFacts, CertError> {

@@ -12,6 +12,7 @@ use crate::alert::Kind;
 use crate::alert::{Finding, format_time};
 use crate::config::{Config, TlsTarget};
 use crate::detect::consistency::ConsistencyDetector;
+use crate::detect::dane::{DaneDetector, DaneSubject};
 use crate::detect::path::PathDetector;
 use crate::detect::tls::{
     Assessment, ManifestReport, ManifestState, Match, ProbeReport, TlsDetector,
@@ -34,6 +35,8 @@ pub struct TlsWatch {
     path: PathDetector,
     /// The keys of the targets that serve one name, compared.
     consistency: ConsistencyDetector,
+    /// Each endpoint's certificate against its TLSA records (`expect.dane`).
+    dane: DaneDetector,
     /// Targets already told their path cannot be measured (through a proxy).
     path_skip_said: HashSet<String>,
     /// Per target: the manifest problem last reported (invalid) and whether
@@ -67,6 +70,7 @@ impl TlsWatch {
             local_warned: HashSet::new(),
             path: PathDetector::default(),
             consistency: ConsistencyDetector::default(),
+            dane: DaneDetector::default(),
             path_skip_said: HashSet::new(),
             manifest_said: BTreeMap::new(),
             last: BTreeMap::new(),
@@ -104,6 +108,7 @@ impl TlsWatch {
                 self.last.remove(&k);
                 self.metrics.remove(&k);
                 out.extend(self.consistency.forget(&k, first.time));
+                self.dane.forget(&k);
                 self.last_dirty = true;
             }
         }
@@ -172,6 +177,16 @@ impl TlsWatch {
         let Some((judgement, tls_findings)) = self.detector.judge(report) else {
             return findings;
         };
+        if let (Ok(seen), Some((name, verdict))) = (&report.outcome, &report.dane) {
+            let subject = DaneSubject {
+                key: &report.key(),
+                target: &report.target,
+                address: report.checked_address(),
+                tlsa_name: name,
+                cert_sha256: &seen.facts.identity.cert_sha256.hex(),
+            };
+            findings.extend(self.dane.observe(&subject, verdict, report.time));
+        }
         if let Ok(seen) = &report.outcome {
             let ours = matches!(judgement.matched, Some(Match::Current | Match::Replaced(_)));
             findings.extend(self.consistency.observe(

@@ -95,6 +95,9 @@ fn expectation_text(t: &TlsTarget) -> String {
     if e.manifest.is_some() {
         parts.push("signed manifest".into());
     }
+    if e.dane {
+        parts.push("DANE".into());
+    }
     match parts.is_empty() {
         true => "no expectation: endpoints compared with each other".into(),
         false => format!("expects {}", parts.join("; ")),
@@ -158,6 +161,35 @@ pub fn command(
             }
             if let Some(path) = &report.path {
                 a.text.push_str(&format!(" [{}]", path_text(path)));
+            }
+            if let Some((name, verdict)) = &report.dane {
+                use crate::detect::dane::DaneVerdict;
+                let (v, text) = match verdict {
+                    DaneVerdict::Match(r) => (
+                        Verdict::Ok,
+                        format!(
+                            "DANE: matches TLSA {} at {name} (DNSSEC-validated)",
+                            r.text()
+                        ),
+                    ),
+                    DaneVerdict::Mismatch { records } => (
+                        Verdict::Critical,
+                        format!(
+                            "DANE MISMATCH: the validated TLSA records at {name} ({}) match nothing in the chain",
+                            records
+                                .iter()
+                                .map(|r| r.text())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                    DaneVerdict::Unavailable(why) => (
+                        Verdict::Warning,
+                        format!("DANE unavailable at {name}: {why}"),
+                    ),
+                };
+                a.verdict = a.verdict.max(v);
+                a.text.push_str(&format!(" [{text}]"));
             }
             rows.push(Row {
                 target,
@@ -284,7 +316,16 @@ fn row_json(
             "cert_files": target.expect.cert_files,
             "pinned": target.expect.spki_sha256.len() + target.expect.cert_sha256.len(),
             "manifest": target.expect.manifest,
+            "dane": target.expect.dane,
         },
+        "dane": report.dane.as_ref().map(|(name, v)| {
+            use crate::detect::dane::DaneVerdict;
+            match v {
+                DaneVerdict::Match(r) => json!({"tlsa_name": name, "state": "match", "record": r.text()}),
+                DaneVerdict::Mismatch { records } => json!({"tlsa_name": name, "state": "mismatch", "records": records.iter().map(|r| r.text()).collect::<Vec<_>>()}),
+                DaneVerdict::Unavailable(why) => json!({"tlsa_name": name, "state": "unavailable", "error": why}),
+            }
+        }),
         "expected": expected,
         "seen": seen,
         "error": report.outcome.as_ref().err().map(|e| e.to_string()),

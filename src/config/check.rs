@@ -365,6 +365,18 @@ fn nameservers(list: &[String], section: &str, at: &Positions<'_>) -> Result<(),
 fn tls(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     let tls = &config.tls;
     nameservers(&tls.nameservers, "tls", at)?;
+    if let Some(path) = &tls.dnssec_trust_anchor
+        && let Err(e) = crate::source::dns::check_trust_anchor(path)
+    {
+        return fail(
+            at,
+            "tls.dnssec_trust_anchor",
+            format!(
+                "[tls] dnssec_trust_anchor {}: {e} (a file of DNSKEY records, e.g. \"example.org. 300 IN DNSKEY 257 3 13 ...\")",
+                path.display()
+            ),
+        );
+    }
     if tls.concurrency == 0 {
         return fail(
             at,

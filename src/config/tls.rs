@@ -24,6 +24,10 @@ pub struct TlsConfig {
     /// DNS servers for `srv` targets and `addresses = "all"` (as "ip" or
     /// "ip:port"); empty: the system resolver (/etc/resolv.conf).
     pub nameservers: Vec<String>,
+    /// DNSKEY records trusted for DNSSEC validation (`expect.dane`); unset:
+    /// the root zone's KSKs built in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnssec_trust_anchor: Option<PathBuf>,
     #[serde(rename = "target")]
     pub targets: Vec<TlsTarget>,
 }
@@ -35,6 +39,7 @@ impl Default for TlsConfig {
             failures_before_alert: 3,
             manifest_refresh: Interval(Duration::from_secs(300)),
             nameservers: Vec::new(),
+            dnssec_trust_anchor: None,
             targets: Vec::new(),
         }
     }
@@ -207,6 +212,10 @@ pub struct Expect {
     /// The minisign public key that signs it (`RW...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// Check the certificate against the endpoint's DNSSEC-validated TLSA
+    /// records (usages 2 and 3): `dane_mismatch`, `dane_unavailable`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dane: bool,
 }
 
 impl Expect {

@@ -46,7 +46,10 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
 pub fn is_service_path_evidence(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::InboundPathChanged | Kind::PathLengthMismatch | Kind::TlsInconsistent
+        Kind::InboundPathChanged
+            | Kind::PathLengthMismatch
+            | Kind::TlsInconsistent
+            | Kind::DaneMismatch
     )
 }
 

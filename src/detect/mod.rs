@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod consistency;
 pub mod correlate;
 pub mod ct;
+pub mod dane;
 pub mod inbound;
 pub mod lifecycle;
 pub mod merge;

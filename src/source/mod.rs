@@ -4,6 +4,7 @@ pub mod caa;
 pub mod capture;
 pub mod certfiles;
 pub mod ct;
+pub mod dane;
 pub mod dns;
 pub mod endpoints;
 pub mod listeners;

@@ -164,6 +164,7 @@ pub fn stopped(target: &TlsTarget) -> ProbeReport {
         outcome: Err(ProbeError::Stopped),
         path: None,
         manifest: None,
+        dane: None,
     }
 }
 
@@ -408,17 +409,22 @@ async fn run(
             .map_err(|e| ProbeError::Handshake(e.to_string()))
     })
     .await?;
-    let leaf = tls
+    let chain: Vec<Vec<u8>> = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|c| c.first())
+        .unwrap_or_default()
+        .iter()
+        .take(8)
         .map(|c| c.as_ref().to_vec())
-        .ok_or(ProbeError::NoCertificate)?;
+        .collect();
+    let leaf = chain.first().cloned().ok_or(ProbeError::NoCertificate)?;
     // A polite close; the answer does not matter.
     let _ = timeout_at(deadline, tls.shutdown()).await;
     let verdict = verifier.verdict.lock().ok().and_then(|mut v| v.take());
-    Ok(seen(&leaf, verdict))
+    let mut seen = seen(&leaf, verdict);
+    seen.chain = chain;
+    Ok(seen)
 }
 
 /// What the check saw: the leaf's facts (a certificate that does not parse is
@@ -440,6 +446,7 @@ fn seen(leaf: &[u8], verdict: Option<Result<(), String>>) -> Seen {
         facts,
         chain_valid: verdict.is_ok(),
         chain_error: verdict.err(),
+        chain: Vec::new(),
     }
 }
 

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::{Config, TlsTarget};
+use crate::detect::dane::DaneVerdict;
 use crate::detect::tls::{ProbeError, ProbeReport};
 use crate::source::Feed;
+use crate::source::dane;
 use crate::source::dns::{self, TokioResolver};
 use crate::source::endpoints::{self, Endpoint};
 use crate::source::manifest_fetch::Manifests;
@@ -27,6 +29,8 @@ pub struct Shared {
     pub resolver: Option<Arc<TokioResolver>>,
     /// The system's resolver for SRV when no name servers are configured.
     pub system: Option<Arc<TokioResolver>>,
+    /// The DNSSEC-validating resolver for `expect.dane` (or why there is none).
+    pub dane: Option<Result<Arc<TokioResolver>, String>>,
 }
 
 impl Shared {
@@ -44,7 +48,16 @@ impl Shared {
             false => (make(&config.tls.nameservers), None),
             true => (None, if needs_system { make(&[]) } else { None }),
         };
+        let dane = config.tls.targets.iter().any(|t| t.expect.dane).then(|| {
+            dns::validating_resolver(
+                &config.tls.nameservers,
+                "tls",
+                config.tls.dnssec_trust_anchor.as_deref(),
+            )
+            .map(Arc::new)
+        });
         Shared {
+            dane,
             limit: Arc::new(Semaphore::new(config.tls.concurrency.max(1))),
             hints: PathHints::default(),
             manifests,
@@ -154,6 +167,7 @@ pub async fn check_target(
             let report = guarded(&target, endpoint.as_ref(), async move {
                 let mut report = probe(&check, ep.as_ref(), roots).await;
                 report.path = measure_path(&check, &report, &shared.hints).await;
+                report.dane = dane_check(&check, ep.as_ref(), &report, &shared).await;
                 report
             })
             .await;
@@ -174,6 +188,37 @@ pub async fn check_target(
             r
         })
         .collect()
+}
+
+/// The DANE verdict of one check (`expect.dane`): the TLSA records of the
+/// endpoint's host name and port (the SRV target's for a service; the
+/// server name for an address literal), validated, against the chain.
+async fn dane_check(
+    target: &TlsTarget,
+    endpoint: Option<&Endpoint>,
+    report: &ProbeReport,
+    shared: &Shared,
+) -> Option<(String, DaneVerdict)> {
+    if !target.expect.dane {
+        return None;
+    }
+    let seen = report.outcome.as_ref().ok()?;
+    let (host, port) = match (endpoint, &target.address) {
+        (Some(e), _) => (e.host.clone(), e.addr.port()),
+        (None, Some(a)) => (a.host.clone(), a.port),
+        (None, None) => return None,
+    };
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(_) => target.server_name().to_string(),
+        Err(_) => host,
+    };
+    let name = dane::tlsa_name(&host, port);
+    let verdict = match &shared.dane {
+        Some(Ok(resolver)) => dane::verdict(resolver, &name, &seen.chain).await,
+        Some(Err(e)) => DaneVerdict::Unavailable(format!("no validating resolver: {e}")),
+        None => return None,
+    };
+    Some((name, verdict))
 }
 
 /// Runs one check in its own task, so that a panic in it (a parser bug an

@@ -662,10 +662,12 @@ pub(crate) mod tests {
                     facts,
                     chain_valid: true,
                     chain_error: None,
+                    chain: Vec::new(),
                 })
                 .map_err(|e| ProbeError::Connect(vec![e.to_string()])),
             path: None,
             manifest: None,
+            dane: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct ProbeReport {
     pub path: Option<PathReport>,
     /// The signed manifest of the target's expectation (`expect.manifest`).
     pub manifest: Option<ManifestReport>,
+    /// The DANE verdict (`expect.dane`) and the TLSA name looked up.
+    pub dane: Option<(String, crate::detect::dane::DaneVerdict)>,
 }
 
 impl ProbeReport {
@@ -162,4 +164,6 @@ pub struct Seen {
     pub chain_valid: bool,
     /// Why it does not, when it does not.
     pub chain_error: Option<String>,
+    /// The certificates as sent, leaf first, DER (at most 8; for DANE).
+    pub chain: Vec<Vec<u8>>,
 }

@@ -1,0 +1,96 @@
+//! The TLSA lookup of one endpoint (issue 17, item 5), DNSSEC-validated by
+//! hickory from the configured trust anchor; the judgement is pure
+//! (`detect::dane`).
+
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::Proof;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use super::dns::TokioResolver;
+use crate::detect::dane::{ChainCert, DaneLookup, DaneVerdict, Tlsa, judge};
+
+/// `_5222._tcp.xmpp.example.org` (RFC 6698 3; RFC 7673: the SRV target's
+/// name and port for a service found by SRV).
+pub fn tlsa_name(host: &str, port: u16) -> String {
+    format!("_{port}._tcp.{}", host.trim_end_matches('.'))
+}
+
+/// The TLSA records at `name`, with what DNSSEC says of them.
+pub async fn lookup(resolver: &TokioResolver, name: &str) -> DaneLookup {
+    let fqdn = format!("{name}.");
+    match resolver.lookup(fqdn.as_str(), RecordType::TLSA).await {
+        Ok(found) => {
+            let mut records = Vec::new();
+            let mut proofs = Vec::new();
+            for r in found.answers() {
+                if let RData::TLSA(t) = &r.data {
+                    proofs.push(r.proof);
+                    records.push(Tlsa {
+                        usage: u8::from(t.cert_usage),
+                        selector: u8::from(t.selector),
+                        matching: u8::from(t.matching),
+                        data: t.cert_data.clone(),
+                    });
+                }
+            }
+            if proofs.contains(&Proof::Bogus) {
+                DaneLookup::Bogus("a signature does not validate".into())
+            } else if proofs.iter().all(|p| p.is_secure()) {
+                DaneLookup::Secure(records)
+            } else {
+                DaneLookup::Insecure
+            }
+        }
+        Err(e) => from_error(e),
+    }
+}
+
+/// A failed lookup: a denial is only believed when DNSSEC proves it.
+fn from_error(e: NetError) -> DaneLookup {
+    match e {
+        NetError::Dns(DnsError::Nsec { proof, .. }) => match proof {
+            Proof::Secure => DaneLookup::Secure(Vec::new()),
+            Proof::Bogus => {
+                DaneLookup::Bogus("the denial of the TLSA records does not validate".into())
+            }
+            _ => DaneLookup::Insecure,
+        },
+        NetError::Dns(DnsError::NoRecordsFound(no)) => {
+            let proofs: Vec<Proof> = no
+                .authorities
+                .iter()
+                .flat_map(|a| a.iter().map(|r| r.proof))
+                .collect();
+            if proofs.contains(&Proof::Bogus) {
+                DaneLookup::Bogus("the denial of the TLSA records does not validate".into())
+            } else {
+                DaneLookup::Insecure
+            }
+        }
+        NetError::Dns(DnsError::DnssecBogus) => {
+            DaneLookup::Bogus("DNSSEC validation failed".into())
+        }
+        other => {
+            let text = other.to_string();
+            match text.contains("DNSSEC") || text.contains("RRSIG") || text.contains("bogus") {
+                true => DaneLookup::Bogus(text),
+                false => DaneLookup::Failed(text),
+            }
+        }
+    }
+}
+
+/// Looks up and judges one check's chain (leaf first, DER).
+pub async fn verdict(resolver: &TokioResolver, name: &str, chain: &[Vec<u8>]) -> DaneVerdict {
+    let found = lookup(resolver, name).await;
+    let spkis: Vec<Vec<u8>> = chain
+        .iter()
+        .map(|der| crate::cert::CertFacts::spki_der(der).unwrap_or_default())
+        .collect();
+    let certs: Vec<ChainCert<'_>> = chain
+        .iter()
+        .zip(&spkis)
+        .map(|(der, spki)| ChainCert { der, spki })
+        .collect();
+    judge(&found, &certs)
+}
