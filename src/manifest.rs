@@ -241,7 +241,17 @@ impl Manifest {
         s
     }
 
-    /// The certificate and SPKI hashes listed for `server_name` (any category).
+    /// (certificate, SPKI) hex SHA-256 of every certificate listed, any name.
+    pub fn all_hashes(&self) -> Vec<(String, String)> {
+        self.names
+            .iter()
+            .flat_map(|n| n.current.iter().chain(&n.newer).chain(&n.retired))
+            .map(|f| (f.cert_sha256.clone(), f.spki_sha256.clone()))
+            .collect()
+    }
+
+    /// (certificate, SPKI) hex SHA-256 of every certificate listed for a
+    /// name covering `server_name`.
     pub fn hashes_for(&self, server_name: &str) -> Vec<(String, String)> {
         self.names
             .iter()
@@ -347,9 +357,11 @@ pub fn verify(
 
 /// The rules a verified manifest must also meet for `server_name` at `now`,
 /// given the highest sequence seen before.
+/// `server_name` None: any name will do (a manifest read for all it lists,
+/// `[ct] authorized_manifests`), but it must list one.
 pub fn check(
     m: &Manifest,
-    server_name: &str,
+    server_name: Option<&str>,
     seen: Option<u64>,
     now: DateTime<Utc>,
 ) -> Result<(), ManifestError> {
@@ -359,8 +371,14 @@ pub fn check(
             seen,
         });
     }
-    if m.hashes_for(server_name).is_empty() {
-        return Err(ManifestError::OtherNames(server_name.to_string()));
+    let listed = match server_name {
+        Some(name) => !m.hashes_for(name).is_empty(),
+        None => !m.all_hashes().is_empty(),
+    };
+    if !listed {
+        return Err(ManifestError::OtherNames(
+            server_name.unwrap_or("any name").to_string(),
+        ));
     }
     if m.expires <= now {
         return Err(ManifestError::Expired(crate::alert::format_time(
@@ -490,7 +508,7 @@ mod tests {
         assert_eq!(public_key(&pk_text).unwrap(), key);
         let back = verify(&bytes, &sig, &key).unwrap();
         assert_eq!(back, m);
-        assert_eq!(check(&back, "example.org", Some(7), t(2)), Ok(()));
+        assert_eq!(check(&back, Some("example.org"), Some(7), t(2)), Ok(()));
         assert_eq!(back.hashes_for("EXAMPLE.org").len(), 1);
         // One byte changed; another key; the rules.
         let mut forged = bytes.clone();
@@ -506,14 +524,14 @@ mod tests {
             Err(ManifestError::Signature(_))
         ));
         assert!(matches!(
-            check(&back, "example.org", Some(8), t(2)),
+            check(&back, Some("example.org"), Some(8), t(2)),
             Err(ManifestError::Rollback { got: 7, seen: 8 })
         ));
         assert!(matches!(
-            check(&back, "example.net", None, t(2)),
+            check(&back, Some("example.net"), None, t(2)),
             Err(ManifestError::OtherNames(_))
         ));
-        let expired = check(&back, "example.org", None, t(9)).unwrap_err();
+        let expired = check(&back, Some("example.org"), None, t(9)).unwrap_err();
         assert!(!expired.is_forgery());
         assert!(public_key("RWQ-not-base64").is_err());
         assert!(verify(&bytes, "garbage", &key).is_err());

@@ -23,8 +23,11 @@ struct CertSpotter {
     port: u16,
 }
 
+/// Files the stand-in also serves (path → body): a peer's signed manifest.
+type Files = std::collections::HashMap<String, Vec<u8>>;
+
 impl CertSpotter {
-    fn start(ns: &str, issuances: Vec<Value>, page_size: usize) -> CertSpotter {
+    fn start(ns: &str, issuances: Vec<Value>, page_size: usize, files: Files) -> CertSpotter {
         let listener = in_netns(ns, || TcpListener::bind("127.0.0.1:0").unwrap());
         let port = listener.local_addr().unwrap().port();
         let requests: RequestLog = Arc::new(Mutex::new(Vec::new()));
@@ -50,12 +53,22 @@ impl CertSpotter {
                     }
                 }
                 let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut conn = conn;
+                if let Some(body) = files.get(&target) {
+                    let mut answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    answer.extend_from_slice(body);
+                    let _ = conn.write_all(&answer);
+                    continue;
+                }
                 let first = {
                     let mut l = log.lock().unwrap();
                     l.push((target.clone(), auth));
                     l.len() == 1
                 };
-                let mut conn = conn;
                 if first {
                     let _ = conn.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
@@ -108,6 +121,10 @@ fn ct_reports_only_the_foreign_certificate_once_even_across_restarts() {
     let dir = lab.dir.path();
     let pki = Pki::new(dir, "CT test CA");
     let rogue = pki.ca.issue(&["xmpp.example.org"], 90);
+    // Another of our servers renewed: its certificate is in its signed
+    // manifest ([ct] authorized_manifests), not in any file here.
+    let peer = pki.ca.issue(&["conference.example.org"], 90);
+    let (manifest_files, manifest_key) = peer_manifest(dir, &peer);
     let tbs = |n: u8| format!("{n:02x}").repeat(32);
     let old_expired = {
         let mut v = issuance(1, &tbs(1), &tbs(101), &tbs(201), &["old.example.org"]);
@@ -141,18 +158,27 @@ fn ct_reports_only_the_foreign_certificate_once_even_across_restarts() {
                 &rogue.spki_sha256,
                 &["xmpp.example.org"],
             ),
+            issuance(
+                5,
+                &tbs(5),
+                &peer.cert_sha256,
+                &peer.spki_sha256,
+                &["conference.example.org"],
+            ),
         ],
         2,
+        manifest_files,
     );
     let key = lab.path("certspotter.key");
     std::fs::write(&key, "k-123\n").unwrap();
     append_config(
         &config,
         &format!(
-            "\n[ct]\ndomains = [\"example.org\"]\napi_url = \"http://127.0.0.1:{}/v1/issuances\"\napi_key_file = \"{}\"\ninterval = \"1s\"\nauthorized_cert_files = [\"{}\"]\n",
+            "\n[ct]\ndomains = [\"example.org\"]\napi_url = \"http://127.0.0.1:{}/v1/issuances\"\napi_key_file = \"{}\"\ninterval = \"1s\"\nauthorized_cert_files = [\"{}\"]\nauthorized_manifests = [{{ url = \"http://127.0.0.1:{}/peer/fingerprints.json\", key = \"{manifest_key}\" }}]\n",
             server.port,
             key.display(),
-            pki.ours_file.display()
+            pki.ours_file.display(),
+            server.port,
         ),
     );
     let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
@@ -167,7 +193,7 @@ fn ct_reports_only_the_foreign_certificate_once_even_across_restarts() {
     assert_eq!(
         receiver.count_kind("ct_unknown_certificate"),
         1,
-        "ours, the expired one and the second half of the pair are quiet"
+        "ours, the expired one, the second half of the pair and the peer's renewal are quiet"
     );
     {
         let requests = server.requests.lock().unwrap();
@@ -193,7 +219,7 @@ fn ct_reports_only_the_foreign_certificate_once_even_across_restarts() {
             .iter()
             .rev()
             .take(2)
-            .all(|(r, _)| r.contains("after=4")),
+            .all(|(r, _)| r.contains("after=5")),
         "after the restart the agent asks from where it stopped"
     );
     agent.stop();
@@ -208,6 +234,26 @@ fn ct_reports_only_the_foreign_certificate_once_even_across_restarts() {
     assert_eq!(code, 0, "{err}");
     let history: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(history[0]["cert_sha256"], pki.ours.cert_sha256);
+}
+
+/// A manifest of `cert` signed with a fresh key, as another server's
+/// `[publish]` writes it: the files to serve and the public key line.
+fn peer_manifest(dir: &std::path::Path, cert: &common::tls::Issued) -> (Files, String) {
+    use netsentry::manifest;
+    let (secret, _, public) = manifest::keygen("peer").unwrap();
+    let key_file = dir.join("peer-manifest.key");
+    std::fs::write(&key_file, secret).unwrap();
+    let (pem, _) = cert.write(dir, "peer");
+    let facts = netsentry::cert::read_leaf(&pem).unwrap();
+    let now = chrono::Utc::now();
+    let content = manifest::build("peer", &[facts], &[], &[], chrono::Duration::days(1), now);
+    let m = manifest::Manifest::new(content, 1, now, chrono::Duration::days(7));
+    let bytes = m.to_bytes();
+    let sig = manifest::sign(&bytes, &key_file, "peer").unwrap();
+    let mut files = Files::new();
+    files.insert("/peer/fingerprints.json".into(), bytes);
+    files.insert("/peer/fingerprints.json.minisig".into(), sig.into_bytes());
+    (files, public)
 }
 
 /// CAA record data (RFC 8659): flags, tag length, tag, value — as dnsmasq's

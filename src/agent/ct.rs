@@ -72,8 +72,16 @@ impl CtWatch {
 
     /// What is ours: certificates we held (history), authorised files (recorded
     /// into the history too), authorised keys, and the TLS targets' pins.
-    fn authorized(&mut self, history: &mut CertHistory) -> Authorized {
+    fn authorized(
+        &mut self,
+        history: &mut CertHistory,
+        from_manifests: &[crate::cert::CertIdentity],
+    ) -> Authorized {
         let mut ours = Authorized::default();
+        for id in from_manifests {
+            ours.certs.insert(id.cert_sha256);
+            ours.spki.insert(id.spki_sha256);
+        }
         let now = Utc::now();
         let files = self.config.ct.authorized_cert_files.clone();
         let (facts, problems) = self.files.current(&files);
@@ -108,13 +116,14 @@ impl CtWatch {
                 issuances,
                 damaged,
                 last_id,
+                authorized,
             } => {
                 if damaged > 0 {
                     tracing::warn!(
                         "CT API: {damaged} issuances for {domain} did not parse and were skipped"
                     );
                 }
-                let ours = self.authorized(history);
+                let ours = self.authorized(history, &authorized);
                 let now = Utc::now();
                 let findings: Vec<Finding> = issuances
                     .iter()

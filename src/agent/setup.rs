@@ -263,6 +263,7 @@ pub fn start_ct(config: &Config, ct: &CtWatch) -> Option<Feed<CtEvent>> {
     Some(Feed::new(source::ct::start(
         config.ct.clone(),
         ct.positions(),
+        &config.agent.state_dir,
     )))
 }
 

@@ -333,6 +333,21 @@ fn ct_caa(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             "[ct] interval must be at least \"1s\" and timeout greater than zero",
         );
     }
+    for (i, m) in ct.authorized_manifests.iter().enumerate() {
+        let scheme = url::Url::parse(&m.url).map(|u| u.scheme().to_string());
+        let problem = match (scheme.as_deref(), crate::manifest::public_key(&m.key)) {
+            (Ok("https" | "http"), Ok(_)) => None,
+            (Ok("https" | "http"), Err(e)) => Some(format!("key: {e}")),
+            _ => Some(format!("{:?} is not an http(s) URL", m.url)),
+        };
+        if let Some(p) = problem {
+            return fail(
+                at,
+                &format!("ct.authorized_manifests.{i}"),
+                format!("[ct] authorized_manifests: {p}"),
+            );
+        }
+    }
     if ct.timeout.0.is_zero() {
         return fail(
             at,

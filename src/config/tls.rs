@@ -523,6 +523,9 @@ pub struct CtConfig {
     pub authorized_cert_files: Vec<PathBuf>,
     /// Keys that are ours (hex SHA-256 of the SPKI).
     pub authorized_spki_sha256: Vec<Sha256>,
+    /// Signed manifests (`[publish]` of our other servers) whose
+    /// certificates are ours: one server's renewal alerts no peer.
+    pub authorized_manifests: Vec<AuthorizedManifest>,
     /// Each request (and each page) must end within this.
     pub timeout: Interval,
 }
@@ -536,9 +539,20 @@ impl Default for CtConfig {
             interval: Interval(Duration::from_secs(3600)),
             authorized_cert_files: Vec::new(),
             authorized_spki_sha256: Vec::new(),
+            authorized_manifests: Vec::new(),
             timeout: Interval(Duration::from_secs(30)),
         }
     }
+}
+
+/// One `[ct] authorized_manifests` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedManifest {
+    /// http(s) URL of `fingerprints.json`.
+    pub url: String,
+    /// The minisign public key (`RW...`) that signs it.
+    pub key: String,
 }
 
 /// `[caa]`: the CAA policy of our domains.

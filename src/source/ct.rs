@@ -8,6 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::config::CtConfig;
 use crate::detect::ct::{Issuance, NotIssuances, parse_issuances};
+use crate::detect::tls::ManifestState;
+use crate::source::manifest_fetch::{self, Manifests};
 
 /// Why a page could not be fetched (tried again next round).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum CtEvent {
         issuances: Vec<Issuance>,
         damaged: usize,
         last_id: String,
+        /// Certificates the `authorized_manifests` list (ours).
+        authorized: Vec<crate::cert::CertIdentity>,
     },
     /// Something went wrong for `domain`; tried again next round.
     Failed {
@@ -127,14 +131,44 @@ async fn fetch(
     Ok(Fetch::Page(list, damaged))
 }
 
+/// The certificates our other servers' signed manifests list (each fetched
+/// once per round, kept copies used while valid). A manifest that is not
+/// believed lists nothing; that is logged.
+async fn authorized_by_manifests(
+    config: &CtConfig,
+    manifests: &Manifests,
+) -> Vec<crate::cert::CertIdentity> {
+    let mut out = Vec::new();
+    for m in &config.authorized_manifests {
+        let client = manifest_fetch::client(None, config.timeout.0);
+        let report = manifests.fetch_for(&m.url, &m.key, None, client).await;
+        match &report.state {
+            ManifestState::Fresh => {}
+            ManifestState::Invalid(why) => tracing::error!(
+                "[ct] authorized manifest {}: forged or replayed ({why}); its certificates are not taken as ours",
+                m.url
+            ),
+            ManifestState::Cached(why) | ManifestState::Unavailable(why) => tracing::warn!(
+                "[ct] authorized manifest {}: {why}; {} certificates from the kept copy",
+                m.url,
+                report.ids.len()
+            ),
+        }
+        out.extend(report.ids);
+    }
+    out
+}
+
 /// The CT task: every `interval`, for each domain, fetches pages after the
 /// last position until an empty page. `positions` are where the previous run
 /// stopped (from `state_dir`).
 pub fn start(
     config: CtConfig,
     positions: std::collections::BTreeMap<String, String>,
+    state_dir: &std::path::Path,
 ) -> (mpsc::Receiver<CtEvent>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
+    let manifests = Manifests::new(state_dir, Duration::ZERO);
     let task =
         tokio::spawn(async move {
             let key = config.api_key_file.as_ref().and_then(|p| {
@@ -164,6 +198,7 @@ pub fn start(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let authorized = authorized_by_manifests(&config, &manifests).await;
                 for domain in &config.domains {
                     let mut pages = 0;
                     while pages < MAX_PAGES {
@@ -187,6 +222,7 @@ pub fn start(
                                     issuances: list,
                                     damaged,
                                     last_id: last,
+                                    authorized: authorized.clone(),
                                 };
                                 if tx.send(event).await.is_err() {
                                     return;

@@ -15,7 +15,7 @@ use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::cert::{CertIdentity, Sha256};
-use crate::config::TlsTarget;
+use crate::config::{SocksProxy, TlsTarget};
 use crate::detect::tls::{ManifestReport, ManifestState};
 use crate::manifest::{self, Manifest, ManifestError};
 
@@ -68,9 +68,37 @@ impl Manifests {
 
     /// The manifest of `target` for a check now (fetched when due).
     pub async fn for_target(&self, target: &TlsTarget) -> Option<ManifestReport> {
-        let url = target.expect.manifest.clone()?;
-        let key = manifest::public_key(target.expect.manifest_key.as_deref()?).ok()?;
-        let name = target.server_name().to_string();
+        let url = target.expect.manifest.as_deref()?;
+        let key = target.expect.manifest_key.as_deref()?;
+        let client = client(target.via.as_ref(), target.timeout.0);
+        Some(
+            self.fetch_for(url, key, Some(target.server_name()), client)
+                .await,
+        )
+    }
+
+    /// The manifest at `url` signed by `key` (the `RW...` line), fetched
+    /// when due: what it lists for `name` (None: for every name).
+    pub async fn fetch_for(
+        &self,
+        url: &str,
+        key: &str,
+        name: Option<&str>,
+        client: Result<reqwest::Client, String>,
+    ) -> ManifestReport {
+        let url = url.to_string();
+        let key = match manifest::public_key(key) {
+            Ok(k) => k,
+            Err(e) => {
+                return ManifestReport {
+                    url,
+                    state: ManifestState::Invalid(e),
+                    sequence: None,
+                    generated: None,
+                    ids: Vec::new(),
+                };
+            }
+        };
         let mut entries = self.entries.lock().await;
         let entry = entries
             .entry(url.clone())
@@ -78,8 +106,8 @@ impl Manifests {
         let due = entry.fetched.is_none_or(|t| t.elapsed() >= self.refresh);
         if due {
             entry.fetched = Some(tokio::time::Instant::now());
-            let state = match self.fetch_verified(target, &url, &key).await {
-                Ok((m, bytes, sig)) => match manifest::check(&m, &name, entry.seen, Utc::now()) {
+            let state = match self.fetch_verified(&client, &url, &key).await {
+                Ok((m, bytes, sig)) => match manifest::check(&m, name, entry.seen, Utc::now()) {
                     Ok(()) => {
                         self.store(&url, &bytes, &sig);
                         entry.seen = Some(m.sequence);
@@ -106,24 +134,27 @@ impl Manifests {
         };
         let ids = usable
             .map(|m| {
-                m.hashes_for(&name)
-                    .into_iter()
-                    .filter_map(|(c, s)| {
-                        Some(CertIdentity {
-                            cert_sha256: Sha256::parse_hex(&c).ok()?,
-                            spki_sha256: Sha256::parse_hex(&s).ok()?,
-                        })
+                match name {
+                    Some(n) => m.hashes_for(n),
+                    None => m.all_hashes(),
+                }
+                .into_iter()
+                .filter_map(|(c, s)| {
+                    Some(CertIdentity {
+                        cert_sha256: Sha256::parse_hex(&c).ok()?,
+                        spki_sha256: Sha256::parse_hex(&s).ok()?,
                     })
-                    .collect()
+                })
+                .collect()
             })
             .unwrap_or_default();
-        Some(ManifestReport {
+        ManifestReport {
             url,
             state,
             sequence: usable.map(|m| m.sequence),
             generated: usable.map(|m| m.generated),
             ids,
-        })
+        }
     }
 
     /// The copy kept from before a restart (verified again: the file could
@@ -167,16 +198,18 @@ impl Manifests {
     /// have been between writing the two files).
     async fn fetch_verified(
         &self,
-        target: &TlsTarget,
+        client: &Result<reqwest::Client, String>,
         url: &str,
         key: &minisign::PublicKey,
     ) -> Result<(Manifest, Vec<u8>, String), Failure> {
-        let client = client(target).map_err(Failure::Unreachable)?;
+        let client = client
+            .as_ref()
+            .map_err(|e| Failure::Unreachable(e.clone()))?;
         let mut tries = 0;
         loop {
             tries += 1;
-            let bytes = get(&client, url).await.map_err(Failure::Unreachable)?;
-            let sig = get(&client, &format!("{url}.minisig"))
+            let bytes = get(client, url).await.map_err(Failure::Unreachable)?;
+            let sig = get(client, &format!("{url}.minisig"))
                 .await
                 .map_err(Failure::Unreachable)?;
             let sig = String::from_utf8_lossy(&sig).to_string();
@@ -196,14 +229,14 @@ enum Failure {
     Invalid(ManifestError),
 }
 
-/// An HTTP client for `target`: through its SOCKS5 proxy when it has one
-/// (the proxy resolves the name), bounded by its timeout, no redirects.
-fn client(target: &TlsTarget) -> Result<reqwest::Client, String> {
+/// An HTTP client for manifests: through a SOCKS5 proxy when given (the
+/// proxy resolves the name), bounded by `timeout`, no redirects.
+pub fn client(via: Option<&SocksProxy>, timeout: Duration) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
-        .timeout(target.timeout.0)
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(via) = &target.via {
+    if let Some(via) = via {
         let auth = match &via.credentials {
             Some((u, p)) => format!("{u}:{p}@"),
             None => String::new(),
