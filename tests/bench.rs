@@ -684,6 +684,92 @@ fn bench_tls_round_1000_targets() {
     );
 }
 
+/// Issue 17's figure: one round of 1,000 endpoints found through SRV (20
+/// `srv` targets × 10 SRV records × 5 addresses, served by Debian's
+/// dnsmasq) against 1,000 address targets, side by side in one run; the
+/// same TLS server answers every address (198.18.0.0/22 on the namespace's
+/// loopback). Five rounds each, concurrency 64.
+#[test]
+#[ignore]
+fn bench_tls_round_1000_srv_endpoints() {
+    use common::tls::{Dialogue, Pki, TlsServer};
+    if !have_root() {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = lab.dir.path();
+    let pki = Pki::new(dir, "bench CA");
+    ip(&lab.host, "addr add 198.18.0.1/22 dev lo");
+    let _server = TlsServer::start(&lab.host, "0.0.0.0:4443", Dialogue::Direct, &pki.ours);
+    let addr = |n: usize| format!("198.18.{}.{}", n / 250, n % 250 + 1);
+    let mut records = vec!["--local=/example.org/".to_string()];
+    for s in 0..20 {
+        for h in 0..10 {
+            let host = format!("h{s}-{h}.example.org");
+            records.push(format!("--srv-host=_s{s}._tcp.example.org,{host},4443,0,1"));
+            for a in 0..5 {
+                records.push(format!("--host-record={host},{}", addr(s * 50 + h * 5 + a)));
+            }
+        }
+    }
+    let _dns = Dnsmasq::start(&lab.host, &records);
+    let ca = pki.ca_file.display();
+    let ours = pki.ours_file.display();
+    let target = |name: String, key: &str, value: String| {
+        format!(
+            "\n[[tls.target]]\nname = \"{name}\"\n{key} = \"{value}\"\nserver_name = \"example.org\"\nca_file = \"{ca}\"\nexpect = {{ cert_files = [\"{ours}\"] }}\n"
+        )
+    };
+    let head = "[tls]\nconcurrency = 64\nnameservers = [\"127.0.0.1:5353\"]\n".to_string();
+    let addresses = (0..1000).fold(head.clone(), |t, i| {
+        t + &target(format!("t{i}"), "address", format!("{}:4443", addr(i)))
+    });
+    let services = (0..20).fold(head, |t, s| {
+        t + &target(format!("s{s}"), "srv", format!("_s{s}._tcp.example.org"))
+    });
+    let run = |name: &str, text: &str| -> (f64, f64) {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let cpu0 = children_cpu_s();
+        let t0 = Instant::now();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.host, &agent_binary(), "probe", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = children_cpu_s() - cpu0;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("OK ")).count(),
+            1000,
+            "{name}"
+        );
+        (wall, cpu)
+    };
+    let mut results: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+        ("1000 address targets", vec![], vec![]),
+        ("20 srv targets, 1000 endpoints", vec![], vec![]),
+    ];
+    for _ in 0..5 {
+        for (i, text) in [&addresses, &services].into_iter().enumerate() {
+            let (w, c) = run(&format!("r{i}"), text);
+            results[i].1.push(w);
+            results[i].2.push(c);
+        }
+    }
+    for (name, walls, cpus) in results {
+        println!(
+            "{name}: wall median {:.3} s ({}), netsentry CPU median {:.3} s ({})",
+            median(walls.clone()),
+            secs(&walls),
+            median(cpus.clone()),
+            secs(&cpus)
+        );
+    }
+}
+
 /// Time from an interceptor taking over the service's address on the path to
 /// `tls_mismatch` at the webhook, with `interval = "2s"`; 10 takeovers.
 #[test]
