@@ -58,6 +58,7 @@ macro_rules! kinds {
                         | Kind::TlsInconsistent
                         | Kind::DaneMismatch
                         | Kind::DaneUnavailable
+                        | Kind::DaneStale
                 )
             }
             /// The fixed severity of this kind.
@@ -107,6 +108,7 @@ kinds! {
     TlsInconsistent => "tls_inconsistent", Critical;
     DaneMismatch => "dane_mismatch", Critical;
     DaneUnavailable => "dane_unavailable", Warning;
+    DaneStale => "dane_stale", Warning;
     AlertsSuppressed => "alerts_suppressed", Warning;
     TlsMismatch => "tls_mismatch", Critical;
     TlsProbeFailed => "tls_probe_failed", Warning;

@@ -146,3 +146,72 @@ fn the_manifest_follows_a_renewal_and_minisign_verifies_it() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(receiver.count_kind("manifest_published"), 2);
 }
+
+/// TLSA record data for `3 1 1 <spki>` as dnsmasq's `--dns-rr` hex.
+fn tlsa_311(spki_hex: &str) -> String {
+    format!("030101{spki_hex}")
+}
+
+#[test]
+fn a_renewal_with_a_key_the_tlsa_records_do_not_cover_is_dane_stale() {
+    let Some((lab, receiver, config)) = prepare("") else {
+        return;
+    };
+    let dir = lab.dir.path();
+    let pki = Pki::new(dir, "DANE stale CA");
+    let key = dir.join("manifest.key");
+    let (code, _, err) = netsentry(&["keygen", "--output", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let name = "_5222._tcp.xmpp.example.org";
+    let record = |spki: &str| format!("--dns-rr={name},52,{}", tlsa_311(spki));
+    let mut dns = Dnsmasq::start(
+        &lab.host,
+        &[
+            "--local=/example.org/".into(),
+            record(&pki.ours.spki_sha256),
+        ],
+    );
+    append_config(
+        &config,
+        &format!(
+            "\n[tls]\nnameservers = [\"127.0.0.1:5353\"]\n\n[publish]\nkey_file = \"{}\"\npath = \"{}\"\ncert_files = [\"{}\"]\ntlsa_names = [\"{name}\"]\ntlsa_refresh = \"1s\"\n",
+            key.display(),
+            dir.join("fingerprints.json").display(),
+            pki.ours_file.display()
+        ),
+    );
+    let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("manifest_published", Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        receiver.count_kind("dane_stale"),
+        0,
+        "the record covers the key"
+    );
+
+    // The ACME client renews with a new key; the server is not reloaded yet.
+    let renewed = pki.ca.issue(&["example.org", "xmpp.example.org"], 90);
+    renewed.write(dir, "ours");
+    let stale = receiver.wait_kind("dane_stale", Duration::from_secs(10), |_| true);
+    assert_eq!(stale["tlsa_name"], name);
+    assert_eq!(stale["spki_sha256"], renewed.spki_sha256);
+    assert_eq!(
+        stale["add"],
+        format!("{name}. IN TLSA 3 1 1 {}", renewed.spki_sha256)
+    );
+    assert_eq!(stale["tlsa"][0], format!("3 1 1 {}", pki.ours.spki_sha256));
+
+    // The operator publishes the next key's record: the condition ends.
+    drop(dns);
+    dns = Dnsmasq::start(
+        &lab.host,
+        &[
+            "--local=/example.org/".into(),
+            record(&pki.ours.spki_sha256),
+            record(&renewed.spki_sha256),
+        ],
+    );
+    agent.wait_for_log("cover the certificates on disk again", 1);
+    assert_eq!(receiver.count_kind("dane_stale"), 1);
+    drop(dns);
+}

@@ -93,6 +93,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             _ = a.timers.listeners.tick(), if a.inbound_on() => a.refresh_inbound_ports(),
             _ = a.timers.publish.tick(), if a.publish.is_some() => a.publish_tick(),
             report = next(&mut a.tls_checks), if a.tls_checks.is_some() => a.on_tls(report),
+            round = next(&mut a.tlsa_feed), if a.tlsa_feed.is_some() => a.on_tlsa(round),
             event = next(&mut a.ct_feed), if a.ct_feed.is_some() => a.on_ct(event),
             report = next(&mut a.caa_feed), if a.caa_feed.is_some() => a.on_caa(report),
             _ = a.timers.save.tick() => a.save_state(),
@@ -214,6 +215,8 @@ struct Agent {
     packets: PacketWatch,
     inbound: InboundWatch,
     publish: Option<PublishWatch>,
+    /// `[publish] tlsa_names`: the TLSA records, looked up now and then.
+    tlsa_feed: Option<Feed<crate::source::dane::TlsaRound>>,
     tls: TlsWatch,
     tls_checks: Option<Feed<Vec<ProbeReport>>>,
     ct: CtWatch,
@@ -281,6 +284,7 @@ impl Agent {
             packets: PacketWatch::load(&config),
             inbound: InboundWatch::load(&config),
             publish: PublishWatch::load(&config),
+            tlsa_feed: PublishWatch::tlsa_feed(&config),
             tls: TlsWatch::load(&config),
             tls_checks: tls_scheduler::start(&config),
             ct_feed: start_ct(&config, &ct),
@@ -471,6 +475,18 @@ impl Agent {
         if let Some(p) = &mut self.publish {
             let findings = p.tick(Utc::now());
             self.out.emit(findings);
+        }
+    }
+
+    /// A round of TLSA lookups for `[publish]` (`dane_stale`).
+    fn on_tlsa(&mut self, round: Option<crate::source::dane::TlsaRound>) {
+        match (round, &mut self.publish) {
+            (Some(round), Some(p)) => {
+                let findings = p.observe_tlsa(round, Utc::now());
+                self.out.emit(findings);
+            }
+            (Some(_), None) => {}
+            (None, _) => self.tlsa_feed = None,
         }
     }
 

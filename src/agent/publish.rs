@@ -13,8 +13,10 @@ use serde_json::json;
 
 use crate::alert::{Finding, Kind};
 use crate::config::{Config, PublishConfig, publish_files};
+use crate::detect::dane::{Tlsa, tlsa_host, uncovered};
 use crate::manifest::{self, Content, Manifest};
 use crate::source::certfiles::CertFiles;
+use crate::source::dane::TlsaRound;
 use crate::state::{self, certhistory::CertHistory};
 
 /// `state_dir/publish.json`.
@@ -40,6 +42,10 @@ pub struct PublishWatch {
     last: Published,
     /// The last attempt failed (publish_failed was sent for it).
     failing: bool,
+    /// Per TLSA name, the certificate reported as not covered (`dane_stale`).
+    dane_said: std::collections::BTreeMap<String, String>,
+    /// The last TLSA lookups (judged again when the certificates change).
+    tlsa: TlsaRound,
 }
 
 impl PublishWatch {
@@ -61,7 +67,90 @@ impl PublishWatch {
             certs: CertFiles::default(),
             last,
             failing: false,
+            dane_said: Default::default(),
+            tlsa: Vec::new(),
         })
+    }
+
+    /// The TLSA watch of `[publish] tlsa_names`, when there are any.
+    pub fn tlsa_feed(config: &Config) -> Option<crate::source::Feed<TlsaRound>> {
+        let p = &config.publish;
+        (p.enabled() && !p.tlsa_names.is_empty()).then(|| {
+            crate::source::dane::watch(
+                p.tlsa_names.clone(),
+                config.tls.nameservers.clone(),
+                p.tlsa_refresh.0,
+            )
+        })
+    }
+
+    /// One round of TLSA lookups against what was published last: each
+    /// name whose records do not cover its current (or newer) certificate
+    /// is `dane_stale` (a condition per name, once per certificate).
+    pub fn observe_tlsa(&mut self, round: TlsaRound, now: DateTime<Utc>) -> Vec<Finding> {
+        for (name, found) in &round {
+            if let Err(e) = found {
+                tracing::warn!("[publish] TLSA lookup of {name}: {e}");
+            }
+        }
+        self.tlsa = round;
+        self.judge_tlsa(now)
+    }
+
+    /// The last TLSA lookups against the certificates published last.
+    fn judge_tlsa(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (name, found) in &self.tlsa {
+            let Ok(records) = found else { continue };
+            let Some(host) = tlsa_host(name) else {
+                continue;
+            };
+            let certs: Vec<(String, String)> = self
+                .last
+                .content
+                .names
+                .iter()
+                .filter(|n| manifest::covers(&n.name, host))
+                .flat_map(|n| n.current.iter().chain(&n.newer))
+                .map(|f| (f.cert_sha256.clone(), f.spki_sha256.clone()))
+                .collect();
+            if certs.is_empty() {
+                continue;
+            }
+            let ids = json!({"tlsa_name": name});
+            match uncovered(records, &certs) {
+                Some(missing) if !missing.is_empty() => {
+                    let (cert, spki) = missing[0];
+                    if self.dane_said.get(name) == Some(cert) {
+                        continue;
+                    }
+                    self.dane_said.insert(name.clone(), cert.clone());
+                    let mut details = ids;
+                    details["cert_sha256"] = json!(cert);
+                    details["spki_sha256"] = json!(spki);
+                    details["tlsa"] = json!(records.iter().map(Tlsa::text).collect::<Vec<_>>());
+                    details["add"] = json!(format!("{name}. IN TLSA 3 1 1 {spki}"));
+                    out.push(Finding::new(
+                        Kind::DaneStale,
+                        now,
+                        format!(
+                            "the TLSA records at {name} do not cover the certificate on disk (sha256 {cert}): once the server serves it, DANE clients will refuse it; publish \"3 1 1 {spki}\" next to the current record first"
+                        ),
+                        details,
+                    ));
+                }
+                Some(_) if self.dane_said.remove(name).is_some() => {
+                    out.push(Finding::cleared(
+                        Kind::DaneStale,
+                        now,
+                        format!("the TLSA records at {name} cover the certificates on disk again"),
+                        ids,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Looks at the files; publishes when due. The findings to send.
@@ -111,7 +200,7 @@ impl PublishWatch {
                     return Vec::new();
                 }
                 let path = self.path().display().to_string();
-                vec![Finding::new(
+                let mut published = vec![Finding::new(
                     Kind::ManifestPublished,
                     now,
                     format!(
@@ -121,7 +210,10 @@ impl PublishWatch {
                     ),
                     json!({"sequence": sequence, "path": path, "names": m.names.iter().map(|n| &n.name).collect::<Vec<_>>(),
                            "expires": crate::alert::format_time(&m.expires)}),
-                )]
+                )];
+                // A renewal on disk: do the TLSA records cover it?
+                published.extend(self.judge_tlsa(now));
+                published
             }
             Err(why) => {
                 let first = !std::mem::replace(&mut self.failing, true);

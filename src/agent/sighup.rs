@@ -147,6 +147,7 @@ impl Agent {
         }
         if rebuild.publish {
             self.publish = super::publish::PublishWatch::load(new);
+            self.tlsa_feed = super::publish::PublishWatch::tlsa_feed(new);
         }
         if rebuild.tls {
             self.tls.save();

@@ -181,6 +181,24 @@ fn publish(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             "[publish] has no certificate to publish: set cert_files, or give the TLS targets expect.cert_files",
         );
     }
+    for (i, name) in p.tlsa_names.iter().enumerate() {
+        if crate::detect::dane::tlsa_host(name).is_none() {
+            return fail(
+                at,
+                &format!("publish.tlsa_names.{i}"),
+                format!(
+                    "[publish] tlsa_names: {name:?} is not a TLSA name: write _PORT._tcp.HOST, e.g. \"_5222._tcp.xmpp.example.org\""
+                ),
+            );
+        }
+    }
+    if p.tlsa_refresh.0 < Duration::from_secs(1) {
+        return fail(
+            at,
+            "publish.tlsa_refresh",
+            "[publish] tlsa_refresh must be at least \"1s\"",
+        );
+    }
     Ok(())
 }
 

@@ -297,6 +297,11 @@ pub struct PublishConfig {
     pub validity: Interval,
     /// A certificate that left the files stays listed (`retired`) this long.
     pub rotation_grace: Interval,
+    /// TLSA names (`_5222._tcp.xmpp.example.org`) whose records must cover
+    /// the certificates on disk (`dane_stale`); empty: not checked.
+    pub tlsa_names: Vec<String>,
+    /// How often the TLSA records are looked up.
+    pub tlsa_refresh: Interval,
 }
 
 impl PublishConfig {
@@ -315,6 +320,8 @@ impl Default for PublishConfig {
             cert_files: Vec::new(),
             validity: Interval(Duration::from_secs(7 * 86_400)),
             rotation_grace: Interval(Duration::from_secs(86_400)),
+            tlsa_names: Vec::new(),
+            tlsa_refresh: Interval(Duration::from_secs(600)),
         }
     }
 }

@@ -224,6 +224,45 @@ impl DaneDetector {
     }
 }
 
+/// The host of a TLSA name: `_5222._tcp.xmpp.example.org` → `xmpp.example.org`.
+pub fn tlsa_host(name: &str) -> Option<&str> {
+    let (port, rest) = name.split_once('.')?;
+    let (proto, host) = rest.split_once('.')?;
+    let port_ok = port.strip_prefix('_')?.parse::<u16>().is_ok_and(|p| p > 0);
+    (port_ok && matches!(proto, "_tcp" | "_udp") && !host.is_empty()).then_some(host)
+}
+
+/// Which of `certs` ((cert SHA-256, SPKI SHA-256), hex) the TLSA set does
+/// not cover, for the publishing server (`dane_stale`): only DANE-EE
+/// records with SHA-256 (`3 0 1`, `3 1 1`, what RFC 7671 recommends) can be
+/// compared with what a manifest knows; `None` when the set has none (no
+/// verdict).
+pub fn uncovered<'a>(
+    records: &[Tlsa],
+    certs: &'a [(String, String)],
+) -> Option<Vec<&'a (String, String)>> {
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let usable: Vec<(u8, String)> = records
+        .iter()
+        .filter(|r| r.usage == 3 && r.matching == 1 && r.selector <= 1)
+        .map(|r| (r.selector, hex(&r.data)))
+        .collect();
+    if usable.is_empty() {
+        return None;
+    }
+    Some(
+        certs
+            .iter()
+            .filter(|(cert, spki)| {
+                !usable.iter().any(|(sel, data)| match sel {
+                    0 => data.eq_ignore_ascii_case(cert),
+                    _ => data.eq_ignore_ascii_case(spki),
+                })
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +338,38 @@ mod tests {
             judge(&DaneLookup::Secure(two), &chain),
             DaneVerdict::Match(_)
         ));
+    }
+
+    #[test]
+    fn a_certificate_on_disk_the_tlsa_set_does_not_cover() {
+        assert_eq!(
+            tlsa_host("_5222._tcp.xmpp.example.org"),
+            Some("xmpp.example.org")
+        );
+        assert_eq!(tlsa_host("_x._tcp.example.org"), None);
+        assert_eq!(tlsa_host("xmpp.example.org"), None);
+        let old = ("aa".repeat(32), "bb".repeat(32));
+        let new = ("cc".repeat(32), "dd".repeat(32));
+        let hexbytes = |h: &str| {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let set = vec![rec(3, 1, 1, &hexbytes(&old.1))];
+        let certs = vec![old.clone(), new.clone()];
+        assert_eq!(uncovered(&set, &certs), Some(vec![&new]));
+        // A rollover publishes the next key first (or the certificate, 3 0 1).
+        let both = vec![
+            rec(3, 1, 1, &hexbytes(&old.1)),
+            rec(3, 0, 1, &hexbytes(&new.0)),
+        ];
+        assert_eq!(uncovered(&both, &certs), Some(vec![]));
+        // Only usage 2 (or SHA-512): no verdict.
+        assert_eq!(
+            uncovered(&[rec(2, 1, 1, &[1]), rec(3, 1, 2, &[2])], &certs),
+            None
+        );
     }
 
     #[test]

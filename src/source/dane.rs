@@ -94,3 +94,57 @@ pub async fn verdict(resolver: &TokioResolver, name: &str, chain: &[Vec<u8>]) ->
         .collect();
     judge(&found, &certs)
 }
+
+/// The TLSA records at each of `names`, as looked up (or why not).
+pub type TlsaRound = Vec<(String, Result<Vec<Tlsa>, String>)>;
+
+/// The publisher's TLSA watch (`[publish] tlsa_names`): every `refresh`, the
+/// records at each name, plainly (the publisher compares its own records
+/// with its own certificates; validation is the probers' job).
+pub fn watch(
+    names: Vec<String>,
+    nameservers: Vec<String>,
+    refresh: std::time::Duration,
+) -> super::Feed<TlsaRound> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(async move {
+        let resolver = match super::dns::resolver(&nameservers, "tls") {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("[publish] tlsa_names: no resolver ({e}); dane_stale is off");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(refresh.max(std::time::Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut round = Vec::new();
+            for name in &names {
+                let fqdn = format!("{}.", name.trim_end_matches('.'));
+                let found = match resolver.lookup(fqdn.as_str(), RecordType::TLSA).await {
+                    Ok(l) => Ok(l
+                        .answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::TLSA(t) => Some(Tlsa {
+                                usage: u8::from(t.cert_usage),
+                                selector: u8::from(t.selector),
+                                matching: u8::from(t.matching),
+                                data: t.cert_data.clone(),
+                            }),
+                            _ => None,
+                        })
+                        .collect()),
+                    Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+                    Err(e) => Err(e.to_string()),
+                };
+                round.push((name.clone(), found));
+            }
+            if tx.send(round).await.is_err() {
+                return;
+            }
+        }
+    });
+    super::Feed::new((rx, task))
+}
