@@ -20,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = netsentry::manifest::public_key(&sig);
     if let Ok(m) = serde_json::from_slice::<netsentry::manifest::Manifest>(manifest) {
         let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let _ = netsentry::manifest::check(&m, "example.org", Some(3), now);
+        let _ = netsentry::manifest::check(&m, Some("example.org"), Some(3), now);
+        let _ = netsentry::manifest::check(&m, None, None, now);
+        let _ = m.all_hashes();
         let _ = m.hashes_for("xmpp.example.org");
         let _ = m.to_text();
     }

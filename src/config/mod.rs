@@ -25,9 +25,10 @@ pub use sections::{
 };
 pub use source::ConfigSource;
 pub use tls::{
-    Addresses, CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy, StartTls, TargetAddress,
-    TlsConfig, TlsTarget,
+    Addresses, AuthorizedManifest, CaaConfig, CorrelationConfig, CtConfig, Expect, SocksProxy,
+    StartTls, TargetAddress, TlsConfig, TlsTarget,
 };
+pub use tls::{check_srv, srv_domain};
 pub use values::{Cidr, GatewaySpec, Glob, InterfaceName, Interval, WebhookUrl};
 
 /// Where `netsentry run` looks when no `-c` is given.
