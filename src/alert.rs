@@ -268,7 +268,17 @@ pub fn format_mac(bytes: &[u8]) -> String {
 
 /// Details that identify what an alert is about; they become Alertmanager labels
 /// (so that different gateways or links are different alerts there).
-pub const IDENTIFYING: &[&str] = &["interface", "ip", "family", "target", "domain", "router_ip"];
+pub const IDENTIFYING: &[&str] = &[
+    "interface",
+    "ip",
+    "family",
+    "target",
+    "address",
+    "endpoint",
+    "tlsa_name",
+    "domain",
+    "router_ip",
+];
 
 /// What identifies the subject of an alert: its kind and identifying details
 /// (the Alertmanager labels). Conditions are matched to their clearing by it.
@@ -287,6 +297,29 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use serde_json::json;
+
+    #[test]
+    fn each_endpoint_of_a_target_is_its_own_condition() {
+        let d = |address: &str| {
+            json!({"target": "xmpp", "address": address})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let a = identity(Kind::TlsMismatch, &d("198.51.100.10:5222"));
+        let b = identity(Kind::TlsMismatch, &d("198.51.100.11:5222"));
+        assert_ne!(a, b);
+        let e = |endpoint: &str| {
+            json!({"server_name": "example.org", "endpoint": endpoint})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        assert_ne!(
+            identity(Kind::TlsInconsistent, &e("c2s@198.51.100.11:5222")),
+            identity(Kind::TlsInconsistent, &e("c2s@198.51.100.12:5222"))
+        );
+    }
 
     #[test]
     fn alert_json_has_the_fields_of_spec_in_order() {

@@ -81,13 +81,16 @@ impl TlsWatch {
     }
 
     /// One round of a target (a report per endpoint) through the
-    /// comparison; endpoints that left DNS are forgotten.
+    /// comparison; endpoints that left DNS are forgotten (their conditions
+    /// end). A round whose lookup failed (one report without an endpoint)
+    /// forgets nothing: breaking DNS must not end an alert.
     pub fn observe_round(&mut self, reports: &[ProbeReport]) -> Vec<Finding> {
         let mut out = Vec::new();
         for report in reports {
             out.extend(self.observe(report));
         }
-        if let Some(first) = reports.first() {
+        let resolved = reports.iter().all(|r| r.endpoint.is_some());
+        if let Some(first) = reports.first().filter(|_| resolved) {
             let keep: Vec<String> = reports
                 .iter()
                 .map(|r| r.endpoint.clone().unwrap_or_default())
@@ -108,7 +111,7 @@ impl TlsWatch {
                 self.last.remove(&k);
                 self.metrics.remove(&k);
                 out.extend(self.consistency.forget(&k, first.time));
-                self.dane.forget(&k);
+                out.extend(self.dane.forget(&k, first.time));
                 self.last_dirty = true;
             }
         }

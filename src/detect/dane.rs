@@ -121,7 +121,9 @@ pub fn judge(lookup: &DaneLookup, chain: &[ChainCert<'_>]) -> DaneVerdict {
 /// certificate) and `dane_unavailable`, both conditions.
 #[derive(Debug, Default)]
 pub struct DaneDetector {
-    said: std::collections::HashMap<String, (Option<String>, bool)>,
+    /// Per endpoint key: the mismatch reported (certificate), whether
+    /// unavailable holds, and the identifying details of both.
+    said: std::collections::HashMap<String, (Option<String>, bool, serde_json::Value)>,
 }
 
 /// Endpoints remembered at most.
@@ -153,8 +155,12 @@ impl DaneDetector {
         if !self.said.contains_key(s.key) && self.said.len() >= MAX_DANE_ENDPOINTS {
             return Vec::new();
         }
-        let (mismatch, unavailable) = self.said.entry(s.key.to_string()).or_default();
         let ids = json!({"target": s.target, "address": s.address, "tlsa_name": s.tlsa_name});
+        let (mismatch, unavailable, said_ids) = self
+            .said
+            .entry(s.key.to_string())
+            .or_insert_with(|| (None, false, ids.clone()));
+        *said_ids = ids.clone();
         let mut out = Vec::new();
         let mut clear_unavailable = |out: &mut Vec<Finding>| {
             if std::mem::take(unavailable) {
@@ -218,9 +224,30 @@ impl DaneDetector {
         out
     }
 
-    /// Forgets endpoints that left DNS (their conditions end with them).
-    pub fn forget(&mut self, key: &str) {
-        self.said.remove(key);
+    /// Forgets an endpoint that left DNS; its open conditions end.
+    pub fn forget(
+        &mut self,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<crate::alert::Finding> {
+        use crate::alert::{Finding, Kind};
+        let Some((mismatch, unavailable, ids)) = self.said.remove(key) else {
+            return Vec::new();
+        };
+        let why = format!("{key} is no longer an endpoint");
+        let mut out = Vec::new();
+        if mismatch.is_some() {
+            out.push(Finding::cleared(
+                Kind::DaneMismatch,
+                now,
+                why.clone(),
+                ids.clone(),
+            ));
+        }
+        if unavailable {
+            out.push(Finding::cleared(Kind::DaneUnavailable, now, why, ids));
+        }
+        out
     }
 }
 

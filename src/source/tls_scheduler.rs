@@ -112,7 +112,17 @@ pub fn start(config: &Config) -> Option<Feed<Vec<ProbeReport>>> {
                     (target.clone(), tx.clone(), busy[i].clone(), shared.clone());
                 let roots = trust.get(target.ca_file.as_deref());
                 tokio::spawn(async move {
-                    let reports = check_target(&target, roots, &shared).await;
+                    // Its own task: a panic in the lookups (outside data) is a
+                    // failed check, not a target silenced for good.
+                    let t = target.clone();
+                    let round = tokio::spawn(async move { check_target(&t, roots, &shared).await });
+                    let reports = match round.await {
+                        Ok(reports) => reports,
+                        Err(e) => {
+                            tracing::error!(target = %target.name, "the TLS check stopped unexpectedly: {e}; counted as a failed check");
+                            vec![stopped_at(&target, None)]
+                        }
+                    };
                     // Always reached: a check that panicked is a failed check,
                     // and the target is checked again at its next turn.
                     busy.store(false, Ordering::Release);
