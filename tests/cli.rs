@@ -59,15 +59,17 @@ fn unusable_input_is_exit_2_with_one_line() {
     // probe without targets, and with a config that is not one.
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
+    // (A monitoring plugin: UNKNOWN, 3, with the reason on stdout.)
     let (code, out, err) = netsentry(&["probe", "-c", empty.to_str().unwrap()]);
-    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!((code, err.as_str()), (3, ""));
     assert_eq!(
-        err.trim(),
-        "netsentry probe: no [[tls.target]] in the configuration: add one (see config/netsentry.toml)"
+        out.trim(),
+        "NETSENTRY UNKNOWN - no [[tls.target]] in the configuration: add one (see config/netsentry.toml)"
     );
-    let (code, _, err) = netsentry(&["probe", "-c", path.to_str().unwrap()]);
-    assert_eq!(code, 2);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    let (code, out, _) = netsentry(&["probe", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 3);
+    assert_eq!(out.trim_end().lines().count(), 1, "one line: {out}");
+    assert!(out.starts_with("NETSENTRY UNKNOWN - "), "{out}");
 }
 
 #[test]

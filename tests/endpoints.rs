@@ -62,6 +62,7 @@ srv = "_xmpp-client._tcp.example.org"
 interval = "1s"
 ca_file = "{ca}"
 path_check = false
+timeout = "2s"
 
 [[tls.target]]
 name = "c2s-direct"
@@ -69,6 +70,7 @@ srv = "_xmpps-client._tcp.example.org"
 interval = "1s"
 ca_file = "{ca}"
 path_check = false
+timeout = "2s"
 
 [[tls.target]]
 name = "pinned"
@@ -76,6 +78,7 @@ srv = "_xmpp-client._tcp.example.org"
 interval = "1s"
 ca_file = "{ca}"
 path_check = false
+timeout = "2s"
 expect = {{ cert_files = ["{ours}"] }}
 
 [[tls.target]]
@@ -84,6 +87,7 @@ address = "xmpp.example.org:5222"
 server_name = "example.org"
 ca_file = "{ca}"
 path_check = false
+timeout = "2s"
 expect = {{ cert_files = ["{ours}"] }}
 "#
     )
@@ -111,7 +115,12 @@ fn an_interceptor_at_one_address_is_named_and_only_that_address() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
-    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(stdout.starts_with("NETSENTRY CRITICAL - "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("'c2s@{TAKEN}:5222 days_left'=")),
+        "perfdata per endpoint: {stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
     assert_eq!(
         lines.len(),
         8,

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::tls::{Dialogue, Pki, Prosody, Socks5Proxy, TlsServer};
+use common::tls::{Dialogue, Pki, Prosody, Socks5Proxy, TlsServer, plugin_output};
 use common::*;
 use serde_json::Value;
 
@@ -78,8 +78,23 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
     let (code, out, err) = netsentry_in(&host, &["probe", "-c", c, "web", "smtp", "imap", "pop3"]);
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    for (line, name) in lines.iter().zip(["web", "smtp", "imap", "pop3"]) {
+    assert_eq!(lines.len(), 5, "{out}");
+    // The plugin's first line: the state, a summary, perfdata per endpoint.
+    assert_eq!(
+        plugin_output(code, &out).len(),
+        4 * 3,
+        "days_left, time, hops each"
+    );
+    let (status, perf) = lines[0].split_once(" | ").expect("perfdata");
+    assert_eq!(status, "NETSENTRY OK - 4 checks OK");
+    for name in ["web", "smtp", "imap", "pop3"] {
+        assert!(
+            perf.contains(&format!("'{name} days_left'=89;14:;")),
+            "{perf}"
+        );
+        assert!(perf.contains(&format!("'{name} time'=")), "{perf}");
+    }
+    for (line, name) in lines[1..].iter().zip(["web", "smtp", "imap", "pop3"]) {
         assert!(
             line.starts_with(&format!("OK {name} (198.51.100.10:")),
             "{line}"
@@ -104,12 +119,39 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
     // Close to expiry: warning.
     let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "soon"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.starts_with("WARNING soon"), "{out}");
+    assert!(out.starts_with("NETSENTRY WARNING - soon ("), "{out}");
+    plugin_output(code, &out);
+    assert!(
+        out.lines().nth(1).unwrap().starts_with("WARNING soon"),
+        "{out}"
+    );
+    // -w moves the warning, -C makes it critical.
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "-w", "1", "soon"]);
+    assert_eq!(code, 0, "{out}");
+    let perf = out.lines().next().unwrap().split_once(" | ").unwrap().1;
+    assert!(
+        perf.starts_with("'soon days_left'=4;1:; ") || perf.starts_with("'soon days_left'=5;1:; "),
+        "{perf}"
+    );
+    let (code, out, _) = netsentry_in(
+        &host,
+        &["probe", "-c", c, "-w", "30", "-C", "7", "web", "soon"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("NETSENTRY CRITICAL - soon ("), "{out}");
+    plugin_output(code, &out);
+    assert!(out.contains("ends within 7 days (-C)"), "{out}");
 
     // A valid certificate from the right CA that is not the one we hold: critical.
     let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "wrong", "web"]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.starts_with("CRITICAL wrong"), "{out}");
+    assert!(out.starts_with("NETSENTRY CRITICAL - wrong ("), "{out}");
+    assert!(out.contains("1 of 2 checks not OK"), "{out}");
+    plugin_output(code, &out);
+    assert!(
+        out.lines().nth(1).unwrap().starts_with("CRITICAL wrong"),
+        "{out}"
+    );
     assert!(out.contains("certificate is NOT ours"), "{out}");
     assert!(out.contains(&p.ours.cert_sha256), "{out}");
 
@@ -159,10 +201,52 @@ fn probe_direct_and_starttls_servers_and_what_goes_wrong() {
     );
     assert_eq!(v["targets"][0]["status"], "UNKNOWN");
 
-    // Unusable input.
-    let (code, _, err) = netsentry_in(&host, &["probe", "-c", c, "nosuch"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("no tls target named \"nosuch\""), "{err}");
+    // Unusable input: UNKNOWN (3), said on stdout (what a monitoring system shows).
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "nosuch"]);
+    assert_eq!(code, 3);
+    assert!(
+        out.starts_with("NETSENTRY UNKNOWN - no tls target named \"nosuch\""),
+        "{out}"
+    );
+    let (code, out, _) = netsentry_in(&host, &["probe", "-c", c, "--frobnicate"]);
+    assert_eq!(code, 3);
+    assert!(
+        out.starts_with("NETSENTRY UNKNOWN - netsentry probe: unexpected argument"),
+        "{out}"
+    );
+
+    // No configuration: one address on the command line.
+    let spki = p.ours.spki_sha256.as_str();
+    let ca = p.ca_file.to_str().unwrap();
+    let adhoc = |extra: &[&str]| {
+        let mut args = vec![
+            "probe",
+            "--address",
+            "198.51.100.10:25",
+            "--starttls",
+            "smtp",
+            "--server-name",
+            "example.org",
+            "--ca-file",
+            ca,
+        ];
+        args.extend_from_slice(extra);
+        netsentry_in(&host, &args)
+    };
+    let (code, out, _) = adhoc(&["--expect-spki", spki]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("NETSENTRY OK - 1 checks OK | '198.51.100.10 days_left'=89;14:;"),
+        "{out}"
+    );
+    let other = "ab".repeat(32);
+    let (code, out, _) = adhoc(&["--expect-spki", &other]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("certificate is NOT ours"), "{out}");
+    let (code, out, _) = adhoc(&["--expect-spki", "12"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("NETSENTRY UNKNOWN - "), "{out}");
+    assert!(out.contains("\"12\" is not a SHA-256 value"), "{out}");
 }
 
 #[test]

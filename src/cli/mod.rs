@@ -61,16 +61,24 @@ pub enum Command {
         #[arg(long = "gateway", value_name = "IP=MAC", value_parser = GatewaySpec::parse)]
         gateways: Vec<GatewaySpec>,
     },
-    /// Run the TLS checks once; exit 0 ok, 1 warning, 2 critical, 3 unknown (a Nagios/Icinga check)
+    /// Run the TLS checks once, as a monitoring plugin (Nagios, Icinga, Naemon): exit 0 ok, 1 warning, 2 critical, 3 unknown (also for usage and configuration errors); first line `NETSENTRY STATE - summary | perfdata`, then one line per endpoint
     Probe {
         /// Targets to check by name [default: all]
         targets: Vec<String>,
-        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        /// Configuration file [default: /etc/netsentry/netsentry.toml; not read with --address]
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Print JSON instead of one line per target
+        /// Print JSON instead of the plugin output
         #[arg(long)]
         json: bool,
+        /// WARNING when our certificate ends within this many days [default: each target's expiry_warning]
+        #[arg(short = 'w', long = "warning", value_name = "DAYS")]
+        warning_days: Option<i64>,
+        /// CRITICAL when our certificate ends within this many days
+        #[arg(short = 'C', long = "critical", value_name = "DAYS")]
+        critical_days: Option<i64>,
+        #[command(flatten)]
+        adhoc: probe::AdHoc,
     },
     /// Print SHA-256 of each certificate and of its public key (SPKI), for publishing
     Fingerprints {
@@ -194,6 +202,18 @@ fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> 
     Ok((source.load()?, source))
 }
 
+/// True when `e` is a usage error of `netsentry probe` (not help or version).
+pub fn is_probe_usage_error(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    let shown = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    !shown && std::env::args().nth(1).as_deref() == Some("probe")
+}
+
 /// Runs one verb; the exit code on success (the verb's own, e.g. `probe`'s).
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
@@ -220,11 +240,25 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             targets,
             config,
             json,
+            warning_days,
+            critical_days,
+            adhoc,
         } => {
-            let (config, _) = load(config.as_deref())?;
             let mut out = std::io::stdout().lock();
-            let code = probe::command(&config, &targets, json, &mut out)
-                .map_err(|e| CliError::verb("probe", e))?;
+            let thresholds = probe::Thresholds {
+                warning_days,
+                critical_days,
+            };
+            // A monitoring plugin: whatever goes wrong is UNKNOWN (3), on stdout.
+            let config = match adhoc.address.is_some() {
+                true => adhoc.config(config.as_deref()),
+                false => load(config.as_deref())
+                    .map(|(c, _)| c)
+                    .map_err(|e| e.to_string()),
+            };
+            let code = config
+                .and_then(|c| probe::command(&c, &targets, json, &thresholds, &mut out))
+                .unwrap_or_else(|e| probe::unknown(&e, json, &mut out));
             Ok(code as u8)
         }
         Command::Fingerprints {

@@ -13,6 +13,134 @@ use crate::source::certfiles::CertFiles;
 use crate::source::tls_probe::TrustStore;
 use crate::source::tls_scheduler::{Shared, probe_round};
 
+/// A check without a configuration file (`--address`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AdHoc {
+    /// Check this HOST:PORT ([v6]:port) without a configuration file
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// With --address: the STARTTLS dialogue (xmpp, xmpp-server, smtp, imap, pop3, ldap, postgres)
+    #[arg(long, value_name = "PROTOCOL", requires = "address")]
+    pub starttls: Option<String>,
+    /// With --address: SNI and the name verified [default: the host]
+    #[arg(long, value_name = "NAME", requires = "address")]
+    pub server_name: Option<String>,
+    /// With --address: our key's SHA-256 (hex; repeatable)
+    #[arg(long, value_name = "HEX", requires = "address")]
+    pub expect_spki: Vec<String>,
+    /// With --address: our certificate file (PEM; repeatable)
+    #[arg(long, value_name = "PEM", requires = "address")]
+    pub expect_file: Vec<std::path::PathBuf>,
+    /// With --address: trust anchors for chain_valid [default: the system's]
+    #[arg(long, value_name = "PEM", requires = "address")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// With --address: the whole check ends within this
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "address"
+    )]
+    pub timeout: String,
+}
+
+impl AdHoc {
+    /// The configuration of one target (checked as a configuration file
+    /// would be); `config` is not read.
+    pub fn config(&self, config: Option<&std::path::Path>) -> Result<Config, String> {
+        if let Some(path) = config {
+            return Err(format!(
+                "--address checks without a configuration; drop -c {}",
+                path.display()
+            ));
+        }
+        let address = self.address.as_deref().unwrap_or_default();
+        let toml_str = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let host = address
+            .trim_start_matches('[')
+            .split([']', ':'])
+            .next()
+            .unwrap_or("target");
+        let name: String = host
+            .chars()
+            .map(
+                |c| match c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    true => c,
+                    false => '.',
+                },
+            )
+            .take(64)
+            .collect();
+        let mut text = format!(
+            "[[tls.target]]\nname = {}\naddress = {}\npath_check = false\ntimeout = {}\n",
+            toml_str(&name),
+            toml_str(address),
+            toml_str(&self.timeout)
+        );
+        if let Some(s) = &self.starttls {
+            text.push_str(&format!("starttls = {}\n", toml_str(s)));
+        }
+        if let Some(s) = &self.server_name {
+            text.push_str(&format!("server_name = {}\n", toml_str(s)));
+        }
+        if let Some(f) = &self.ca_file {
+            text.push_str(&format!(
+                "ca_file = {}\n",
+                toml_str(&f.display().to_string())
+            ));
+        }
+        let list = |v: Vec<String>| v.iter().map(|x| toml_str(x)).collect::<Vec<_>>().join(", ");
+        let files = list(
+            self.expect_file
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+        );
+        text.push_str(&format!(
+            "expect = {{ spki_sha256 = [{}], cert_files = [{files}] }}\n",
+            list(self.expect_spki.clone())
+        ));
+        // The message without the position in the generated text.
+        Config::parse(&text, "--address").map_err(|e| {
+            let e = e.to_string();
+            match e.strip_prefix("--address:") {
+                Some(rest) => rest
+                    .split_once(": ")
+                    .map(|(_, m)| m.to_string())
+                    .unwrap_or(e.clone()),
+                None => e,
+            }
+        })
+    }
+}
+
+/// `-w` / `-C`: days before the end of our certificate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Thresholds {
+    pub warning_days: Option<i64>,
+    pub critical_days: Option<i64>,
+}
+
+/// The plugin's answer when it cannot check: UNKNOWN (3), the reason on stdout.
+pub fn unknown(why: &str, json_out: bool, out: &mut impl Write) -> i32 {
+    let why = why.lines().next().unwrap_or_default();
+    let _ = match json_out {
+        true => writeln!(
+            out,
+            "{}",
+            json!({"status": "UNKNOWN", "exit_code": 3, "error": why, "targets": []})
+        ),
+        false => writeln!(out, "NETSENTRY UNKNOWN - {why}"),
+    };
+    Verdict::Unknown.exit_code()
+}
+
+/// One perfdata label: quoted, without the characters the format reserves.
+fn perf_label(key: &str, what: &str) -> String {
+    let clean: String = key.chars().filter(|c| !matches!(c, '\'' | '=')).collect();
+    format!("'{clean} {what}'")
+}
+
 /// The targets named on the command line (all when none are named).
 /// "manifest 3, generated 40 s ago" and what is wrong with it.
 fn manifest_text(
@@ -118,6 +246,7 @@ pub fn command(
     config: &Config,
     names: &[String],
     json_out: bool,
+    thresholds: &Thresholds,
     out: &mut impl Write,
 ) -> Result<i32, String> {
     let targets = select(config, names)?;
@@ -134,7 +263,10 @@ pub fn command(
     let mut files = CertFiles::default();
     let mut rows: Vec<Row<'_>> = Vec::new();
     for (target, reports) in targets.iter().zip(&rounds) {
-        let rules = TargetRules::from_config(target);
+        let mut rules = TargetRules::from_config(target);
+        if let Some(w) = thresholds.warning_days {
+            rules.expiry_warning = chrono::Duration::days(w);
+        }
         let mut expected = ExpectedSet::new(&target.expect);
         let (found, problems) = files.current(&target.expect.cert_files);
         let ids: Vec<_> = found.iter().map(|(_, f)| f.identity).collect();
@@ -147,6 +279,7 @@ pub fn command(
             if !problems.is_empty() && a.verdict == Verdict::Ok {
                 a.verdict = Verdict::Warning;
             }
+            apply_thresholds(&mut a, thresholds);
             if report.local {
                 a.text
                     .push_str(" [local address: this check never leaves the host]");
@@ -205,6 +338,9 @@ pub fn command(
         .map(|r| r.judgement.verdict)
         .max()
         .unwrap_or(Verdict::Unknown);
+    if !json_out {
+        let _ = writeln!(out, "{}", header(&rows, worst, thresholds));
+    }
     let mut json_rows = Vec::new();
     for Row {
         target,
@@ -216,18 +352,12 @@ pub fn command(
         if json_out {
             json_rows.push(row_json(target, report, a, expected));
         } else {
-            let shown = match (&report.endpoint_host, &report.endpoint) {
-                (Some(h), Some(e)) => format!("{h} {e}"),
-                _ => report
-                    .peer
-                    .clone()
-                    .unwrap_or_else(|| report.address.clone()),
-            };
             let _ = writeln!(
                 out,
-                "{} {} ({shown}): {}",
+                "{} {} ({}): {}",
                 a.verdict.as_str(),
                 target.name,
+                shown(report),
                 a.text
             );
         }
@@ -245,6 +375,84 @@ pub fn command(
         );
     }
     Ok(worst.exit_code())
+}
+
+/// `-C` in days, for our certificate (a foreign one is critical anyway);
+/// `-w` is applied by [`assess`] in place of the target's `expiry_warning`.
+fn apply_thresholds(a: &mut Assessment, t: &Thresholds) {
+    let ours = matches!(a.matched, Some(Match::Current | Match::Replaced(_)));
+    let days = a.days_left.filter(|_| ours);
+    if let (Some(days), Some(c)) = (days, t.critical_days)
+        && days <= c
+    {
+        a.verdict = Verdict::Critical;
+        a.text = format!("ends within {c} days (-C): {}", a.text);
+    }
+}
+
+/// `NETSENTRY CRITICAL - wrong (198.51.100.10:443): certificate is NOT ours;
+/// 1 of 5 checks not OK | 'web days_left'=89;14; 'web time'=0.012s;;;0;10 ...`:
+/// the worst state first (what Icinga and Nagios show), perfdata after `|`.
+fn header(rows: &[Row<'_>], worst: Verdict, thresholds: &Thresholds) -> String {
+    let bad = rows
+        .iter()
+        .filter(|r| r.judgement.verdict != Verdict::Ok)
+        .count();
+    let first_worst = rows
+        .iter()
+        .find(|r| r.judgement.verdict == worst && worst != Verdict::Ok)
+        .map(|r| {
+            let text = &r.judgement.text;
+            let short = text.split(" [").next().unwrap_or(text);
+            let short: String = short.chars().take(160).collect();
+            format!("{} ({}): {short}", r.target.name, shown(r.report))
+        });
+    let summary = match first_worst {
+        Some(first) => format!("{first}; {bad} of {} checks not OK", rows.len()),
+        None => format!("{} checks OK", rows.len()),
+    };
+    let mut perf = Vec::new();
+    for r in rows {
+        let key = r.report.key();
+        if let Some(d) = r.judgement.days_left {
+            let warn = thresholds
+                .warning_days
+                .unwrap_or(r.target.expiry_warning.0.as_secs() as i64 / 86_400);
+            let crit = thresholds
+                .critical_days
+                .map(|c| format!("{c}:"))
+                .unwrap_or_default();
+            perf.push(format!(
+                "{}={d};{warn}:;{crit}",
+                perf_label(&key, "days_left")
+            ));
+        }
+        perf.push(format!(
+            "{}={:.3}s;;;0;{}",
+            perf_label(&key, "time"),
+            r.report.duration.as_secs_f64(),
+            r.target.timeout.0.as_secs()
+        ));
+        if let Some(h) = r.report.path.as_ref().and_then(|p| p.port.hops) {
+            perf.push(format!("{}={h};;;0;", perf_label(&key, "hops")));
+        }
+    }
+    format!(
+        "NETSENTRY {} - {summary} | {}",
+        worst.as_str(),
+        perf.join(" ")
+    )
+}
+
+/// How an endpoint is named in the output: host and address, or the peer.
+fn shown(report: &ProbeReport) -> String {
+    match (&report.endpoint_host, &report.endpoint) {
+        (Some(h), Some(e)) => format!("{h} {e}"),
+        _ => report
+            .peer
+            .clone()
+            .unwrap_or_else(|| report.address.clone()),
+    }
 }
 
 /// The endpoints of one server name that present another key than most of

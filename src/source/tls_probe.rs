@@ -161,6 +161,7 @@ pub fn stopped(target: &TlsTarget) -> ProbeReport {
         peer: None,
         local: false,
         time: Utc::now(),
+        duration: Duration::ZERO,
         outcome: Err(ProbeError::Stopped),
         path: None,
         manifest: None,
@@ -241,9 +242,11 @@ pub async fn probe(
     roots: Result<Arc<RootCertStore>, String>,
 ) -> ProbeReport {
     let mut report = stopped_at(target, endpoint);
-    let deadline = Instant::now() + target.timeout.0;
+    let started = Instant::now();
+    let deadline = started + target.timeout.0;
     let (peer, local) = (&mut report.peer, &mut report.local);
     report.outcome = run(target, endpoint, roots, deadline, peer, local).await;
+    report.duration = started.elapsed();
     report.time = Utc::now();
     report
 }

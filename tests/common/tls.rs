@@ -615,3 +615,56 @@ impl Drop for TransparentInterceptor {
             .status();
     }
 }
+
+/// Checks `out` against the monitoring-plugin guidelines (Nagios plugin API,
+/// monitoring-plugins development guidelines): the first line is
+/// `SERVICE STATE - text[ | perfdata]` whose state matches the exit code;
+/// each perfdata item is `'label'=value[UOM];[warn];[crit];[min];[max]`
+/// with a label free of `'` and `=`, a number, a UOM from the guidelines
+/// and ranges made of numbers, `:`, `~` and `@`. Returns the perfdata items.
+pub fn plugin_output(code: i32, out: &str) -> Vec<(String, f64)> {
+    let first = out.lines().next().unwrap_or_default();
+    let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][code as usize];
+    let prefix = format!("NETSENTRY {state} - ");
+    assert!(
+        first.starts_with(&prefix),
+        "state {state} for exit {code}: {first}"
+    );
+    let Some((text, perf)) = first.split_once(" | ") else {
+        return Vec::new();
+    };
+    assert!(!text.contains('|'), "one '|' only: {first}");
+    let mut items = Vec::new();
+    let mut rest = perf.trim();
+    while !rest.is_empty() {
+        assert!(rest.starts_with('\''), "label quoted: {rest}");
+        let end = rest[1..].find('\'').expect("closing quote") + 1;
+        let label = &rest[1..end];
+        assert!(!label.contains('='), "{label}");
+        let after = &rest[end + 1..];
+        assert!(after.starts_with('='), "'label'=value: {after}");
+        let (item, next) = after[1..].split_once(' ').unwrap_or((&after[1..], ""));
+        let fields: Vec<&str> = item.split(';').collect();
+        assert!(fields.len() <= 5, "{item}");
+        let number_end = fields[0]
+            .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-')))
+            .unwrap_or(fields[0].len());
+        let (value, uom) = fields[0].split_at(number_end);
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {item}"));
+        assert!(
+            ["", "s", "ms", "us", "%", "B", "KB", "MB", "TB", "c"].contains(&uom),
+            "unit {uom:?}: {item}"
+        );
+        for range in fields.iter().skip(1) {
+            assert!(
+                range
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | ':' | '~' | '@')),
+                "range {range:?}: {item}"
+            );
+        }
+        items.push((label.to_string(), value));
+        rest = next.trim_start();
+    }
+    items
+}

@@ -657,6 +657,7 @@ pub(crate) mod tests {
             peer: Some("198.51.100.10:5222".into()),
             local: false,
             time: at,
+            duration: std::time::Duration::ZERO,
             outcome: outcome
                 .map(|facts| Seen {
                     facts,

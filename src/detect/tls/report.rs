@@ -21,6 +21,8 @@ pub struct ProbeReport {
     /// The target resolved to an address of this host: the check never left it.
     pub local: bool,
     pub time: DateTime<Utc>,
+    /// How long the check took (connect, STARTTLS, handshake).
+    pub duration: std::time::Duration,
     pub outcome: Result<Seen, ProbeError>,
     /// The path length of the port (and of the reference port) from here.
     pub path: Option<PathReport>,
