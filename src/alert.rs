@@ -41,6 +41,9 @@ macro_rules! kinds {
         pub enum Kind { $($variant,)* }
 
         impl Kind {
+            /// Every kind, in the order of this list.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant,)*];
+
             /// The name on the wire (`gateway_mac_changed`, ...).
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)* }
@@ -51,6 +54,7 @@ macro_rules! kinds {
                 matches!(
                     self,
                     Kind::GatewayUnreachable
+                        | Kind::LinkDown
                         | Kind::TlsMismatch
                         | Kind::TlsProbeFailed
                         | Kind::PathLengthMismatch
@@ -119,6 +123,31 @@ kinds! {
     CaaWeak => "caa_weak", Warning;
     ConfigReloaded => "config_reloaded", Info;
     ConfigRejected => "config_rejected", Warning;
+}
+
+/// docs/ALERTS.md, compiled in: the reference is the one place each kind
+/// is explained (Alertmanager's `description`, the journal catalog).
+const ALERTS_MD: &str = include_str!("../docs/ALERTS.md");
+
+impl Kind {
+    /// When this alert is sent, from its row in docs/ALERTS.md (the "when"
+    /// column, markdown as written).
+    pub fn description(self) -> &'static str {
+        static TABLE: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static str>> =
+            std::sync::OnceLock::new();
+        let table = TABLE.get_or_init(|| {
+            ALERTS_MD
+                .lines()
+                .filter_map(|line| {
+                    let rest = line.strip_prefix("| <a id=\"")?;
+                    let (kind, rest) = rest.split_once("\"></a>")?;
+                    let when = rest.split(" | ").nth(2)?;
+                    Some((kind, when.trim()))
+                })
+                .collect()
+        });
+        table.get(self.as_str()).copied().unwrap_or("")
+    }
 }
 
 /// What a detector found: an alert before it gets an id and a host name.
@@ -297,6 +326,22 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use serde_json::json;
+
+    #[test]
+    fn every_kind_is_explained_in_the_reference() {
+        for kind in Kind::ALL {
+            assert!(
+                kind.description().len() > 5,
+                "{} has no row in docs/ALERTS.md",
+                kind.as_str()
+            );
+        }
+        assert!(
+            Kind::LinkDown
+                .description()
+                .starts_with("a link lost carrier")
+        );
+    }
 
     #[test]
     fn each_endpoint_of_a_target_is_its_own_condition() {

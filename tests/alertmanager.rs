@@ -142,6 +142,13 @@ fn alertmanager_receives_labels_and_annotations() {
         serde_json::from_str(a["annotations"]["details"].as_str().unwrap()).unwrap();
     assert_eq!(details["new_mac"], "02:de:ad:be:ef:01");
     assert_eq!(a["status"]["state"], "active");
+    // What it means and where to read more (the kind's row in the reference).
+    let description = a["annotations"]["description"].as_str().unwrap();
+    assert!(description.contains("gateway"), "{description}");
+    assert_eq!(
+        a["annotations"]["runbook_url"],
+        "file:///usr/share/doc/netsentry/ALERTS.md#gateway_mac_changed"
+    );
 
     // The heartbeat is a long-lived alert that expires three beats after the last one.
     let hb = wait_am(&lab, "agent_heartbeat", |a| {
@@ -198,4 +205,34 @@ fn a_condition_stays_active_while_it_holds_and_resolves_when_it_clears() {
             .iter()
             .all(|r| r.body.get("delivery").is_none())
     );
+}
+
+#[test]
+fn a_link_flap_resolves_when_the_link_is_back() {
+    let Some((lab, receiver, config)) = prepare("[arp]\nenabled = false") else {
+        return;
+    };
+    let _am = start_alertmanager(&lab);
+    append_config(&config, &am_webhook(""));
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    // The host's eth0 loses carrier (its peer on the LAN bridge goes down).
+    ip(&lab.lan, "link set phost down");
+    let is_down = |a: &Value| a["labels"]["alertname"] == "link_down";
+    let a = wait_am(&lab, "link_down", is_down);
+    assert_eq!(a["labels"]["interface"], "eth0");
+    ip(&lab.lan, "link set phost up");
+    // Resolved at once, not after resolve_after (1 h).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while am_alerts(&lab).iter().any(is_down) {
+        assert!(
+            Instant::now() < deadline,
+            "not resolved: {:#?}",
+            am_alerts(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    receiver.wait_kind("link_up", Duration::from_secs(5), |d| {
+        d["interface"] == "eth0"
+    });
 }

@@ -160,6 +160,14 @@ pub struct WebhookConfig {
     /// `format = "alertmanager"`: events are resolved (`endsAt`) this long after they fired.
     #[serde(default = "default_resolve_after")]
     pub resolve_after: Interval,
+    /// `format = "alertmanager"`: the `runbook_url` annotation is this
+    /// followed by `#kind` (docs/ALERTS.md has an anchor per kind).
+    #[serde(default = "default_runbook_base")]
+    pub runbook_base: String,
+}
+
+fn default_runbook_base() -> String {
+    "file:///usr/share/doc/netsentry/ALERTS.md".into()
 }
 
 impl WebhookConfig {

@@ -9,7 +9,12 @@ use crate::alert::{Alert, Delivery, IDENTIFYING, Kind, format_time};
 use crate::config::WebhookFormat;
 
 /// The JSON body of one alert in the given format.
-pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Duration) -> String {
+pub fn body(
+    alert: &Alert,
+    format: WebhookFormat,
+    resolve_after: std::time::Duration,
+    runbook_base: &str,
+) -> String {
     match format {
         WebhookFormat::Netsentry => alert.to_json(),
         WebhookFormat::Slack => json!({
@@ -48,6 +53,8 @@ pub fn body(alert: &Alert, format: WebhookFormat, resolve_after: std::time::Dura
                 "labels": labels,
                 "annotations": {
                     "summary": alert.summary,
+                    "description": alert.kind.description(),
+                    "runbook_url": format!("{runbook_base}#{}", alert.kind.as_str()),
                     "details": Value::Object(alert.details.clone()).to_string(),
                     "id": alert.id,
                 },
@@ -122,15 +129,17 @@ mod tests {
         );
         let a = Alert::from_finding(f, "web1");
         let ns: Value =
-            serde_json::from_str(&body(&a, WebhookFormat::Netsentry, Default::default())).unwrap();
+            serde_json::from_str(&body(&a, WebhookFormat::Netsentry, Default::default(), ""))
+                .unwrap();
         assert_eq!(ns["kind"], "link_down");
         let slack: Value =
-            serde_json::from_str(&body(&a, WebhookFormat::Slack, Default::default())).unwrap();
+            serde_json::from_str(&body(&a, WebhookFormat::Slack, Default::default(), "")).unwrap();
         assert_eq!(slack["text"], "[warning] web1: link eth0 is down");
         let am: Value = serde_json::from_str(&body(
             &a,
             WebhookFormat::Alertmanager,
             std::time::Duration::from_secs(3600),
+            "https://wiki.example.org/netsentry/ALERTS.md",
         ))
         .unwrap();
         assert_eq!(am[0]["labels"]["alertname"], "link_down");
@@ -138,5 +147,15 @@ mod tests {
         assert_eq!(am[0]["labels"]["severity"], "warning");
         assert_eq!(am[0]["annotations"]["summary"], "link eth0 is down");
         assert!(am[0]["labels"].get("reason").is_none());
+        assert_eq!(
+            am[0]["annotations"]["runbook_url"],
+            "https://wiki.example.org/netsentry/ALERTS.md#link_down"
+        );
+        assert!(
+            am[0]["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("a link lost carrier or was set down; a condition")
+        );
     }
 }

@@ -503,7 +503,12 @@ async fn attempt_once(
     key: Option<&[u8]>,
     alert: &Alert,
 ) -> Outcome {
-    let body = format::body(alert, config.format, config.resolve_after.0);
+    let body = format::body(
+        alert,
+        config.format,
+        config.resolve_after.0,
+        &config.runbook_base,
+    );
     let mut request = client
         .post(config.url.0.clone())
         .header("content-type", "application/json");

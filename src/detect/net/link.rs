@@ -79,6 +79,7 @@ impl NetDetector {
                 format!("link {name} was removed"),
                 json!({"interface": name}),
             ));
+            pass.out.push(link_down_ends(name, pass.now));
         }
         self.baseline.links.remove(name);
         self.dirty = true;
@@ -141,6 +142,7 @@ fn carrier_changes(
             format!("link {name} is up again (short carrier loss{times})"),
             json!({"interface": name, "down_ms": null, "flaps": unseen_flaps}),
         ));
+        out.push(link_down_ends(name, now));
     } else if old.is_up() && !new.is_up() {
         new.down_since = Some(now);
         let reason = if new.admin_up { "carrier" } else { "admin" };
@@ -167,9 +169,21 @@ fn carrier_changes(
             format!("link {name} is up again{after}"),
             json!({"interface": name, "down_ms": down_ms}),
         ));
+        out.push(link_down_ends(name, now));
     }
 
     out
+}
+
+/// `link_down` is a condition: it ends (Alertmanager resolves it) when the
+/// link is up again, or gone.
+fn link_down_ends(name: &str, now: DateTime<Utc>) -> Finding {
+    Finding::cleared(
+        Kind::LinkDown,
+        now,
+        format!("link {name} is no longer down"),
+        json!({"interface": name}),
+    )
 }
 
 /// MAC, promiscuous mode and MTU.

@@ -473,7 +473,10 @@ fn link_down_and_up_with_duration() {
     assert!(d.observe(Observation::Link(l.clone()), t(2_000)).is_empty());
     l.carrier = true;
     let f = d.observe(Observation::Link(l.clone()), t(20_500));
-    assert_eq!(kinds(&f), vec![Kind::LinkUp]);
+    // link_down is a condition: up again ends it.
+    assert_eq!(kinds(&f), vec![Kind::LinkUp, Kind::LinkDown]);
+    assert!(!f[0].clears && f[1].clears);
+    assert_eq!(f[1].detail_str("interface"), Some("eth0"));
     assert_eq!(f[0].details["down_ms"], 19_500);
     assert_eq!(f[0].summary, "link eth0 is up again after 19.5 s");
     l.admin_up = false;
@@ -487,7 +490,11 @@ fn a_flap_folded_into_one_notification_is_still_reported() {
     let mut l = link(2, "eth0");
     l.carrier_downs = Some(1);
     let f = d.observe(Observation::Link(l.clone()), t(1_000));
-    assert_eq!(kinds(&f), vec![Kind::LinkDown, Kind::LinkUp]);
+    assert_eq!(
+        kinds(&f),
+        vec![Kind::LinkDown, Kind::LinkUp, Kind::LinkDown]
+    );
+    assert!(f[2].clears, "the flap's link_down ends at once");
     assert_eq!(f[0].detail_str("reason"), Some("carrier"));
     assert_eq!(f[1].details["down_ms"], Value::Null);
     assert_eq!(f[1].details["flaps"], 1);
@@ -554,7 +561,11 @@ fn links_added_removed_renamed_and_ignored() {
     // A rename is the old name going and a new one coming.
     dummy.name = "uplink2".into();
     let f = d.observe(Observation::Link(dummy), t(2));
-    assert_eq!(kinds(&f), vec![Kind::LinkRemoved, Kind::LinkAdded]);
+    assert_eq!(
+        kinds(&f),
+        vec![Kind::LinkRemoved, Kind::LinkDown, Kind::LinkAdded]
+    );
+    assert!(f[1].clears, "a removed link is not down any more");
     assert_eq!(
         kinds(&d.observe(
             Observation::LinkRemoved {
@@ -563,7 +574,7 @@ fn links_added_removed_renamed_and_ignored() {
             },
             t(3)
         )),
-        vec![Kind::LinkRemoved]
+        vec![Kind::LinkRemoved, Kind::LinkDown]
     );
     // Ignored links: silence in every direction.
     let mut v = link(8, "veth1234");
