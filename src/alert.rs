@@ -122,6 +122,7 @@ kinds! {
     CtUnknownCertificate => "ct_unknown_certificate", Critical;
     CaaWeak => "caa_weak", Warning;
     ConfigReloaded => "config_reloaded", Info;
+    Test => "test", Info;
     ConfigRejected => "config_rejected", Warning;
 }
 

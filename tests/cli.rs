@@ -88,6 +88,7 @@ fn every_verb_has_help() {
         "baseline",
         "probe",
         "fingerprints",
+        "test-alert",
     ] {
         let (code, out, _) = netsentry(&[verb, "--help"]);
         assert_eq!(code, 0);

@@ -329,3 +329,61 @@ fn a_full_spool_drops_the_oldest_and_reports_it() {
     assert!(dropped > 1000, "{d}");
     assert_eq!(d["reason"], "max_spool_bytes");
 }
+
+#[test]
+fn test_alert_reaches_each_receiver_and_says_which_failed() {
+    let Some((lab, receiver, config)) = prepare("") else {
+        return;
+    };
+    let secret = write_secret(&lab);
+    append_config(
+        &config,
+        &format!("secret_file = \"{}\"\n", secret.display()),
+    );
+    let broken = Receiver::start(&lab.host);
+    broken.set_status(500);
+    append_config(
+        &config,
+        &format!(
+            "\n[[webhook]]\nname = \"broken\"\nurl = \"{}\"\n",
+            broken.url()
+        ),
+    );
+    let c = config.to_str().unwrap();
+    let (code, out, err) = netsentry_in(&lab.host, &["test-alert", "-c", c]);
+    assert_eq!(code, 1, "one receiver failed: {out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].ends_with(": delivered (HTTP 200), signed (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature v1), format netsentry"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("broken: FAILED: HTTP 500"), "{out}");
+    let got = receiver.wait_for("test alert", WAIT, |b| b["kind"] == "test");
+    assert_eq!(got.body["severity"], "info");
+    assert!(got.headers.contains_key("webhook-signature"));
+    assert!(lines[2].contains(got.body["id"].as_str().unwrap()), "{out}");
+    // Nothing was spooled: no agent will send it again.
+    assert!(
+        !lab.path("state/spool").exists()
+            || std::fs::read_dir(lab.path("state/spool"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // One receiver by name, and a name that is not there.
+    let (code, out, _) = netsentry_in(&lab.host, &["test-alert", "-c", c, "--receiver", "broken"]);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    broken.set_status(200);
+    let (code, out, _) = netsentry_in(&lab.host, &["test-alert", "-c", c, "--receiver", "broken"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = netsentry_in(&lab.host, &["test-alert", "-c", c, "--receiver", "nosuch"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no receiver named \"nosuch\" (configured: "),
+        "{err}"
+    );
+    // The secret appears nowhere in what it prints.
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(!out.contains(secret_text.trim()));
+}

@@ -17,7 +17,7 @@ pub mod tls;
 
 mod outputs;
 mod reload;
-mod setup;
+pub(crate) mod setup;
 mod sighup;
 
 pub use reload::{Rebuild, ReloadPlan};

@@ -11,6 +11,7 @@ pub mod fingerprints;
 pub mod probe;
 pub mod replay;
 pub mod status;
+pub mod test_alert;
 
 use std::path::{Path, PathBuf};
 
@@ -105,6 +106,15 @@ pub enum Command {
         /// Print JSON (show)
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// Send one `test` alert through every configured receiver now (not spooled, nothing stored); print each receiver's answer; exit 1 if any failed
+    TestAlert {
+        /// Configuration file [default: /etc/netsentry/netsentry.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only the receiver with this name (`name`, or the URL without path as `status` shows it)
+        #[arg(long, value_name = "NAME")]
+        receiver: Option<String>,
     },
     /// Create a minisign key pair for [publish]: the secret key (mode 0600) and FILE.pub; prints the public key line for the probers' manifest_key
     Keygen {
@@ -295,6 +305,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Keygen { output, force } => keygen(&output, force),
+        Command::TestAlert { config, receiver } => {
+            let (config, _) = load(config.as_deref())?;
+            let text = test_alert::command(&config, receiver.as_deref())
+                .map_err(|e| CliError::verb("test-alert", e))?;
+            print_stdout(&text.0)?;
+            Ok(text.1)
+        }
         Command::Status { config, json } => {
             let (config, _) = load(config.as_deref())?;
             let status =

@@ -245,7 +245,8 @@ pub struct WebhookSink {
 
 /// How one attempt ended.
 enum Outcome {
-    Delivered,
+    /// A 2xx, with its status code.
+    Delivered(u16),
     /// Try again, no sooner than this (from `Retry-After`) if given.
     Retry(Option<Duration>, String),
     Rejected(String),
@@ -433,7 +434,7 @@ impl Receiver {
         }
         loop {
             match attempt_once(&self.client, &self.config, self.key.as_deref(), &alert).await {
-                Outcome::Delivered => {
+                Outcome::Delivered(_) => {
                     self.delivered();
                     return Next::Continue;
                 }
@@ -529,7 +530,7 @@ async fn attempt_once(
     };
     let status = response.status();
     if status.is_success() {
-        return Outcome::Delivered;
+        return Outcome::Delivered(status.as_u16());
     }
     let retry_after = response
         .headers()
@@ -559,6 +560,26 @@ async fn attempt_once(
         Outcome::Rejected(why)
     } else {
         Outcome::Retry(retry_after, why)
+    }
+}
+
+/// `netsentry test-alert`: `alert` to one receiver now, once, without the
+/// spool. `Ok("HTTP 200")`, or why it was not delivered.
+pub async fn deliver_once(
+    config: &WebhookConfig,
+    key: Option<&[u8]>,
+    alert: &Alert,
+) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(config.timeout.0)
+        .connect_timeout(config.timeout.0)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("netsentry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| describe(&e.without_url()))?;
+    match attempt_once(&client, config, key, alert).await {
+        Outcome::Delivered(code) => Ok(format!("HTTP {code}")),
+        Outcome::Retry(_, why) | Outcome::Rejected(why) => Err(why),
     }
 }
 
