@@ -118,14 +118,58 @@ fn node_exporter_serves_the_textfile_and_the_agent_serves_metrics() {
             "netsentry_gateway_info{interface=\"eth0\",family=\"inet\",ip=\"192.0.2.1\",mac=\"02:00:00:00:00:01\"} 1",
         ],
     );
-    let other = in_netns(&lab.host, || {
-        let mut c = std::net::TcpStream::connect("127.0.0.1:9469").unwrap();
-        c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut t = String::new();
-        c.read_to_string(&mut t).unwrap();
-        t
-    });
+    let request = |raw: &'static str| {
+        in_netns(&lab.host, move || {
+            let mut c = std::net::TcpStream::connect("127.0.0.1:9469").unwrap();
+            c.write_all(raw.as_bytes()).unwrap();
+            let mut t = String::new();
+            c.read_to_string(&mut t).unwrap();
+            t
+        })
+    };
+    // What Prometheus and people send: query strings, HEAD, the landing page.
+    let with_query = request("GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(with_query.starts_with("HTTP/1.1 200"), "{with_query}");
+    assert!(
+        with_query
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{with_query}"
+    );
+    assert!(with_query.contains("netsentry_build_info"), "{with_query}");
+    let head = request("HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("netsentry_build_info"), "no body: {head}");
+    let landing = request("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        landing.starts_with("HTTP/1.1 200") && landing.contains("href=\"/metrics\""),
+        "{landing}"
+    );
+    let other = request("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
-    drop(exporter);
+    let post = request("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // Delivery health and the station table.
+    wait_for_lines(
+        &lab.host,
+        "127.0.0.1:9469",
+        &[&format!(
+            "netsentry_delivery_errors_total{{receiver=\"http://127.0.0.1:{}/…\"}} 0",
+            receiver.port
+        )],
+    );
+    let page = scrape(&lab.host, "127.0.0.1:9469").unwrap();
+    assert!(
+        page.contains(&format!(
+            "netsentry_delivery_last_success_timestamp_seconds{{receiver=\"http://127.0.0.1:{}/…\"}} ",
+            receiver.port
+        )),
+        "{page}"
+    );
+    // Stopped: the textfile goes, node_exporter serves no stale gateway MAC.
     agent.stop();
+    assert!(!textfiles.join("netsentry.prom").exists());
+    let page = scrape(&lab.host, "127.0.0.1:9100").unwrap_or_default();
+    assert!(!page.contains("netsentry_gateway_info"), "{page}");
+    drop(exporter);
 }

@@ -659,6 +659,16 @@ impl Agent {
                 .collect(),
             None => Vec::new(),
         };
+        m.delivery = match &self.outbox {
+            Some(outbox) => self
+                .config
+                .webhooks
+                .iter()
+                .map(|hook| (hook.display_name(), outbox.health(&receiver_id(hook))))
+                .collect(),
+            None => Vec::new(),
+        };
+        m.stations = self.packets.detector.stations().per_interface();
         publish_metrics(&self.config, &self.out.metrics, &self.metrics_page);
     }
 
@@ -718,6 +728,18 @@ impl Agent {
         self.inbound.save(&self.state_dir);
         self.tls.save();
         self.ct.save();
+        // A stopped agent has no metrics: node_exporter must not serve the
+        // last ones (an old gateway MAC) as if they were current.
+        let textfile = &self.config.metrics.textfile;
+        if !textfile.as_os_str().is_empty()
+            && let Err(e) = std::fs::remove_file(textfile)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(
+                "cannot remove the metrics textfile {}: {e}",
+                textfile.display()
+            );
+        }
         stop_webhooks(self.webhooks, STOP_GRACE).await;
         match stop.failure {
             Some(why) => bail!(why),

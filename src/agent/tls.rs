@@ -221,6 +221,14 @@ impl TlsWatch {
                     .map(|m| matches!(m, Match::Current | Match::Replaced(_))),
                 not_after: seen.map(|s| s.facts.not_after.timestamp()),
                 checked: report.time.timestamp(),
+                duration: report.duration.as_secs_f64(),
+                address: report.checked_address().to_string(),
+                cert: seen.map(|s| crate::sink::metrics::CertLabels {
+                    cert_sha256: s.facts.identity.cert_sha256.hex(),
+                    spki_sha256: s.facts.identity.spki_sha256.hex(),
+                    issuer: s.facts.issuer.clone(),
+                    subject: s.facts.subject.clone(),
+                }),
             },
         );
         let row = json!({

@@ -70,6 +70,14 @@ impl StationTable {
         self.len
     }
 
+    /// Stations held per interface.
+    pub fn per_interface(&self) -> Vec<(String, usize)> {
+        self.stations
+            .iter()
+            .map(|(name, table)| (name.clone(), table.len()))
+            .collect()
+    }
+
     /// True when no station is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -41,6 +41,21 @@ pub struct TlsInfo {
     pub not_after: Option<i64>,
     /// Unix time of the check.
     pub checked: i64,
+    /// How long the check took, in seconds.
+    pub duration: f64,
+    /// The address checked (the endpoint, or the configured address).
+    pub address: String,
+    /// The certificate received: SHA-256 of it and of its key, issuer, subject.
+    pub cert: Option<CertLabels>,
+}
+
+/// The labels of `netsentry_tls_certificate_info`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertLabels {
+    pub cert_sha256: String,
+    pub spki_sha256: String,
+    pub issuer: String,
+    pub subject: String,
 }
 
 /// Inbound connections to one watched port and family.
@@ -72,6 +87,10 @@ pub struct Metrics {
     pub tls: Vec<TlsInfo>,
     /// Per receiver URL: alerts waiting in the spool.
     pub spool_pending: Vec<(String, u64)>,
+    /// Per receiver: delivery errors and the last success.
+    pub delivery: Vec<(String, crate::sink::webhook::DeliveryHealth)>,
+    /// Stations (IP, MAC) in the station table, per interface.
+    pub stations: Vec<(String, usize)>,
     pub start_time: i64,
 }
 
@@ -266,34 +285,115 @@ impl Metrics {
                 );
             }
         }
+        // The *_timestamp_seconds names follow Prometheus' conventions; the
+        // old names stay one release (deprecated, see CHANGELOG.md).
+        for (name, help) in [
+            (
+                "netsentry_tls_certificate_not_after_timestamp_seconds",
+                "When the certificate of the last check ends (unix time).",
+            ),
+            (
+                "netsentry_tls_certificate_not_after_seconds",
+                "Deprecated (removed in the next release): netsentry_tls_certificate_not_after_timestamp_seconds.",
+            ),
+        ] {
+            section(&mut s, name, "gauge", help);
+            for t in &self.tls {
+                if let Some(end) = t.not_after {
+                    let _ = writeln!(s, "{name}{{{}}} {end}", tls_labels(t));
+                }
+            }
+        }
+        for (name, help) in [
+            (
+                "netsentry_tls_last_check_timestamp_seconds",
+                "When the target was last checked (unix time).",
+            ),
+            (
+                "netsentry_tls_last_check_seconds",
+                "Deprecated (removed in the next release): netsentry_tls_last_check_timestamp_seconds.",
+            ),
+        ] {
+            section(&mut s, name, "gauge", help);
+            for t in &self.tls {
+                let _ = writeln!(s, "{name}{{{}}} {}", tls_labels(t), t.checked);
+            }
+        }
         section(
             &mut s,
-            "netsentry_tls_certificate_not_after_seconds",
+            "netsentry_tls_probe_duration_seconds",
             "gauge",
-            "When the certificate of the last check ends (unix time).",
+            "How long the last check of a target took (connect, STARTTLS, handshake).",
         );
         for t in &self.tls {
-            if let Some(end) = t.not_after {
+            let _ = writeln!(
+                s,
+                "netsentry_tls_probe_duration_seconds{{{}}} {:.6}",
+                tls_labels(t),
+                t.duration
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_tls_certificate_info",
+            "gauge",
+            "The certificate the last check received (always 1; the hashes are in the labels, like blackbox_exporter's probe_ssl_last_chain_info).",
+        );
+        for t in &self.tls {
+            if let Some(c) = &t.cert {
                 let _ = writeln!(
                     s,
-                    "netsentry_tls_certificate_not_after_seconds{{{}}} {end}",
-                    tls_labels(t)
+                    "netsentry_tls_certificate_info{{{},address=\"{}\",cert_sha256=\"{}\",spki_sha256=\"{}\",issuer=\"{}\",subject=\"{}\"}} 1",
+                    tls_labels(t),
+                    label(&t.address),
+                    label(&c.cert_sha256),
+                    label(&c.spki_sha256),
+                    label(&c.issuer),
+                    label(&c.subject)
                 );
             }
         }
         section(
             &mut s,
-            "netsentry_tls_last_check_seconds",
+            "netsentry_arp_stations",
             "gauge",
-            "When the target was last checked (unix time).",
+            "Stations (IP and MAC pairs) in the station table, per interface.",
         );
-        for t in &self.tls {
+        for (interface, n) in &self.stations {
             let _ = writeln!(
                 s,
-                "netsentry_tls_last_check_seconds{{{}}} {}",
-                tls_labels(t),
-                t.checked
+                "netsentry_arp_stations{{interface=\"{}\"}} {n}",
+                label(interface)
             );
+        }
+        section(
+            &mut s,
+            "netsentry_delivery_errors_total",
+            "counter",
+            "Failed delivery attempts per receiver since the agent started (each retry counts).",
+        );
+        for (name, h) in &self.delivery {
+            let _ = writeln!(
+                s,
+                "netsentry_delivery_errors_total{{receiver=\"{}\"}} {}",
+                label(name),
+                h.errors
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_delivery_last_success_timestamp_seconds",
+            "gauge",
+            "When a receiver last took an alert (unix time; absent before the first).",
+        );
+        for (name, h) in &self.delivery {
+            if let Some(t) = h.last_success {
+                let _ = writeln!(
+                    s,
+                    "netsentry_delivery_last_success_timestamp_seconds{{receiver=\"{}\"}} {t}",
+                    label(name)
+                );
+            }
         }
         section(
             &mut s,
@@ -312,14 +412,16 @@ impl Metrics {
     }
 }
 
-/// Serves the latest `page` as `GET /metrics` on `listen` (only when configured:
-/// the agent opens no listening socket otherwise). Requests are read with a
-/// size and time limit; anything but `GET /metrics` is a 404.
+/// Serves the latest `page` on `listen` (only when configured: the agent
+/// opens no listening socket otherwise), with hyper: `GET`/`HEAD /metrics`
+/// (query strings ignored, as Prometheus may send them), a landing page at
+/// `/`, 404 elsewhere, 405 for other methods. Bounded: at most
+/// [`MAX_METRICS_CONNECTIONS`] at once, 8 KiB of request head, a few seconds
+/// per exchange, no keep-alive.
 pub async fn serve(
     listen: &str,
     page: std::sync::Arc<std::sync::Mutex<String>>,
 ) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("[metrics] listen {listen}: {e}")))?;
@@ -333,7 +435,7 @@ pub async fn serve(
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let mut conn = match listener.accept().await {
+            let conn = match listener.accept().await {
                 Ok((conn, _)) => conn,
                 Err(e) => {
                     // Out of descriptors, or the like: do not spin.
@@ -345,40 +447,71 @@ pub async fn serve(
             let page = page.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                // The whole exchange is bounded in time: a client that sends
+                let service = hyper::service::service_fn(move |req| {
+                    let page = page.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&req, &page)) }
+                });
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.keep_alive(false)
+                    .max_buf_size(8192)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(METRICS_EXCHANGE_TIMEOUT);
+                let exchange = http.serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+                // The whole exchange is bounded in time: a client that reads
                 // nothing holds its slot for at most this long.
-                let _ = tokio::time::timeout(METRICS_EXCHANGE_TIMEOUT, async {
-                    let mut buf = vec![0u8; 8192];
-                    let mut used = 0;
-                    while used < buf.len() {
-                        match conn.read(&mut buf[used..]).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => used += n,
-                        }
-                        if buf[..used].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&buf[..used]);
-                    let line = request.lines().next().unwrap_or("");
-                    let response = if line.starts_with("GET /metrics ") {
-                        let body = page.lock().map(|p| p.clone()).unwrap_or_default();
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .to_string()
-                    };
-                    let _ = conn.write_all(response.as_bytes()).await;
-                    let _ = conn.shutdown().await;
-                })
-                .await;
+                let _ = tokio::time::timeout(METRICS_EXCHANGE_TIMEOUT, exchange).await;
             });
         }
     });
     Ok(())
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+/// The answer to one request (pure but for reading the page).
+fn answer<B>(req: &hyper::Request<B>, page: &std::sync::Mutex<String>) -> hyper::Response<Body> {
+    use hyper::{Method, StatusCode, header};
+    let head = req.method() == Method::HEAD;
+    let reply = |status: StatusCode, kind: &str, body: String| {
+        let length = body.len();
+        let body = if head { String::new() } else { body };
+        hyper::Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, kind)
+            .header(header::CONTENT_LENGTH, length)
+            .body(Body::new(body.into()))
+            .unwrap_or_default()
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "GET or HEAD\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            page.lock().map(|p| p.clone()).unwrap_or_default(),
+        ),
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            format!(
+                "<!DOCTYPE html>\n<html><head><title>netsentry</title></head><body><h1>netsentry {}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /metrics\n".into(),
+        ),
+    }
 }
 
 /// Connections to `/metrics` served at once.
@@ -427,8 +560,24 @@ mod tests {
                 ours: Some(false),
                 not_after: Some(1_900_000_000),
                 checked: 1_800_000_100,
+                duration: 0.25,
+                address: "192.0.2.10:5222".into(),
+                cert: Some(CertLabels {
+                    cert_sha256: "ab".repeat(32),
+                    spki_sha256: "cd".repeat(32),
+                    issuer: "CN=R11, O=Let's Encrypt".into(),
+                    subject: "CN=example.org".into(),
+                }),
             }],
             spool_pending: vec![("https://a.example/x".into(), 3)],
+            delivery: vec![(
+                "alertmanager".into(),
+                crate::sink::webhook::DeliveryHealth {
+                    errors: 4,
+                    last_success: Some(1_800_000_050),
+                },
+            )],
+            stations: vec![("eth0".into(), 17)],
             ..Default::default()
         };
         let now = chrono::Utc::now();
@@ -451,10 +600,37 @@ mod tests {
             "netsentry_tls_probe_success{target=\"xmpp \\\"main\\\"\"} 1",
             "netsentry_tls_certificate_expected{target=\"xmpp \\\"main\\\"\"} 0",
             "netsentry_tls_certificate_not_after_seconds{target=\"xmpp \\\"main\\\"\"} 1900000000",
+            "netsentry_tls_certificate_not_after_timestamp_seconds{target=\"xmpp \\\"main\\\"\"} 1900000000",
+            "netsentry_tls_last_check_timestamp_seconds{target=\"xmpp \\\"main\\\"\"} 1800000100",
+            "netsentry_tls_probe_duration_seconds{target=\"xmpp \\\"main\\\"\"} 0.250000",
+            "netsentry_tls_certificate_info{target=\"xmpp \\\"main\\\"\",address=\"192.0.2.10:5222\",cert_sha256=\"abababababababababababababababababababababababababababababababab\",spki_sha256=\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\",issuer=\"CN=R11, O=Let's Encrypt\",subject=\"CN=example.org\"} 1",
+            "netsentry_arp_stations{interface=\"eth0\"} 17",
+            "netsentry_delivery_errors_total{receiver=\"alertmanager\"} 4",
+            "netsentry_delivery_last_success_timestamp_seconds{receiver=\"alertmanager\"} 1800000050",
             "netsentry_spool_pending_alerts{receiver=\"https://a.example/x\"} 3",
             "# TYPE netsentry_alerts_total counter",
+            "# TYPE netsentry_delivery_errors_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_alerting_rules_use_only_metrics_the_agent_exposes() {
+        let rules = include_str!("../../packaging/prometheus/netsentry.rules.yml");
+        let page = Metrics::default().render();
+        let mut names: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("netsentry_"))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 6, "{names:?}");
+        for name in names {
+            assert!(
+                page.contains(&format!("# TYPE {name} ")),
+                "{name} is in the rules but not in the metrics"
+            );
         }
     }
 

@@ -52,6 +52,17 @@ pub struct Outbox {
     cursors: Mutex<std::collections::HashMap<String, Position>>,
     /// What could not be spooled yet, in order, ahead of anything newer.
     backlog: Mutex<Backlog>,
+    /// Per receiver: failed attempts and the last delivery (unix time), for the metrics.
+    health: Mutex<std::collections::HashMap<String, DeliveryHealth>>,
+}
+
+/// One receiver's delivery figures since the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryHealth {
+    /// Attempts that failed (retried or rejected).
+    pub errors: u64,
+    /// When an alert was last delivered (unix time).
+    pub last_success: Option<i64>,
 }
 
 impl Outbox {
@@ -63,7 +74,27 @@ impl Outbox {
             end: watch::channel(end).0,
             cursors: Mutex::default(),
             backlog: Mutex::default(),
+            health: Mutex::default(),
         })
+    }
+
+    /// A receiver's delivery figures (zero before its first attempt).
+    pub fn health(&self, receiver: &str) -> DeliveryHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(receiver)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn note(&self, receiver: &str, delivered: bool) {
+        let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry(receiver.to_string()).or_default();
+        match delivered {
+            true => h.last_success = Some(chrono::Utc::now().timestamp()),
+            false => h.errors += 1,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Spool> {
@@ -458,6 +489,7 @@ impl Receiver {
     }
 
     fn delivered(&mut self) {
+        self.outbox.note(&self.id, true);
         if self.failures > 0 {
             tracing::info!(receiver = %self.name, "webhook delivery works again after {} failed attempts", self.failures);
         }
@@ -472,6 +504,7 @@ impl Receiver {
     }
 
     fn rejected(&mut self, alert: &Alert, why: &str) {
+        self.outbox.note(&self.id, false);
         tracing::error!(receiver = %self.name, alert_id = %alert.id, "receiver rejected the alert, not retrying (kept in the spool's .rejected.jsonl): {why}");
         self.outbox.move_aside(&self.id, alert, why);
         self.status.last_error = Some(format!("rejected alert {}: {why}", alert.id));
@@ -483,6 +516,7 @@ impl Receiver {
     /// Counts a failed attempt (logged at the first and at powers of two);
     /// returns how long to wait before the next.
     fn failed(&mut self, after: Option<Duration>, why: String) -> Duration {
+        self.outbox.note(&self.id, false);
         self.failures += 1;
         let wait = after
             .unwrap_or_else(|| jitter(backoff(self.failures)))
