@@ -1,5 +1,5 @@
-//! Writes the man pages (netsentry(8) and one per verb) and the bash, zsh and
-//! fish completions into DIR, from the CLI definition. Run by packaging/build:
+//! Writes the man pages (netsentry(8) and one per verb), the journal message
+//! catalog and the bash, zsh and fish completions into DIR, from the CLI definition. Run by packaging/build:
 //! `cargo run --release --example generate_assets -- DIR`. An example rather
 //! than a verb, so that the agent binary does not carry clap_mangen and
 //! clap_complete.
@@ -29,6 +29,11 @@ fn generate(dir: &Path) -> std::io::Result<()> {
             .render(&mut page)?;
         std::fs::write(dir.join(format!("{name}.8")), page)?;
     }
+    // The journal catalog of the alert kinds (`journalctl -x`).
+    std::fs::write(
+        dir.join("netsentry.catalog"),
+        netsentry::alert::journal_catalog(),
+    )?;
     for (shell, file) in [
         (Shell::Bash, "netsentry.bash"),
         (Shell::Zsh, "_netsentry"),

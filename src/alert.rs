@@ -131,6 +131,42 @@ kinds! {
 const ALERTS_MD: &str = include_str!("../docs/ALERTS.md");
 
 impl Kind {
+    /// The journal's `MESSAGE_ID` of this kind: 128 bits derived from its
+    /// name, stable across versions (`journalctl MESSAGE_ID=...`, and the
+    /// catalog that `journalctl -x` shows).
+    pub fn message_id(self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("netsentry alert {}", self.as_str()).as_bytes());
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What to check and do first, for the kinds that call for it.
+    fn first_steps(self) -> &'static str {
+        match self {
+            Kind::GatewayMacChanged | Kind::ArpGatewayConflict => {
+                "Check: `netsentry baseline` (the trusted MAC and the suspect one), `ip neigh show`, the switch's MAC table for the new MAC's port.\nDo: if the change is yours (a new router, a failover), `netsentry baseline accept IP`; if not, someone on the LAN answers for the gateway: isolate that port, then check TLS and SSH host keys of what was reached meanwhile."
+            }
+            Kind::TlsMismatch | Kind::TlsInconsistent | Kind::DaneMismatch => {
+                "Check: `netsentry probe NAME` from here and from another network (or through Tor), `netsentry fingerprints` on the server, the CT logs for the served certificate.\nDo: a certificate that is not on your server's disk, served to clients, is an interception until proven otherwise (jabber.ru): keep the evidence (the alert's fields), tell your provider, rotate credentials used over the path, revoke rogue certificates through the CA."
+            }
+            Kind::InterceptionSuspected => {
+                "Check: the alerts listed in NETSENTRY_EVIDENCE (journalctl NETSENTRY_ALERT_ID=...), `netsentry status`, `netsentry probe`.\nDo: treat as an incident: several independent signs point at traffic to this host being redirected."
+            }
+            Kind::InboundPathChanged | Kind::PathLengthMismatch => {
+                "Check: `netsentry status` (hops per port, before and now), a TCP traceroute to the port from outside against another port of the same address.\nDo: one port reached over a shorter or different path than its siblings is what a transparent redirect in the provider's network looks like (jabber.ru: 5222 at hop 13, 22 at hop 14)."
+            }
+            Kind::CtUnknownCertificate => {
+                "Check: the issuance in the CT logs (NETSENTRY_TBS_SHA256, the issuer), your ACME clients' logs.\nDo: a certificate for your names that you did not request: revoke it through the CA, tighten CAA (accounturi, validationmethods)."
+            }
+            Kind::LinkDown | Kind::LinkRemoved => {
+                "Check: the NIC, cable and switch port; `ip -s link`.\nDo: a short carrier loss on a server is rare; at jabber.ru a 19 s link-down came with the first rogue issuance: check the TLS and CT alerts around it."
+            }
+            _ => {
+                "Check: the alert's fields (journalctl -o verbose MESSAGE_ID=...), `netsentry status`."
+            }
+        }
+    }
+
     /// When this alert is sent, from its row in docs/ALERTS.md (the "when"
     /// column, markdown as written).
     pub fn description(self) -> &'static str {
@@ -149,6 +185,28 @@ impl Kind {
         });
         table.get(self.as_str()).copied().unwrap_or("")
     }
+}
+
+/// The journal message catalog of every kind (installed as
+/// /usr/lib/systemd/catalog/netsentry.catalog; `journalctl -x` shows the
+/// entry of an alert's `MESSAGE_ID`).
+pub fn journal_catalog() -> String {
+    let mut out = String::from(
+        "# netsentry's journal message catalog: one entry per alert kind (docs/ALERTS.md).\n\n",
+    );
+    for kind in Kind::ALL {
+        out.push_str(&format!(
+            "-- {}\nSubject: netsentry: {} ({})\nDefined-By: netsentry\nSupport: file:///usr/share/doc/netsentry/ALERTS.md#{}\n\n@MESSAGE@\n\nWhen netsentry sends {}: {}\n\n{}\n\n",
+            kind.message_id(),
+            kind.as_str(),
+            kind.severity().as_str(),
+            kind.as_str(),
+            kind.as_str(),
+            kind.description().replace('`', ""),
+            kind.first_steps()
+        ));
+    }
+    out
 }
 
 /// What a detector found: an alert before it gets an id and a host name.
@@ -327,6 +385,23 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use serde_json::json;
+
+    #[test]
+    fn each_kind_has_its_own_message_id_and_catalog_entry() {
+        let ids: std::collections::HashSet<String> =
+            Kind::ALL.iter().map(|k| k.message_id()).collect();
+        assert_eq!(ids.len(), Kind::ALL.len());
+        assert!(
+            ids.iter()
+                .all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+        let catalog = journal_catalog();
+        assert_eq!(catalog.matches("\n-- ").count(), Kind::ALL.len());
+        assert!(catalog.contains(&format!(
+            "-- {}\nSubject: netsentry: tls_mismatch (critical)",
+            Kind::TlsMismatch.message_id()
+        )));
+    }
 
     #[test]
     fn every_kind_is_explained_in_the_reference() {

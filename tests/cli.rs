@@ -50,12 +50,22 @@ fn unusable_input_is_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[[webhook]]\nurl = \"ftp://example.net/\"\n").unwrap();
+    // `run` with a bad configuration: 78 (EX_CONFIG), which the unit does
+    // not restart; check-config says the same with 2.
     let (code, _, err) = netsentry(&["run", "-c", path.to_str().unwrap()]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(
         err.contains(":2:7: url \"ftp://example.net/\" must start with https://"),
         "{err}"
     );
+    let (code, out, err) = netsentry(&["check-config", "--quiet", "-c", path.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains(":2:7: url"), "{err}");
+    // --quiet (ExecReload=): nothing on stdout when it loads.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[agent]\nhost_id = \"x\"\n").unwrap();
+    let (code, out, _) = netsentry(&["check-config", "--quiet", "-c", good.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (0, ""));
     // probe without targets, and with a config that is not one.
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();

@@ -162,10 +162,62 @@ fn alerts_are_journal_entries_with_spec_fields() {
         .find(|e| e["NETSENTRY_KIND"] == "agent_started")
         .expect("agent_started entry");
     assert_eq!(started["PRIORITY"], "6");
-    assert!(
-        entries.iter().any(|e| e["MESSAGE"]
-            .as_str()
-            .is_some_and(|m| m.contains("baseline ready"))),
-        "log lines go to the journal too"
+    let log_line = entries
+        .iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("baseline ready"))
+        })
+        .expect("log lines go to the journal too");
+    // One PRIORITY mapping: an informational log line is 6, like an info alert.
+    assert_eq!(log_line["PRIORITY"], "6");
+    // Each kind has its MESSAGE_ID (the catalog's key for `journalctl -x`).
+    assert_eq!(
+        entry["MESSAGE_ID"],
+        netsentry::alert::Kind::GatewayMacChanged.message_id()
     );
+    assert_ne!(started["MESSAGE_ID"], entry["MESSAGE_ID"]);
+}
+
+#[test]
+fn journalctl_takes_the_catalog_and_explains_each_kind() {
+    // The real journalctl compiles the catalog the package installs.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("usr/lib/systemd/catalog");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("netsentry.catalog"),
+        netsentry::alert::journal_catalog(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("journalctl")
+            .arg(format!("--root={}", root.path().display()))
+            .args(args)
+            .output()
+            .expect("journalctl (apt-get install systemd)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["--update-catalog"]);
+    let listed = run(&["--list-catalog"]);
+    for kind in netsentry::alert::Kind::ALL {
+        assert!(
+            listed.contains(&format!(
+                "{} netsentry: netsentry: {} (",
+                kind.message_id(),
+                kind.as_str()
+            )),
+            "{} not in the compiled catalog:\n{listed}",
+            kind.as_str()
+        );
+    }
+    let id = netsentry::alert::Kind::TlsMismatch.message_id();
+    let text = run(&["--dump-catalog", &id]);
+    assert!(text.contains("jabber.ru"), "{text}");
 }

@@ -1,3 +1,4 @@
+journalctl --update-catalog >/dev/null 2>&1 || :
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi

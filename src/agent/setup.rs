@@ -34,9 +34,18 @@ pub fn init_logging(config: &Config) {
             tracing_subscriber::EnvFilter::new(format!("netsentry={}", config.log.level.as_str()))
         });
     let journal = match use_journald(config.log.journald) {
-        true => tracing_journald::layer()
-            .ok()
-            .map(|l| l.with_syslog_identifier("netsentry".into())),
+        // One mapping for logs and alerts: an informational log line is
+        // PRIORITY 6 like an info alert (tracing-journald's default is 5).
+        true => tracing_journald::layer().ok().map(|l| {
+            l.with_syslog_identifier("netsentry".into())
+                .with_priority_mappings(tracing_journald::PriorityMappings {
+                    error: tracing_journald::Priority::Error,
+                    warn: tracing_journald::Priority::Warning,
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    trace: tracing_journald::Priority::Debug,
+                })
+        }),
         false => None,
     };
     let registry = tracing_subscriber::registry().with(filter);

@@ -47,6 +47,9 @@ pub enum Command {
         /// Configuration file [default: /etc/netsentry/netsentry.toml]
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Print nothing when the configuration is fine (for ExecReload=)
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Run the packet detectors over a pcap or pcapng file (packet timestamps as time, no rate limits); nothing is sent
     Replay {
@@ -153,9 +156,24 @@ pub enum CliError {
     /// A failure whose sentence already says where (e.g. a capture file).
     #[error("{0}")]
     Plain(String),
+    /// `run` with a configuration that does not load: exit 78 (EX_CONFIG),
+    /// which the unit's `RestartPreventExitStatus=` does not restart.
+    #[error("{0}")]
+    StartConfig(ConfigError),
 }
 
+/// The exit status of `netsentry run` when its configuration does not load.
+pub const EXIT_CONFIG: u8 = 78;
+
 impl CliError {
+    /// The process's exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::StartConfig(_) => EXIT_CONFIG,
+            _ => 2,
+        }
+    }
+
     fn verb(verb: &'static str, message: impl ToString) -> CliError {
         CliError::Verb {
             verb,
@@ -228,16 +246,18 @@ pub fn is_probe_usage_error(e: &clap::Error) -> bool {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Run { config } => {
-            let (config, source) = load(config.as_deref())?;
+            let (config, source) = load(config.as_deref()).map_err(CliError::StartConfig)?;
             run_agent(config, source)
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, quiet } => {
             let (config, source) = load(config.as_deref())?;
-            print_stdout(&format!(
-                "# {}: OK\n{}\n",
-                source.describe(),
-                config.to_toml()
-            ))?;
+            if !quiet {
+                print_stdout(&format!(
+                    "# {}: OK\n{}\n",
+                    source.describe(),
+                    config.to_toml()
+                ))?;
+            }
             Ok(0)
         }
         Command::Replay {

@@ -50,6 +50,7 @@ pub fn entry(alert: &Alert) -> Vec<u8> {
         &alert.severity.syslog_priority().to_string(),
     );
     field(&mut out, "SYSLOG_IDENTIFIER", "netsentry");
+    field(&mut out, "MESSAGE_ID", &alert.kind.message_id());
     field(&mut out, "NETSENTRY_ALERT_ID", &alert.id);
     field(&mut out, "NETSENTRY_KIND", alert.kind.as_str());
     field(&mut out, "NETSENTRY_SEVERITY", alert.severity.as_str());
