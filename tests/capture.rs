@@ -751,3 +751,55 @@ fn listening_ports_come_from_the_kernel() {
     let after = in_netns(&lab.host, || outside_ports(&listening().unwrap(), &[]));
     assert!(after.is_empty(), "{after:?}");
 }
+
+/// A switch from arpwatch: its arp.dat imported before the first start, the
+/// stations it knew are not announced again; the ones it did not know are.
+#[test]
+fn stations_imported_from_arpwatch_are_not_announced_again() {
+    let Some((lab, receiver, config)) = prepare("coalesce_window = \"3s\"") else {
+        return;
+    };
+    let dat = lab.path("arp.dat");
+    // As arpwatch writes it: MAC octets without leading zeros; a line without
+    // interface (older arpwatch) takes --interface; one damaged line.
+    std::fs::write(
+        &dat,
+        "2:0:0:0:0:50\t192.0.2.50\t1700000000\tprinter\teth0\n2:0:0:0:0:51\t192.0.2.51\t1700000100\nnot a station\n",
+    )
+    .unwrap();
+    let (code, out, err) = netsentry(&[
+        "import-arpwatch",
+        dat.to_str().unwrap(),
+        "--interface",
+        "eth0",
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("2 stations imported from "), "{out}");
+    assert!(out.contains("1 lines skipped"), "{out}");
+    let _agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    let (known, new) = (Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 52));
+    send_frames(
+        &lab.mitm,
+        "eth0",
+        vec![
+            build::gratuitous_arp([2, 0, 0, 0, 0, 0x50], known),
+            build::gratuitous_arp([2, 0, 0, 0, 0, 0x52], new),
+        ],
+    );
+    receiver.wait_kind("arp_new_station", WAIT, |d| d["ip"] == "192.0.2.52");
+    let announced: Vec<Value> = receiver
+        .all()
+        .into_iter()
+        .filter(|x| x.body["kind"] == "arp_new_station")
+        .map(|x| x.body["details"]["ip"].clone())
+        .collect();
+    assert_eq!(
+        announced,
+        vec![json!("192.0.2.52")],
+        "arpwatch's stations are known"
+    );
+}

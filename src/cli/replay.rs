@@ -76,7 +76,23 @@ pub fn replay(
         chrono::Duration::from_std(config.inbound.window.0).unwrap_or(chrono::Duration::MAX);
     let mut window_end = None;
     let mut syns = 0u64;
+    // Progress on a terminal (never into a pipe or a file): a large capture
+    // takes a while.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let size_mib = std::fs::metadata(path).map(|m| m.len() >> 20).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut shown = started;
+    let mut frames = 0u64;
     let skipped = for_each_frame(path, |p| {
+        frames += 1;
+        if progress && frames.is_multiple_of(65_536) && shown.elapsed().as_secs() >= 1 {
+            shown = std::time::Instant::now();
+            eprint!(
+                "\r{}: {frames} frames in {} s ({size_mib} MiB file)…",
+                path.display(),
+                started.elapsed().as_secs()
+            );
+        }
         if let Some(syn) = crate::wire::syn::parse(p.data) {
             syns += 1;
             if !config.inbound.enabled {
@@ -96,6 +112,10 @@ pub fn replay(
             emit(findings, out);
         }
     })?;
+    if progress && shown != started {
+        // Clear the progress line before the summary.
+        eprint!("\r\x1b[K");
+    }
     // The last window, however short: min_samples keeps a stub from being judged.
     if let Some(end) = window_end {
         emit(inbound.close_window(end), out);

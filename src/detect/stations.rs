@@ -138,6 +138,20 @@ impl StationTable {
         Sighting::New
     }
 
+    /// Adds a station that is not known yet (an import); false when the
+    /// address is known on that interface already or the table is full.
+    pub fn add_if_new(&mut self, interface: &str, ip: Ipv4Addr, station: Station) -> bool {
+        let known = self
+            .interface(interface)
+            .is_some_and(|m| m.contains_key(&ip));
+        if known || self.len >= self.cap {
+            return false;
+        }
+        self.insert(interface, ip, station);
+        self.dirty = true;
+        true
+    }
+
     fn insert(&mut self, interface: &str, ip: Ipv4Addr, station: Station) {
         if self.interface(interface).is_none() {
             self.stations
@@ -253,9 +267,71 @@ impl StationTable {
     }
 }
 
+/// arpwatch's `arp.dat`: `MAC<TAB>IP<TAB>TIME[<TAB>HOSTNAME[<TAB>INTERFACE]]`
+/// (MAC octets without leading zeros). Stations on `interface` when the line
+/// names none; IPv4 only; the lines that do not parse are counted.
+pub fn parse_arp_dat(
+    text: &str,
+    interface: Option<&str>,
+) -> (Vec<(String, Ipv4Addr, Station)>, usize) {
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let parsed = (|| {
+            let mac = Mac::parse(f.first()?.trim()).filter(|m| m.0.len() == 6)?;
+            let ip: Ipv4Addr = f.get(1)?.trim().parse().ok()?;
+            let time: i64 = f.get(2)?.trim().parse().ok().filter(|t| *t >= 0)?;
+            let iface = f
+                .get(4)
+                .map(|i| i.trim())
+                .filter(|i| !i.is_empty())
+                .or(interface)?;
+            Some((
+                iface.to_string(),
+                ip,
+                Station {
+                    mac,
+                    previous: Vec::new(),
+                    first_seen: time,
+                    last_seen: time,
+                },
+            ))
+        })();
+        match parsed {
+            Some(entry) => out.push(entry),
+            None => bad += 1,
+        }
+    }
+    (out, bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arpwatch_files_are_read_as_arpwatch_writes_them() {
+        let text = "0:11:22:33:44:5\t192.0.2.20\t1700000000\tprinter\teth1\n\
+                    2:0:0:0:0:1\t192.0.2.1\t1700000100\n\
+                    garbage\n\
+                    2:0:0:0:0:2\t2001:db8::1\t1700000100\n\
+                    2:0:0:0:0:3\t192.0.2.3\tyesterday\n";
+        let (stations, bad) = parse_arp_dat(text, Some("eth0"));
+        assert_eq!(bad, 3);
+        assert_eq!(stations.len(), 2);
+        assert_eq!(stations[0].0, "eth1");
+        assert_eq!(stations[0].2.mac.to_string(), "00:11:22:33:44:05");
+        assert_eq!(stations[1].0, "eth0");
+        assert_eq!(stations[1].2.first_seen, 1_700_000_100);
+        // Without --interface, a line that names none is skipped.
+        assert_eq!(parse_arp_dat(text, None).0.len(), 1);
+        // Known stations stay as they are.
+        let mut table = StationTable::new(10);
+        assert!(table.add_if_new("eth0", stations[1].1, stations[1].2.clone()));
+        assert!(!table.add_if_new("eth0", stations[1].1, stations[1].2.clone()));
+        assert_eq!(table.len(), 1);
+    }
 
     fn m(n: u8) -> Mac {
         Mac([2, 0, 0, 0, 0, n])
