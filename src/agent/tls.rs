@@ -121,6 +121,8 @@ impl TlsWatch {
     /// One check result through the comparison. The expected files are
     /// re-read first when they changed (renewals).
     pub fn observe(&mut self, report: &ProbeReport) -> Vec<Finding> {
+        // `target` or `target@address:port`: what every per-endpoint state is keyed by.
+        let key = report.key();
         let Some(target) = self.targets.iter().find(|t| t.name == report.target) else {
             return Vec::new();
         };
@@ -142,7 +144,7 @@ impl TlsWatch {
                 tracing::error!("{e}");
             }
         }
-        if report.local && self.local_warned.insert(report.key()) {
+        if report.local && self.local_warned.insert(key.clone()) {
             tracing::warn!(
                 "tls target {} ({}) resolves to an address of this host: this check never leaves the host and cannot see an interception on the path; check from another server or through a SOCKS5 proxy (via)",
                 target.name,
@@ -173,7 +175,7 @@ impl TlsWatch {
         let mut findings = match &report.path {
             Some(p) => {
                 tracing::debug!(target = %target.name, port = p.port.port, hops = ?p.port.hops, syns = p.port.syns, "path length");
-                self.path.observe(&report.key(), p, report.time)
+                self.path.observe(&key, p, report.time)
             }
             None => Vec::new(),
         };
@@ -182,7 +184,7 @@ impl TlsWatch {
         };
         if let (Ok(seen), Some((name, verdict))) = (&report.outcome, &report.dane) {
             let subject = DaneSubject {
-                key: &report.key(),
+                key: &key,
                 target: &report.target,
                 address: report.checked_address(),
                 tlsa_name: name,
@@ -194,7 +196,7 @@ impl TlsWatch {
             let ours = matches!(judgement.matched, Some(Match::Current | Match::Replaced(_)));
             findings.extend(self.consistency.observe(
                 target.server_name(),
-                &report.key(),
+                &key,
                 &seen.facts.identity.spki_sha256.hex(),
                 ours,
                 report.time,
@@ -210,8 +212,9 @@ impl TlsWatch {
     /// target's state changes, else with the periodic [`TlsWatch::save`].
     fn remember(&mut self, report: &ProbeReport, a: &Assessment) {
         let seen = report.outcome.as_ref().ok();
+        let key = report.key();
         self.metrics.insert(
-            report.key(),
+            key.clone(),
             TlsInfo {
                 target: report.target.clone(),
                 endpoint: report.endpoint.clone(),
@@ -242,7 +245,6 @@ impl TlsWatch {
             "hops": report.path.as_ref().and_then(|p| p.port.hops),
             "reference_hops": report.path.as_ref().and_then(|p| p.reference.as_ref()).map(|r| json!({"port": r.port, "hops": r.hops})),
         });
-        let key = report.key();
         let changed = self.last.get(&key).map(|r| &r["status"]) != Some(&row["status"]);
         self.last.insert(key, row);
         self.last_dirty = true;

@@ -93,18 +93,26 @@ pub fn expand(hosts: Vec<(String, u16, Vec<IpAddr>)>) -> (Vec<Endpoint>, usize) 
     (out, left_out)
 }
 
+/// The DNS the endpoints are found with: hickory for SRV records (the
+/// configured name servers, or /etc/resolv.conf), and for host names only
+/// when name servers are configured — otherwise host names go through
+/// getaddrinfo like every other program's (with /etc/hosts).
+#[derive(Clone, Default)]
+pub struct Dns {
+    /// `None` when no resolver could be made (SRV lookups then fail).
+    pub resolver: Option<std::sync::Arc<TokioResolver>>,
+    /// `[tls] nameservers` is set: host names are asked there too.
+    pub configured: bool,
+}
+
 /// How the endpoints of a target are found: `None` when it is checked as
 /// one (an address literal, `addresses = "first"`, or a host name behind a
 /// SOCKS5 proxy, which resolves it itself so that no query leaves here).
-/// `resolver` is the configured name servers' (`[tls] nameservers`), or
-/// `None` for the system's (`getaddrinfo`, with /etc/hosts).
-pub async fn resolve(
-    target: &TlsTarget,
-    resolver: Option<&TokioResolver>,
-) -> Result<Option<Vec<Endpoint>>, ProbeError> {
+pub async fn resolve(target: &TlsTarget, dns: &Dns) -> Result<Option<Vec<Endpoint>>, ProbeError> {
+    let for_hosts = dns.resolver.as_deref().filter(|_| dns.configured);
     let hosts = match (&target.srv, &target.address) {
         (Some(srv), _) => {
-            let Some(resolver) = resolver else {
+            let Some(resolver) = dns.resolver.as_deref() else {
                 return Err(ProbeError::Resolve {
                     host: srv.clone(),
                     reason: "no resolver".into(),
@@ -123,7 +131,7 @@ pub async fn resolve(
             if literal || target.addresses == Addresses::First || target.via.is_some() {
                 return Ok(None);
             }
-            let ips = addresses_of(&a.host, a.port, resolver, false).await?;
+            let ips = addresses_of(&a.host, a.port, for_hosts, false).await?;
             vec![(a.host.clone(), a.port, ips)]
         }
         (None, None) => return Ok(None),

@@ -12,7 +12,7 @@ use crate::detect::tls::{ProbeError, ProbeReport};
 use crate::source::Feed;
 use crate::source::dane;
 use crate::source::dns::{self, TokioResolver};
-use crate::source::endpoints::{self, Endpoint};
+use crate::source::endpoints::{self, Dns, Endpoint};
 use crate::source::manifest_fetch::Manifests;
 use crate::source::tls_probe::{PathHints, TrustStore, measure_path, probe, stopped_at};
 
@@ -24,11 +24,8 @@ pub struct Shared {
     pub limit: Arc<Semaphore>,
     pub hints: PathHints,
     pub manifests: Manifests,
-    /// `[tls] nameservers` (None: the system's, through getaddrinfo, for
-    /// host names; SRV lookups then use /etc/resolv.conf).
-    pub resolver: Option<Arc<TokioResolver>>,
-    /// The system's resolver for SRV when no name servers are configured.
-    pub system: Option<Arc<TokioResolver>>,
+    /// SRV and A/AAAA lookups (`[tls] nameservers`, or the system's).
+    pub dns: Dns,
     /// The DNSSEC-validating resolver for `expect.dane` (or why there is none).
     pub dane: Option<Result<Arc<TokioResolver>, String>>,
 }
@@ -36,17 +33,19 @@ pub struct Shared {
 impl Shared {
     /// For `config`'s `[tls]`; `manifests` fetch (agent) or only read (probe).
     pub fn new(config: &Config, manifests: Manifests) -> Shared {
-        let make = |servers: &[String]| match dns::resolver(servers, "tls") {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                tracing::warn!("TLS checks: no DNS resolver for srv targets: {e}");
-                None
-            }
-        };
-        let needs_system = config.tls.targets.iter().any(|t| t.srv.is_some());
-        let (resolver, system) = match config.tls.nameservers.is_empty() {
-            false => (make(&config.tls.nameservers), None),
-            true => (None, if needs_system { make(&[]) } else { None }),
+        // A hickory resolver is needed for SRV targets, and for host names
+        // when name servers are configured (else getaddrinfo serves them).
+        let configured = !config.tls.nameservers.is_empty();
+        let needed = configured || config.tls.targets.iter().any(|t| t.srv.is_some());
+        let resolver = match needed {
+            false => None,
+            true => match dns::resolver(&config.tls.nameservers, "tls") {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::warn!("TLS checks: no DNS resolver: {e}");
+                    None
+                }
+            },
         };
         let dane = config.tls.targets.iter().any(|t| t.expect.dane).then(|| {
             dns::validating_resolver(
@@ -61,8 +60,10 @@ impl Shared {
             limit: Arc::new(Semaphore::new(config.tls.concurrency.max(1))),
             hints: PathHints::default(),
             manifests,
-            resolver,
-            system,
+            dns: Dns {
+                resolver,
+                configured,
+            },
         }
     }
 }
@@ -148,9 +149,9 @@ pub async fn check_target(
     shared: &Shared,
 ) -> Vec<ProbeReport> {
     let manifest = shared.manifests.for_target(target).await;
-    let resolver = shared.resolver.as_deref().or(shared.system.as_deref());
     let deadline = target.timeout.0;
-    let found = match tokio::time::timeout(deadline, endpoints::resolve(target, resolver)).await {
+    let found = match tokio::time::timeout(deadline, endpoints::resolve(target, &shared.dns)).await
+    {
         Ok(found) => found,
         Err(_) => Err(ProbeError::Timeout {
             after: crate::config::Interval(deadline).to_string(),
