@@ -624,19 +624,7 @@ fn bench_tls_round_1000_targets() {
         }
         let config = dir.join(format!("round{concurrency}.toml"));
         std::fs::write(&config, text).unwrap();
-        let cpu0 = children_cpu_s();
-        let t0 = Instant::now();
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &lab.host, &agent_binary(), "probe", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = children_cpu_s() - cpu0;
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        assert_eq!(text.lines().filter(|l| l.starts_with("OK ")).count(), 1000);
-        (wall, cpu)
+        timed_probe(&lab, &config, 1000)
     };
     for concurrency in [16, 64, 256] {
         let mut walls = Vec::new();
@@ -682,6 +670,29 @@ fn bench_tls_round_1000_targets() {
         per * 1000.0,
         per * 1000.0
     );
+}
+
+/// One `netsentry probe -c config` in the lab's host namespace: its wall
+/// time and CPU (seconds); every one of `endpoints` must be OK.
+fn timed_probe(lab: &Lab, config: &std::path::Path, endpoints: usize) -> (f64, f64) {
+    let cpu0 = children_cpu_s();
+    let t0 = Instant::now();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.host, &agent_binary(), "probe", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = children_cpu_s() - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("OK ")).count(),
+        endpoints,
+        "{}",
+        config.display()
+    );
+    (wall, cpu)
 }
 
 /// Issue 17's figure: one round of 1,000 endpoints found through SRV (20
@@ -730,23 +741,7 @@ fn bench_tls_round_1000_srv_endpoints() {
     let run = |name: &str, text: &str| -> (f64, f64) {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
-        let cpu0 = children_cpu_s();
-        let t0 = Instant::now();
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &lab.host, &agent_binary(), "probe", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = children_cpu_s() - cpu0;
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("OK ")).count(),
-            1000,
-            "{name}"
-        );
-        (wall, cpu)
+        timed_probe(&lab, &config, 1000)
     };
     let mut results: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
         ("1000 address targets", vec![], vec![]),

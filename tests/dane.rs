@@ -37,12 +37,7 @@ impl Nsd {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nsd (apt-get install nsd)");
-        for _ in 0..100 {
-            if in_netns(ns, || std::net::UdpSocket::bind("127.0.0.1:5354").is_err()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_udp_port(ns, "127.0.0.1:5354");
         // The zone is loaded shortly after the port opens.
         std::thread::sleep(Duration::from_millis(300));
         Nsd(child)

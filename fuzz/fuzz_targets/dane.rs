@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netsentry::detect::dane::{ChainCert, DaneLookup, Tlsa, judge, tlsa_host, uncovered};
+use netsentry::detect::dane::{DaneLookup, Tlsa, judge_ders, tlsa_host, uncovered};
 
 fuzz_target!(|data: &[u8]| {
     let (records, chain) = match data.iter().position(|b| *b == 0) {
@@ -26,16 +26,7 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[4 + len..];
     }
     let ders: Vec<&[u8]> = chain.split(|b| *b == 0xFF).take(8).collect();
-    let spkis: Vec<Vec<u8>> = ders
-        .iter()
-        .map(|d| netsentry::cert::CertFacts::spki_der(d).unwrap_or_default())
-        .collect();
-    let certs: Vec<ChainCert<'_>> = ders
-        .iter()
-        .zip(&spkis)
-        .map(|(der, spki)| ChainCert { der, spki })
-        .collect();
-    let _ = judge(&DaneLookup::Secure(tlsa.clone()), &certs);
+    let _ = judge_ders(&DaneLookup::Secure(tlsa.clone()), &ders);
     for r in &tlsa {
         let _ = r.text();
     }

@@ -73,6 +73,25 @@ pub fn matches(r: &Tlsa, cert: &ChainCert<'_>) -> bool {
     }
 }
 
+/// [`judge`] for the certificates as a server sent them (DER, leaf first):
+/// each one's SPKI is taken out of it (an unparseable certificate has none,
+/// and can then only match a selector-0 record).
+pub fn judge_ders<D: AsRef<[u8]>>(lookup: &DaneLookup, chain: &[D]) -> DaneVerdict {
+    let spkis: Vec<Vec<u8>> = chain
+        .iter()
+        .map(|der| crate::cert::CertFacts::spki_der(der.as_ref()).unwrap_or_default())
+        .collect();
+    let certs: Vec<ChainCert<'_>> = chain
+        .iter()
+        .zip(&spkis)
+        .map(|(der, spki)| ChainCert {
+            der: der.as_ref(),
+            spki,
+        })
+        .collect();
+    judge(lookup, &certs)
+}
+
 /// Judges a chain (leaf first, as sent) against a TLSA lookup. Usage 3
 /// matches the leaf only; usage 2 any certificate of the chain after the
 /// leaf (the trust anchor the server sends; a self-signed leaf counts too).

@@ -7,7 +7,7 @@ use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::dns::TokioResolver;
-use crate::detect::dane::{ChainCert, DaneLookup, DaneVerdict, Tlsa, judge};
+use crate::detect::dane::{DaneLookup, DaneVerdict, Tlsa, judge_ders};
 
 /// `_5222._tcp.xmpp.example.org` (RFC 6698 3; RFC 7673: the SRV target's
 /// name and port for a service found by SRV).
@@ -82,17 +82,7 @@ fn from_error(e: NetError) -> DaneLookup {
 
 /// Looks up and judges one check's chain (leaf first, DER).
 pub async fn verdict(resolver: &TokioResolver, name: &str, chain: &[Vec<u8>]) -> DaneVerdict {
-    let found = lookup(resolver, name).await;
-    let spkis: Vec<Vec<u8>> = chain
-        .iter()
-        .map(|der| crate::cert::CertFacts::spki_der(der).unwrap_or_default())
-        .collect();
-    let certs: Vec<ChainCert<'_>> = chain
-        .iter()
-        .zip(&spkis)
-        .map(|(der, spki)| ChainCert { der, spki })
-        .collect();
-    judge(&found, &certs)
+    judge_ders(&lookup(resolver, name).await, chain)
 }
 
 /// The TLSA records at each of `names`, as looked up (or why not).

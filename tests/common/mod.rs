@@ -1037,6 +1037,17 @@ pub fn churn_links(
     })
 }
 
+/// Waits (up to 5 s) until a server in `ns` has bound the UDP `addr`: a
+/// DNS server is ready once its port is taken.
+pub fn wait_for_udp_port(ns: &str, addr: &'static str) {
+    for _ in 0..100 {
+        if in_netns(ns, move || std::net::UdpSocket::bind(addr).is_err()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Debian's dnsmasq as an authoritative-only DNS server on 127.0.0.1:5353 in
 /// `ns` (no upstream, no /etc/hosts), answering for `--local` zones from
 /// `records` (`--srv-host=...`, `--host-record=...`, `--dns-rr=...`);
@@ -1067,13 +1078,7 @@ impl Dnsmasq {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("dnsmasq (apt-get install dnsmasq-base)");
-        // Ready once its port is taken.
-        for _ in 0..100 {
-            if in_netns(ns, || std::net::UdpSocket::bind("127.0.0.1:5353").is_err()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_udp_port(ns, "127.0.0.1:5353");
         Dnsmasq(child)
     }
 }
