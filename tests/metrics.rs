@@ -169,7 +169,8 @@ fn node_exporter_serves_the_textfile_and_the_agent_serves_metrics() {
     // Stopped: the textfile goes, node_exporter serves no stale gateway MAC.
     agent.stop();
     assert!(!textfiles.join("netsentry.prom").exists());
-    let page = scrape(&lab.host, "127.0.0.1:9100").unwrap_or_default();
+    let page = scrape(&lab.host, "127.0.0.1:9100").expect("node_exporter answers");
+    assert!(page.contains("node_textfile_scrape_error"), "{page}");
     assert!(!page.contains("netsentry_gateway_info"), "{page}");
     drop(exporter);
 }
