@@ -81,6 +81,7 @@ kinds! {
     GatewayMacTrusted => "gateway_mac_trusted", Info;
     GatewayChanged => "gateway_changed", Warning;
     GatewayUnreachable => "gateway_unreachable", Warning;
+    RouteDiverted => "route_diverted", Warning;
     LinkDown => "link_down", Warning;
     LinkUp => "link_up", Info;
     LinkAdded => "link_added", Warning;

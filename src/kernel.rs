@@ -200,6 +200,31 @@ pub struct Address {
     pub prefix_len: u8,
 }
 
+/// Where the kernel sends traffic for one destination, by its own lookup
+/// (`RTM_GETROUTE`: no packet is sent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RoutePath {
+    /// The next hop; `None` when the destination is on the link itself.
+    pub gateway: Option<IpAddr>,
+    pub ifindex: u32,
+    /// The table of the route that decided (254: main).
+    pub table: u32,
+    /// That route's destination prefix (`0.0.0.0/0` for a default route).
+    pub prefix: Option<(IpAddr, u8)>,
+    /// The route's own gateway, when a redirect (a route exception) replaced it.
+    pub redirected_from: Option<IpAddr>,
+    /// The policy rule that chose a table other than main, as `ip rule` shows it.
+    pub rule: Option<String>,
+}
+
+/// One destination's lookup: the path, or why there is none (no route,
+/// unreachable, blackhole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathLookup {
+    pub destination: IpAddr,
+    pub path: Result<RoutePath, String>,
+}
+
 /// Everything the netlink source reports, as of one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelView {
@@ -251,14 +276,23 @@ impl KernelView {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
     Link(Link),
-    LinkRemoved { index: u32, name: String },
+    LinkRemoved {
+        index: u32,
+        name: String,
+    },
     Neighbour(Neighbour),
-    NeighbourRemoved { ifindex: u32, ip: IpAddr },
+    NeighbourRemoved {
+        ifindex: u32,
+        ip: IpAddr,
+    },
     Route(DefaultRoute),
     RouteRemoved(RouteKey),
     Address(Address),
     AddressRemoved(Address),
     Snapshot(KernelView),
+    /// The paths of the watched destinations, sent when one of them changed
+    /// (and after every full dump).
+    Paths(Vec<PathLookup>),
 }
 
 /// Whether `ip` is inside `net/prefix` (families must match).

@@ -619,23 +619,12 @@ fn an_accepted_rogue_router_advertisement_is_always_ndp_router_new() {
 fn an_ipv4_icmp_redirect_is_seen() {
     let Some(r) = running("") else { return };
     let host = mac_bytes(&r.lab.host_mac());
-    let mut f = host.to_vec();
-    f.extend_from_slice(&mitm());
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut ipv4 = vec![
-        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 1, 192, 0, 2, 10,
-    ];
     let mut icmp = vec![5, 1, 0, 0, 192, 0, 2, 66];
     icmp.extend_from_slice(&[
         0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 99,
     ]);
     icmp.extend_from_slice(&[0; 8]);
-    let total = (ipv4.len() + icmp.len()) as u16;
-    ipv4[2..4].copy_from_slice(&total.to_be_bytes());
-    // A valid header checksum: a bridge with br_netfilter drops others.
-    set_ipv4_header_checksum(&mut ipv4);
-    f.extend(ipv4);
-    f.extend(icmp);
+    let f = ipv4_frame(host, mitm(), 1, ([192, 0, 2, 1], [192, 0, 2, 10]), &icmp);
     send_frames(&r.lab.mitm, "eth0", vec![f]);
     let got = r
         .receiver

@@ -207,6 +207,8 @@ struct Agent {
     /// Writing the baseline fails (said once, and once when it works again).
     baseline_failing: bool,
     netlink: mpsc::Receiver<SourceEvent>,
+    /// `[route]`: the destinations whose path the netlink thread watches.
+    route_destinations: Arc<Mutex<Vec<std::net::IpAddr>>>,
     capture: mpsc::Receiver<CaptureEvent>,
     capture_on: bool,
     /// Tells the capture thread which ports to pass SYNs for.
@@ -306,6 +308,7 @@ impl Agent {
             capture: threads.capture,
             capture_on: threads.capture_on,
             capture_control: threads.control,
+            route_destinations: threads.destinations,
             reported_drops: 0,
             metrics_page,
             started: tokio::time::Instant::now(),
@@ -751,6 +754,8 @@ impl Agent {
 /// The source threads and their channels.
 struct Threads {
     netlink: mpsc::Receiver<SourceEvent>,
+    /// The destinations the netlink thread looks up (replaced at a reload).
+    destinations: Arc<Mutex<Vec<std::net::IpAddr>>>,
     capture: mpsc::Receiver<CaptureEvent>,
     capture_on: bool,
     control: Option<std::sync::mpsc::Sender<CaptureControl>>,
@@ -761,11 +766,15 @@ struct Threads {
 /// the agent goes on.
 fn start_threads(config: &Config) -> anyhow::Result<Threads> {
     let (tx, rx) = mpsc::channel::<SourceEvent>(1024);
-    let reconcile = config.agent.reconcile_interval.0;
-    let receive_buffer = config.agent.netlink_receive_buffer;
+    let destinations = Arc::new(Mutex::new(setup::route_destinations(config)));
+    let settings = netlink::NetlinkSettings {
+        reconcile: config.agent.reconcile_interval.0,
+        receive_buffer: config.agent.netlink_receive_buffer,
+        destinations: destinations.clone(),
+    };
     std::thread::Builder::new()
         .name("netlink".into())
-        .spawn(move || netlink::run(tx, reconcile, receive_buffer))?;
+        .spawn(move || netlink::run(tx, settings))?;
     let (cap_tx, cap_rx) = mpsc::channel::<CaptureEvent>(64);
     let capture_on = config.arp.enabled || config.inbound.enabled;
     let mut control = None;
@@ -786,6 +795,7 @@ fn start_threads(config: &Config) -> anyhow::Result<Threads> {
     }
     Ok(Threads {
         netlink: rx,
+        destinations,
         capture: cap_rx,
         capture_on,
         control,

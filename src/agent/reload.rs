@@ -47,12 +47,13 @@ pub struct ReloadPlan {
 impl ReloadPlan {
     /// Compares two valid configurations.
     pub fn new(old: &Config, new: &Config) -> ReloadPlan {
-        let sections: [(&'static str, bool); 11] = [
+        let sections: [(&'static str, bool); 12] = [
             ("agent", old.agent != new.agent),
             ("log", old.log != new.log),
             ("webhook", old.webhooks != new.webhooks),
             ("arp", old.arp != new.arp),
             ("inbound", old.inbound != new.inbound),
+            ("route", old.route != new.route),
             ("publish", old.publish != new.publish),
             ("tls", old.tls != new.tls),
             ("correlation", old.correlation != new.correlation),

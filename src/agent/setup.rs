@@ -204,6 +204,58 @@ pub async fn stop_webhooks(sinks: Vec<WebhookSink>, grace: Duration) {
     }
 }
 
+/// An address in each half of each family's space: a pair of routes that
+/// splits the space (`0.0.0.0/1` + `128.0.0.0/1`) overrides the default route
+/// without touching it. Looked up only; nothing is ever sent to them.
+const HALVES: [&str; 4] = ["64.0.0.1", "160.0.0.1", "2000::1", "8000::1"];
+/// Destinations looked up at most.
+pub const MAX_DESTINATIONS: usize = 512;
+
+/// The destinations whose path `[route]` watches: the halves, the TLS
+/// targets' address literals, the DNS servers (`[tls] nameservers`, else
+/// /etc/resolv.conf) and `[route] watch_destinations`; each once.
+pub fn route_destinations(config: &Config) -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    if !config.route.enabled {
+        return Vec::new();
+    }
+    let mut out: Vec<IpAddr> = HALVES.iter().filter_map(|a| a.parse().ok()).collect();
+    for t in &config.tls.targets {
+        if let Some(ip) = t
+            .address
+            .as_ref()
+            .and_then(|a| a.host.parse::<IpAddr>().ok())
+        {
+            out.push(ip);
+        }
+    }
+    let resolvers: Vec<IpAddr> = if config.tls.nameservers.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver"))
+            .filter_map(|ip| ip.trim().split('%').next()?.parse().ok())
+            .collect()
+    } else {
+        config
+            .tls
+            .nameservers
+            .iter()
+            .filter_map(|n| {
+                n.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| n.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            })
+            .collect()
+    };
+    out.extend(resolvers.into_iter().filter(|ip| !ip.is_loopback()));
+    out.extend(config.route.watch_destinations.iter().copied());
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|ip| seen.insert(*ip));
+    out.truncate(MAX_DESTINATIONS);
+    out
+}
+
 pub fn net_settings(config: &Config) -> NetSettings {
     NetSettings {
         interfaces: config

@@ -99,6 +99,10 @@ impl Agent {
             .correlator
             .set_ct_window(new.correlation.ct_window.0);
         self.detector.set_settings(net_settings(&new));
+        *self
+            .route_destinations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = super::setup::route_destinations(&new);
         self.rebuild_sources(rebuild, &new);
         for key in &plan.restart {
             tracing::warn!("SIGHUP: {key} changed; it takes effect at the next restart");

@@ -19,6 +19,7 @@ pub fn all(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
     agent(config, at)?;
     arp(config, at)?;
     inbound(config, at)?;
+    route(config, at)?;
     webhooks(config, at)?;
     metrics(config, at)?;
     ct_caa(config, at)?;
@@ -86,6 +87,23 @@ fn arp(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             at,
             "arp.receive_buffer",
             "[arp] receive_buffer must be at least 65536 (bytes)",
+        );
+    }
+    Ok(())
+}
+
+/// Destinations a `[route]` section may name (each is two lookups per check).
+pub const MAX_WATCH_DESTINATIONS: usize = 256;
+
+fn route(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
+    let n = config.route.watch_destinations.len();
+    if n > MAX_WATCH_DESTINATIONS {
+        return fail(
+            at,
+            "route.watch_destinations",
+            format!(
+                "[route] watch_destinations names {n} addresses; at most {MAX_WATCH_DESTINATIONS} (a few that matter: a backup host, a peer, an API)"
+            ),
         );
     }
     Ok(())

@@ -21,7 +21,7 @@ mod values;
 pub use check::publish_files;
 pub use sections::{
     AgentConfig, ArpConfig, DEFAULT_HEARTBEAT, InboundConfig, JournaldMode, LogConfig, LogLevel,
-    MetricsConfig, PublishConfig, WebhookConfig, WebhookFormat,
+    MetricsConfig, PublishConfig, RouteConfig, WebhookConfig, WebhookFormat,
 };
 pub use source::ConfigSource;
 pub use tls::{
@@ -44,6 +44,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     pub arp: ArpConfig,
     pub inbound: InboundConfig,
+    pub route: RouteConfig,
     pub tls: TlsConfig,
     pub correlation: CorrelationConfig,
     pub metrics: MetricsConfig,

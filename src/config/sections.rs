@@ -1,6 +1,7 @@
 //! The sections of the configuration besides `[tls]`, `[ct]`, `[caa]` and
 //! `[correlation]` (in `tls.rs`): their fields, defaults and value types.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -241,6 +242,30 @@ impl Default for ArpConfig {
             vrrp_is_normal: true,
             alerts_per_kind: 20,
             receive_buffer: 32 << 20,
+        }
+    }
+}
+
+/// `[route]`: where traffic goes. The kernel is asked (a route lookup, no
+/// packet) for the next hop of each watched destination after every route,
+/// rule, address or link change and every 2 s; a move that the main table's
+/// default route does not explain is `route_diverted`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Watch paths at all.
+    pub enabled: bool,
+    /// Destinations watched besides the built-in ones (an address in each
+    /// half of the IPv4 and IPv6 space, the TLS targets' address literals,
+    /// the DNS servers): a backup server, a peer, a payment API.
+    pub watch_destinations: Vec<IpAddr>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            enabled: true,
+            watch_destinations: Vec::new(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
         Kind::GatewayMacChanged
             | Kind::GatewayChanged
             | Kind::GatewayUnreachable
+            | Kind::RouteDiverted
             | Kind::LinkDown
             | Kind::LinkRemoved
             | Kind::LinkMacChanged

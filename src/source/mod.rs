@@ -12,6 +12,7 @@ pub mod manifest_fetch;
 pub mod netlink;
 pub mod path_probe;
 pub mod pcap;
+pub mod route_lookup;
 pub mod socks;
 pub mod starttls;
 mod sys;

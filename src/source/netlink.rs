@@ -27,7 +27,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::kernel::{
     Address, DefaultRoute, Family, KernelView, Link, Mac, Neighbour, NeighbourState, NextHop,
-    Observation, RouteKey,
+    Observation, PathLookup, RouteKey,
 };
 
 const RTMGRP_LINK: u32 = 0x1;
@@ -36,6 +36,15 @@ const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
+/// `1 << (RTNLGRP_IPV4_RULE - 1)`, `1 << (RTNLGRP_IPV6_RULE - 1)`: policy rules.
+const RTMGRP_IPV4_RULE: u32 = 1 << 7;
+const RTMGRP_IPV6_RULE: u32 = 1 << 18;
+/// How often the watched destinations are looked up when nothing was
+/// announced: an ICMP redirect changes a path without any netlink event.
+const LOOKUP_EVERY: Duration = Duration::from_secs(2);
+/// After an address or a link went away, the routes the kernel flushed with
+/// it (without `RTM_DELROUTE`) are read again this soon (one dump per burst).
+const RESYNC_AFTER_REMOVAL: Duration = Duration::from_millis(200);
 const RECV_BUFFER: usize = 256 << 10;
 /// Observations handed to the agent at once.
 const MAX_BATCH: usize = 4096;
@@ -58,6 +67,8 @@ pub enum SourceEvent {
 pub struct ParseStats {
     pub messages: u64,
     pub undecodable: u64,
+    /// Route, rule, address and link messages: where traffic goes may have changed.
+    pub routing: u64,
 }
 
 /// Opens the event socket: subscribed to every group the detectors need.
@@ -68,7 +79,9 @@ pub fn open_event_socket(receive_buffer: usize) -> io::Result<Socket> {
         | RTMGRP_IPV4_ROUTE
         | RTMGRP_IPV6_ROUTE
         | RTMGRP_IPV4_IFADDR
-        | RTMGRP_IPV6_IFADDR;
+        | RTMGRP_IPV6_IFADDR
+        | RTMGRP_IPV4_RULE
+        | RTMGRP_IPV6_RULE;
     socket.bind(&SocketAddr::new(0, groups))?;
     super::set_receive_buffer(&socket, receive_buffer);
     Ok(socket)
@@ -219,7 +232,7 @@ fn apply(view: &mut KernelView, obs: Observation) {
 
 /// Walks the netlink messages in one datagram. Undecodable messages are counted
 /// and skipped: a kernel newer than this parser must not stop the agent.
-fn for_each_message(
+pub(super) fn for_each_message(
     bytes: &[u8],
     stats: &mut ParseStats,
     mut f: impl FnMut(&NetlinkHeader, NetlinkPayload<RouteNetlinkMessage>),
@@ -262,11 +275,24 @@ fn for_each_message(
 /// Parses one datagram of events into observations (pure; fuzzable).
 pub fn parse_events(bytes: &[u8], stats: &mut ParseStats) -> Vec<Observation> {
     let mut out = Vec::new();
+    let mut routing = 0;
     for_each_message(bytes, stats, |_, payload| {
         if let NetlinkPayload::InnerMessage(m) = payload {
+            routing += matches!(
+                m,
+                RouteNetlinkMessage::NewRoute(_)
+                    | RouteNetlinkMessage::DelRoute(_)
+                    | RouteNetlinkMessage::NewRule(_)
+                    | RouteNetlinkMessage::DelRule(_)
+                    | RouteNetlinkMessage::NewAddress(_)
+                    | RouteNetlinkMessage::DelAddress(_)
+                    | RouteNetlinkMessage::NewLink(_)
+                    | RouteNetlinkMessage::DelLink(_)
+            ) as u64;
             out.extend(observations_of(m));
         }
     });
+    stats.routing += routing;
     out
 }
 
@@ -402,7 +428,7 @@ fn address_of(m: &AddressMessage) -> Option<Address> {
     })
 }
 
-fn route_gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+pub(super) fn route_gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
     attrs.iter().find_map(|a| match a {
         RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
         RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
@@ -467,13 +493,80 @@ fn default_route_of(m: &RouteMessage) -> Option<DefaultRoute> {
     })
 }
 
+/// What the source thread is given.
+pub struct NetlinkSettings {
+    /// Full re-dump interval.
+    pub reconcile: Duration,
+    pub receive_buffer: usize,
+    /// Destinations whose path is looked up (see [`super::route_lookup`]);
+    /// the agent replaces them at a reload.
+    pub destinations: std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>,
+}
+
+/// The watched destinations' paths: looked up after routing events, every
+/// [`LOOKUP_EVERY`] and after a dump; sent on when they differ from the last
+/// ones sent (or after a dump, always).
+struct PathWatch {
+    lookups: Option<super::route_lookup::Lookups>,
+    destinations: std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>,
+    last: Vec<PathLookup>,
+    next: Instant,
+}
+
+impl PathWatch {
+    fn new(destinations: std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>) -> PathWatch {
+        let lookups = match super::route_lookup::Lookups::open() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "netlink: cannot open a socket for route lookups ({e}); paths are not watched"
+                );
+                None
+            }
+        };
+        PathWatch {
+            lookups,
+            destinations,
+            last: Vec::new(),
+            next: Instant::now(),
+        }
+    }
+
+    /// The paths, when they changed (or `always`).
+    fn check(&mut self, always: bool) -> Option<Observation> {
+        self.next = Instant::now() + LOOKUP_EVERY;
+        let lookups = self.lookups.as_mut()?;
+        let destinations = self
+            .destinations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if destinations.is_empty() {
+            return None;
+        }
+        match lookups.paths(&destinations) {
+            Ok(paths) if always || paths != self.last => {
+                tracing::debug!("netlink: paths {paths:?}");
+                self.last = paths.clone();
+                Some(Observation::Paths(paths))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("netlink: route lookup failed: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Runs the source on the calling thread until the receiver goes away: a dump,
-/// then events, a re-dump after lost events and every `reconcile` interval.
-/// Blocks in `poll` between events; there is no polling loop. (~85 lines:
-/// the loop is wait, re-dump on the timer, drain; split, its state would be
-/// passed around more than it is used.)
-pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, receive_buffer: usize) {
-    let socket = match open_event_socket(receive_buffer) {
+/// then events, a re-dump after lost events, after an address or link went
+/// away, and every `reconcile` interval; the watched destinations' paths.
+/// Blocks in `poll` between events; there is no polling loop. (~100 lines:
+/// the loop is wait, re-dump or look up on the timers, drain; split, its
+/// state would be passed around more than it is used.)
+pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, settings: NetlinkSettings) {
+    let socket = match open_event_socket(settings.receive_buffer) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.blocking_send(SourceEvent::Failed(format!(
@@ -482,15 +575,29 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
             return;
         }
     };
+    let reconcile = settings.reconcile;
+    let mut paths = PathWatch::new(settings.destinations);
     // A dump that cannot be had consistently (tables changing all the time)
     // is retried a second later; the events keep coming meanwhile.
     let busy_retry = Duration::from_secs(1);
-    let resync = |reason: &'static str| -> Resync {
+    let resync = |reason: &'static str, paths: &mut PathWatch| -> Resync {
         match dump() {
-            Ok(view) => match tx.blocking_send(SourceEvent::Resynced { reason, view }) {
-                Ok(()) => Resync::Done,
-                Err(_) => Resync::Stop,
-            },
+            Ok(view) => {
+                if tx
+                    .blocking_send(SourceEvent::Resynced { reason, view })
+                    .is_err()
+                {
+                    return Resync::Stop;
+                }
+                if let Some(p) = paths.check(true)
+                    && tx
+                        .blocking_send(SourceEvent::Observations(vec![p]))
+                        .is_err()
+                {
+                    return Resync::Stop;
+                }
+                Resync::Done
+            }
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
                 tracing::warn!("netlink: {e}; no partial view is used, trying again in 1 s");
                 Resync::Busy
@@ -502,7 +609,7 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
         }
     };
     loop {
-        match resync("start") {
+        match resync("start", &mut paths) {
             Resync::Done => break,
             Resync::Busy => std::thread::sleep(busy_retry),
             Resync::Stop => return,
@@ -511,8 +618,11 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
     let mut next_reconcile = Instant::now() + reconcile;
     let mut buf = Vec::with_capacity(RECV_BUFFER);
     let mut stats = ParseStats::default();
+    let mut removed = false;
     loop {
-        let wait = next_reconcile.saturating_duration_since(Instant::now());
+        let wait = next_reconcile
+            .min(paths.next)
+            .saturating_duration_since(Instant::now());
         let ready = match super::wait_readable(&socket, wait) {
             Ok(ready) => ready,
             Err(e) => {
@@ -523,20 +633,33 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
             }
         };
         if !ready {
-            if Instant::now() < next_reconcile {
-                continue; // interrupted
+            let now = Instant::now();
+            if now >= next_reconcile {
+                let reason = if std::mem::take(&mut removed) {
+                    "an address or a link went away"
+                } else {
+                    "timer"
+                };
+                next_reconcile = match resync(reason, &mut paths) {
+                    Resync::Done => Instant::now() + reconcile,
+                    Resync::Busy => Instant::now() + busy_retry,
+                    Resync::Stop => return,
+                };
+            } else if now >= paths.next
+                && let Some(p) = paths.check(false)
+                && tx
+                    .blocking_send(SourceEvent::Observations(vec![p]))
+                    .is_err()
+            {
+                return;
             }
-            next_reconcile = match resync("timer") {
-                Resync::Done => Instant::now() + reconcile,
-                Resync::Busy => Instant::now() + busy_retry,
-                Resync::Stop => return,
-            };
             continue;
         }
         // Drain what is queued and hand it over as one batch: one channel
         // message per burst instead of per event.
         let mut batch = Vec::new();
         let mut overrun = false;
+        let routing_before = stats.routing;
         loop {
             buf.clear();
             match socket.recv(&mut buf, libc::MSG_DONTWAIT) {
@@ -559,12 +682,28 @@ pub fn run(tx: tokio::sync::mpsc::Sender<SourceEvent>, reconcile: Duration, rece
                 }
             }
         }
+        // Routes the kernel flushes with an address or a link are not
+        // announced: read them again shortly (one dump for a burst).
+        if batch.iter().any(|o| {
+            matches!(
+                o,
+                Observation::AddressRemoved(_) | Observation::LinkRemoved { .. }
+            )
+        }) {
+            next_reconcile = next_reconcile.min(Instant::now() + RESYNC_AFTER_REMOVAL);
+            removed = true;
+        }
+        if stats.routing != routing_before
+            && let Some(p) = paths.check(false)
+        {
+            batch.push(p);
+        }
         if !batch.is_empty() && tx.blocking_send(SourceEvent::Observations(batch)).is_err() {
             return;
         }
         if overrun {
             // The kernel dropped events: our picture is no longer exact.
-            next_reconcile = match resync("overrun") {
+            next_reconcile = match resync("overrun", &mut paths) {
                 Resync::Done => Instant::now() + reconcile,
                 Resync::Busy => Instant::now() + busy_retry,
                 Resync::Stop => return,

@@ -1089,3 +1089,26 @@ impl Drop for Dnsmasq {
         let _ = self.0.wait();
     }
 }
+
+/// An Ethernet frame carrying one IPv4 packet (`protocol`, TTL 64, valid
+/// header checksum: a bridge with br_netfilter drops others).
+pub fn ipv4_frame(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    protocol: u8,
+    (src, dst): ([u8; 4], [u8; 4]),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = eth_dst.to_vec();
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, protocol, 0, 0];
+    ipv4.extend_from_slice(&src);
+    ipv4.extend_from_slice(&dst);
+    let total = (ipv4.len() + payload.len()) as u16;
+    ipv4[2..4].copy_from_slice(&total.to_be_bytes());
+    set_ipv4_header_checksum(&mut ipv4);
+    f.extend(ipv4);
+    f.extend_from_slice(payload);
+    f
+}

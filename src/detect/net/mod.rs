@@ -4,7 +4,7 @@
 //! in a [`Baseline`] keyed by interface name, so a full dump (at start, after lost
 //! events, on the reconcile timer) and a single event are compared the same way.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -14,8 +14,9 @@ use crate::config::Glob;
 
 mod gateway;
 mod link;
+mod paths;
 
-use crate::kernel::{KernelView, Neighbour, Observation};
+use crate::kernel::{KernelView, Neighbour, Observation, RoutePath};
 use crate::state::baseline::Baseline;
 use gateway::gateways_of;
 
@@ -63,6 +64,8 @@ pub struct NetDetector {
     started: bool,
     /// Gateways whose neighbour entry is FAILED (alerted once per episode).
     unreachable: HashSet<(u32, IpAddr)>,
+    /// The last path of each watched destination (`route_diverted`).
+    paths: HashMap<IpAddr, RoutePath>,
     dirty: bool,
     counters: NetCounters,
 }
@@ -83,6 +86,7 @@ impl NetDetector {
             baseline: stored.unwrap_or_default(),
             started: false,
             unreachable: HashSet::new(),
+            paths: HashMap::new(),
             dirty: false,
             counters: NetCounters::default(),
         }
@@ -201,6 +205,7 @@ impl NetDetector {
                 }
             }
             Observation::AddressRemoved(a) => self.view.addresses.retain(|x| *x != a),
+            Observation::Paths(lookups) => self.check_paths(lookups, pass),
         }
     }
 
@@ -227,6 +232,16 @@ impl NetDetector {
             }
             Observation::Address(a) => self.view.addresses.push(a),
             Observation::AddressRemoved(a) => self.view.addresses.retain(|x| *x != a),
+            Observation::Paths(lookups) => {
+                let mut out = Vec::new();
+                let mut pass = Pass {
+                    now: chrono::DateTime::UNIX_EPOCH,
+                    source: "netlink",
+                    quiet: true,
+                    out: &mut out,
+                };
+                self.check_paths(lookups, &mut pass);
+            }
             Observation::Snapshot(_) => {}
         }
     }

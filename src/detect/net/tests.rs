@@ -701,3 +701,82 @@ fn events_before_the_first_dump_are_quiet() {
     );
     assert!(!d.is_ready());
 }
+
+fn path(dest: &str, gw: &str, table: u32, prefix: (&str, u8)) -> crate::kernel::PathLookup {
+    crate::kernel::PathLookup {
+        destination: v4(dest),
+        path: Ok(RoutePath {
+            gateway: Some(v4(gw)),
+            ifindex: 2,
+            table,
+            prefix: Some((v4(prefix.0), prefix.1)),
+            redirected_from: None,
+            rule: None,
+        }),
+    }
+}
+
+#[test]
+fn a_path_moved_by_a_more_specific_route_is_diverted_critical_for_a_stranger() {
+    let mut d = started(NetSettings::default());
+    let normal = || path("64.0.0.1", "192.0.2.1", 254, ("0.0.0.0", 0));
+    assert!(
+        d.observe(Observation::Paths(vec![normal()]), t(1))
+            .is_empty()
+    );
+    // Through a router this host never used: critical.
+    let f = d.observe(
+        Observation::Paths(vec![path("64.0.0.1", "192.0.2.66", 254, ("0.0.0.0", 1))]),
+        t(2),
+    );
+    assert_eq!(kinds(&f), vec![Kind::RouteDiverted]);
+    assert_eq!(f[0].severity, Some(crate::alert::Severity::Critical));
+    assert_eq!(f[0].details["cause"], "route");
+    assert_eq!(f[0].details["old_next_hop"]["ip"], "192.0.2.1");
+    // Back through the default route: quiet (that is the gateway detector's).
+    assert!(
+        d.observe(Observation::Paths(vec![normal()]), t(3))
+            .is_empty()
+    );
+    // Through the known gateway by another route: nothing moved.
+    let same = path("64.0.0.1", "192.0.2.1", 254, ("64.0.0.0", 8));
+    assert!(d.observe(Observation::Paths(vec![same]), t(4)).is_empty());
+}
+
+#[test]
+fn a_lost_route_that_comes_back_the_same_way_is_quiet_and_a_known_router_is_a_warning() {
+    let mut d = started(NetSettings::default());
+    let p = path("203.0.113.5", "192.0.2.1", 254, ("0.0.0.0", 0));
+    d.observe(Observation::Paths(vec![p.clone()]), t(1));
+    let gone = crate::kernel::PathLookup {
+        destination: v4("203.0.113.5"),
+        path: Err("Network is unreachable".into()),
+    };
+    assert!(d.observe(Observation::Paths(vec![gone]), t(2)).is_empty());
+    assert!(d.observe(Observation::Paths(vec![p]), t(3)).is_empty());
+    // A rule sends it to table 100 whose default is the gateway's twin on
+    // another address this host already trusts (a gateway it knows a MAC for).
+    let mut other = path("203.0.113.5", "192.0.2.1", 100, ("0.0.0.0", 0));
+    if let Ok(p) = other.path.as_mut() {
+        p.ifindex = 3;
+        p.rule = Some("100: from all to 203.0.113.0/24 lookup 100".into());
+    }
+    let f = d.observe(Observation::Paths(vec![other]), t(4));
+    assert_eq!(kinds(&f), vec![Kind::RouteDiverted]);
+    assert_eq!(f[0].severity, None, "a known router: the kind's warning");
+    assert_eq!(f[0].details["cause"], "rule");
+    assert_eq!(f[0].details["table"], "100");
+}
+
+#[test]
+fn paths_before_the_first_dump_only_record() {
+    let mut d = NetDetector::new(NetSettings::default(), None);
+    let p = path("64.0.0.1", "192.0.2.1", 254, ("0.0.0.0", 0));
+    assert!(d.observe(Observation::Paths(vec![p]), t(0)).is_empty());
+    d.observe(Observation::Snapshot(lan()), t(1));
+    let moved = path("64.0.0.1", "192.0.2.66", 254, ("0.0.0.0", 1));
+    assert_eq!(
+        kinds(&d.observe(Observation::Paths(vec![moved]), t(2))),
+        vec![Kind::RouteDiverted]
+    );
+}
