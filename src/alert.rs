@@ -55,6 +55,7 @@ macro_rules! kinds {
                     self,
                     Kind::GatewayUnreachable
                         | Kind::LinkDown
+                        | Kind::LinkFlapping
                         | Kind::TlsMismatch
                         | Kind::TlsProbeFailed
                         | Kind::PathLengthMismatch
@@ -84,6 +85,7 @@ kinds! {
     RouteDiverted => "route_diverted", Warning;
     LinkDown => "link_down", Warning;
     LinkUp => "link_up", Info;
+    LinkFlapping => "link_flapping", Warning;
     LinkAdded => "link_added", Warning;
     LinkRemoved => "link_removed", Warning;
     LinkMacChanged => "link_mac_changed", Warning;

@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -316,21 +316,54 @@ fn gateway_that_stops_answering_is_unreachable() {
     );
 }
 
+/// Five 1 s flaps in 20 s: two ordinary downs, then one `link_flapping` at
+/// the third (at once, with the times so far), then nothing until the link
+/// has been quiet, then one `link_up` with all five times. No alert is held
+/// back in `alerts_suppressed`.
 #[test]
-fn a_flapping_link_is_coalesced() {
-    let Some(r) = start_agent("coalesce_burst = 2\ncoalesce_window = \"3s\"") else {
+fn a_flapping_link_is_one_episode_with_every_flap_time() {
+    let Some(r) = start_agent("link_flap_window = \"25s\"") else {
         return;
     };
-    for _ in 0..6 {
+    let mut third = None;
+    for n in 0..5 {
+        if n == 2 {
+            third = Some(Instant::now());
+        }
         ip(&r.lab.host, "link set eth0 down");
+        std::thread::sleep(Duration::from_secs(1));
         ip(&r.lab.host, "link set eth0 up");
+        if n == 2 {
+            let d = r.receiver.wait_kind("link_flapping", WAIT, |_| true);
+            assert_eq!(d["flaps"], 3, "{d}");
+            assert_eq!(d["times"].as_array().unwrap().len(), 3, "{d}");
+            let at = r
+                .receiver
+                .all()
+                .into_iter()
+                .find(|a| a.body["kind"] == "link_flapping")
+                .unwrap()
+                .at;
+            assert!(
+                at - third.unwrap() < Duration::from_secs(3),
+                "prompt: {:?}",
+                at - third.unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
     }
-    let d = r
+    let end = r
         .receiver
-        .wait_kind("alerts_suppressed", WAIT, |d| d["kind"] == "link_down");
-    assert_eq!(d["count"], 4, "6 downs, 2 let through: {d}");
-    assert_eq!(d["window_s"], 3.0);
+        .wait_kind("link_up", Duration::from_secs(40), |d| d["flaps"] == 5);
+    let times = end["times"].as_array().unwrap();
+    assert_eq!(times.len(), 5, "{end}");
+    for t in times {
+        let ms = t["down_ms"].as_i64().unwrap_or(0);
+        assert!((900..2_500).contains(&ms), "{t}");
+    }
     assert_eq!(r.receiver.count_kind("link_down"), 2);
+    assert_eq!(r.receiver.count_kind("link_flapping"), 1);
+    assert_eq!(r.receiver.count_kind("alerts_suppressed"), 0);
 }
 
 /// A static IPv6 default and two learned from router advertisements, all at

@@ -85,6 +85,10 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             .coalescer
             .next_deadline()
             .map(|d| d.saturating_sub(agent.out.clock.elapsed()));
+        let flap_wait = agent
+            .detector
+            .next_flap_deadline()
+            .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let a = &mut agent;
         tokio::select! {
             event = a.netlink.recv() => if let Some(stop) = a.on_netlink(event) { break stop },
@@ -103,6 +107,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             _ = a.timers.refresh.tick(), if refresh_every(&a.config).is_some() => a.out.refresh_conditions(Utc::now()),
             _ = a.timers.heartbeat.tick(), if a.config.heartbeat_every().is_some() => a.heartbeat(),
             _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => a.flush_coalescer(),
+            _ = tokio::time::sleep(flap_wait.unwrap_or(Duration::ZERO)), if flap_wait.is_some() => a.end_flap_episodes(),
             _ = signals.term.recv() => break Stop::signal("SIGTERM"),
             _ = signals.int.recv() => break Stop::signal("SIGINT"),
             _ = signals.hup.recv() => a.reload().await,
@@ -681,6 +686,12 @@ impl Agent {
             self.started.elapsed().as_secs(),
             self.config.heartbeat_every().unwrap_or_default().as_secs(),
         )]);
+    }
+
+    /// Flapping links that have been quiet long enough: their episode's end.
+    fn end_flap_episodes(&mut self) {
+        let findings = self.detector.end_flap_episodes(Utc::now());
+        self.emit_netlink(findings);
     }
 
     fn flush_coalescer(&mut self) {

@@ -268,6 +268,8 @@ pub fn net_settings(config: &Config) -> NetSettings {
         adopt_after: Some(config.agent.gateway_adopt_after.0)
             .filter(|d| !d.is_zero())
             .and_then(|d| chrono::Duration::from_std(d).ok()),
+        flap_window: chrono::Duration::from_std(config.agent.link_flap_window.0)
+            .unwrap_or(chrono::Duration::seconds(60)),
     }
 }
 

@@ -50,6 +50,14 @@ fn agent(config: &Config, at: &Positions<'_>) -> Result<(), Failure> {
             "reconcile_interval must be at least \"1s\" (a full netlink dump is not free)",
         );
     }
+    let flap = agent.link_flap_window.0;
+    if flap < Duration::from_secs(1) || flap > Duration::from_secs(86_400) {
+        return fail(
+            at,
+            "agent.link_flap_window",
+            "link_flap_window must be between \"1s\" and \"1d\" (three downs within it are one link_flapping episode)",
+        );
+    }
     if agent.max_spool_bytes < 2 << 20 {
         return fail(
             at,

@@ -63,6 +63,9 @@ pub struct AgentConfig {
     /// not trusted) until it has been stable this long; zero: only
     /// `netsentry baseline accept` makes it trusted.
     pub gateway_adopt_after: Interval,
+    /// Three downs of a link within this are one `link_flapping` episode,
+    /// which ends when the link has been up this long.
+    pub link_flap_window: Interval,
     /// Bytes of kernel buffer for netlink events. A burst larger than this makes
     /// the kernel drop events; the agent then re-dumps everything (and a change
     /// that came and went inside the burst can be missed).
@@ -89,6 +92,7 @@ impl Default for AgentConfig {
             heartbeat_interval: None,
             reconcile_interval: Interval(Duration::from_secs(300)),
             gateway_adopt_after: Interval(Duration::from_secs(7 * 86_400)),
+            link_flap_window: Interval(Duration::from_secs(60)),
             netlink_receive_buffer: 8 << 20,
             max_spool_bytes: 64 << 20,
             coalesce_burst: 3,

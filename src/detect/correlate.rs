@@ -33,6 +33,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
             | Kind::GatewayUnreachable
             | Kind::RouteDiverted
             | Kind::LinkDown
+            | Kind::LinkFlapping
             | Kind::LinkRemoved
             | Kind::LinkMacChanged
             | Kind::ArpGatewayConflict

@@ -81,6 +81,14 @@ impl NetDetector {
             ));
             pass.out.push(link_down_ends(name, pass.now));
         }
+        if self.forget_flaps(name) && !pass.quiet {
+            pass.out.push(Finding::cleared(
+                Kind::LinkFlapping,
+                pass.now,
+                format!("link {name} was removed"),
+                json!({"interface": name}),
+            ));
+        }
         self.baseline.links.remove(name);
         self.dirty = true;
     }
@@ -98,6 +106,7 @@ impl NetDetector {
         let carrier = carrier_changes(name, &old, &mut new, pass.now);
         let attributes = attribute_changes(name, &old, &new, pass.now);
         if alerts {
+            let carrier = self.fold_flaps(name, carrier, pass.now);
             pass.out.extend(carrier);
             pass.out.extend(attributes);
         }

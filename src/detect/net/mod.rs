@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::alert::Finding;
 use crate::config::Glob;
 
+mod flaps;
 mod gateway;
 mod link;
 mod paths;
@@ -26,7 +27,7 @@ pub const MAX_NEIGHBOURS: usize = 65_536;
 pub const MAX_ADDRESSES: usize = 4_096;
 
 /// What the operator chose: which links matter.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NetSettings {
     /// When non-empty, state alerts (down/up, MAC, promisc, MTU) only for these.
     pub interfaces: Vec<String>,
@@ -34,6 +35,20 @@ pub struct NetSettings {
     pub ignore_links: Vec<Glob>,
     /// A suspect gateway MAC stable this long is adopted (`None`: never).
     pub adopt_after: Option<chrono::Duration>,
+    /// Three downs of a link within this are `link_flapping`; the episode
+    /// ends when the link has been up this long.
+    pub flap_window: chrono::Duration,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        NetSettings {
+            interfaces: Vec::new(),
+            ignore_links: Vec::new(),
+            adopt_after: None,
+            flap_window: chrono::Duration::seconds(60),
+        }
+    }
 }
 
 /// One comparison pass: when it happens, which source saw the change
@@ -64,6 +79,8 @@ pub struct NetDetector {
     started: bool,
     /// Gateways whose neighbour entry is FAILED (alerted once per episode).
     unreachable: HashSet<(u32, IpAddr)>,
+    /// Recent carrier losses and flapping episodes per link.
+    flaps: flaps::FlapTable,
     /// The last path of each watched destination (`route_diverted`).
     paths: HashMap<IpAddr, RoutePath>,
     dirty: bool,
@@ -87,6 +104,7 @@ impl NetDetector {
             started: false,
             unreachable: HashSet::new(),
             paths: HashMap::new(),
+            flaps: flaps::FlapTable::new(),
             dirty: false,
             counters: NetCounters::default(),
         }

@@ -780,3 +780,79 @@ fn paths_before_the_first_dump_only_record() {
         vec![Kind::RouteDiverted]
     );
 }
+
+/// Down at `down_ms`, up at `up_ms`: the findings of both.
+fn flap(d: &mut NetDetector, down_ms: i64, up_ms: i64) -> Vec<Finding> {
+    let mut l = link(2, "eth0");
+    l.carrier = false;
+    let mut f = d.observe(Observation::Link(l.clone()), t(down_ms));
+    l.carrier = true;
+    f.extend(d.observe(Observation::Link(l), t(up_ms)));
+    f
+}
+
+#[test]
+fn five_flaps_in_twenty_seconds_are_one_episode_with_every_time() {
+    let mut d = started(NetSettings::default());
+    let up = vec![Kind::LinkDown, Kind::LinkUp, Kind::LinkDown];
+    assert_eq!(kinds(&flap(&mut d, 0, 1_000)), up);
+    assert_eq!(kinds(&flap(&mut d, 5_000, 6_000)), up);
+    // The third loss within a minute: the episode, at once, with the times.
+    let f = flap(&mut d, 10_000, 11_000);
+    assert_eq!(kinds(&f), vec![Kind::LinkFlapping]);
+    assert_eq!(f[0].details["flaps"], 3);
+    assert_eq!(f[0].details["times"].as_array().unwrap().len(), 3);
+    assert_eq!(f[0].details["times"][0]["down_ms"], 1_000);
+    assert_eq!(f[0].summary, "link eth0 is flapping: 3 downs within 10 s");
+    // Folded into the episode, nothing lost.
+    assert!(flap(&mut d, 15_000, 16_000).is_empty());
+    assert!(flap(&mut d, 20_000, 21_000).is_empty());
+    assert_eq!(d.next_flap_deadline(), Some(t(81_000)));
+    assert!(d.end_flap_episodes(t(80_000)).is_empty());
+    let f = d.end_flap_episodes(t(81_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkFlapping, Kind::LinkUp]);
+    assert!(f[0].clears);
+    assert_eq!(f[1].details["flaps"], 5);
+    let times = f[1].details["times"].as_array().unwrap().clone();
+    assert_eq!(times.len(), 5);
+    assert_eq!(times[0]["down"], crate::alert::format_time(&t(0)));
+    assert_eq!(times[4]["down"], crate::alert::format_time(&t(20_000)));
+    assert!(times.iter().all(|x| x["down_ms"] == 1_000), "{times:?}");
+    assert_eq!(d.next_flap_deadline(), None);
+    // The next loss is an ordinary one again.
+    assert_eq!(kinds(&flap(&mut d, 200_000, 201_000)), up);
+}
+
+#[test]
+fn occasional_flaps_are_not_flapping() {
+    let mut d = started(NetSettings::default());
+    // Three losses, but never three within a minute.
+    for start in [0, 40_000, 80_000, 130_000] {
+        let f = flap(&mut d, start, start + 500);
+        assert_eq!(
+            kinds(&f),
+            vec![Kind::LinkDown, Kind::LinkUp, Kind::LinkDown],
+            "at {start}"
+        );
+    }
+    assert_eq!(d.next_flap_deadline(), None);
+}
+
+#[test]
+fn a_flapping_link_that_stays_down_ends_its_episode_as_down() {
+    let mut d = started(NetSettings::default());
+    flap(&mut d, 0, 100);
+    flap(&mut d, 1_000, 1_100);
+    let mut l = link(2, "eth0");
+    l.carrier = false;
+    let f = d.observe(Observation::Link(l.clone()), t(2_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkFlapping]);
+    let f = d.end_flap_episodes(t(62_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkFlapping, Kind::LinkDown]);
+    assert!(f[0].clears && !f[1].clears);
+    // Its return is an ordinary, timed link_up.
+    l.carrier = true;
+    let f = d.observe(Observation::Link(l), t(70_000));
+    assert_eq!(kinds(&f), vec![Kind::LinkUp, Kind::LinkDown]);
+    assert_eq!(f[0].details["down_ms"], 68_000);
+}
