@@ -316,6 +316,25 @@ fn gateway_that_stops_answering_is_unreachable() {
     );
 }
 
+/// An administrator's `ip neigh flush`: the gateway's entry goes FAILED for
+/// a moment and is deleted; the gateway answers the agent's probe. Not
+/// unreachable — while a gateway that really went silent still is (the test
+/// above).
+#[test]
+fn an_administrators_neigh_flush_is_not_unreachable() {
+    let Some(r) = start_agent("") else { return };
+    for _ in 0..3 {
+        ip(&r.lab.host, "neigh flush dev eth0");
+        r.lab.resolve_gateway(GW_IP);
+        std::thread::sleep(Duration::from_secs(1));
+        ip(&r.lab.host, "neigh flush dev eth0");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let loud = r.receiver.loud();
+    assert!(loud.is_empty(), "{loud:#?}");
+}
+
 /// Five 1 s flaps in 20 s: two ordinary downs, then one `link_flapping` at
 /// the third (at once, with the times so far), then nothing until the link
 /// has been quiet, then one `link_up` with all five times. No alert is held

@@ -122,18 +122,6 @@ fn diversions_that_leave_the_default_route_alone_are_reported() {
     assert_eq!(r.receiver.count_kind("route_diverted"), before + 1);
 }
 
-/// The Internet checksum (RFC 1071).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// A spoofed ICMP host redirect "from the gateway" that the host's kernel
 /// takes (a route exception, no netlink event): found by the periodic lookup
 /// and named as a redirect.
@@ -153,7 +141,7 @@ fn an_icmp_redirect_the_kernel_applied_is_a_diversion() {
     set_ipv4_header_checksum(&mut inner);
     icmp.extend(inner);
     icmp.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 1]);
-    let sum = checksum(&icmp);
+    let sum = netsentry::wire::build::checksum(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let f = ipv4_frame(
         host,
@@ -224,12 +212,6 @@ fn routine_routing_churn_is_quiet() {
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let loud: Vec<Value> = r
-        .receiver
-        .all()
-        .into_iter()
-        .map(|a| a.body)
-        .filter(|b| b["severity"] != "info")
-        .collect();
+    let loud = r.receiver.loud();
     assert!(loud.is_empty(), "{loud:#?}");
 }

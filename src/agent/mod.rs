@@ -85,9 +85,9 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             .coalescer
             .next_deadline()
             .map(|d| d.saturating_sub(agent.out.clock.elapsed()));
-        let flap_wait = agent
+        let net_wait = agent
             .detector
-            .next_flap_deadline()
+            .next_deadline()
             .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let a = &mut agent;
         tokio::select! {
@@ -107,7 +107,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             _ = a.timers.refresh.tick(), if refresh_every(&a.config).is_some() => a.out.refresh_conditions(Utc::now()),
             _ = a.timers.heartbeat.tick(), if a.config.heartbeat_every().is_some() => a.heartbeat(),
             _ = tokio::time::sleep(coalesce_wait.unwrap_or(Duration::ZERO)), if coalesce_wait.is_some() => a.flush_coalescer(),
-            _ = tokio::time::sleep(flap_wait.unwrap_or(Duration::ZERO)), if flap_wait.is_some() => a.end_flap_episodes(),
+            _ = tokio::time::sleep(net_wait.unwrap_or(Duration::ZERO)), if net_wait.is_some() => a.net_tick(),
             _ = signals.term.recv() => break Stop::signal("SIGTERM"),
             _ = signals.int.recv() => break Stop::signal("SIGINT"),
             _ = signals.hup.recv() => a.reload().await,
@@ -397,6 +397,18 @@ impl Agent {
     /// baseline, alerts the next start spools under the same ids: never a
     /// change lost, never one reported again under a new id.
     fn emit_netlink(&mut self, findings: Vec<crate::alert::Finding>) {
+        // A gateway whose entry failed is asked directly (CAP_NET_RAW): a
+        // live one answers and its entry recovers before it is judged.
+        for probe in self.detector.take_probes() {
+            let view = self.detector.view();
+            if let Err(e) = crate::source::neighbour_probe::send(view, probe.ifindex, probe.ip) {
+                tracing::warn!(
+                    "cannot probe gateway {} on {}: {e}",
+                    probe.ip,
+                    view.link_name(probe.ifindex)
+                );
+            }
+        }
         let batch = self.out.admit(findings);
         if !batch.records.is_empty() && self.detector.take_dirty() {
             self.save_baseline(&batch.records);
@@ -688,9 +700,10 @@ impl Agent {
         )]);
     }
 
-    /// Flapping links that have been quiet long enough: their episode's end.
-    fn end_flap_episodes(&mut self) {
-        let findings = self.detector.end_flap_episodes(Utc::now());
+    /// The netlink detector's timed decisions (a flapping link's episode
+    /// over, a failed gateway entry still failed).
+    fn net_tick(&mut self) {
+        let findings = self.detector.tick(Utc::now());
         self.emit_netlink(findings);
     }
 

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod listeners;
 pub mod manifest_fetch;
+pub mod neighbour_probe;
 pub mod netlink;
 pub mod path_probe;
 pub mod pcap;

@@ -96,3 +96,29 @@ pub fn packet_statistics(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     };
     (rc == 0).then_some((stats.tp_packets as u64, stats.tp_drops as u64))
 }
+
+/// Sends one whole Ethernet frame out of interface `ifindex`
+/// (`sendto` with a `sockaddr_ll`; nix's `LinkAddr` cannot be built from parts).
+pub fn send_frame(fd: BorrowedFd<'_>, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    if frame.len() >= 6 {
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+    }
+    // SAFETY: `frame` is valid for its length, `addr` is a valid sockaddr_ll
+    // and the length is its size; the kernel only reads both.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    check(rc as libc::c_int, "send a frame")
+}

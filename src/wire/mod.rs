@@ -390,6 +390,18 @@ fn link_layer_option(mut options: &[u8], wanted: u8) -> Result<Option<EtherAddr>
 pub mod build {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// The Internet checksum (RFC 1071) of `bytes`.
+    pub fn checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = bytes
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
     /// An Ethernet + ARP frame (42 bytes).
     pub fn arp(
         eth_src: [u8; 6],

@@ -496,6 +496,15 @@ impl Receiver {
             .clone()
     }
 
+    /// The alerts that would page someone: every warning and critical.
+    pub fn loud(&self) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .map(|a| a.body)
+            .filter(|b| b["severity"] != "info")
+            .collect()
+    }
+
     pub fn count_kind(&self, kind: &str) -> usize {
         self.all().iter().filter(|r| r.body["kind"] == kind).count()
     }

@@ -158,7 +158,7 @@ impl NetDetector {
     }
 
     /// When the next episode may end (for the agent's timer).
-    pub fn next_flap_deadline(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn next_flap_deadline(&self) -> Option<DateTime<Utc>> {
         self.flaps
             .values()
             .filter_map(|l| {
@@ -172,7 +172,7 @@ impl NetDetector {
     /// Ends the episodes whose quiet period is over: a link up all along gets
     /// its `link_up` with the episode's count and times; a link still down
     /// gets its `link_down` (a flapping link that stopped coming back).
-    pub fn end_flap_episodes(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+    pub(super) fn end_flap_episodes(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
         let quiet = self.settings.flap_window;
         let due: Vec<String> = self
             .flaps

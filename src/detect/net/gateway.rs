@@ -11,7 +11,59 @@ use crate::alert::{Finding, Kind};
 use crate::kernel::{Family, KernelView, NeighbourState};
 use crate::state::baseline::{Decision, GatewayVerdict, NextHopRecord};
 
+/// A gateway whose entry failed stays FAILED this long (the agent's own
+/// probe unanswered, the kernel's too) before it is `gateway_unreachable`.
+pub const UNREACHABLE_AFTER: chrono::Duration = chrono::Duration::seconds(3);
+
+/// A request to the agent: ask this gateway for its address now (an ARP
+/// request or a neighbour solicitation), so that a live gateway's answer
+/// refreshes the kernel's entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayProbe {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+}
+
 impl NetDetector {
+    /// Gateways to probe now (taken once).
+    pub fn take_probes(&mut self) -> Vec<GatewayProbe> {
+        std::mem::take(&mut self.probes)
+    }
+
+    /// Failed entries that stayed failed: `gateway_unreachable`.
+    pub(super) fn judge_failing(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+        let due: Vec<(u32, IpAddr)> = self
+            .failing
+            .iter()
+            .filter(|(_, since)| now - **since >= UNREACHABLE_AFTER)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for (ifindex, ip) in due {
+            self.failing.remove(&(ifindex, ip));
+            let still_failed = self
+                .view
+                .neighbours
+                .get(&(ifindex, ip))
+                .is_some_and(|n| n.state == NeighbourState::Failed);
+            let still_gateway = self
+                .gateways()
+                .iter()
+                .any(|(_, i, g)| (*i, *g) == (ifindex, ip));
+            if !still_failed || !still_gateway || !self.unreachable.insert((ifindex, ip)) {
+                continue;
+            }
+            let interface = self.view.link_name(ifindex);
+            out.push(Finding::new(
+                Kind::GatewayUnreachable,
+                now,
+                format!("default gateway {ip} on {interface} does not answer (neighbour entry failed, and a probe got no answer)"),
+                json!({"interface": interface, "ip": ip.to_string(), "state": "failed"}),
+            ));
+        }
+        out
+    }
+
     /// The gateways of the current default routes: (family, ifindex, ip).
     pub(super) fn gateways(&self) -> Vec<(Family, u32, IpAddr)> {
         gateways_of(&self.view)
@@ -65,19 +117,22 @@ impl NetDetector {
         };
         let interface = self.view.link_name(ifindex);
         if entry.state == NeighbourState::Failed {
-            if self.unreachable.insert((ifindex, ip)) && !pass.quiet {
-                pass.out.push(Finding::new(
-                    Kind::GatewayUnreachable,
-                    pass.now,
-                    format!("default gateway {ip} on {interface} does not answer (neighbour entry failed)"),
-                    json!({"interface": interface, "ip": ip.to_string(), "state": entry.state.as_str()}),
-                ));
+            // Not yet unreachable: an administrator's `ip neigh flush` leaves
+            // the entry FAILED too. It is if it stays FAILED for
+            // UNREACHABLE_AFTER while the agent asks the gateway itself
+            // (an ARP request or neighbour solicitation from its own socket).
+            if !self.unreachable.contains(&(ifindex, ip))
+                && !self.failing.contains_key(&(ifindex, ip))
+            {
+                self.failing.insert((ifindex, ip), pass.now);
+                self.probes.push(GatewayProbe { ifindex, ip });
             }
             return;
         }
         if !entry.state.has_valid_address() {
             return;
         }
+        self.failing.remove(&(ifindex, ip));
         if self.unreachable.remove(&(ifindex, ip)) && !pass.quiet {
             pass.out.push(Finding::cleared(
                 Kind::GatewayUnreachable,

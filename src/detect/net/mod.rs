@@ -20,6 +20,7 @@ mod paths;
 use crate::kernel::{KernelView, Neighbour, Observation, RoutePath};
 use crate::state::baseline::Baseline;
 use gateway::gateways_of;
+pub use gateway::{GatewayProbe, UNREACHABLE_AFTER};
 
 /// Neighbour entries kept; beyond this, entries that are not gateways are ignored.
 pub const MAX_NEIGHBOURS: usize = 65_536;
@@ -79,6 +80,10 @@ pub struct NetDetector {
     started: bool,
     /// Gateways whose neighbour entry is FAILED (alerted once per episode).
     unreachable: HashSet<(u32, IpAddr)>,
+    /// Gateways whose entry went FAILED, since when (not yet unreachable).
+    failing: HashMap<(u32, IpAddr), DateTime<Utc>>,
+    /// Gateways the agent should probe now.
+    probes: Vec<gateway::GatewayProbe>,
     /// Recent carrier losses and flapping episodes per link.
     flaps: flaps::FlapTable,
     /// The last path of each watched destination (`route_diverted`).
@@ -103,6 +108,8 @@ impl NetDetector {
             baseline: stored.unwrap_or_default(),
             started: false,
             unreachable: HashSet::new(),
+            failing: HashMap::new(),
+            probes: Vec::new(),
             paths: HashMap::new(),
             flaps: flaps::FlapTable::new(),
             dirty: false,
@@ -149,6 +156,24 @@ impl NetDetector {
             .map(|h| h.interface.clone())
             .collect();
         names.into_iter().collect()
+    }
+
+    /// When [`NetDetector::tick`] has something to do: a flapping link's
+    /// quiet period over, a failed gateway entry to judge.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let failing = self.failing.values().map(|t| *t + UNREACHABLE_AFTER).min();
+        match (self.next_flap_deadline(), failing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timed decisions that are due: ended flapping episodes,
+    /// unreachable gateways.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
+        let mut out = self.end_flap_episodes(now);
+        out.extend(self.judge_failing(now));
+        out
     }
 
     /// Applies one observation and returns what it reveals.

@@ -311,30 +311,58 @@ fn neighbours_that_are_not_gateways_do_not_alert() {
 fn gateway_unreachable_once_per_episode() {
     let mut d = started(NetSettings::default());
     let failed = || Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Failed));
-    let f = d.observe(failed(), t(1));
+    // FAILED is not yet unreachable: the gateway is probed first.
+    assert!(d.observe(failed(), t(1_000)).is_empty());
+    assert_eq!(
+        d.take_probes(),
+        vec![GatewayProbe {
+            ifindex: 2,
+            ip: v4("192.0.2.1")
+        }]
+    );
+    assert_eq!(d.next_deadline(), Some(t(4_000)));
+    assert!(d.tick(t(3_999)).is_empty());
+    let f = d.tick(t(4_000));
     assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
     assert_eq!(f[0].detail_str("state"), Some("failed"));
     assert!(
         d.observe(
             Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Incomplete)),
-            t(2)
+            t(5_000)
         )
         .is_empty()
     );
-    assert!(d.observe(failed(), t(3)).is_empty());
+    assert!(d.observe(failed(), t(6_000)).is_empty());
+    assert!(d.take_probes().is_empty(), "one episode, one probe");
+    assert!(d.tick(t(20_000)).is_empty());
     let back = Observation::Neighbour(neigh(
         2,
         "192.0.2.1",
         Some(mac(1)),
         NeighbourState::Reachable,
     ));
-    let f = d.observe(back, t(4));
+    let f = d.observe(back, t(21_000));
     assert_eq!(kinds(&f), vec![Kind::GatewayUnreachable]);
     assert!(f[0].clears, "answering again clears the condition");
-    assert_eq!(
-        kinds(&d.observe(failed(), t(5))),
-        vec![Kind::GatewayUnreachable]
+    d.observe(failed(), t(22_000));
+    assert_eq!(kinds(&d.tick(t(25_000))), vec![Kind::GatewayUnreachable]);
+}
+
+/// `ip neigh flush`: the entry is FAILED for a moment, then resolved again
+/// (by traffic, or by the agent's probe): nothing to report.
+#[test]
+fn a_flushed_gateway_entry_that_resolves_again_is_quiet() {
+    let mut d = started(NetSettings::default());
+    let f = d.observe(
+        Observation::Neighbour(neigh(2, "192.0.2.1", None, NeighbourState::Failed)),
+        t(1_000),
     );
+    assert!(f.is_empty());
+    assert_eq!(d.take_probes().len(), 1);
+    let back = neigh(2, "192.0.2.1", Some(mac(1)), NeighbourState::Stale);
+    assert!(d.observe(Observation::Neighbour(back), t(1_200)).is_empty());
+    assert_eq!(d.next_deadline(), None);
+    assert!(d.tick(t(10_000)).is_empty());
 }
 
 #[test]
