@@ -55,6 +55,39 @@ pub struct Link {
     /// short flap into one notification (linkwatch batches them for up to 1 s);
     /// this counter still shows it.
     pub carrier_downs: Option<u32>,
+    /// IFLA_LINK: the lower device of a stacked link (macvlan, ipvlan, vlan),
+    /// or a veth's peer (whose index may be in another namespace).
+    pub parent: Option<u32>,
+}
+
+/// Kinds that sit on a lower device and see (and can send) its traffic: a
+/// way to sniff and spoof from the host.
+pub const STACKED_KINDS: &[&str] = &["macvlan", "macvtap", "ipvlan", "ipvtap", "vlan"];
+
+impl KernelView {
+    /// Whether the operator's patterns hide `link`: its name matches one of
+    /// `names` or its kind one of `kinds` — but never when it is stacked on a
+    /// link that is itself watched (a macvlan named `br-4f3a9c` on the
+    /// uplink is no container plumbing).
+    pub fn is_ignored(&self, link: &Link, names: &[crate::config::Glob], kinds: &[String]) -> bool {
+        let hidden = |l: &Link| {
+            names.iter().any(|g| g.matches(&l.name))
+                || l.kind
+                    .as_ref()
+                    .is_some_and(|k| kinds.iter().any(|x| x == k))
+        };
+        let stacked_on_watched = link
+            .kind
+            .as_deref()
+            .is_some_and(|k| STACKED_KINDS.contains(&k))
+            && link
+                .parent
+                .and_then(|p| self.links.get(&p))
+                .is_some_and(|lower| {
+                    lower.index != link.index && !lower.loopback && !hidden(lower)
+                });
+        !stacked_on_watched && hidden(link)
+    }
 }
 
 /// A hardware address; printed lowercase with colons.

@@ -335,6 +335,62 @@ fn an_administrators_neigh_flush_is_not_unreachable() {
     assert!(loud.is_empty(), "{loud:#?}");
 }
 
+/// A macvlan on the uplink (how a process on the host sniffs and spoofs the
+/// uplink's traffic) is reported even when its name matches `ignore_links`
+/// (`br-*`); a Kubernetes node's CNI churn (Calico, Cilium, Flannel veths,
+/// kube-ipvs0, vxlan.calico, tunl0) over several rounds is silent.
+#[test]
+fn links_are_ignored_by_name_and_kind_never_when_stacked_on_the_uplink() {
+    let Some(r) = start_agent("") else { return };
+    let host = r.lab.host.clone();
+    for round in 0..3 {
+        for (name, kind) in [
+            ("cali4f2a91c3", "veth"),
+            ("lxc7d1e", "veth"),
+            ("cilium_host", "veth"),
+            ("flannel.1", "vxlan id 1 dstport 8472"),
+            ("vxlan.calico", "vxlan id 4096 dstport 4789"),
+            ("kube-ipvs0", "bridge"),
+            ("cni0", "bridge"),
+        ] {
+            // A pod's end of the pair lives in the pod's namespace.
+            let peer = if kind == "veth" {
+                format!(" peer name p{round}{} netns {}", &name[..3], r.lab.mitm)
+            } else {
+                String::new()
+            };
+            ip(&host, &format!("link add {name} type {kind}{peer}"));
+            ip(&host, &format!("link set {name} up"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for name in [
+            "cali4f2a91c3",
+            "lxc7d1e",
+            "cilium_host",
+            "flannel.1",
+            "vxlan.calico",
+            "kube-ipvs0",
+            "cni0",
+        ] {
+            ip(&host, &format!("link del {name}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let loud = r.receiver.loud();
+    assert!(loud.is_empty(), "{loud:#?}");
+
+    ip(
+        &host,
+        "link add br-4f3a9c link eth0 type macvlan mode bridge",
+    );
+    let d = r
+        .receiver
+        .wait_kind("link_added", WAIT, |d| d["interface"] == "br-4f3a9c");
+    assert_eq!(d["link_kind"], "macvlan");
+    assert_eq!(d["lower"], "eth0");
+}
+
 /// Five 1 s flaps in 20 s: two ordinary downs, then one `link_flapping` at
 /// the third (at once, with the times so far), then nothing until the link
 /// has been quiet, then one `link_up` with all five times. No alert is held

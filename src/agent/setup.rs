@@ -265,6 +265,7 @@ pub fn net_settings(config: &Config) -> NetSettings {
             .map(|i| i.0.clone())
             .collect(),
         ignore_links: config.agent.ignore_links.clone(),
+        ignore_link_kinds: config.agent.ignore_link_kinds.clone(),
         adopt_after: Some(config.agent.gateway_adopt_after.0)
             .filter(|d| !d.is_zero())
             .and_then(|d| chrono::Duration::from_std(d).ok()),

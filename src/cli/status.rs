@@ -256,7 +256,7 @@ pub fn build(
     let links = view
         .links
         .values()
-        .filter(|l| !l.loopback && !config.is_ignored_link(&l.name))
+        .filter(|l| !l.loopback && !config.is_ignored_link(view, l))
         .map(|l| {
             let mut flags = Vec::new();
             if l.admin_up {

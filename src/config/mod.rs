@@ -125,8 +125,16 @@ impl Config {
     }
 
     /// True when `name` matches one of `ignore_links`.
-    pub fn is_ignored_link(&self, name: &str) -> bool {
-        self.agent.ignore_links.iter().any(|g| g.matches(name))
+    pub fn is_ignored_link(
+        &self,
+        view: &crate::kernel::KernelView,
+        link: &crate::kernel::Link,
+    ) -> bool {
+        view.is_ignored(
+            link,
+            &self.agent.ignore_links,
+            &self.agent.ignore_link_kinds,
+        )
     }
 
     /// The effective configuration as TOML (what `check-config` prints), with
@@ -174,8 +182,20 @@ mod tests {
         let c = Config::parse("", "x.toml").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/netsentry"));
-        assert!(c.is_ignored_link("veth12ab"));
-        assert!(!c.is_ignored_link("eth0"));
+        let names = &c.agent.ignore_links;
+        for cni in [
+            "veth12ab",
+            "cali3f",
+            "lxc9",
+            "cilium_host",
+            "flannel.1",
+            "kube-ipvs0",
+            "vxlan.calico",
+            "tunl0",
+        ] {
+            assert!(names.iter().any(|g| g.matches(cni)), "{cni}");
+        }
+        assert!(!names.iter().any(|g| g.matches("eth0")));
         assert_eq!(c.agent.reconcile_interval.0, Duration::from_secs(300));
     }
 

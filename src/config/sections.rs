@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub interfaces: Vec<InterfaceName>,
     pub ignore_links: Vec<Glob>,
+    /// Links of these kinds (`ip -d link`: veth, vxlan, ...) produce no alerts.
+    pub ignore_link_kinds: Vec<String>,
     /// `agent_heartbeat` this often; `None`: [`DEFAULT_HEARTBEAT`] when any
     /// receiver is configured, else off; zero: off (see
     /// [`super::Config::heartbeat_every`]).
@@ -85,10 +87,28 @@ impl Default for AgentConfig {
             host_id: String::new(),
             state_dir: PathBuf::from("/var/lib/netsentry"),
             interfaces: Vec::new(),
-            ignore_links: ["veth*", "docker*", "br-*", "cni*", "virbr*", "tap*"]
-                .iter()
-                .map(|p| Glob(p.to_string()))
-                .collect(),
+            ignore_links: [
+                "veth*",
+                "docker*",
+                "br-*",
+                "cni*",
+                "virbr*",
+                "tap*",
+                // Kubernetes CNIs: Calico, Cilium, Flannel, kube-proxy (IPVS), Weave.
+                "cali*",
+                "lxc*",
+                "cilium*",
+                "flannel*",
+                "kube-*",
+                "vxlan.calico",
+                "tunl0",
+                "weave*",
+                "vethwe*",
+            ]
+            .iter()
+            .map(|p| Glob(p.to_string()))
+            .collect(),
+            ignore_link_kinds: Vec::new(),
             heartbeat_interval: None,
             reconcile_interval: Interval(Duration::from_secs(300)),
             gateway_adopt_after: Interval(Duration::from_secs(7 * 86_400)),

@@ -124,6 +124,7 @@ mod tests {
                 promisc: false,
                 loopback: false,
                 carrier_downs: None,
+                parent: None,
             },
         );
         for (ip, len) in [("198.51.100.7", 24), ("192.0.2.10", 24), ("fe80::10", 64)] {

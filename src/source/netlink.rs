@@ -350,12 +350,14 @@ fn link_of(m: &LinkMessage) -> Link {
         promisc: flags.contains(LinkFlags::Promisc),
         loopback: flags.contains(LinkFlags::Loopback),
         carrier_downs: None,
+        parent: None,
     };
     for attr in &m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) => link.mac = Mac::from_bytes(a),
             LinkAttribute::Mtu(v) => link.mtu = *v,
+            LinkAttribute::Link(p) if *p != 0 => link.parent = Some(*p),
             LinkAttribute::CarrierDownCount(n) => link.carrier_downs = Some(*n),
             // Packet sockets (tcpdump) raise this counter without setting IFF_PROMISC.
             LinkAttribute::Promiscuity(n) => link.promisc |= *n > 0,

@@ -11,8 +11,14 @@ use crate::kernel::Link;
 use crate::state::baseline::{LinkRecord, MAX_LINKS};
 
 impl NetDetector {
-    pub(super) fn is_ignored(&self, name: &str) -> bool {
-        self.settings.ignore_links.iter().any(|g| g.matches(name))
+    /// By name or kind, unless stacked on a watched link (see
+    /// [`crate::kernel::KernelView::is_ignored`]).
+    pub(super) fn is_ignored(&self, link: &Link) -> bool {
+        self.view.is_ignored(
+            link,
+            &self.settings.ignore_links,
+            &self.settings.ignore_link_kinds,
+        )
     }
 
     pub(super) fn wants_state_alerts(&self, name: &str) -> bool {
@@ -21,7 +27,7 @@ impl NetDetector {
 
     /// The record for a link, or `None` for links the operator ignores.
     pub(super) fn record_of(&self, link: &Link) -> Option<LinkRecord> {
-        if link.loopback || self.is_ignored(&link.name) {
+        if link.loopback || self.is_ignored(link) {
             return None;
         }
         Some(LinkRecord {
@@ -54,14 +60,30 @@ impl NetDetector {
         if !pass.quiet {
             let kind = new.kind.clone().unwrap_or_else(|| "device".into());
             let mac = new.mac.as_ref().map(|m| m.to_string());
+            // A stacked link names its lower device: a macvlan on the uplink
+            // sees (and can send) the uplink's traffic.
+            let lower = crate::kernel::STACKED_KINDS
+                .contains(&kind.as_str())
+                .then(|| self.view.link_by_name(name).and_then(|l| l.parent))
+                .flatten()
+                .and_then(|p| self.view.links.get(&p))
+                .map(|l| l.name.clone());
+            let mut details = json!({"interface": name, "link_kind": kind, "mac": mac});
+            if let Some(lower) = &lower {
+                details["lower"] = json!(lower);
+            }
             pass.out.push(Finding::new(
                 Kind::LinkAdded,
                 pass.now,
                 format!(
-                    "new link {name} ({kind}{})",
+                    "new link {name} ({kind}{}{})",
+                    lower
+                        .as_ref()
+                        .map(|l| format!(" on {l}"))
+                        .unwrap_or_default(),
                     mac.as_ref().map(|m| format!(", {m}")).unwrap_or_default()
                 ),
-                json!({"interface": name, "link_kind": kind, "mac": mac}),
+                details,
             ));
         }
         if !new.is_up() {

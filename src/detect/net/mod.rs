@@ -34,6 +34,8 @@ pub struct NetSettings {
     pub interfaces: Vec<String>,
     /// Links matching these produce no alerts at all.
     pub ignore_links: Vec<Glob>,
+    /// Links of these kinds (`IFLA_INFO_KIND`) produce no alerts either.
+    pub ignore_link_kinds: Vec<String>,
     /// A suspect gateway MAC stable this long is adopted (`None`: never).
     pub adopt_after: Option<chrono::Duration>,
     /// Three downs of a link within this are `link_flapping`; the episode
@@ -46,6 +48,7 @@ impl Default for NetSettings {
         NetSettings {
             interfaces: Vec::new(),
             ignore_links: Vec::new(),
+            ignore_link_kinds: Vec::new(),
             adopt_after: None,
             flap_window: chrono::Duration::seconds(60),
         }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::alert::Kind;
+use crate::config::Glob;
 use crate::kernel::{DefaultRoute, Family, Link, Mac, NeighbourState, NextHop, RouteKey};
 
 use chrono::TimeZone;
@@ -26,6 +27,7 @@ fn link(index: u32, name: &str) -> Link {
         promisc: false,
         loopback: false,
         carrier_downs: Some(0),
+        parent: None,
     }
 }
 fn v4(s: &str) -> IpAddr {
@@ -883,4 +885,52 @@ fn a_flapping_link_that_stays_down_ends_its_episode_as_down() {
     let f = d.observe(Observation::Link(l), t(70_000));
     assert_eq!(kinds(&f), vec![Kind::LinkUp, Kind::LinkDown]);
     assert_eq!(f[0].details["down_ms"], 68_000);
+}
+
+#[test]
+fn a_macvlan_on_the_uplink_is_watched_whatever_its_name() {
+    let mut d = started(NetSettings {
+        ignore_links: vec![
+            Glob("br-*".into()),
+            Glob("cali*".into()),
+            Glob("docker*".into()),
+        ],
+        ignore_link_kinds: vec!["vxlan".into()],
+        ..Default::default()
+    });
+    let stacked = |index: u32, name: &str, kind: &str, parent: u32| {
+        let mut l = link(index, name);
+        l.kind = Some(kind.into());
+        l.parent = Some(parent);
+        l
+    };
+    // A macvlan named like a Docker bridge, on eth0: reported, with its lower device.
+    let f = d.observe(
+        Observation::Link(stacked(7, "br-4f3a9c", "macvlan", 2)),
+        t(1),
+    );
+    assert_eq!(kinds(&f), vec![Kind::LinkAdded]);
+    assert_eq!(f[0].details["lower"], "eth0");
+    assert_eq!(f[0].details["link_kind"], "macvlan");
+    assert!(
+        f[0].summary.contains("(macvlan on eth0"),
+        "{}",
+        f[0].summary
+    );
+    // A CNI's veth, a VXLAN by kind, a macvlan on an ignored bridge: quiet.
+    assert!(
+        d.observe(Observation::Link(stacked(8, "cali12ab", "veth", 99)), t(2))
+            .is_empty()
+    );
+    assert!(
+        d.observe(Observation::Link(stacked(9, "flannel.1", "vxlan", 0)), t(3))
+            .is_empty()
+    );
+    let mut bridge = link(10, "docker0");
+    bridge.kind = Some("bridge".into());
+    assert!(d.observe(Observation::Link(bridge), t(4)).is_empty());
+    assert!(
+        d.observe(Observation::Link(stacked(11, "br-x", "macvlan", 10)), t(5))
+            .is_empty()
+    );
 }
