@@ -101,6 +101,7 @@ kinds! {
     ArpGatewayConflict => "arp_gateway_conflict", Critical;
     ArpStorm => "arp_storm", Warning;
     NdpRouterNew => "ndp_router_new", Warning;
+    NdpRouterChanged => "ndp_router_changed", Warning;
     ArpOwnAddressClaimed => "arp_own_address_claimed", Critical;
     NdpRedirect => "ndp_redirect", Warning;
     IcmpRedirect => "icmp_redirect", Warning;

@@ -792,3 +792,74 @@ fn stations_imported_from_arpwatch_are_not_announced_again() {
         "arpwatch's stations are known"
     );
 }
+
+/// The gateway's router advertisement, as the gateway sends it (or, with
+/// `eth_src`, as someone else sends it in its name): prefix, RDNSS, MTU.
+fn gateway_ra(eth_src: [u8; 6], prefix: &str, dns: &str) -> Vec<u8> {
+    with_icmpv6_checksum(build::icmpv6(
+        eth_src,
+        [0x33, 0x33, 0, 0, 0, 1],
+        GW6_LL.parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+        &build::ra_body_with(
+            eth_src,
+            1800,
+            prefix.parse().unwrap(),
+            dns.parse().unwrap(),
+            1500,
+        ),
+    ))
+}
+
+/// The gateway advertises 2001:db8:1::/64 every few seconds (quiet); then an
+/// advertisement from the gateway's own link-local address carries a rogue
+/// prefix and DNS server — the host's kernel takes the prefix (a rogue
+/// address) — `ndp_router_changed`, naming the changes; from another MAC,
+/// critical.
+#[test]
+fn a_router_advertisement_whose_contents_change_is_reported() {
+    let Some(r) = running("") else { return };
+    let gw_mac = mac_bytes(GW_MAC);
+    for _ in 0..4 {
+        send_frames(
+            &r.lab.gw,
+            "eth0",
+            vec![gateway_ra(gw_mac, "2001:db8:1::", "2001:db8:1::53")],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(r.receiver.count_kind("ndp_router_changed"), 0);
+    // The gateway (compromised, or misconfigured) now hands out another prefix.
+    send_frames(
+        &r.lab.gw,
+        "eth0",
+        vec![gateway_ra(gw_mac, "2001:db8:bad::", "2001:db8:bad::53")],
+    );
+    let d = r.receiver.wait_kind("ndp_router_changed", WAIT, |_| true);
+    let changes = d["changes"].to_string();
+    assert!(
+        changes.contains("prefix 2001:db8:bad::/64 on-link autonomous added"),
+        "{d}"
+    );
+    assert!(changes.contains("RDNSS 2001:db8:bad::53 added"), "{d}");
+    // What the kernel did with it: an address in the rogue prefix.
+    let deadline = Instant::now() + WAIT;
+    while !ip(&r.lab.host, "-6 addr show dev eth0").contains("2001:db8:bad:") {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel did not take the prefix"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The same from the attacker's MAC, in the gateway's name: critical.
+    send_frames(
+        &r.lab.mitm,
+        "eth0",
+        vec![gateway_ra(mitm(), "2001:db8:bad::", "2001:db8:bad::54")],
+    );
+    let got = r.receiver.wait_for("ndp_router_changed", WAIT, |b| {
+        b["kind"] == "ndp_router_changed" && b["severity"] == "critical"
+    });
+    assert_eq!(got.body["details"]["mac"], MITM_MAC);
+    assert_eq!(got.body["details"]["known_mac"], GW_MAC);
+}

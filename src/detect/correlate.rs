@@ -38,6 +38,7 @@ pub fn is_path_anomaly(kind: Kind) -> bool {
             | Kind::LinkMacChanged
             | Kind::ArpGatewayConflict
             | Kind::NdpRouterNew
+            | Kind::NdpRouterChanged
             | Kind::ArpOwnAddressClaimed
             | Kind::NdpRedirect
             | Kind::IcmpRedirect

@@ -90,6 +90,8 @@ pub enum NdpMessage {
     RouterAdvertisement {
         router_lifetime_s: u16,
         source_mac: Option<EtherAddr>,
+        /// What the router tells hosts (flags, prefixes, DNS, MTU, routes).
+        info: RaInfo,
     },
     NeighbourSolicitation {
         target: Ipv6Addr,
@@ -106,6 +108,124 @@ pub enum NdpMessage {
         target: Ipv6Addr,
         destination: Ipv6Addr,
     },
+}
+
+/// Entries of one kind kept per router advertisement.
+pub const MAX_RA_ENTRIES: usize = 16;
+
+/// What a router advertisement tells the hosts (RFC 4861, 8106, 4191):
+/// everything a rogue router would change to move traffic or names. Router
+/// and prefix lifetimes are left out (they count down on some routers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RaInfo {
+    pub cur_hop_limit: u8,
+    /// M: addresses from DHCPv6.
+    pub managed: bool,
+    /// O: other configuration from DHCPv6.
+    pub other: bool,
+    /// Default router preference (RFC 4191): high, medium, low.
+    pub preference: &'static str,
+    pub mtu: Option<u32>,
+    /// Prefix information: prefix/length, on-link (L), autonomous (A).
+    pub prefixes: Vec<(Ipv6Addr, u8, bool, bool)>,
+    /// Route information (RFC 4191): prefix/length.
+    pub routes: Vec<(Ipv6Addr, u8)>,
+    /// Recursive DNS servers (RFC 8106).
+    pub rdnss: Vec<Ipv6Addr>,
+    /// DNS search list (RFC 8106).
+    pub dnssl: Vec<String>,
+}
+
+/// Reads the options of a router advertisement (after its 16 fixed bytes).
+/// Malformed options end the walk (what came before counts); each list is
+/// capped at [`MAX_RA_ENTRIES`].
+fn ra_info(fixed: &[u8], mut options: &[u8]) -> RaInfo {
+    let mut info = RaInfo {
+        cur_hop_limit: fixed[4],
+        managed: fixed[5] & 0x80 != 0,
+        other: fixed[5] & 0x40 != 0,
+        preference: match (fixed[5] >> 3) & 0x3 {
+            0b01 => "high",
+            0b11 => "low",
+            _ => "medium",
+        },
+        ..RaInfo::default()
+    };
+    while options.len() >= 2 {
+        let kind = options[0];
+        let len = options[1] as usize * 8;
+        if len == 0 || len > options.len() {
+            break;
+        }
+        let o = &options[..len];
+        match kind {
+            3 if len >= 32 => add(
+                &mut info.prefixes,
+                (
+                    ipv6_at(o, 16),
+                    o[2].min(128),
+                    o[3] & 0x80 != 0,
+                    o[3] & 0x40 != 0,
+                ),
+            ),
+            5 if len >= 8 => info.mtu = Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]])),
+            24 if len >= 8 => {
+                let plen = o[2].min(128);
+                let mut octets = [0u8; 16];
+                let n = (len - 8).min(16);
+                octets[..n].copy_from_slice(&o[8..8 + n]);
+                add(&mut info.routes, (Ipv6Addr::from(octets), plen));
+            }
+            25 if len >= 24 => {
+                for a in o[8..].chunks_exact(16) {
+                    add(&mut info.rdnss, ipv6_at(a, 0));
+                }
+            }
+            31 if len >= 16 => {
+                for name in dns_names(&o[8..]) {
+                    add(&mut info.dnssl, name);
+                }
+            }
+            _ => {}
+        }
+        options = &options[len..];
+    }
+    info.prefixes.sort();
+    info.routes.sort();
+    info.rdnss.sort();
+    info.dnssl.sort();
+    info
+}
+
+/// Adds `item` to a list of at most [`MAX_RA_ENTRIES`] distinct entries.
+fn add<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if list.len() < MAX_RA_ENTRIES && !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// The names of a DNSSL option's data: uncompressed wire-format names, zero
+/// padding at the end. Labels are kept as printable ASCII (others escaped).
+fn dns_names(mut data: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    while let Some((&len, rest)) = data.split_first() {
+        let len = len as usize;
+        if len == 0 {
+            if !labels.is_empty() {
+                names.push(labels.join("."));
+                labels.clear();
+            }
+            data = rest;
+            continue;
+        }
+        if len > 63 || len > rest.len() {
+            break;
+        }
+        labels.push(rest[..len].escape_ascii().to_string());
+        data = &rest[len..];
+    }
+    names
 }
 
 /// A neighbour discovery message (RS, RA, NS, NA, redirect) as far as the detectors need it.
@@ -322,6 +442,7 @@ fn parse_ndp(
             NdpMessage::RouterAdvertisement {
                 router_lifetime_s: u16::from_be_bytes([fixed[6], fixed[7]]),
                 source_mac: link_layer_option(&icmp[16..], 1)?,
+                info: ra_info(fixed, &icmp[16..]),
             }
         }
         135 => {
@@ -485,6 +606,27 @@ pub mod build {
         b
     }
 
+    /// [`ra_body`] with what a router tells hosts: a /64 prefix (on-link,
+    /// autonomous), one RDNSS server, an MTU.
+    pub fn ra_body_with(
+        mac: [u8; 6],
+        lifetime_s: u16,
+        prefix: Ipv6Addr,
+        dns: Ipv6Addr,
+        mtu: u32,
+    ) -> Vec<u8> {
+        let mut b = ra_body(mac, lifetime_s);
+        b.extend_from_slice(&[
+            3, 4, 64, 0xc0, 0, 0, 0x1c, 0x20, 0, 0, 0x0e, 0x10, 0, 0, 0, 0,
+        ]);
+        b.extend_from_slice(&prefix.octets());
+        b.extend_from_slice(&[25, 3, 0, 0, 0, 0, 0x0e, 0x10]);
+        b.extend_from_slice(&dns.octets());
+        b.extend_from_slice(&[5, 1, 0, 0]);
+        b.extend_from_slice(&mtu.to_be_bytes());
+        b
+    }
+
     /// Ethernet + IPv4 (DF, `ttl`, 203.0.113.7 → 192.0.2.10) + a TCP header
     /// from port 50000 to `dst_port` with `flags` (0x02: SYN) and `options`.
     pub fn tcp_v4(ttl: u8, flags: u8, dst_port: u16, options: &[u8]) -> Vec<u8> {
@@ -626,7 +768,12 @@ mod tests {
             n.message,
             NdpMessage::RouterAdvertisement {
                 router_lifetime_s: 1800,
-                source_mac: Some(EtherAddr(M1))
+                source_mac: Some(EtherAddr(M1)),
+                info: RaInfo {
+                    cur_hop_limit: 64,
+                    preference: "medium",
+                    ..RaInfo::default()
+                }
             }
         );
     }
@@ -665,5 +812,56 @@ mod tests {
         let mut ipv4 = build::gratuitous_arp(M1, Ipv4Addr::new(192, 0, 2, 1));
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(parse(&ipv4), Err(FrameError::NotNeighbourTraffic));
+    }
+}
+
+#[cfg(test)]
+mod ra_tests {
+    use super::*;
+
+    #[test]
+    fn router_advertisement_options_are_read_and_bounded() {
+        let m = [2, 0, 0, 0, 0, 1];
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let mut body = build::ra_body_with(
+            m,
+            1800,
+            "2001:db8:1::".parse().unwrap(),
+            "2001:db8:1::53".parse().unwrap(),
+            1280,
+        );
+        body[5] = 0xc8; // M, O, preference high
+        // DNSSL: example.org, padded; then 40 RDNSS options (capped at 16).
+        body.extend_from_slice(&[31, 3, 0, 0, 0, 0, 0x0e, 0x10]);
+        body.extend_from_slice(b"\x07example\x03org\x00\x00\x00\x00");
+        for i in 0..40u16 {
+            body.extend_from_slice(&[25, 3, 0, 0, 0, 0, 0x0e, 0x10]);
+            body.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, i).octets());
+        }
+        // A zero-length option ends the walk without an error.
+        body.extend_from_slice(&[24, 0, 0, 0]);
+        let f = build::icmpv6(
+            m,
+            [0x33, 0x33, 0, 0, 0, 1],
+            ll,
+            "ff02::1".parse().unwrap(),
+            &body,
+        );
+        let Ok(Frame::Ndp(n)) = parse(&f) else {
+            panic!()
+        };
+        let NdpMessage::RouterAdvertisement { info, .. } = n.message else {
+            panic!()
+        };
+        assert!(info.managed && info.other);
+        assert_eq!(info.preference, "high");
+        assert_eq!(info.mtu, Some(1280));
+        assert_eq!(
+            info.prefixes,
+            vec![("2001:db8:1::".parse().unwrap(), 64, true, true)]
+        );
+        assert_eq!(info.dnssl, vec!["example.org".to_string()]);
+        assert_eq!(info.rdnss.len(), MAX_RA_ENTRIES);
+        assert!(info.rdnss.contains(&"2001:db8:1::53".parse().unwrap()));
     }
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::alert::{Finding, Kind};
 
 mod own;
+mod ra;
 mod redirect;
 
 use crate::detect::stations::{Sighting, StationTable, same_name};
@@ -104,6 +105,8 @@ pub struct ArpDetector {
     gateways: FxHashMap<IpAddr, GatewayWire>,
     routers: HashSet<(String, Ipv6Addr)>,
     routers_dirty: bool,
+    /// What each router advertised last, and from which MAC (`ndp_router_changed`).
+    advertised: HashMap<(String, Ipv6Addr), (wire::RaInfo, EtherAddr)>,
     subnets: Vec<(String, Vec<(IpAddr, u8)>)>,
     /// This host's own addresses and link MACs: a frame from another MAC that
     /// claims one of the addresses is `arp_own_address_claimed`.
@@ -131,6 +134,7 @@ impl ArpDetector {
             gateways: FxHashMap::default(),
             routers: HashSet::new(),
             routers_dirty: false,
+            advertised: HashMap::new(),
             subnets: Vec::new(),
             own: OwnAddresses::default(),
             storms: Vec::new(),
@@ -504,8 +508,15 @@ impl ArpDetector {
         out: &mut Vec<Finding>,
     ) {
         match n.message {
-            NdpMessage::RouterAdvertisement { source_mac, .. } => {
+            NdpMessage::RouterAdvertisement {
+                source_mac, info, ..
+            } => {
                 let mac = source_mac.unwrap_or(n.eth_src);
+                let gateway_mac = self
+                    .gateways
+                    .get(&IpAddr::V6(n.ip_src))
+                    .and_then(|g| g.reference);
+                self.observe_ra_contents(interface, (n.ip_src, mac), info, gateway_mac, now, out);
                 let key = (interface.to_string(), n.ip_src);
                 // A gateway is proof only when it was one before this
                 // advertisement could have made it one.
@@ -555,7 +566,11 @@ impl ArpDetector {
                 {
                     return;
                 }
-                if override_flag && !is_bad_mac(&tmac) {
+                // Without the override flag the kernel does not take it over
+                // a known entry, but a gateway address from another MAC is a
+                // spoof either way.
+                let _ = override_flag;
+                if !is_bad_mac(&tmac) {
                     self.observe_gateway_claim(
                         interface,
                         IpAddr::V6(target),
@@ -573,9 +588,16 @@ impl ArpDetector {
             NdpMessage::NeighbourSolicitation { source_mac, .. } if !n.ip_src.is_unspecified() => {
                 // A solicitation from one of our addresses teaches the target
                 // that address's MAC (RFC 4861 7.2.3).
+                // So does one from a gateway's address: a solicitation whose
+                // source link-layer option names another MAC than the
+                // gateway's is a claim of the gateway.
                 let mac = source_mac.unwrap_or(n.eth_src);
-                if !is_bad_mac(&mac) {
-                    self.observe_own_claim(interface, IpAddr::V6(n.ip_src), &mac, "ndp", now, out);
+                let ip = IpAddr::V6(n.ip_src);
+                if !is_bad_mac(&mac)
+                    && !self.observe_own_claim(interface, ip, &mac, "ndp", now, out)
+                    && source_mac.is_some()
+                {
+                    self.observe_gateway_claim(interface, ip, &mac, "ndp", now, out);
                 }
             }
             _ => {}
@@ -896,7 +918,8 @@ mod tests {
         let f = d.observe("eth0", &na, t(3));
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
         assert_eq!(f[0].detail_str("source"), Some("ndp"));
-        // Without override the kernel would not move its entry: not a gateway move.
+        // Without override the kernel does not move a known entry, but it
+        // takes it for an incomplete one: a claim of the gateway all the same.
         let mut d2 = ArpDetector::new(ArpSettings::default());
         d2.set_gateways(&[(IpAddr::V6(gw6), Some(mac(GW_MAC)))]);
         let na = build::icmpv6(
@@ -906,7 +929,10 @@ mod tests {
             all,
             &build::na_body(gw6, true, true, false, EVIL),
         );
-        assert!(d2.observe("eth0", &na, t(0)).is_empty());
+        assert_eq!(
+            kinds(&d2.observe("eth0", &na, t(0))),
+            vec![Kind::GatewayMacChanged]
+        );
         // TLLA that is not the sender's Ethernet address.
         let na = build::icmpv6(
             GW_MAC,
@@ -990,5 +1016,116 @@ mod tests {
             "192.0.2.10".parse().unwrap(),
             24
         ));
+    }
+}
+
+#[cfg(test)]
+mod ra_tests {
+    use super::*;
+    use crate::wire::build;
+    use chrono::TimeZone;
+
+    const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const EVIL: [u8; 6] = [2, 0xde, 0xad, 0xbe, 0xef, 1];
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    /// An RA body with options: a prefix, an RDNSS server, an MTU.
+    fn ra(src: [u8; 6], prefix: &str, dns: &str, mtu: u32) -> Vec<u8> {
+        let body = build::ra_body_with(
+            src,
+            1800,
+            prefix.parse().unwrap(),
+            dns.parse().unwrap(),
+            mtu,
+        );
+        let gw6: Ipv6Addr = "fe80::1".parse().unwrap();
+        build::icmpv6(
+            src,
+            [0x33, 0x33, 0, 0, 0, 1],
+            gw6,
+            "ff02::1".parse().unwrap(),
+            &body,
+        )
+    }
+
+    fn detector() -> ArpDetector {
+        let mut d = ArpDetector::new(ArpSettings::default());
+        d.set_gateways(&[(
+            IpAddr::V6("fe80::1".parse().unwrap()),
+            Some(Mac(GW_MAC.to_vec())),
+        )]);
+        d
+    }
+
+    #[test]
+    fn the_gateways_own_advertisement_with_a_rogue_prefix_and_dns_is_reported() {
+        let mut d = detector();
+        let normal = ra(GW_MAC, "2001:db8:1::", "2001:db8:1::53", 1500);
+        // The router re-advertises the same thing every few minutes: quiet.
+        for s in 0..5 {
+            assert!(d.observe("eth0", &normal, t(s * 200)).is_empty());
+        }
+        let rogue = ra(GW_MAC, "2001:db8:bad::", "2001:db8:bad::53", 1500);
+        let f = d.observe("eth0", &rogue, t(1_000));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, Kind::NdpRouterChanged);
+        assert_eq!(f[0].severity, None, "same MAC: a warning");
+        let changes: Vec<&str> = f[0].details["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        assert!(
+            changes.contains(&"prefix 2001:db8:bad::/64 on-link autonomous added"),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&"prefix 2001:db8:1::/64 on-link autonomous withdrawn"),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&"RDNSS 2001:db8:bad::53 added"),
+            "{changes:?}"
+        );
+        assert_eq!(f[0].details["after"]["rdnss"][0], "2001:db8:bad::53");
+    }
+
+    #[test]
+    fn an_advertisement_from_the_gateways_address_and_another_mac_is_critical() {
+        let mut d = detector();
+        // Even as the first advertisement seen: the gateway's MAC is known.
+        let f = d.observe(
+            "eth0",
+            &ra(EVIL, "2001:db8:bad::", "2001:db8:bad::53", 1280),
+            t(0),
+        );
+        let changed: Vec<_> = f
+            .iter()
+            .filter(|f| f.kind == Kind::NdpRouterChanged)
+            .collect();
+        assert_eq!(changed.len(), 1, "{f:?}");
+        assert_eq!(changed[0].severity, Some(crate::alert::Severity::Critical));
+        assert_eq!(changed[0].details["known_mac"], "02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn a_solicitation_naming_another_mac_for_the_gateway_is_a_claim() {
+        let mut d = detector();
+        let gw6: Ipv6Addr = "fe80::1".parse().unwrap();
+        let target: Ipv6Addr = "fe80::10".parse().unwrap();
+        let mut body = vec![135, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&target.octets());
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&EVIL);
+        let ns = build::icmpv6(EVIL, [0x33, 0x33, 0xff, 0, 0, 0x10], gw6, target, &body);
+        let f = d.observe("eth0", &ns, t(0));
+        assert_eq!(
+            f.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            vec![Kind::GatewayMacChanged]
+        );
     }
 }
