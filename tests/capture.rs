@@ -610,6 +610,12 @@ fn an_accepted_rogue_router_advertisement_is_always_ndp_router_new() {
         r.receiver
             .wait_kind("ndp_router_new", WAIT, |d| d["router_ip"] == *router);
         assert_eq!(r.receiver.count_kind("ndp_router_new"), n + 1);
+        // The IPv6 default route moved to a router never seen before: a
+        // full diversion, critical — whichever of netlink and the frame came first.
+        let moved = r.receiver.wait_for("gateway_changed", WAIT, |b| {
+            b["kind"] == "gateway_changed" && b["details"]["unknown_router"] == *router
+        });
+        assert_eq!(moved.body["severity"], "critical", "{}", moved.body);
     }
 }
 

@@ -66,7 +66,13 @@ fn gratuitous_arp_with_a_new_mac_is_gateway_mac_changed() {
 fn route_replace_is_gateway_changed() {
     let Some(r) = start_agent("") else { return };
     ip(&r.lab.host, "route replace default via 192.0.2.2");
-    let d = r.receiver.wait_kind("gateway_changed", WAIT, |_| true);
+    let got = r
+        .receiver
+        .wait_for("gateway_changed", WAIT, |b| b["kind"] == "gateway_changed");
+    // A router this host never used nor heard advertise: critical.
+    assert_eq!(got.body["severity"], "critical");
+    let d = got.body["details"].clone();
+    assert_eq!(d["unknown_router"], "192.0.2.2");
     assert_eq!(d["family"], "inet");
     assert_eq!(d["old"], json!({"ip": "192.0.2.1", "interface": "eth0"}));
     assert_eq!(d["new"], json!({"ip": "192.0.2.2", "interface": "eth0"}));

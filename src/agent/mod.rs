@@ -329,6 +329,8 @@ impl Agent {
     fn on_netlink(&mut self, event: Option<SourceEvent>) -> Option<Stop> {
         match event {
             Some(SourceEvent::Observations(batch)) => {
+                let routers = self.packets.detector.established_routers(Utc::now());
+                self.detector.set_known_routers(routers);
                 let mut findings = Vec::new();
                 for obs in batch {
                     tracing::trace!(?obs, "netlink");
@@ -359,6 +361,8 @@ impl Agent {
             ),
             _ => tracing::debug!("netlink: full dump after {reason}; reconciling"),
         }
+        let routers = self.packets.detector.established_routers(Utc::now());
+        self.detector.set_known_routers(routers);
         let findings = self
             .detector
             .observe(Observation::Snapshot(view), Utc::now());

@@ -104,6 +104,9 @@ pub struct ArpDetector {
     stations: StationTable,
     gateways: FxHashMap<IpAddr, GatewayWire>,
     routers: HashSet<(String, Ipv6Addr)>,
+    /// When routers first seen by this run advertised first (those loaded
+    /// from `routers.tsv` are established).
+    routers_since: HashMap<Ipv6Addr, DateTime<Utc>>,
     routers_dirty: bool,
     /// What each router advertised last, and from which MAC (`ndp_router_changed`).
     advertised: HashMap<(String, Ipv6Addr), (wire::RaInfo, EtherAddr)>,
@@ -133,6 +136,7 @@ impl ArpDetector {
             settings,
             gateways: FxHashMap::default(),
             routers: HashSet::new(),
+            routers_since: HashMap::new(),
             routers_dirty: false,
             advertised: HashMap::new(),
             subnets: Vec::new(),
@@ -164,6 +168,22 @@ impl ArpDetector {
     pub fn take_dirty(&mut self) -> bool {
         let stations = self.stations.take_dirty();
         std::mem::take(&mut self.routers_dirty) || stations
+    }
+
+    /// Routers that advertised before `now` minus the grace in which the
+    /// kernel may have made one a gateway from the very advertisement that
+    /// introduced it: a default route to one of these is no stranger.
+    pub fn established_routers(&self, now: DateTime<Utc>) -> HashSet<IpAddr> {
+        self.routers
+            .iter()
+            .map(|(_, ip)| *ip)
+            .filter(|ip| {
+                self.routers_since
+                    .get(ip)
+                    .is_none_or(|t| (now - *t).num_seconds() >= NEW_GATEWAY_GRACE_S)
+            })
+            .map(IpAddr::V6)
+            .collect()
     }
 
     /// The routers seen, as text lines `interface ip` (persisted with the stations).
@@ -542,6 +562,7 @@ impl ArpDetector {
                     ));
                     if self.routers.len() < MAX_ROUTERS {
                         self.routers.insert(key);
+                        self.routers_since.insert(n.ip_src, now);
                         self.routers_dirty = true;
                     }
                 }

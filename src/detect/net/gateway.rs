@@ -90,7 +90,25 @@ impl NetDetector {
                 continue;
             }
             if !pass.quiet {
-                pass.out.push(gateway_changed(family, &old, &new, pass.now));
+                // A next hop this host never had as a gateway, nor heard
+                // advertise before: the rogue router that won the race
+                // against its own advertisement's frame.
+                let stranger = new.iter().filter_map(|h| h.ip).find(|ip| {
+                    !old.iter().any(|o| o.ip == Some(*ip))
+                        && !self.baseline.gateways.iter().any(|g| g.ip == *ip)
+                        && !self.known_routers.contains(ip)
+                });
+                let mut finding = gateway_changed(family, &old, &new, pass.now);
+                if let Some(ip) = stranger {
+                    finding
+                        .details
+                        .insert("unknown_router".into(), json!(ip.to_string()));
+                    finding
+                        .summary
+                        .push_str(&format!("; {ip} is a router never seen before"));
+                    finding = finding.raised(crate::alert::Severity::Critical);
+                }
+                pass.out.push(finding);
             }
             if new.is_empty() {
                 self.baseline.default_routes.remove(&family);

@@ -87,6 +87,9 @@ pub struct NetDetector {
     failing: HashMap<(u32, IpAddr), DateTime<Utc>>,
     /// Gateways the agent should probe now.
     probes: Vec<gateway::GatewayProbe>,
+    /// Routers known from their advertisements before now (set by the agent):
+    /// a default route to one of them is not a stranger's.
+    known_routers: HashSet<IpAddr>,
     /// Recent carrier losses and flapping episodes per link.
     flaps: flaps::FlapTable,
     /// The last path of each watched destination (`route_diverted`).
@@ -115,9 +118,15 @@ impl NetDetector {
             probes: Vec::new(),
             paths: HashMap::new(),
             flaps: flaps::FlapTable::new(),
+            known_routers: HashSet::new(),
             dirty: false,
             counters: NetCounters::default(),
         }
+    }
+
+    /// Routers known from their advertisements (see [`crate::detect::arp::ArpDetector::established_routers`]).
+    pub fn set_known_routers(&mut self, routers: HashSet<IpAddr>) {
+        self.known_routers = routers;
     }
 
     /// The kernel's view as the detector holds it.

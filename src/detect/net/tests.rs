@@ -934,3 +934,21 @@ fn a_macvlan_on_the_uplink_is_watched_whatever_its_name() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_default_route_to_a_stranger_is_critical_to_a_known_router_a_warning() {
+    let mut d = started(NetSettings::default());
+    // The gateway was learned at start (its MAC is in the baseline).
+    let f = d.observe(Observation::Route(route("192.0.2.66", 2)), t(1));
+    assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
+    assert_eq!(f[0].severity, Some(crate::alert::Severity::Critical));
+    assert_eq!(f[0].details["unknown_router"], "192.0.2.66");
+    // Back to the gateway it knows: a warning.
+    let f = d.observe(Observation::Route(route("192.0.2.1", 2)), t(2));
+    assert_eq!(f[0].severity, None, "{f:?}");
+    // A router known from its advertisements is no stranger either.
+    d.set_known_routers(HashSet::from([v4("fe80::9")]));
+    let f = d.observe(Observation::Route(route("fe80::9", 2)), t(3));
+    assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
+    assert_eq!(f[0].severity, None, "{f:?}");
+}
