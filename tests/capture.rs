@@ -869,3 +869,57 @@ fn a_router_advertisement_whose_contents_change_is_reported() {
     assert_eq!(got.body["details"]["mac"], MITM_MAC);
     assert_eq!(got.body["details"]["known_mac"], GW_MAC);
 }
+
+/// A backend NIC (no default route, an address of its own): poisoning there
+/// is seen without naming it in `[arp] interfaces`; its ordinary traffic is
+/// not a warning.
+#[test]
+fn a_backend_interface_with_an_address_is_captured_by_default() {
+    let Some(r) = running("") else { return };
+    let (host, mitm_ns) = (&r.lab.host, &r.lab.mitm);
+    run(
+        "ip",
+        &[
+            "-n", host, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns",
+            mitm_ns,
+        ],
+    );
+    ip(host, "addr add 203.0.113.10/24 dev eth1");
+    ip(host, "link set eth1 up");
+    ip(mitm_ns, "addr add 203.0.113.66/24 dev eth1");
+    ip(mitm_ns, "link set eth1 up");
+    std::thread::sleep(Duration::from_millis(500));
+    // A database client on the backend network resolving us: ordinary.
+    let backend_mac = mac_bytes(
+        ip(mitm_ns, "-br link show eth1")
+            .split_whitespace()
+            .nth(2)
+            .unwrap(),
+    );
+    let ask = build::arp(
+        backend_mac,
+        [0xff; 6],
+        false,
+        backend_mac,
+        Ipv4Addr::new(203, 0, 113, 66),
+        [0; 6],
+        Ipv4Addr::new(203, 0, 113, 10),
+    );
+    send_frames(mitm_ns, "eth1", vec![ask]);
+    r.receiver
+        .wait_kind("arp_new_station", WAIT, |d| d["interface"] == "eth1");
+    // (The new NIC itself is a link_added, as any new link.)
+    let loud: Vec<Value> = r
+        .receiver
+        .loud()
+        .into_iter()
+        .filter(|b| b["kind"] != "link_added")
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+    // Someone on that network claims our backend address.
+    send_gratuitous_arp(mitm_ns, "eth1", Ipv4Addr::new(203, 0, 113, 10), backend_mac);
+    let d = r.receiver.wait_kind("arp_own_address_claimed", WAIT, |d| {
+        d["interface"] == "eth1"
+    });
+    assert_eq!(d["ip"], "203.0.113.10");
+}

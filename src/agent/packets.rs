@@ -158,7 +158,7 @@ impl PacketWatch {
             self.subnets = subnets;
         }
         self.watched = if self.capture_interfaces.is_empty() {
-            net.watched_interfaces()
+            net.capture_interfaces()
         } else {
             self.capture_interfaces.clone()
         };

@@ -188,6 +188,22 @@ impl NetDetector {
         out
     }
 
+    /// The interfaces whose frames are judged when `[arp] interfaces` is
+    /// empty: the watched ones and every other link with an address that is
+    /// not ignored (a backend NIC with no default route is poisoned as easily).
+    pub fn capture_interfaces(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self.watched_interfaces().into_iter().collect();
+        for a in &self.view.addresses {
+            if let Some(l) = self.view.links.get(&a.ifindex)
+                && !l.loopback
+                && !self.is_ignored(l)
+            {
+                names.insert(l.name.clone());
+            }
+        }
+        names.into_iter().collect()
+    }
+
     /// Applies one observation and returns what it reveals.
     pub fn observe(&mut self, obs: Observation, now: DateTime<Utc>) -> Vec<Finding> {
         let mut out = Vec::new();
