@@ -923,3 +923,30 @@ fn a_backend_interface_with_an_address_is_captured_by_default() {
     });
     assert_eq!(d["ip"], "203.0.113.10");
 }
+
+/// On a trunk, VLANs 42 and 43 reuse this segment's addressing: each has
+/// its own 192.0.2.1 at its own MAC. The kernel strips the tag into the
+/// frame's metadata; the agent reads it and keeps each VLAN apart
+/// (`eth0.42`, `eth0.43`), judging none of it against this host's gateway.
+/// The same claim untagged still is a spoof.
+#[test]
+fn another_vlans_gateway_is_not_ours() {
+    let Some(r) = running("") else { return };
+    let host = mac_bytes(&r.lab.host_mac());
+    for n in 0..6u16 {
+        let vlan = 42 + n % 2;
+        let other = [2, 0, 0, 0, vlan as u8, 1];
+        let claim = build::arp(other, host, true, other, gw(), host, HOST_IP);
+        send_frames(&r.lab.mitm, "eth0", vec![build::tagged(&claim, vlan)]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    r.receiver
+        .wait_kind("arp_new_station", WAIT, |d| d["interface"] == "eth0.43");
+    std::thread::sleep(Duration::from_secs(1));
+    let loud = r.receiver.loud();
+    assert!(loud.is_empty(), "{loud:#?}");
+    let claim = build::arp(mitm(), host, true, mitm(), gw(), host, HOST_IP);
+    send_frames(&r.lab.mitm, "eth0", vec![claim]);
+    let d = r.receiver.wait_kind("gateway_mac_changed", WAIT, |_| true);
+    assert_eq!(d["new_mac"], MITM_MAC);
+}

@@ -142,10 +142,12 @@ fn pcapng_replay_uses_interface_names_and_reads_ndp() {
         ]
     );
     assert!(
-        alerts
+        alerts[..6]
             .iter()
             .all(|a| a["details"]["interface"] == "uplink0")
     );
+    // The tagged frame is another segment's station.
+    assert_eq!(alerts[6]["details"]["interface"], "uplink0.7");
     assert_eq!(alerts[5]["details"]["router_ip"], "fe80::66");
     assert_eq!(
         alerts[6]["details"]["ip"], "192.0.2.51",

@@ -419,6 +419,7 @@ pub fn open_with(receive_buffer: usize, syn: &SynFilter) -> io::Result<OwnedFd> 
         io::Error::new(e.kind(), format!("AF_PACKET socket: {e}"))
     })?;
     sys::attach_filter(fd.as_fd(), &filter_program(syn))?;
+    sys::enable_auxdata(fd.as_fd())?;
     super::set_receive_buffer(&fd, receive_buffer);
     sys::bind_all_interfaces(fd.as_fd())?;
     Ok(fd)
@@ -578,17 +579,32 @@ pub fn run(
 fn drain(fd: &OwnedFd, buf: &mut [u8], batch: &mut Vec<CapturedFrame>, max: usize) {
     let mut taken = 0;
     while taken < max {
-        let Some((n, ifindex, pkttype)) = sys::recv_frame(fd.as_fd(), buf) else {
+        let Some(meta) = sys::recv_frame(fd.as_fd(), buf) else {
             break; // EAGAIN: drained (or an error poll will report)
         };
         taken += 1;
-        if pkttype == libc::PACKET_OUTGOING {
+        if meta.pkttype == libc::PACKET_OUTGOING {
             continue;
         }
+        let n = meta.len.min(buf.len());
+        let data = match meta.vlan_tci {
+            // The kernel took the 802.1Q tag off into the metadata: put it
+            // back, so the frame says which segment it belongs to (as in a
+            // capture file).
+            Some(tci) if n >= 12 => {
+                let mut d = Vec::with_capacity(n + 4);
+                d.extend_from_slice(&buf[..12]);
+                d.extend_from_slice(&[0x81, 0x00]);
+                d.extend_from_slice(&tci.to_be_bytes());
+                d.extend_from_slice(&buf[12..n]);
+                d
+            }
+            _ => buf[..n].to_vec(),
+        };
         batch.push(CapturedFrame {
-            ifindex,
+            ifindex: meta.ifindex,
             time: Utc::now(),
-            data: buf[..n].to_vec(),
+            data,
         });
     }
 }

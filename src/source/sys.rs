@@ -52,27 +52,88 @@ pub fn bind_all_interfaces(fd: BorrowedFd<'_>) -> io::Result<()> {
     check(rc, "bind AF_PACKET socket")
 }
 
-/// Receives one frame without waiting: (length, interface index, packet
-/// type), `None` when nothing is queued. nix's `recvfrom::<LinkAddr>` refuses
-/// the address when the kernel reports it shorter than a whole `sockaddr_ll`
-/// (18 bytes for a 6-byte MAC), so the frame's address is read here.
-pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<(usize, u32, u8)> {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    // SAFETY: `buf` and `addr` are valid for writes of the lengths given, and
-    // the kernel writes at most those.
-    let n = unsafe {
-        libc::recvfrom(
+/// Asks the kernel for each frame's metadata (PACKET_AUXDATA): the VLAN tag
+/// it stripped on receive is only there.
+pub fn enable_auxdata(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
             fd.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            &mut addr as *mut _ as *mut libc::sockaddr,
-            &mut len,
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
         )
     };
-    (n >= 0).then_some((n as usize, addr.sll_ifindex as u32, addr.sll_pkttype))
+    check(rc, "PACKET_AUXDATA")
+}
+
+/// One received frame's metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub len: usize,
+    pub ifindex: u32,
+    pub pkttype: u8,
+    /// The 802.1Q tag (TCI) the kernel stripped, when there was one.
+    pub vlan_tci: Option<u16>,
+}
+
+/// Receives one frame without waiting, `None` when nothing is queued. The
+/// address and the auxiliary data are read here: nix's `recvfrom::<LinkAddr>`
+/// refuses an address the kernel reports shorter than a whole `sockaddr_ll`,
+/// and nix has no PACKET_AUXDATA control message.
+pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<FrameMeta> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    // Room for one cmsg carrying a tpacket_auxdata (u64 for alignment).
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` points at a live buffer of the length
+    // given, and the kernel writes at most those lengths.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let mut vlan_tci = None;
+    // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk only the
+    // control buffer it reported (msg_controllen), and the aux data is read
+    // unaligned from within the cmsg whose length says it holds one.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_PACKET
+                && c.cmsg_type == libc::PACKET_AUXDATA
+                && c.cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    vlan_tci = Some(aux.tp_vlan_tci);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Some(FrameMeta {
+        len: n as usize,
+        ifindex: addr.sll_ifindex as u32,
+        pkttype: addr.sll_pkttype,
+        vlan_tci,
+    })
 }
 
 /// Reads and resets the kernel's capture counters (PACKET_STATISTICS; nix has

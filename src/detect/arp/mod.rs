@@ -70,6 +70,10 @@ pub struct ArpCounters {
     pub stations_evicted: u64,
     /// IPv4 ICMP redirects.
     pub redirects: u64,
+    /// Frames of another VLAN than the interface's own (an 802.1Q tag on a
+    /// trunk): another segment, with its own gateways and stations — not
+    /// judged against this host's (counted and ignored).
+    pub other_vlan: u64,
 }
 
 /// What is known about one gateway on the wire.
@@ -260,17 +264,31 @@ impl ArpDetector {
                 return out;
             }
         };
-        let eth_src = match &frame {
-            Frame::Arp(a) => a.eth_src,
-            Frame::Ndp(n) => n.eth_src,
-            Frame::Redirect(r) => r.eth_src,
+        let (eth_src, vlan) = match &frame {
+            Frame::Arp(a) => (a.eth_src, a.vlan),
+            Frame::Ndp(n) => (n.eth_src, n.vlan),
+            Frame::Redirect(r) => (r.eth_src, r.vlan),
         };
         let second = now.timestamp();
+        if let Some(id) = vlan {
+            // Tagged on this interface: another segment (a VLAN sub-interface
+            // of this host gets its own untagged copy). Its stations are kept
+            // apart (`eth0.42`); its gateways and addresses are not ours, so
+            // no claim there is judged against them.
+            self.counters.other_vlan += 1;
+            let segment = format!("{interface}.{id}");
+            self.count_for_storm(&segment, &eth_src, now, second, &mut out);
+            if let Frame::Arp(a) = frame {
+                self.counters.arp += 1;
+                self.observe_arp(&segment, a, false, now, second, &mut out);
+            }
+            return out;
+        }
         self.count_for_storm(interface, &eth_src, now, second, &mut out);
         match frame {
             Frame::Arp(a) => {
                 self.counters.arp += 1;
-                self.observe_arp(interface, a, now, second, &mut out);
+                self.observe_arp(interface, a, true, now, second, &mut out);
             }
             Frame::Ndp(n) => {
                 self.counters.ndp += 1;
@@ -345,10 +363,13 @@ impl ArpDetector {
     /// One ARP frame: bad sender MAC, ethernet mismatch, bogon, gateway claims
     /// and conflicts, then the station table. (~85 lines: the checks run in
     /// this order and each may end the frame's handling.)
+    /// One ARP frame; `ours`: the segment of this host's own addresses and
+    /// gateways (not another VLAN seen tagged on a trunk).
     fn observe_arp(
         &mut self,
         interface: &str,
         a: ArpFrame,
+        ours: bool,
         now: DateTime<Utc>,
         second: i64,
         out: &mut Vec<Finding>,
@@ -376,10 +397,11 @@ impl ArpDetector {
             ));
             return;
         }
-        if self.observe_own_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out) {
+        if ours && self.observe_own_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out)
+        {
             return;
         }
-        let is_gateway = self.gateways.contains_key(&IpAddr::V4(ip));
+        let is_gateway = ours && self.gateways.contains_key(&IpAddr::V4(ip));
         if is_gateway {
             self.observe_gateway_claim(interface, IpAddr::V4(ip), &a.sender_mac, "arp", now, out);
         }
