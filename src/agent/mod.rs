@@ -545,6 +545,14 @@ impl Agent {
                         self.out.emit(findings);
                     }
                 }
+                // A gateway learned at first sight that another MAC answered
+                // for stays unconfirmed in the baseline.
+                for ip in self.packets.detector.take_conflicted() {
+                    self.detector.confirmation_failed(ip);
+                }
+                for ip in self.packets.detector.take_confirmed() {
+                    self.detector.confirmation_done(ip);
+                }
             }
             Some(CaptureEvent::Stats {
                 packets,
@@ -709,6 +717,7 @@ impl Agent {
     fn net_tick(&mut self) {
         let findings = self.detector.tick(Utc::now());
         self.emit_netlink(findings);
+        self.sync_packets();
     }
 
     fn flush_coalescer(&mut self) {

@@ -135,6 +135,7 @@ impl PacketWatch {
             self.detector.set_gateways_at(&gateways, since);
             self.gateways = gateways;
         }
+        self.detector.set_confirming(&net.confirming());
         let mut subnets: HashMap<String, Vec<(IpAddr, u8)>> = HashMap::new();
         for a in &view.addresses {
             subnets

@@ -153,6 +153,21 @@ impl Baseline {
     }
 
     /// The record of a gateway.
+    /// Rewrites how a gateway's MAC came to be trusted (`learned (netlink)`
+    /// → `learned (netlink), unconfirmed` → `..., confirmed`).
+    pub fn set_gateway_how(
+        &mut self,
+        family: Family,
+        interface: &str,
+        ip: IpAddr,
+        how: impl FnOnce(&str) -> String,
+    ) {
+        if let Some(i) = self.position(family, interface, &ip) {
+            let g = &mut self.gateways[i];
+            g.how = Some(how(g.how.as_deref().unwrap_or("learned")));
+        }
+    }
+
     pub fn gateway(&self, family: Family, interface: &str, ip: &IpAddr) -> Option<&GatewayRecord> {
         self.position(family, interface, ip)
             .map(|i| &self.gateways[i])

@@ -47,6 +47,11 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `sysctl -qw KEY=VALUE` in namespace `ns`.
+pub fn sysctl(ns: &str, setting: &str) {
+    run("ip", &["netns", "exec", ns, "sysctl", "-qw", setting]);
+}
+
 /// `ip -n NS <words>`: the command as one string, split at whitespace.
 pub fn ip(ns: &str, command: &str) -> String {
     let mut args = vec!["-n", ns];
@@ -128,17 +133,13 @@ impl Lab {
             ip(lan, &format!("link set {port} master br0"));
             ip(lan, &format!("link set {port} up"));
             // No duplicate address detection delays in the way of the tests.
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.eth0.accept_dad=0",
-                ],
-            );
+            sysctl(ns, "net.ipv6.conf.eth0.accept_dad=0");
+        }
+        // The gateway and the attacker are IPv6 routers: a neighbour
+        // advertisement without the router flag would make the host drop
+        // them as default routers (RFC 4861 7.2.5) when the agent asks.
+        for ns in [gw, mitm] {
+            sysctl(ns, "net.ipv6.conf.all.forwarding=1");
         }
         ip(gw, &format!("link set eth0 address {GW_MAC}"));
         ip(mitm, &format!("link set eth0 address {MITM_MAC}"));

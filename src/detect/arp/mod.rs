@@ -89,6 +89,9 @@ struct GatewayWire {
     conflict_reported: Option<(BTreeSet<EtherAddr>, DateTime<Utc>)>,
     /// When it became a gateway (`None`: before the detector started).
     since: Option<DateTime<Utc>>,
+    /// Its MAC was learned at first sight and is being confirmed: another
+    /// MAC answering now is a conflict (reported once), not a change.
+    confirming: bool,
 }
 
 /// A gateway that became one this recently is no proof that its router
@@ -112,6 +115,10 @@ pub struct ArpDetector {
     /// from `routers.tsv` are established).
     routers_since: HashMap<Ipv6Addr, DateTime<Utc>>,
     routers_dirty: bool,
+    /// Gateways being confirmed that another MAC answered for (taken by the agent).
+    conflicted: Vec<IpAddr>,
+    /// Gateways being confirmed whose learned MAC answered first.
+    confirmed: Vec<IpAddr>,
     /// What each router advertised last, and from which MAC (`ndp_router_changed`).
     advertised: HashMap<(String, Ipv6Addr), (wire::RaInfo, EtherAddr)>,
     subnets: Vec<(String, Vec<(IpAddr, u8)>)>,
@@ -143,6 +150,8 @@ impl ArpDetector {
             routers_since: HashMap::new(),
             routers_dirty: false,
             advertised: HashMap::new(),
+            conflicted: Vec::new(),
+            confirmed: Vec::new(),
             subnets: Vec::new(),
             own: OwnAddresses::default(),
             storms: Vec::new(),
@@ -241,6 +250,23 @@ impl ArpDetector {
             next.insert(*ip, g);
         }
         self.gateways = next;
+    }
+
+    /// Gateways being confirmed that another MAC answered for, since the last call.
+    pub fn take_conflicted(&mut self) -> Vec<IpAddr> {
+        std::mem::take(&mut self.conflicted)
+    }
+
+    /// Gateways being confirmed whose learned MAC answered first, since the last call.
+    pub fn take_confirmed(&mut self) -> Vec<IpAddr> {
+        std::mem::take(&mut self.confirmed)
+    }
+
+    /// The gateways whose MAC (learned at first sight) is being confirmed.
+    pub fn set_confirming(&mut self, ips: &[IpAddr]) {
+        for (ip, g) in self.gateways.iter_mut() {
+            g.confirming = ips.contains(ip);
+        }
     }
 
     /// The addresses of each interface, for `arp_bogon`.
@@ -474,6 +500,40 @@ impl ArpDetector {
         let Some(g) = self.gateways.get_mut(&ip) else {
             return;
         };
+        if g.confirming && g.reference == Some(*mac) {
+            // The learned MAC answered first: confirmed.
+            g.confirming = false;
+            if self.confirmed.len() < MAX_ROUTERS {
+                self.confirmed.push(ip);
+            }
+        }
+        if g.confirming
+            && let Some(reference) = g.reference
+            && reference != *mac
+        {
+            // Two MACs answer for a gateway whose MAC was only learned:
+            // which one is the gateway nobody can say from here.
+            let macs: BTreeSet<EtherAddr> = [reference, *mac].into();
+            if g.conflict_reported.as_ref().map(|(m, _)| m) != Some(&macs) {
+                g.conflict_reported = Some((macs.clone(), now));
+                if self.conflicted.len() < MAX_ROUTERS {
+                    self.conflicted.push(ip);
+                }
+                let list: Vec<String> = macs.iter().map(|m| m.to_string()).collect();
+                out.push(Finding::new(
+                    Kind::ArpGatewayConflict,
+                    now,
+                    format!(
+                        "{} MACs answer for default gateway {ip} on {interface}, whose MAC was learned at first sight ({reference}) and is not confirmed: {}",
+                        list.len(),
+                        list.join(", ")
+                    ),
+                    json!({"interface": interface, "ip": ip.to_string(), "macs": list,
+                           "unconfirmed": true, "learned_mac": reference.to_string()}),
+                ));
+            }
+            return;
+        }
         let Some(reference) = g.reference else {
             // Replay without a baseline: the first claim is the reference.
             g.reference = Some(*mac);

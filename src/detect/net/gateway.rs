@@ -11,6 +11,11 @@ use crate::alert::{Finding, Kind};
 use crate::kernel::{Family, KernelView, NeighbourState};
 use crate::state::baseline::{Decision, GatewayVerdict, NextHopRecord};
 
+/// A gateway MAC learned at first sight is confirmed by a probe: answers
+/// from another MAC within this are a conflict. Answers on a LAN take
+/// milliseconds; a poisoner answering requests answers at once.
+pub const CONFIRM_WINDOW: chrono::Duration = chrono::Duration::seconds(1);
+
 /// A gateway whose entry failed stays FAILED this long (the agent's own
 /// probe unanswered, the kernel's too) before it is `gateway_unreachable`.
 pub const UNREACHABLE_AFTER: chrono::Duration = chrono::Duration::seconds(3);
@@ -28,6 +33,76 @@ impl NetDetector {
     /// Gateways to probe now (taken once).
     pub fn take_probes(&mut self) -> Vec<GatewayProbe> {
         std::mem::take(&mut self.probes)
+    }
+
+    /// Gateways whose first-sight MAC is being confirmed, or was disputed
+    /// (for the wire: another MAC there is a conflict, not a change).
+    pub fn confirming(&self) -> Vec<IpAddr> {
+        self.confirming
+            .keys()
+            .chain(self.disputed.iter())
+            .map(|(_, ip)| *ip)
+            .collect()
+    }
+
+    /// Another MAC answered for a gateway being confirmed: it stays
+    /// unconfirmed (in the baseline, for `netsentry baseline`).
+    /// It is disputed from then on (this run): the wire reports each new set
+    /// of MACs answering as a conflict, and neither MAC is called a change
+    /// of the other — the operator says which is the gateway
+    /// (`netsentry baseline accept`).
+    pub fn confirmation_failed(&mut self, ip: IpAddr) {
+        let keys: Vec<(u32, IpAddr)> = self
+            .confirming
+            .keys()
+            .filter(|(_, g)| *g == ip)
+            .copied()
+            .collect();
+        for key in keys {
+            self.confirming.remove(&key);
+            self.disputed.insert(key);
+        }
+    }
+
+    /// The learned MAC answered the probe first: confirmed now.
+    pub fn confirmation_done(&mut self, ip: IpAddr) {
+        let done: Vec<(u32, IpAddr)> = self
+            .confirming
+            .keys()
+            .filter(|(_, g)| *g == ip)
+            .copied()
+            .collect();
+        self.confirm(done);
+    }
+
+    /// Confirmations whose window passed without a conflict.
+    pub(super) fn end_confirmations(&mut self, now: DateTime<Utc>) {
+        let done: Vec<(u32, IpAddr)> = self
+            .confirming
+            .iter()
+            .filter(|(_, until)| now >= **until)
+            .map(|(k, _)| *k)
+            .collect();
+        self.confirm(done);
+    }
+
+    fn confirm(&mut self, done: Vec<(u32, IpAddr)>) {
+        for (ifindex, ip) in done {
+            self.confirming.remove(&(ifindex, ip));
+            let interface = self.view.link_name(ifindex);
+            let family = Family::of(&ip);
+            let single = self
+                .baseline
+                .gateway(family, &interface, &ip)
+                .is_some_and(|g| g.suspect.is_none());
+            if single {
+                self.baseline
+                    .set_gateway_how(family, &interface, ip, |how| {
+                        how.replace(", unconfirmed", ", confirmed")
+                    });
+                self.dirty = true;
+            }
+        }
     }
 
     /// Failed entries that stayed failed: `gateway_unreachable`.
@@ -169,8 +244,35 @@ impl NetDetector {
         );
         match verdict {
             GatewayVerdict::Trusted | GatewayVerdict::StillSuspect => {}
-            // First sight of this gateway (or a quiet first start): learned.
-            GatewayVerdict::Learned => self.dirty = true,
+            // First sight of this gateway (or a quiet first start): learned,
+            // but not trusted blindly — a host poisoned before the agent
+            // started would teach it the attacker's MAC. The agent asks the
+            // gateway (a probe: every MAC answering for it replies); until
+            // CONFIRM_WINDOW has passed, a second MAC is a conflict, not a
+            // change of the one learned.
+            GatewayVerdict::Learned => {
+                self.dirty = true;
+                self.confirming
+                    .insert((ifindex, ip), pass.now + CONFIRM_WINDOW);
+                self.probes.push(GatewayProbe { ifindex, ip });
+                self.baseline
+                    .set_gateway_how(family, &interface, ip, |how| format!("{how}, unconfirmed"));
+            }
+            GatewayVerdict::NewSuspect(known)
+                if self.disputed.contains(&(ifindex, ip))
+                    || self
+                        .confirming
+                        .get(&(ifindex, ip))
+                        .is_some_and(|until| pass.now < *until) =>
+            {
+                // The kernel took another MAC while the learned one was being
+                // confirmed: the wire reports the two (arp_gateway_conflict);
+                // naming one of them the intruder would be a guess.
+                self.dirty = true;
+                tracing::warn!(
+                    "default gateway {ip} on {interface}: {mac} answered while {known} (learned at first sight) was being confirmed"
+                );
+            }
             GatewayVerdict::NewSuspect(known) => {
                 self.dirty = true;
                 if !pass.quiet {

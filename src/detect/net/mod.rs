@@ -20,7 +20,7 @@ mod paths;
 use crate::kernel::{KernelView, Neighbour, Observation, RoutePath};
 use crate::state::baseline::Baseline;
 use gateway::gateways_of;
-pub use gateway::{GatewayProbe, UNREACHABLE_AFTER};
+pub use gateway::{CONFIRM_WINDOW, GatewayProbe, UNREACHABLE_AFTER};
 
 /// Neighbour entries kept; beyond this, entries that are not gateways are ignored.
 pub const MAX_NEIGHBOURS: usize = 65_536;
@@ -85,6 +85,10 @@ pub struct NetDetector {
     unreachable: HashSet<(u32, IpAddr)>,
     /// Gateways whose entry went FAILED, since when (not yet unreachable).
     failing: HashMap<(u32, IpAddr), DateTime<Utc>>,
+    /// Gateways whose MAC learned at first sight is being confirmed, until when.
+    confirming: HashMap<(u32, IpAddr), DateTime<Utc>>,
+    /// Gateways another MAC answered for while being confirmed.
+    disputed: HashSet<(u32, IpAddr)>,
     /// Gateways the agent should probe now.
     probes: Vec<gateway::GatewayProbe>,
     /// Routers known from their advertisements before now (set by the agent):
@@ -115,6 +119,8 @@ impl NetDetector {
             started: false,
             unreachable: HashSet::new(),
             failing: HashMap::new(),
+            confirming: HashMap::new(),
+            disputed: HashSet::new(),
             probes: Vec::new(),
             paths: HashMap::new(),
             flaps: flaps::FlapTable::new(),
@@ -173,7 +179,12 @@ impl NetDetector {
     /// When [`NetDetector::tick`] has something to do: a flapping link's
     /// quiet period over, a failed gateway entry to judge.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        let failing = self.failing.values().map(|t| *t + UNREACHABLE_AFTER).min();
+        let failing = self
+            .failing
+            .values()
+            .map(|t| *t + UNREACHABLE_AFTER)
+            .chain(self.confirming.values().copied())
+            .min();
         match (self.next_flap_deadline(), failing) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -185,6 +196,7 @@ impl NetDetector {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Finding> {
         let mut out = self.end_flap_episodes(now);
         out.extend(self.judge_failing(now));
+        self.end_confirmations(now);
         out
     }
 

@@ -87,6 +87,9 @@ fn started(settings: NetSettings) -> NetDetector {
     );
     assert!(d.is_ready());
     assert!(d.take_dirty());
+    // The gateway learned at first sight is probed and answers from its MAC.
+    assert_eq!(d.take_probes().len(), 1);
+    d.confirmation_done(v4("192.0.2.1"));
     d
 }
 fn kinds(f: &[Finding]) -> Vec<Kind> {
@@ -274,8 +277,15 @@ fn operator_decisions_accept_and_forget() {
         .unwrap();
     assert_eq!(
         (&g.mac, g.how.as_deref()),
-        (&mac(0x42), Some("learned (netlink)"))
+        (&mac(0x42), Some("learned (netlink), unconfirmed"))
     );
+    // Confirmed once the window passes without another MAC.
+    d.tick(t(8_000));
+    let g = d
+        .baseline()
+        .gateway(Family::Inet, "eth0", &v4("192.0.2.1"))
+        .unwrap();
+    assert_eq!(g.how.as_deref(), Some("learned (netlink), confirmed"));
 }
 
 #[test]
@@ -448,7 +458,8 @@ fn multipath_and_ipv6_link_local_gateways() {
             mac: Some(mac(7)),
             state: NeighbourState::Stale,
         }),
-        t(3),
+        // Past the first-sight confirmation of the new gateway.
+        t(2_000),
     );
     assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
     assert_eq!(f[0].detail_str("ip"), Some("fe80::1"));
@@ -485,7 +496,8 @@ fn multipath_and_ipv6_link_local_gateways() {
             Some(mac(0x33)),
             NeighbourState::Reachable,
         )),
-        t(6),
+        // Past the first-sight confirmation of the new next hop.
+        t(3_000),
     );
     assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
     assert_eq!(f[0].detail_str("ip"), Some("192.0.2.3"));
