@@ -303,6 +303,13 @@ impl NetDetector {
     pub fn apply_decision(&mut self, decision: &Decision, now: DateTime<Utc>) -> Vec<Finding> {
         let before = self.baseline.apply(decision, now);
         self.dirty |= !before.is_empty();
+        // The operator said which MAC is the gateway (or to forget it): no
+        // longer disputed.
+        let decided = match decision {
+            Decision::Accept { ip, .. } | Decision::Forget { ip, .. } => *ip,
+        };
+        self.disputed.retain(|(_, g)| *g != decided);
+        self.confirming.retain(|(_, g), _| *g != decided);
         let Decision::Accept { ip, mac, .. } = decision else {
             return Vec::new();
         };

@@ -964,3 +964,32 @@ fn a_default_route_to_a_stranger_is_critical_to_a_known_router_a_warning() {
     assert_eq!(kinds(&f), vec![Kind::GatewayChanged]);
     assert_eq!(f[0].severity, None, "{f:?}");
 }
+
+#[test]
+fn a_disputed_first_sight_gateway_stays_disputed_until_the_operator_decides() {
+    let mut d = NetDetector::new(NetSettings::default(), None);
+    d.observe(Observation::Snapshot(lan()), t(0));
+    assert_eq!(d.take_probes().len(), 1);
+    assert_eq!(d.confirming(), vec![v4("192.0.2.1")]);
+    // Another MAC answered the probe (the wire said so).
+    d.confirmation_failed(v4("192.0.2.1"));
+    d.tick(t(5_000));
+    // The kernel now holds the other MAC: not a change of the learned one.
+    let f = gateway_at(&mut d, mac(0x99), t(6_000));
+    assert!(f.is_empty(), "{f:?}");
+    assert_eq!(d.confirming(), vec![v4("192.0.2.1")]);
+    let how = |d: &NetDetector| {
+        d.baseline()
+            .gateway(Family::Inet, "eth0", &v4("192.0.2.1"))
+            .and_then(|g| g.how.clone())
+    };
+    assert_eq!(how(&d).as_deref(), Some("learned (startup), unconfirmed"));
+    // The operator accepts one: decided.
+    let accept = crate::state::baseline::Decision::Accept {
+        ip: v4("192.0.2.1"),
+        mac: mac(0x99),
+        at: t(7_000),
+    };
+    d.apply_decision(&accept, t(7_000));
+    assert!(d.confirming().is_empty());
+}
