@@ -271,6 +271,7 @@ pub fn net_settings(config: &Config) -> NetSettings {
             .and_then(|d| chrono::Duration::from_std(d).ok()),
         flap_window: chrono::Duration::from_std(config.agent.link_flap_window.0)
             .unwrap_or(chrono::Duration::seconds(60)),
+        confirm_first_sight: config.arp.enabled,
     }
 }
 

@@ -250,6 +250,7 @@ impl NetDetector {
             // gateway (a probe: every MAC answering for it replies); until
             // CONFIRM_WINDOW has passed, a second MAC is a conflict, not a
             // change of the one learned.
+            GatewayVerdict::Learned if !self.settings.confirm_first_sight => self.dirty = true,
             GatewayVerdict::Learned => {
                 self.dirty = true;
                 self.confirming

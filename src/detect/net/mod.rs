@@ -41,6 +41,10 @@ pub struct NetSettings {
     /// Three downs of a link within this are `link_flapping`; the episode
     /// ends when the link has been up this long.
     pub flap_window: chrono::Duration,
+    /// Confirm a gateway MAC learned at first sight with a probe whose
+    /// answers the packet capture judges (off without capture: nobody would
+    /// see a second MAC answer, and a change must then be reported as one).
+    pub confirm_first_sight: bool,
 }
 
 impl Default for NetSettings {
@@ -51,6 +55,7 @@ impl Default for NetSettings {
             ignore_link_kinds: Vec::new(),
             adopt_after: None,
             flap_window: chrono::Duration::seconds(60),
+            confirm_first_sight: true,
         }
     }
 }

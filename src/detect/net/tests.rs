@@ -993,3 +993,21 @@ fn a_disputed_first_sight_gateway_stays_disputed_until_the_operator_decides() {
     d.apply_decision(&accept, t(7_000));
     assert!(d.confirming().is_empty());
 }
+
+#[test]
+fn without_capture_a_first_sight_gateway_is_not_held_for_confirmation() {
+    let mut d = NetDetector::new(
+        NetSettings {
+            confirm_first_sight: false,
+            ..Default::default()
+        },
+        None,
+    );
+    d.observe(Observation::Snapshot(lan()), t(0));
+    assert!(d.take_probes().is_empty());
+    // A spoof right after start is reported: no wire would report it otherwise.
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(0x99), t(100))),
+        vec![Kind::GatewayMacChanged]
+    );
+}
