@@ -267,12 +267,25 @@ impl NetDetector {
                         .is_some_and(|until| pass.now < *until) =>
             {
                 // The kernel took another MAC while the learned one was being
-                // confirmed: the wire reports the two (arp_gateway_conflict);
-                // naming one of them the intruder would be a guess.
+                // confirmed (or after it was disputed): two MACs for the
+                // gateway, and naming one of them the intruder would be a
+                // guess. Reported here too — the change may not have come
+                // over the wire (or the capture missed it); unless the wire
+                // already disputed it.
                 self.dirty = true;
-                tracing::warn!(
-                    "default gateway {ip} on {interface}: {mac} answered while {known} (learned at first sight) was being confirmed"
-                );
+                if !pass.quiet && !self.disputed.contains(&(ifindex, ip)) {
+                    self.disputed.insert((ifindex, ip));
+                    self.confirming.remove(&(ifindex, ip));
+                    let mut macs = [known.to_string(), mac.to_string()];
+                    macs.sort();
+                    pass.out.push(Finding::new(
+                        Kind::ArpGatewayConflict,
+                        pass.now,
+                        format!("default gateway {ip} on {interface} is now at {mac} while {known}, learned at first sight, was being confirmed: two MACs, not confirmed"),
+                        json!({"interface": interface, "ip": ip.to_string(), "macs": macs,
+                               "unconfirmed": true, "learned_mac": known.to_string(), "source": pass.source}),
+                    ));
+                }
             }
             GatewayVerdict::NewSuspect(known) => {
                 self.dirty = true;
