@@ -305,7 +305,6 @@ impl ArpDetector {
             let segment = format!("{interface}.{id}");
             self.count_for_storm(&segment, &eth_src, now, second, &mut out);
             if let Frame::Arp(a) = frame {
-                self.counters.arp += 1;
                 self.observe_arp(&segment, a, false, now, second, &mut out);
             }
             return out;
