@@ -52,13 +52,7 @@ impl NetDetector {
     /// of the other — the operator says which is the gateway
     /// (`netsentry baseline accept`).
     pub fn confirmation_failed(&mut self, ip: IpAddr) {
-        let keys: Vec<(u32, IpAddr)> = self
-            .confirming
-            .keys()
-            .filter(|(_, g)| *g == ip)
-            .copied()
-            .collect();
-        for key in keys {
+        for key in self.confirming_keys(ip) {
             self.confirming.remove(&key);
             self.disputed.insert(key);
         }
@@ -66,13 +60,17 @@ impl NetDetector {
 
     /// The learned MAC answered the probe first: confirmed now.
     pub fn confirmation_done(&mut self, ip: IpAddr) {
-        let done: Vec<(u32, IpAddr)> = self
-            .confirming
+        let done = self.confirming_keys(ip);
+        self.confirm(done);
+    }
+
+    /// The (interface, gateway) entries being confirmed for `ip`.
+    fn confirming_keys(&self, ip: IpAddr) -> Vec<(u32, IpAddr)> {
+        self.confirming
             .keys()
             .filter(|(_, g)| *g == ip)
             .copied()
-            .collect();
-        self.confirm(done);
+            .collect()
     }
 
     /// Confirmations whose window passed without a conflict.
