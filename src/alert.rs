@@ -80,6 +80,7 @@ kinds! {
     AgentHeartbeat => "agent_heartbeat", Info;
     GatewayMacChanged => "gateway_mac_changed", Critical;
     GatewayMacTrusted => "gateway_mac_trusted", Info;
+    GatewayFailover => "gateway_failover", Info;
     GatewayChanged => "gateway_changed", Warning;
     GatewayUnreachable => "gateway_unreachable", Warning;
     RouteDiverted => "route_diverted", Warning;

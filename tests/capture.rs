@@ -1009,3 +1009,153 @@ fn a_gateway_learned_at_first_sight_is_confirmed_quietly() {
         "{out}"
     );
 }
+
+const VMAC7: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+const R1_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const R2_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+const R2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+
+/// An ARP request from `(mac, ip)` for the host: how a router's own traffic
+/// (and, with `arp_announce` 0, its traffic from the virtual address) shows
+/// its MAC to the segment.
+fn router_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    build::arp(mac, [0xff; 6], false, mac, ip, [0; 6], HOST_IP)
+}
+
+/// VRRP group 7 for the gateway address: `(namespace, frame)` steps, one a
+/// second with an advertisement before each, as keepalived with a virtual
+/// MAC and the kernel's default `arp_announce = 0` sends them.
+fn vrrp_steps(ns: &str, router: Ipv4Addr, steps: &[Vec<u8>]) {
+    for frame in steps {
+        let advert = build::vrrp4(VMAC7, router, 2, 7, 200, &[gw()]);
+        send_frames(ns, "eth0", vec![advert, frame.clone()]);
+        // Longer than the kernel's locktime (1 s): each step moves its entry.
+        std::thread::sleep(Duration::from_millis(1_200));
+    }
+}
+
+/// A VRRP pair failing over, as it really looks from a server on the LAN:
+/// the master (the gateway namespace, 192.0.2.2, which answered from its own
+/// MAC when the host first resolved the gateway) announces the virtual MAC,
+/// answers from its own MAC now and then; the backup (192.0.2.3) takes over
+/// after three missed advertisements, and its own traffic from the virtual
+/// address comes from its own MAC. The kernel's entry moves five times; none
+/// of it may page anyone, on the wire or through netlink.
+#[test]
+fn a_vrrp_failover_is_information_on_both_paths() {
+    let Some(r) = running("") else { return };
+    let (lab, gw_mac) = (&r.lab, mac_bytes(GW_MAC));
+    // The backup's own traffic, before anything happens (a station like any).
+    send_frames(&lab.mitm, "eth0", vec![router_arp(R2_MAC, R2_IP)]);
+    vrrp_steps(
+        &lab.gw,
+        R1_IP,
+        &[
+            router_arp(gw_mac, R1_IP),
+            build::gratuitous_arp(VMAC7, gw()),
+            router_arp(gw_mac, gw()),
+            build::gratuitous_arp(VMAC7, gw()),
+        ],
+    );
+    // The master is gone: 3 s without advertisements, then the backup.
+    std::thread::sleep(Duration::from_millis(3_000));
+    vrrp_steps(
+        &lab.mitm,
+        R2_IP,
+        &[
+            build::gratuitous_arp(VMAC7, gw()),
+            router_arp(R2_MAC, gw()),
+            build::gratuitous_arp(VMAC7, gw()),
+        ],
+    );
+    let entry = r.lab.ip(&lab.host, &["neigh", "show", GW_IP]);
+    assert!(entry.contains("00:00:5e:00:01:07"), "{entry}");
+    // Every move is one gateway_failover (a move back to a MAC reported
+    // within the window is folded into the first), seen by the wire and by
+    // netlink: the later one is folded ("also seen by").
+    r.receiver.wait_kind("gateway_failover", WAIT, |d| {
+        d["new_mac"] == "02:00:00:00:00:03"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let failovers: Vec<Value> = r
+        .receiver
+        .all()
+        .into_iter()
+        .map(|a| a.body)
+        .filter(|b| b["kind"] == "gateway_failover")
+        .collect();
+    let mut moved_to: Vec<&str> = failovers
+        .iter()
+        .map(|f| f["details"]["new_mac"].as_str().unwrap())
+        .collect();
+    moved_to.sort();
+    assert_eq!(
+        moved_to,
+        vec!["00:00:5e:00:01:07", GW_MAC, "02:00:00:00:00:03"]
+    );
+    for f in &failovers {
+        assert_eq!(
+            (&f["severity"], &f["details"]["vrid"]),
+            (&json!("info"), &json!(7))
+        );
+    }
+    // Netlink judged the kernel's moves too: had it called one a change,
+    // that would be a critical gateway_mac_changed below.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(r.receiver.loud(), Vec::<Value>::new());
+    // The baseline says why the gateway's MAC moved.
+    let config = lab.path("netsentry.toml");
+    let (code, out, _) = netsentry_in(&lab.host, &["baseline", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("VRRP failover (group 7)"), "{out}");
+}
+
+/// A gateway change (`details`) was judged alike by the wire and by
+/// netlink: each either sent it or had its sighting folded into it.
+fn seen_by_both(r: &Running, details: &Value) {
+    let log = r.agent.log_text();
+    let mac = details["new_mac"].as_str().unwrap();
+    for source in ["arp", "netlink"] {
+        let sent = details["sources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(source));
+        let folded = log.contains(&format!("192.0.2.1 at {mac}: also seen by {source}"));
+        assert!(sent || folded, "not seen by {source}: {details}\n{log}");
+    }
+}
+
+/// An attacker claiming the gateway from a VRRP virtual MAC nobody
+/// advertises, then from its own MAC while the gateway's group advertises:
+/// both are attacks, on both paths.
+#[test]
+fn a_vrrp_mac_or_a_vrrp_network_is_no_cover_for_an_attacker() {
+    let Some(r) = running("") else { return };
+    let lab = &r.lab;
+    let vmac9 = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x09];
+    send_frames(&lab.mitm, "eth0", vec![build::gratuitous_arp(vmac9, gw())]);
+    let d = r.receiver.wait_kind("gateway_mac_changed", WAIT, |d| {
+        d["new_mac"] == "00:00:5e:00:01:09"
+    });
+    assert_eq!(d["old_mac"], GW_MAC);
+    seen_by_both(&r, &d);
+    // The group of the gateway advertises (from its real routers), and an
+    // attacker answers from its own MAC.
+    vrrp_steps(&lab.gw, R1_IP, &[router_arp(mac_bytes(GW_MAC), R1_IP)]);
+    send_frames(
+        &lab.gw,
+        "eth0",
+        vec![build::vrrp4(VMAC7, R1_IP, 2, 7, 200, &[gw()])],
+    );
+    send_frames(&lab.mitm, "eth0", vec![build::gratuitous_arp(mitm(), gw())]);
+    let d = r
+        .receiver
+        .wait_kind("gateway_mac_changed", WAIT, |d| d["new_mac"] == MITM_MAC);
+    seen_by_both(&r, &d);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(r.receiver.count_kind("gateway_failover"), 0);
+    let got = r
+        .receiver
+        .wait_for("critical", WAIT, |b| b["kind"] == "gateway_mac_changed");
+    assert_eq!(got.body["severity"], "critical");
+}

@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes twice: the second look goes through the station table.
     let _ = d.observe("eth0", data, now);
     let _ = d.observe("eth0", data, now);
+    // A VRRP advertisement among them: the view both paths judge with.
+    let _ = d.vrrp_view(now);
     if let Some(syn) = netsentry::wire::syn::parse(data) {
         let _ = syn.fingerprint();
         let mut inbound = InboundDetector::new(InboundSettings {

@@ -329,8 +329,7 @@ impl Agent {
     fn on_netlink(&mut self, event: Option<SourceEvent>) -> Option<Stop> {
         match event {
             Some(SourceEvent::Observations(batch)) => {
-                let routers = self.packets.detector.established_routers(Utc::now());
-                self.detector.set_known_routers(routers);
+                self.share_wire_view();
                 let mut findings = Vec::new();
                 for obs in batch {
                     tracing::trace!(?obs, "netlink");
@@ -352,6 +351,25 @@ impl Agent {
         None
     }
 
+    /// What the wire knows that the netlink detector judges with: routers
+    /// heard advertising, VRRP groups. The frames the capture has already
+    /// handed over go first: the advertisement that explains a change comes
+    /// before the change, and the kernel's notice of it may overtake it
+    /// between the two threads.
+    fn share_wire_view(&mut self) {
+        // Bounded: a flood must not keep netlink waiting.
+        for _ in 0..64 {
+            match self.capture_on.then(|| self.capture.try_recv()) {
+                Some(Ok(event)) => self.on_capture(Some(event)),
+                _ => break,
+            }
+        }
+        let now = Utc::now();
+        let routers = self.packets.detector.established_routers(now);
+        self.detector.set_known_routers(routers);
+        self.detector.set_vrrp(self.packets.detector.vrrp_view(now));
+    }
+
     fn on_resync(&mut self, reason: &str, view: crate::kernel::KernelView) {
         let first = !self.detector.is_ready();
         match reason {
@@ -361,8 +379,7 @@ impl Agent {
             ),
             _ => tracing::debug!("netlink: full dump after {reason}; reconciling"),
         }
-        let routers = self.packets.detector.established_routers(Utc::now());
-        self.detector.set_known_routers(routers);
+        self.share_wire_view();
         let findings = self
             .detector
             .observe(Observation::Snapshot(view), Utc::now());

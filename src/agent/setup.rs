@@ -272,6 +272,7 @@ pub fn net_settings(config: &Config) -> NetSettings {
         flap_window: chrono::Duration::from_std(config.agent.link_flap_window.0)
             .unwrap_or(chrono::Duration::seconds(60)),
         confirm_first_sight: config.arp.enabled,
+        vrrp_is_normal: config.arp.vrrp_is_normal,
     }
 }
 

@@ -243,7 +243,8 @@ pub struct ArpConfig {
     pub storm_pps: u32,
     /// Two MACs claiming a gateway within this time: `arp_gateway_conflict`.
     pub conflict_window: Interval,
-    /// VRRP/CARP virtual MACs taking over a gateway are failovers, not attacks.
+    /// A gateway moving within its advertising VRRP group is a failover
+    /// (`gateway_failover`), not an attack.
     pub vrrp_is_normal: bool,
     /// Station alerts (arp_new_station, arp_mac_changed, ...) let through per kind
     /// per `[agent] coalesce_window`; the rest are counted in `alerts_suppressed`.

@@ -32,7 +32,7 @@ pub enum Merged {
 /// The recent gateway MAC changes, for folding repeats.
 pub struct SameChange {
     window: Duration,
-    recent: VecDeque<(String, String, DateTime<Utc>)>,
+    recent: VecDeque<(Kind, String, String, DateTime<Utc>)>,
 }
 
 impl SameChange {
@@ -44,9 +44,11 @@ impl SameChange {
         }
     }
 
-    /// Passes every finding but a repeated `gateway_mac_changed`.
+    /// Passes every finding but a repeated `gateway_mac_changed` or
+    /// `gateway_failover` (each folded only into one of its own kind).
     pub fn admit(&mut self, mut finding: Finding) -> Merged {
-        if finding.kind != Kind::GatewayMacChanged || finding.clears {
+        let kind = finding.kind;
+        if !matches!(kind, Kind::GatewayMacChanged | Kind::GatewayFailover) || finding.clears {
             return Merged::Send(finding);
         }
         let text = |k: &str| {
@@ -60,8 +62,13 @@ impl SameChange {
         let (ip, mac, source) = (text("ip"), text("new_mac"), text("source"));
         let now = finding.time;
         let window = self.window;
-        self.recent.retain(|(_, _, t)| (now - *t).abs() <= window);
-        if self.recent.iter().any(|(i, m, _)| *i == ip && *m == mac) {
+        self.recent
+            .retain(|(_, _, _, t)| (now - *t).abs() <= window);
+        if self
+            .recent
+            .iter()
+            .any(|(k, i, m, _)| (*k, i, m) == (kind, &ip, &mac))
+        {
             return Merged::Folded {
                 change: format!("{ip} at {mac}"),
                 source,
@@ -70,7 +77,7 @@ impl SameChange {
         if self.recent.len() >= MAX_RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back((ip, mac, now));
+        self.recent.push_back((kind, ip, mac, now));
         finding
             .details
             .entry("sources")
@@ -111,6 +118,22 @@ mod tests {
         ));
         assert!(matches!(
             s.admit(change("netlink", "02:00:00:00:00:66", 61_000)),
+            Merged::Send(_)
+        ));
+    }
+
+    #[test]
+    fn a_failover_never_hides_a_change_to_the_same_mac() {
+        let mut s = SameChange::new(std::time::Duration::from_secs(60));
+        let mut failover = change("arp", "02:00:00:00:00:66", 0);
+        failover.kind = Kind::GatewayFailover;
+        assert!(matches!(s.admit(failover.clone()), Merged::Send(_)));
+        failover.details["source"] = json!("netlink");
+        assert!(matches!(s.admit(failover), Merged::Folded { .. }));
+        // The same MAC as a gateway_mac_changed (its group stopped
+        // advertising, say) is its own alert.
+        assert!(matches!(
+            s.admit(change("netlink", "02:00:00:00:00:66", 5)),
             Merged::Send(_)
         ));
     }

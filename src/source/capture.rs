@@ -221,7 +221,7 @@ fn program_ops(syn: &SynFilter) -> Vec<Op> {
         Jump(JEQ_K, 0x0806, Some("accept"), None),
         Jump(JEQ_K, 0x86dd, Some("ipv6"), None),
         Jump(JEQ_K, 0x0800, None, Some("reject")),
-        // IPv4: a first fragment; ICMP (1) type 5 (redirect), or TCP (6).
+        // IPv4: a first fragment; ICMP (1) type 5 (redirect), VRRP (112) or TCP (6).
         Txa,
         AddK(2),
         Tax,
@@ -236,6 +236,7 @@ fn program_ops(syn: &SynFilter) -> Vec<Op> {
         Tax,
         LdMem(0),
         Jump(JEQ_K, 6, Some(if syns { "tcp" } else { "reject" }), None),
+        Jump(JEQ_K, 112, Some("accept"), None),
         Jump(JEQ_K, 1, None, Some("reject")),
         LdbInd(0),
         Jump(JEQ_K, 5, Some("accept"), Some("reject")),
@@ -255,6 +256,10 @@ fn program_ops(syn: &SynFilter) -> Vec<Op> {
         let last = step == MAX_EXTENSION_HEADERS;
         ops.push(Label(next));
         ops.push(Jump(JEQ_K, 58, Some("icmpv6"), None));
+        if step == 0 {
+            // VRRP (RFC 5798), right after the fixed header.
+            ops.push(Jump(JEQ_K, 112, Some("accept"), None));
+        }
         if syns {
             ops.push(Jump(JEQ_K, 6, Some("tcp"), None));
         }
@@ -710,6 +715,38 @@ mod tests {
         let m = [2, 0, 0, 0, 0, 1];
         let arp = build::gratuitous_arp(m, "192.0.2.1".parse().unwrap());
         assert_eq!(run_filter(&p, &arp), SNAPLEN as u32);
+    }
+
+    #[test]
+    fn vrrp_advertisements_pass_other_ip_protocols_do_not() {
+        use crate::wire::build;
+        let vmac = [0, 0, 0x5e, 0, 1, 7];
+        let (r1, vip) = ("192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap());
+        let v4 = build::vrrp4(vmac, r1, 2, 7, 200, &[vip]);
+        let v6 = build::vrrp6([0, 0, 0x5e, 0, 2, 7], "fe80::2".parse().unwrap(), 7, &[]);
+        for p in [
+            filter_program(&SynFilter::default()),
+            filter_program(&SynFilter::all(vec![5222])),
+        ] {
+            assert_eq!(run_filter(&p, &v4), SNAPLEN as u32);
+            assert_eq!(run_filter(&p, &build::tagged(&v4, 42)), SNAPLEN as u32);
+            assert_eq!(run_filter(&p, &v6), SNAPLEN as u32);
+            // OSPF (89) and UDP (17) are not ours.
+            for proto in [89u8, 17] {
+                let mut other = v4.clone();
+                other[14 + 9] = proto;
+                assert_eq!(run_filter(&p, &other), 0, "IPv4 protocol {proto}");
+                let mut other6 = v6.clone();
+                other6[14 + 6] = proto;
+                assert_eq!(run_filter(&p, &other6), 0, "IPv6 next header {proto}");
+            }
+        }
+        // The SYN socket takes none.
+        let syns = filter_program(&SynFilter {
+            only_syns: true,
+            ..SynFilter::all(vec![5222])
+        });
+        assert_eq!(run_filter(&syns, &v4), 0);
     }
 
     #[test]

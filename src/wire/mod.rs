@@ -1,8 +1,8 @@
-//! Frame parsing: Ethernet (with up to two 802.1Q/802.1ad tags) carrying ARP or
-//! IPv6 neighbour discovery. Pure and bounded: any byte string gives either a
+//! Frame parsing: Ethernet (with up to two 802.1Q/802.1ad tags) carrying ARP,
+//! IPv6 neighbour discovery, IPv4 ICMP redirects or VRRP advertisements. Pure and bounded: any byte string gives either a
 //! parsed packet or an error, never a panic (see the fuzz target).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pnet_packet::Packet;
 use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, ArpPacket};
@@ -27,6 +27,17 @@ impl EtherAddr {
     /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
     pub fn is_vrrp(&self) -> bool {
         self.0[..4] == [0x00, 0x00, 0x5e, 0x00] && (self.0[4] == 0x01 || self.0[4] == 0x02)
+    }
+
+    /// The VRRP virtual router id of a virtual MAC ([`EtherAddr::is_vrrp`]),
+    /// and whether it is the IPv6 one (00:00:5e:00:02:xx).
+    pub fn vrrp_group(&self) -> Option<(bool, u8)> {
+        self.is_vrrp().then_some((self.0[4] == 0x02, self.0[5]))
+    }
+
+    /// The virtual MAC of VRRP group `vrid` (RFC 5798 7.3).
+    pub fn vrrp(v6: bool, vrid: u8) -> EtherAddr {
+        EtherAddr([0x00, 0x00, 0x5e, 0x00, if v6 { 0x02 } else { 0x01 }, vrid])
     }
 
     /// From a kernel address, when it is an Ethernet one.
@@ -68,6 +79,8 @@ pub enum FrameError {
     BadArp,
     #[error("malformed neighbour discovery")]
     BadNdp,
+    #[error("malformed VRRP advertisement")]
+    BadVrrp,
 }
 
 /// An ARP packet for IPv4 over Ethernet.
@@ -255,8 +268,30 @@ pub struct RedirectFrame {
     pub destination: Ipv4Addr,
 }
 
-/// A parsed frame: ARP, neighbour discovery or an IPv4 ICMP redirect
-/// (anything else is a [`FrameError`]).
+/// Addresses kept of one VRRP advertisement (the rest are not read).
+pub const MAX_VRRP_ADDRESSES: usize = 16;
+
+/// A VRRP advertisement (RFC 3768 version 2, RFC 5798 version 3): a router of
+/// group `vrid` says it is master (or, priority 0, that it resigns) for
+/// `addresses`. Sent from the group's virtual MAC, or from the router's own
+/// MAC by implementations that do not use one (keepalived by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VrrpFrame {
+    pub eth_src: EtherAddr,
+    pub vlan: Option<u16>,
+    /// The router's own address.
+    pub ip_src: IpAddr,
+    pub version: u8,
+    pub vrid: u8,
+    pub priority: u8,
+    /// The advertisement interval, in centiseconds (version 2 says seconds).
+    pub interval_cs: u16,
+    /// The virtual addresses, at most [`MAX_VRRP_ADDRESSES`].
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A parsed frame: ARP, neighbour discovery, an IPv4 ICMP redirect or a VRRP
+/// advertisement (anything else is a [`FrameError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// ARP request or reply.
@@ -265,7 +300,12 @@ pub enum Frame {
     Ndp(NdpFrame),
     /// IPv4 ICMP redirect.
     Redirect(RedirectFrame),
+    /// VRRP advertisement (IPv4 or IPv6, IP protocol 112).
+    Vrrp(VrrpFrame),
 }
+
+/// IP protocol number of VRRP.
+pub const IPPROTO_VRRP: u8 = 112;
 
 /// IPv6 extension headers skipped before the ICMPv6 header (as the capture
 /// filter does: hop-by-hop, destination options, routing, a first fragment).
@@ -303,8 +343,14 @@ pub fn parse(bytes: &[u8]) -> Result<Frame, FrameError> {
     if ethertype == EtherTypes::Arp.0 {
         parse_arp(payload, eth_src, eth_dst, vlan).map(Frame::Arp)
     } else if ethertype == EtherTypes::Ipv6.0 {
+        if payload.len() > 6 && payload[6] == IPPROTO_VRRP {
+            return parse_vrrp6(payload, eth_src, vlan).map(Frame::Vrrp);
+        }
         parse_ndp(payload, eth_src, vlan).map(Frame::Ndp)
     } else if ethertype == EtherTypes::Ipv4.0 {
+        if payload.len() > 9 && payload[9] == IPPROTO_VRRP {
+            return parse_vrrp4(payload, eth_src, vlan).map(Frame::Vrrp);
+        }
         parse_redirect(payload, eth_src, vlan).map(Frame::Redirect)
     } else {
         Err(FrameError::NotNeighbourTraffic)
@@ -355,22 +401,35 @@ fn parse_arp(
     })
 }
 
+/// An IPv4 packet's fixed header and its payload (as far as the total
+/// length says and the frame holds), when it is version 4 of `protocol` and
+/// no fragment but a first one (`first_fragment`; else none at all).
+fn ipv4_packet(
+    payload: &[u8],
+    protocol: u8,
+    first_fragment: bool,
+) -> Result<(&[u8], &[u8]), FrameError> {
+    let head = payload.get(..20).ok_or(FrameError::Truncated)?;
+    let header_len = usize::from(head[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([head[2], head[3]])).min(payload.len());
+    let fragment_bits = if first_fragment { 0x1fff } else { 0x3fff };
+    let fragment = u16::from_be_bytes([head[6], head[7]]) & fragment_bits != 0;
+    if head[0] >> 4 != 4 || head[9] != protocol || header_len < 20 || fragment {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    let body = payload
+        .get(header_len..total)
+        .ok_or(FrameError::Truncated)?;
+    Ok((head, body))
+}
+
 /// An IPv4 ICMP redirect: version 4, ICMP, not a later fragment, type 5.
 fn parse_redirect(
     payload: &[u8],
     eth_src: EtherAddr,
     vlan: Option<u16>,
 ) -> Result<RedirectFrame, FrameError> {
-    let head = payload.get(..20).ok_or(FrameError::Truncated)?;
-    let header_len = usize::from(head[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([head[2], head[3]])).min(payload.len());
-    let later_fragment = u16::from_be_bytes([head[6], head[7]]) & 0x1fff != 0;
-    if head[0] >> 4 != 4 || head[9] != 1 || header_len < 20 || later_fragment {
-        return Err(FrameError::NotNeighbourTraffic);
-    }
-    let icmp = payload
-        .get(header_len..total)
-        .ok_or(FrameError::Truncated)?;
+    let (head, icmp) = ipv4_packet(payload, 1, true)?;
     if icmp.first() != Some(&5) {
         return Err(FrameError::NotNeighbourTraffic);
     }
@@ -383,6 +442,99 @@ fn parse_redirect(
         router: v4(&head[12..16]),
         gateway: v4(&icmp[4..8]),
         destination: v4(&quoted[16..20]),
+    })
+}
+
+/// A VRRP advertisement over IPv4: version 2 or 3, TTL 255 (RFC 5798 7.1:
+/// anything else crossed a router and is not from this segment), not a fragment.
+/// The checksum is not verified: it guards against corruption (which the
+/// Ethernet FCS already does), not against a forger.
+fn parse_vrrp4(
+    payload: &[u8],
+    eth_src: EtherAddr,
+    vlan: Option<u16>,
+) -> Result<VrrpFrame, FrameError> {
+    let head = payload.get(..20).ok_or(FrameError::Truncated)?;
+    let header_len = usize::from(head[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([head[2], head[3]])).min(payload.len());
+    let fragment = u16::from_be_bytes([head[6], head[7]]) & 0x3fff != 0;
+    if head[0] >> 4 != 4 || header_len < 20 || fragment {
+        return Err(FrameError::NotNeighbourTraffic);
+    }
+    if head[8] != 255 {
+        return Err(FrameError::BadVrrp);
+    }
+    let body = payload
+        .get(header_len..total)
+        .ok_or(FrameError::Truncated)?;
+    let src = Ipv4Addr::new(head[12], head[13], head[14], head[15]);
+    vrrp_body(body, eth_src, vlan, IpAddr::V4(src), 4)
+}
+
+/// A VRRP advertisement over IPv6 (version 3 only), hop limit 255.
+fn parse_vrrp6(
+    payload: &[u8],
+    eth_src: EtherAddr,
+    vlan: Option<u16>,
+) -> Result<VrrpFrame, FrameError> {
+    let ip = Ipv6Packet::new(payload).ok_or(FrameError::Truncated)?;
+    if ip.get_hop_limit() != 255 {
+        return Err(FrameError::BadVrrp);
+    }
+    let body = payload.get(40..).ok_or(FrameError::Truncated)?;
+    let body = &body[..(ip.get_payload_length() as usize).min(body.len())];
+    let frame = vrrp_body(body, eth_src, vlan, IpAddr::V6(ip.get_source()), 16)?;
+    if frame.version != 3 {
+        return Err(FrameError::BadVrrp);
+    }
+    Ok(frame)
+}
+
+/// The VRRP message: version/type, VRID, priority, address count, (v2) auth
+/// type and interval in seconds or (v3) the interval in centiseconds,
+/// checksum, then the addresses (`width` bytes each).
+fn vrrp_body(
+    body: &[u8],
+    eth_src: EtherAddr,
+    vlan: Option<u16>,
+    ip_src: IpAddr,
+    width: usize,
+) -> Result<VrrpFrame, FrameError> {
+    let fixed = body.get(..8).ok_or(FrameError::Truncated)?;
+    let (version, kind) = (fixed[0] >> 4, fixed[0] & 0x0f);
+    let (vrid, priority, count) = (fixed[1], fixed[2], usize::from(fixed[3]));
+    // Type 1 is the only one; VRID 0 is not a group.
+    if !(version == 2 || version == 3) || kind != 1 || vrid == 0 {
+        return Err(FrameError::BadVrrp);
+    }
+    let interval_cs = match version {
+        2 => u16::from(fixed[5]) * 100,
+        _ => u16::from_be_bytes([fixed[4], fixed[5]]) & 0x0fff,
+    };
+    let list = body
+        .get(8..8 + count * width)
+        .ok_or(FrameError::Truncated)?;
+    let addresses = list
+        .chunks_exact(width)
+        .take(MAX_VRRP_ADDRESSES)
+        .map(|a| match <[u8; 4]>::try_from(a) {
+            Ok(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+            Err(_) => {
+                let mut v6 = [0u8; 16];
+                v6.copy_from_slice(a);
+                IpAddr::V6(Ipv6Addr::from(v6))
+            }
+        })
+        .collect();
+    Ok(VrrpFrame {
+        eth_src,
+        vlan,
+        ip_src,
+        version,
+        vrid,
+        priority,
+        interval_cs,
+        addresses,
     })
 }
 
@@ -684,6 +836,60 @@ pub mod build {
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
     ];
 
+    /// A VRRP advertisement over IPv4 (TTL 255, to 224.0.0.18): `version`
+    /// 2 or 3, interval 1 s. The checksum is left zero (nobody checks it here).
+    pub fn vrrp4(
+        eth_src: [u8; 6],
+        src: Ipv4Addr,
+        version: u8,
+        vrid: u8,
+        priority: u8,
+        addresses: &[Ipv4Addr],
+    ) -> Vec<u8> {
+        let mut body = vec![version << 4 | 1, vrid, priority, addresses.len() as u8];
+        body.extend_from_slice(if version == 2 { &[0, 1] } else { &[0, 100] });
+        body.extend_from_slice(&[0, 0]);
+        for a in addresses {
+            body.extend_from_slice(&a.octets());
+        }
+        let mut f = vec![0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+        f.extend_from_slice(&eth_src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + body.len()) as u16;
+        let mut ip = vec![0x45, 0xc0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0, 0, 255, 112, 0, 0]);
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&[224, 0, 0, 18]);
+        let sum = checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    /// A VRRP version 3 advertisement over IPv6 (hop limit 255, to ff02::12).
+    pub fn vrrp6(eth_src: [u8; 6], src: Ipv6Addr, vrid: u8, addresses: &[Ipv6Addr]) -> Vec<u8> {
+        let mut body = vec![0x31, vrid, 100, addresses.len() as u8, 0, 100, 0, 0];
+        for a in addresses {
+            body.extend_from_slice(&a.octets());
+        }
+        let mut f = vec![0x33, 0x33, 0x00, 0x00, 0x00, 0x12];
+        f.extend_from_slice(&eth_src);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[112, 255]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(
+            &"ff02::12"
+                .parse::<Ipv6Addr>()
+                .map(|a| a.octets())
+                .unwrap_or([0; 16]),
+        );
+        f.extend_from_slice(&body);
+        f
+    }
+
     /// Inserts an 802.1Q tag after the MAC addresses.
     pub fn tagged(frame: &[u8], vlan: u16) -> Vec<u8> {
         let mut f = frame[..12].to_vec();
@@ -863,5 +1069,76 @@ mod ra_tests {
         assert_eq!(info.dnssl, vec!["example.org".to_string()]);
         assert_eq!(info.rdnss.len(), MAX_RA_ENTRIES);
         assert!(info.rdnss.contains(&"2001:db8:1::53".parse().unwrap()));
+    }
+}
+
+#[cfg(test)]
+mod vrrp_tests {
+    use super::*;
+
+    const VMAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 7];
+    const R1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    fn vrrp(bytes: &[u8]) -> VrrpFrame {
+        match parse(bytes) {
+            Ok(Frame::Vrrp(v)) => v,
+            other => panic!("not VRRP: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn versions_2_and_3_over_ipv4_and_ipv6() {
+        let v2 = vrrp(&build::vrrp4(VMAC, R1, 2, 7, 200, &[VIP]));
+        assert_eq!(
+            (v2.version, v2.vrid, v2.priority, v2.interval_cs),
+            (2, 7, 200, 100)
+        );
+        assert_eq!((v2.eth_src, v2.ip_src), (EtherAddr(VMAC), IpAddr::V4(R1)));
+        assert_eq!(v2.addresses, vec![IpAddr::V4(VIP)]);
+        let v3 = vrrp(&build::vrrp4([2, 0, 0, 0, 0, 2], R1, 3, 9, 100, &[VIP, R1]));
+        assert_eq!((v3.version, v3.vrid, v3.interval_cs), (3, 9, 100));
+        assert_eq!(v3.addresses.len(), 2);
+        let ll: Ipv6Addr = "fe80::2".parse().unwrap();
+        let v6 = vrrp(&build::vrrp6(
+            [0, 0, 0x5e, 0, 2, 7],
+            ll,
+            7,
+            &["fe80::1".parse().unwrap()],
+        ));
+        assert_eq!((v6.version, v6.vrid, v6.ip_src), (3, 7, IpAddr::V6(ll)));
+        assert_eq!(
+            EtherAddr([0, 0, 0x5e, 0, 2, 7]).vrrp_group(),
+            Some((true, 7))
+        );
+        assert_eq!(EtherAddr::vrrp(false, 7), EtherAddr(VMAC));
+        let tagged = build::tagged(&build::vrrp4(VMAC, R1, 2, 7, 200, &[VIP]), 42);
+        assert_eq!(vrrp(&tagged).vlan, Some(42));
+    }
+
+    #[test]
+    fn forwarded_bad_or_truncated_advertisements_are_errors() {
+        let good = build::vrrp4(VMAC, R1, 2, 7, 200, &[VIP]);
+        // TTL 254: it crossed a router (RFC 5798 7.1).
+        let mut routed = good.clone();
+        routed[14 + 8] = 254;
+        assert_eq!(parse(&routed), Err(FrameError::BadVrrp));
+        // VRID 0, version 4, type 2.
+        for (at, value) in [(35, 0u8), (34, 0x41), (34, 0x22)] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            assert_eq!(parse(&bad), Err(FrameError::BadVrrp), "byte {at} = {value}");
+        }
+        // More addresses announced than carried.
+        let mut short = good.clone();
+        short[37] = 5;
+        assert_eq!(parse(&short), Err(FrameError::Truncated));
+        for cut in 0..good.len() {
+            let _ = parse(&good[..cut]);
+        }
+        // Version 2 over IPv6 does not exist.
+        let mut v6 = build::vrrp6(VMAC, "fe80::2".parse().unwrap(), 7, &[]);
+        v6[54] = 0x21;
+        assert_eq!(parse(&v6), Err(FrameError::BadVrrp));
     }
 }

@@ -19,6 +19,7 @@ use crate::alert::{Finding, Kind};
 mod own;
 mod ra;
 mod redirect;
+pub mod vrrp;
 
 use crate::detect::stations::{Sighting, StationTable, same_name};
 use crate::kernel::{Mac, in_subnet};
@@ -42,7 +43,8 @@ pub struct ArpSettings {
     pub storm_pps: u32,
     /// Two MACs claiming a gateway within this time: `arp_gateway_conflict`.
     pub conflict_window: Duration,
-    /// A VRRP/CARP virtual MAC taking over a gateway is a failover, not an attack.
+    /// A gateway moving within its advertising VRRP group is a failover
+    /// (`gateway_failover`), not an attack (see [`vrrp`]).
     pub vrrp_is_normal: bool,
 }
 
@@ -74,6 +76,8 @@ pub struct ArpCounters {
     /// trunk): another segment, with its own gateways and stations — not
     /// judged against this host's (counted and ignored).
     pub other_vlan: u64,
+    /// VRRP advertisements (what makes a gateway's failover one).
+    pub vrrp: u64,
 }
 
 /// What is known about one gateway on the wire.
@@ -127,6 +131,8 @@ pub struct ArpDetector {
     own: OwnAddresses,
     /// Per interface; a handful of them, so a list beats hashing the name per frame.
     storms: Vec<(String, StormWindow)>,
+    /// The VRRP groups heard (a gateway's failover within its group is no attack).
+    vrrp: vrrp::VrrpTable,
     counters: ArpCounters,
 }
 
@@ -155,8 +161,18 @@ impl ArpDetector {
             subnets: Vec::new(),
             own: OwnAddresses::default(),
             storms: Vec::new(),
+            vrrp: vrrp::VrrpTable::default(),
             counters: ArpCounters::default(),
         }
+    }
+
+    /// The VRRP groups advertising at `now` (also what the netlink detector
+    /// judges a gateway's new MAC with: one classification for both paths).
+    pub fn vrrp_view(&self, now: DateTime<Utc>) -> vrrp::VrrpView {
+        self.vrrp.view(now, |segment, ip| match ip {
+            IpAddr::V4(v4) => self.stations.get(segment, v4).map(|s| s.mac),
+            IpAddr::V6(_) => None,
+        })
     }
 
     /// The counters so far.
@@ -294,6 +310,18 @@ impl ArpDetector {
             Frame::Arp(a) => (a.eth_src, a.vlan),
             Frame::Ndp(n) => (n.eth_src, n.vlan),
             Frame::Redirect(r) => (r.eth_src, r.vlan),
+            Frame::Vrrp(v) => {
+                // Not neighbour traffic (no storm counting): what the
+                // gateway failovers are judged with. A tagged one is
+                // another segment's group (`eth0.42`).
+                self.counters.vrrp += 1;
+                let segment = match v.vlan {
+                    Some(id) => format!("{interface}.{id}"),
+                    None => interface.to_string(),
+                };
+                self.vrrp.observe(&segment, v, now);
+                return out;
+            }
         };
         let second = now.timestamp();
         if let Some(id) = vlan {
@@ -323,6 +351,7 @@ impl ArpDetector {
                 self.counters.redirects += 1;
                 self.observe_redirect4(interface, &r, now, &mut out);
             }
+            Frame::Vrrp(_) => {}
         }
         out
     }
@@ -495,10 +524,29 @@ impl ArpDetector {
     ) {
         let window = chrono::Duration::from_std(self.settings.conflict_window)
             .unwrap_or(chrono::Duration::MAX);
-        let vrrp_is_normal = self.settings.vrrp_is_normal;
+        // The VRRP groups advertising now (empty unless some are, or when
+        // `vrrp_is_normal` is off): the same classification as netlink's.
+        let view = match self.settings.vrrp_is_normal && !self.vrrp.is_empty() {
+            true => self.vrrp_view(now),
+            false => vrrp::VrrpView::default(),
+        };
         let Some(g) = self.gateways.get_mut(&ip) else {
             return;
         };
+        if g.confirming
+            && let Some(reference) = g.reference
+            && reference != *mac
+            && view.failover(interface, ip, reference, *mac).is_some()
+        {
+            // Two routers of the gateway's VRRP group answer (one from the
+            // virtual MAC, one from its own): what was learned is the group's.
+            g.confirming = false;
+            g.last_claim = Some(*mac);
+            if self.confirmed.len() < MAX_ROUTERS {
+                self.confirmed.push(ip);
+            }
+            return;
+        }
         if g.confirming && g.reference == Some(*mac) {
             // The learned MAC answered first: confirmed.
             g.confirming = false;
@@ -550,13 +598,13 @@ impl ArpDetector {
                 .any(|(m, t)| m == mac && now - *t < window);
         g.last_claim = Some(*mac);
         if changed {
-            let vrrp = vrrp_is_normal && (is_vrrp_mac(mac) || is_vrrp_mac(&reference));
-            if vrrp {
-                out.push(Finding::new(
-                    Kind::ArpMacChanged,
+            if let Some(group) = view.failover(interface, ip, reference, *mac) {
+                out.push(vrrp::failover_finding(
+                    group,
+                    (interface, ip),
+                    (reference, *mac),
+                    source,
                     now,
-                    format!("gateway {ip} on {interface} answered from {mac} (was {reference}): a VRRP/CARP virtual MAC, taken as a failover, not an attack"),
-                    json!({"interface": interface, "ip": ip.to_string(), "old_mac": reference.to_string(), "new_mac": mac.to_string(), "vrrp": true}),
                 ));
             } else {
                 out.push(Finding::new(
@@ -575,7 +623,13 @@ impl ArpDetector {
             g.claimers.remove(0);
         }
         let macs: BTreeSet<EtherAddr> = g.claimers.iter().map(|(m, _)| *m).collect();
-        if !switched_back || macs.len() < 2 || (vrrp_is_normal && macs.iter().any(is_vrrp_mac)) {
+        // Routers of the gateway's VRRP group answering in turn (a router
+        // with `arp_announce` 0 answers from its own MAC as well) is no conflict.
+        let claimers: Vec<EtherAddr> = macs.iter().copied().collect();
+        if !switched_back
+            || macs.len() < 2
+            || view.group_of(interface, ip, reference, &claimers).is_some()
+        {
             return;
         }
         let fresh = match &g.conflict_reported {
@@ -961,23 +1015,105 @@ mod tests {
         );
     }
 
+    const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
+    const R1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const R2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+    const R2_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
+
+    /// Group 7 advertising GW from its virtual MAC, sent by R1, whose own
+    /// MAC (GW_MAC: it answers from it too) the segment's ARP shows.
+    fn vrrp_segment(d: &mut ArpDetector, at: i64) {
+        assert!(d.observe("eth0", &reply(GW_MAC, R1), t(at)).len() <= 1);
+        let advert = build::vrrp4(VMAC, R1, 2, 7, 200, &[GW]);
+        assert!(d.observe("eth0", &advert, t(at)).is_empty());
+    }
+
     #[test]
-    fn vrrp_virtual_mac_is_a_failover_not_an_attack() {
+    fn a_virtual_mac_alone_is_no_failover() {
+        // Nobody advertises group 7: an attacker answering from its virtual
+        // MAC (or from group 9's) is what it looks like.
         let mut d = detector();
-        let vmac = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x07];
-        let f = d.observe("eth0", &reply(vmac, GW), t(0));
-        assert_eq!(kinds(&f), vec![Kind::ArpMacChanged]);
-        assert_eq!(f[0].details["vrrp"], true);
-        assert!(f[0].summary.contains("VRRP"));
+        let f = d.observe("eth0", &reply(VMAC, GW), t(0));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        let mut d = detector();
+        vrrp_segment(&mut d, 0);
+        let f = d.observe("eth0", &reply([0, 0, 0x5e, 0, 1, 9], GW), t(10));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+    }
+
+    #[test]
+    fn a_failover_within_the_advertising_group_is_information() {
+        let mut d = detector();
+        vrrp_segment(&mut d, 0);
+        let f = d.observe("eth0", &reply(VMAC, GW), t(500));
+        assert_eq!(kinds(&f), vec![Kind::GatewayFailover]);
+        assert_eq!(f[0].kind.severity(), crate::alert::Severity::Info);
+        assert_eq!(f[0].details["vrid"], 7);
+        assert_eq!(f[0].details["routers"], json!(["192.0.2.2"]));
+        // Answering in turn from its own MAC and the virtual one (arp_announce
+        // 0): no conflict.
+        for i in 1..6 {
+            let from = if i % 2 == 0 { VMAC } else { GW_MAC };
+            let f = d.observe("eth0", &reply(from, GW), t(500 + i * 100));
+            assert!(
+                kinds(&f).iter().all(|k| *k == Kind::GatewayFailover),
+                "{f:?}"
+            );
+        }
+        // An attacker's MAC while the group advertises is an attack.
+        let f = d.observe("eth0", &reply(EVIL, GW), t(2_000));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        let f = d.observe("eth0", &reply(GW_MAC, GW), t(2_100));
+        // Back to the gateway's MAC: the attacker's and the group's answer in turn.
+        assert_eq!(kinds(&f), vec![Kind::ArpGatewayConflict]);
+        // Off: every change is one.
         let mut strict = ArpDetector::new(ArpSettings {
             vrrp_is_normal: false,
             ..Default::default()
         });
         strict.set_gateways(&[(IpAddr::V4(GW), Some(mac(GW_MAC)))]);
+        vrrp_segment(&mut strict, 0);
         assert_eq!(
-            kinds(&strict.observe("eth0", &reply(vmac, GW), t(0))),
+            kinds(&strict.observe("eth0", &reply(VMAC, GW), t(500))),
             vec![Kind::GatewayMacChanged]
         );
+    }
+
+    #[test]
+    fn routers_advertising_from_their_own_macs_fail_over_between_them() {
+        // keepalived without a virtual MAC: R1 (GW_MAC) is master, R2 takes
+        // over after three missed advertisements.
+        let mut d = detector();
+        d.observe("eth0", &build::vrrp4(GW_MAC, R1, 3, 7, 200, &[GW]), t(0));
+        d.observe(
+            "eth0",
+            &build::vrrp4(R2_MAC, R2, 3, 7, 100, &[GW]),
+            t(3_600),
+        );
+        let f = d.observe("eth0", &build::gratuitous_arp(R2_MAC, GW), t(3_601));
+        assert_eq!(kinds(&f), vec![Kind::GatewayFailover]);
+        // R2 was heard only from now on: a stale group proves nothing.
+        let mut d = detector();
+        d.observe("eth0", &build::vrrp4(R2_MAC, R2, 3, 7, 100, &[GW]), t(0));
+        let f = d.observe("eth0", &build::gratuitous_arp(R2_MAC, GW), t(60_000));
+        assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+    }
+
+    #[test]
+    fn a_router_answering_from_two_group_macs_at_first_sight_is_confirmed() {
+        let mut d = detector();
+        vrrp_segment(&mut d, 0);
+        d.set_confirming(&[IpAddr::V4(GW)]);
+        let f = d.observe("eth0", &reply(VMAC, GW), t(100));
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(d.take_confirmed(), vec![IpAddr::V4(GW)]);
+        assert!(d.take_conflicted().is_empty());
+        // An attacker's answer during a confirmation stays a conflict.
+        let mut d = detector();
+        vrrp_segment(&mut d, 0);
+        d.set_confirming(&[IpAddr::V4(GW)]);
+        let f = d.observe("eth0", &reply(EVIL, GW), t(100));
+        assert_eq!(kinds(&f), vec![Kind::ArpGatewayConflict]);
     }
 
     #[test]

@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 
 use super::{NetDetector, Pass};
 use crate::alert::{Finding, Kind};
-use crate::kernel::{Family, KernelView, NeighbourState};
+use crate::detect::arp::vrrp::failover_finding;
+use crate::kernel::{Family, KernelView, Mac, NeighbourState};
 use crate::state::baseline::{Decision, GatewayVerdict, NextHopRecord};
+use crate::wire::EtherAddr;
 
 /// A gateway MAC learned at first sight is confirmed by a probe: answers
 /// from another MAC within this are a conflict. Answers on a LAN take
@@ -240,6 +242,16 @@ impl NetDetector {
             pass.now,
             self.settings.adopt_after,
         );
+        // Within the gateway's advertising VRRP group (not once disputed):
+        // the same classification as the wire's.
+        let failover = match &verdict {
+            GatewayVerdict::NewSuspect(known)
+                if self.settings.vrrp_is_normal && !self.disputed.contains(&(ifindex, ip)) =>
+            {
+                self.vrrp_failover((&interface, ip), known, &mac, pass)
+            }
+            _ => None,
+        };
         match verdict {
             GatewayVerdict::Trusted | GatewayVerdict::StillSuspect => {}
             // First sight of this gateway (or a quiet first start): learned,
@@ -256,6 +268,23 @@ impl NetDetector {
                 self.probes.push(GatewayProbe { ifindex, ip });
                 self.baseline
                     .set_gateway_how(family, &interface, ip, |how| format!("{how}, unconfirmed"));
+            }
+            GatewayVerdict::NewSuspect(_) if failover.is_some() => {
+                // Within the gateway's advertising VRRP group: the same
+                // classification as the wire's. The new MAC is the
+                // gateway's now (it was the group's all along).
+                self.dirty = true;
+                self.confirming.remove(&(ifindex, ip));
+                if let Some(finding) = failover {
+                    let how = format!("VRRP failover (group {})", finding.details["vrid"]);
+                    self.baseline
+                        .set_gateway_mac(family, &interface, ip, mac.clone(), pass.now);
+                    self.baseline
+                        .set_gateway_how(family, &interface, ip, |_| how);
+                    if !pass.quiet {
+                        pass.out.push(finding);
+                    }
+                }
             }
             GatewayVerdict::NewSuspect(known)
                 if self.disputed.contains(&(ifindex, ip))
@@ -308,6 +337,26 @@ impl NetDetector {
                 ));
             }
         }
+    }
+
+    /// `gateway_failover` when the gateway moving from `old` to `new` is a
+    /// failover within its VRRP group (see [`crate::detect::arp::vrrp`]).
+    fn vrrp_failover(
+        &self,
+        (interface, ip): (&str, IpAddr),
+        old: &Mac,
+        new: &Mac,
+        pass: &Pass<'_>,
+    ) -> Option<Finding> {
+        let (old, new) = (EtherAddr::from_mac(old)?, EtherAddr::from_mac(new)?);
+        let group = self.vrrp.failover(interface, ip, old, new)?;
+        Some(failover_finding(
+            group,
+            (interface, ip),
+            (old, new),
+            pass.source,
+            pass.now,
+        ))
     }
 
     /// Applies an operator decision (`netsentry baseline accept|forget`);

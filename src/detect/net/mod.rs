@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::Finding;
 use crate::config::Glob;
+use crate::detect::arp::vrrp::VrrpView;
 
 mod flaps;
 mod gateway;
@@ -45,6 +46,9 @@ pub struct NetSettings {
     /// answers the packet capture judges (off without capture: nobody would
     /// see a second MAC answer, and a change must then be reported as one).
     pub confirm_first_sight: bool,
+    /// A gateway's move within its advertising VRRP group is a failover
+    /// (`gateway_failover`), not a change (see [`crate::detect::arp::vrrp`]).
+    pub vrrp_is_normal: bool,
 }
 
 impl Default for NetSettings {
@@ -56,6 +60,7 @@ impl Default for NetSettings {
             adopt_after: None,
             flap_window: chrono::Duration::seconds(60),
             confirm_first_sight: true,
+            vrrp_is_normal: true,
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct NetDetector {
     /// Routers known from their advertisements before now (set by the agent):
     /// a default route to one of them is not a stranger's.
     known_routers: HashSet<IpAddr>,
+    /// The VRRP groups advertising (set by the agent from the capture).
+    vrrp: VrrpView,
     /// Recent carrier losses and flapping episodes per link.
     flaps: flaps::FlapTable,
     /// The last path of each watched destination (`route_diverted`).
@@ -130,9 +137,16 @@ impl NetDetector {
             paths: HashMap::new(),
             flaps: flaps::FlapTable::new(),
             known_routers: HashSet::new(),
+            vrrp: VrrpView::default(),
             dirty: false,
             counters: NetCounters::default(),
         }
+    }
+
+    /// The VRRP groups advertising now (see
+    /// [`crate::detect::arp::ArpDetector::vrrp_view`]).
+    pub fn set_vrrp(&mut self, view: VrrpView) {
+        self.vrrp = view;
     }
 
     /// Routers known from their advertisements (see [`crate::detect::arp::ArpDetector::established_routers`]).

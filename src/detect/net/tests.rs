@@ -1011,3 +1011,65 @@ fn without_capture_a_first_sight_gateway_is_not_held_for_confirmation() {
         vec![Kind::GatewayMacChanged]
     );
 }
+
+/// keepalived without a virtual MAC: 192.0.2.2 (the gateway's MAC now) and
+/// 192.0.2.3 (mac 3) both advertise VRRP group 7 for 192.0.2.1, the second
+/// after it took over. The wire's view of it, as the agent hands it over.
+fn vrrp_failover_view(at: DateTime<Utc>) -> crate::detect::arp::vrrp::VrrpView {
+    use crate::detect::arp::{ArpDetector, ArpSettings};
+    use crate::wire::build;
+    let mut wire = ArpDetector::new(ArpSettings::default());
+    let vip = "192.0.2.1".parse().unwrap();
+    for (m, ip, ms) in [(1, "192.0.2.2", 0), (3, "192.0.2.3", 3_600)] {
+        let advert = build::vrrp4([2, 0, 0, 0, 0, m], ip.parse().unwrap(), 3, 7, 100, &[vip]);
+        assert!(wire.observe("eth0", &advert, t(ms)).is_empty());
+    }
+    wire.vrrp_view(at)
+}
+
+#[test]
+fn a_failover_within_the_advertising_vrrp_group_is_information_from_netlink_too() {
+    // Without what the wire heard (no capture), a change is a change.
+    let mut d = started(NetSettings::default());
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(3), t(3_601))),
+        vec![Kind::GatewayMacChanged]
+    );
+    let mut d = started(NetSettings::default());
+    d.set_vrrp(vrrp_failover_view(t(3_600)));
+    let f = gateway_at(&mut d, mac(3), t(3_601));
+    assert_eq!(kinds(&f), vec![Kind::GatewayFailover]);
+    assert_eq!(f[0].details["vrid"], 7);
+    assert_eq!(f[0].detail_str("source"), Some("netlink"));
+    // The new MAC is trusted now, and the baseline says why.
+    let gw = d
+        .baseline()
+        .gateway(Family::Inet, "eth0", &v4("192.0.2.1"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (gw.mac, gw.how.as_deref()),
+        (mac(3), Some("VRRP failover (group 7)"))
+    );
+    assert!(gw.suspect.is_none());
+    // And back.
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(1), t(5_000))),
+        vec![Kind::GatewayFailover]
+    );
+    // A MAC outside the group while it advertises is an attack.
+    assert_eq!(
+        kinds(&gateway_at(&mut d, mac(0x66), t(5_100))),
+        vec![Kind::GatewayMacChanged]
+    );
+    // So is every change with `vrrp_is_normal = false`.
+    let mut strict = started(NetSettings {
+        vrrp_is_normal: false,
+        ..Default::default()
+    });
+    strict.set_vrrp(vrrp_failover_view(t(3_600)));
+    assert_eq!(
+        kinds(&gateway_at(&mut strict, mac(3), t(3_601))),
+        vec![Kind::GatewayMacChanged]
+    );
+}
