@@ -1045,6 +1045,20 @@ fn vrrp_steps(ns: &str, router: Ipv4Addr, steps: &[Vec<u8>]) {
 fn a_vrrp_failover_is_information_on_both_paths() {
     let Some(r) = running("") else { return };
     let (lab, gw_mac) = (&r.lab, mac_bytes(GW_MAC));
+    // The capture joined the VRRP groups on the watched interface: a real
+    // NIC's multicast filter would drop the advertisements otherwise.
+    let deadline = Instant::now() + WAIT;
+    let joined = loop {
+        let groups = r.lab.ip(&lab.host, &["maddr", "show", "dev", "eth0"]);
+        if groups.contains("01:00:5e:00:00:12") && groups.contains("33:33:00:00:00:12") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(joined, "VRRP groups not joined on eth0");
     // The backup's own traffic, before anything happens (a station like any).
     send_frames(&lab.mitm, "eth0", vec![router_arp(R2_MAC, R2_IP)]);
     vrrp_steps(

@@ -493,6 +493,15 @@ impl Agent {
     fn sync_packets(&mut self) {
         self.packets.sync(&self.detector);
         self.inbound.sync(&self.detector);
+        // The capture joins the VRRP groups on the watched interfaces (a
+        // NIC's multicast filter drops groups nobody joined).
+        if self.config.arp.enabled
+            && self.config.arp.vrrp_is_normal
+            && let Some(indexes) = self.packets.take_new_indexes()
+            && let Some(control) = &self.capture_control
+        {
+            let _ = control.send(CaptureControl::Interfaces(indexes));
+        }
     }
 
     fn inbound_on(&self) -> bool {

@@ -80,6 +80,8 @@ pub struct PacketWatch {
     watched: Vec<String>,
     /// Watched interfaces by index, for the frames (which carry only the index).
     by_index: HashMap<u32, String>,
+    /// The indexes last told to the capture (for the VRRP groups it joins).
+    told: Vec<u32>,
 }
 
 impl PacketWatch {
@@ -111,6 +113,7 @@ impl PacketWatch {
             synced: false,
             watched: Vec::new(),
             by_index: HashMap::new(),
+            told: Vec::new(),
         }
     }
 
@@ -170,6 +173,16 @@ impl PacketWatch {
             .map(|l| (l.index, l.name.clone()))
             .collect();
         self.synced = net.is_ready();
+    }
+
+    /// The watched interfaces' indexes, when they changed since the last call.
+    pub fn take_new_indexes(&mut self) -> Option<Vec<u32>> {
+        let mut now: Vec<u32> = self.by_index.keys().copied().collect();
+        now.sort_unstable();
+        (now != self.told).then(|| {
+            self.told = now.clone();
+            now
+        })
     }
 
     /// The name of a watched interface, or `None` for frames to ignore.

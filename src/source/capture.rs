@@ -7,7 +7,7 @@
 //! Everything else — a server's real traffic — never leaves the kernel.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::sys;
 use std::time::{Duration, Instant};
@@ -443,6 +443,47 @@ const MAX_SYN_BATCH: usize = 8192;
 pub enum CaptureControl {
     /// Pass the SYNs to these ports (none: no SYNs).
     SynPorts(Vec<u16>),
+    /// The interfaces watched (by index): the capture joins the VRRP
+    /// multicast groups on them, so that a NIC's multicast filter passes
+    /// the advertisements up.
+    Interfaces(Vec<u32>),
+}
+
+/// The Ethernet groups of VRRP advertisements: 224.0.0.18 and ff02::12.
+const VRRP_GROUPS: [[u8; 6]; 2] = [
+    [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12],
+    [0x33, 0x33, 0x00, 0x00, 0x00, 0x12],
+];
+
+/// Interfaces whose VRRP groups are joined at most (one membership per
+/// interface and group).
+const MAX_JOINED: usize = 256;
+
+/// Joins the VRRP groups on the interfaces in `wanted` not joined yet and
+/// leaves those no longer wanted. An interface that refuses (no multicast,
+/// gone meanwhile) is logged and left out.
+fn join_vrrp_groups(fd: BorrowedFd<'_>, joined: &mut Vec<u32>, wanted: &[u32]) {
+    for &ifindex in joined.iter().filter(|i| !wanted.contains(i)) {
+        for group in VRRP_GROUPS {
+            let _ = sys::multicast_membership(fd, ifindex, group, false);
+        }
+    }
+    joined.retain(|i| wanted.contains(i));
+    for &ifindex in wanted {
+        if joined.contains(&ifindex) {
+            continue;
+        }
+        if joined.len() >= MAX_JOINED {
+            break;
+        }
+        let result: io::Result<()> = VRRP_GROUPS
+            .iter()
+            .try_for_each(|g| sys::multicast_membership(fd, ifindex, *g, true));
+        match result {
+            Ok(()) => joined.push(ifindex),
+            Err(e) => tracing::debug!("interface {ifindex}: VRRP groups not joined ({e})"),
+        }
+    }
 }
 
 /// The capture thread's settings.
@@ -482,6 +523,7 @@ pub fn run(
             return;
         }
     };
+    let mut joined = Vec::new();
     let mut budget = SynBudget::new(settings.max_syn_rate);
     let mut counts = Counts::default();
     let mut next_stats = Instant::now() + settings.stats_every;
@@ -491,6 +533,9 @@ pub fn run(
         let mut refilter = false;
         loop {
             match control.try_recv() {
+                Ok(CaptureControl::Interfaces(indexes)) => {
+                    join_vrrp_groups(fd.as_fd(), &mut joined, &indexes);
+                }
                 Ok(CaptureControl::SynPorts(ports)) => {
                     let next = SynFilter {
                         keep: budget.keep(),

@@ -33,6 +33,41 @@ pub fn attach_filter(fd: BorrowedFd<'_>, program: &[libc::sock_filter]) -> io::R
     check(rc, "attach BPF filter")
 }
 
+/// Adds (`join`) or drops the packet socket's membership of the Ethernet
+/// multicast group `group` on interface `ifindex` (PACKET_ADD_MEMBERSHIP):
+/// the NIC's multicast filter then passes the group's frames up, which it
+/// drops otherwise for groups nobody on the host joined. Dropped by the
+/// kernel when the socket closes or the interface goes away.
+pub fn multicast_membership(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    group: [u8; 6],
+    join: bool,
+) -> io::Result<()> {
+    let mut mreq = libc::packet_mreq {
+        mr_ifindex: ifindex as libc::c_int,
+        mr_type: libc::PACKET_MR_MULTICAST as libc::c_ushort,
+        mr_alen: 6,
+        mr_address: [0; 8],
+    };
+    mreq.mr_address[..6].copy_from_slice(&group);
+    let option = match join {
+        true => libc::PACKET_ADD_MEMBERSHIP,
+        false => libc::PACKET_DROP_MEMBERSHIP,
+    };
+    // SAFETY: `mreq` is a valid packet_mreq for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            option,
+            &mreq as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::packet_mreq>() as u32,
+        )
+    };
+    check(rc, "packet multicast membership")
+}
+
 /// Binds a packet socket to every interface and every protocol (ETH_P_ALL).
 /// nix's `LinkAddr` cannot be built from parts, so the sockaddr_ll is ours.
 pub fn bind_all_interfaces(fd: BorrowedFd<'_>) -> io::Result<()> {
