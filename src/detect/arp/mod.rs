@@ -832,8 +832,9 @@ mod tests {
         assert_eq!(f[0].details["known_router"], false);
     }
 
-    /// Our address claimed: by our second NIC (ARP flux: benign), by a VRRP
-    /// virtual MAC (a failover: benign), by another MAC (critical, once per
+    /// Our address claimed: by our second NIC (ARP flux: benign), by the
+    /// virtual MAC of a group advertising it (a failover: benign), by a
+    /// virtual MAC nobody advertises or another MAC (critical, once per
     /// claimer, again for a new claimer).
     #[test]
     fn own_address_claims() {
@@ -846,7 +847,12 @@ mod tests {
         );
         assert!(d.observe("eth0", &reply(second_nic, ours), t(0)).is_empty());
         let vrrp = [0, 0, 0x5e, 0, 1, 7];
-        assert!(d.observe("eth0", &reply(vrrp, ours), t(1)).is_empty());
+        let f = d.observe("eth0", &reply(vrrp, ours), t(1));
+        assert_eq!(kinds(&f), [Kind::ArpOwnAddressClaimed]);
+        let group8 = [0, 0, 0x5e, 0, 1, 8];
+        let advert = build::vrrp4(group8, Ipv4Addr::new(192, 0, 2, 11), 2, 8, 100, &[ours]);
+        assert!(d.observe("eth0", &advert, t(1)).is_empty());
+        assert!(d.observe("eth0", &reply(group8, ours), t(1)).is_empty());
         let f = d.observe("eth0", &reply(EVIL, ours), t(2));
         assert_eq!(kinds(&f), [Kind::ArpOwnAddressClaimed]);
         assert_eq!(f[0].details["mac"], "02:de:ad:be:ef:01");

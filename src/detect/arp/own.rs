@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{ArpDetector, is_vrrp_mac};
+use super::ArpDetector;
 use crate::alert::{Finding, Kind};
 use crate::wire::EtherAddr;
 
@@ -36,9 +36,10 @@ impl ArpDetector {
     /// A frame says `mac` is `ip`. True when `ip` is one of ours (nothing more
     /// to learn from the frame); when `mac` is not ours either, that is
     /// `arp_own_address_claimed`, once per claimer: how an attacker
-    /// poisons the gateway's or the neighbours' entry for us. A VRRP/CARP
-    /// virtual MAC taking over an address we hold is a failover when
-    /// `vrrp_is_normal`.
+    /// poisons the gateway's or the neighbours' entry for us. A router of a
+    /// VRRP group that advertises the address now (this host is one of its
+    /// routers) taking it over is a failover when `vrrp_is_normal`; a
+    /// virtual MAC alone is not.
     pub(super) fn observe_own_claim(
         &mut self,
         interface: &str,
@@ -51,8 +52,12 @@ impl ArpDetector {
         if !self.own.addresses.contains(&ip) {
             return false;
         }
-        // The host itself (any of its links), or a VRRP/CARP failover.
-        if self.own.macs.contains(mac) || (self.settings.vrrp_is_normal && is_vrrp_mac(mac)) {
+        // The host itself (any of its links), or a VRRP failover.
+        if self.own.macs.contains(mac)
+            || (self.settings.vrrp_is_normal
+                && !self.vrrp.is_empty()
+                && self.vrrp_view(now).advertises(interface, ip, mac))
+        {
             return true;
         }
         if self.own.reported.len() < MAX_OWN_CLAIMS && self.own.reported.insert((ip, *mac)) {

@@ -178,6 +178,17 @@ impl VrrpView {
         })
     }
 
+    /// A group advertising `address` on `segment` has `mac` among its MACs
+    /// (a claim of one of this host's addresses by a peer router of its
+    /// VRRP group).
+    pub fn advertises(&self, segment: &str, address: IpAddr, mac: &EtherAddr) -> bool {
+        self.groups.iter().any(|g| {
+            crate::detect::stations::same_name(&g.segment, segment)
+                && g.vips.contains(&address)
+                && g.members.contains(mac)
+        })
+    }
+
     /// [`VrrpView::group_of`] for one change, from `old` to `new`.
     pub fn failover(
         &self,
