@@ -87,6 +87,7 @@ fn node_exporter_serves_the_textfile_and_the_agent_serves_metrics() {
         "127.0.0.1:9100",
         &[
             "netsentry_gateway_info{family=\"inet\",interface=\"eth0\",ip=\"192.0.2.1\",mac=\"02:00:00:00:00:01\"} 1",
+            "netsentry_gateway_failovers_total{family=\"inet\",interface=\"eth0\",ip=\"192.0.2.1\"} 0",
             "netsentry_alerts_total{kind=\"agent_started\",severity=\"info\"} 1",
             "netsentry_alerts_total{kind=\"link_down\",severity=\"warning\"} 1",
             "netsentry_link_carrier_losses_total{interface=\"eth0\"} 1",

@@ -370,6 +370,7 @@ pub fn gateway_info(detector: &NetDetector) -> Vec<GatewayInfo> {
             family: g.family.as_str().to_string(),
             ip: g.ip.to_string(),
             mac: g.mac.to_string(),
+            failovers: detector.failovers(&g.interface, g.ip),
         })
         .collect()
 }

@@ -17,6 +17,8 @@ pub struct GatewayInfo {
     pub family: String,
     pub ip: String,
     pub mac: String,
+    /// VRRP failovers that moved the MAC held for it since the agent started.
+    pub failovers: u64,
 }
 
 /// `target="x"`, with `endpoint="192.0.2.10:5222"` for one endpoint of it.
@@ -162,6 +164,22 @@ impl Metrics {
                 label(&g.family),
                 label(&g.ip),
                 label(&g.mac)
+            );
+        }
+        section(
+            &mut s,
+            "netsentry_gateway_failovers_total",
+            "counter",
+            "VRRP failovers that moved a gateway's MAC (gateway_failover), since the agent started.",
+        );
+        for g in &self.gateways {
+            let _ = writeln!(
+                s,
+                "netsentry_gateway_failovers_total{{interface=\"{}\",family=\"{}\",ip=\"{}\"}} {}",
+                label(&g.interface),
+                label(&g.family),
+                label(&g.ip),
+                g.failovers
             );
         }
         section(
@@ -552,6 +570,7 @@ mod tests {
                 family: "inet".into(),
                 ip: "192.0.2.1".into(),
                 mac: "02:00:00:00:00:01".into(),
+                failovers: 2,
             }],
             tls: vec![TlsInfo {
                 endpoint: None,
@@ -595,6 +614,7 @@ mod tests {
         let text = m.render();
         for line in [
             "netsentry_gateway_info{interface=\"eth0\",family=\"inet\",ip=\"192.0.2.1\",mac=\"02:00:00:00:00:01\"} 1",
+            "netsentry_gateway_failovers_total{interface=\"eth0\",family=\"inet\",ip=\"192.0.2.1\"} 2",
             "netsentry_alerts_total{kind=\"link_down\",severity=\"warning\"} 2",
             "netsentry_link_carrier_losses_total{interface=\"eth0\"} 4",
             "netsentry_tls_probe_success{target=\"xmpp \\\"main\\\"\"} 1",

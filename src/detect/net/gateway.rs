@@ -10,7 +10,7 @@ use super::{NetDetector, Pass};
 use crate::alert::{Finding, Kind};
 use crate::detect::arp::vrrp::failover_finding;
 use crate::kernel::{Family, KernelView, Mac, NeighbourState};
-use crate::state::baseline::{Decision, GatewayVerdict, NextHopRecord};
+use crate::state::baseline::{Decision, GatewayVerdict, MAX_GATEWAYS, NextHopRecord};
 use crate::wire::EtherAddr;
 
 /// A gateway MAC learned at first sight is confirmed by a probe: answers
@@ -281,6 +281,11 @@ impl NetDetector {
                         .set_gateway_mac(family, &interface, ip, mac.clone(), pass.now);
                     self.baseline
                         .set_gateway_how(family, &interface, ip, |_| how);
+                    // As many as the baseline holds gateways (it is capped).
+                    let key = (interface.clone(), ip);
+                    if self.failovers.len() < MAX_GATEWAYS || self.failovers.contains_key(&key) {
+                        *self.failovers.entry(key).or_default() += 1;
+                    }
                     if !pass.quiet {
                         pass.out.push(finding);
                     }

@@ -106,6 +106,8 @@ pub struct NetDetector {
     known_routers: HashSet<IpAddr>,
     /// The VRRP groups advertising (set by the agent from the capture).
     vrrp: VrrpView,
+    /// VRRP failovers per gateway (interface, address) since start (metrics).
+    failovers: HashMap<(String, IpAddr), u64>,
     /// Recent carrier losses and flapping episodes per link.
     flaps: flaps::FlapTable,
     /// The last path of each watched destination (`route_diverted`).
@@ -138,6 +140,7 @@ impl NetDetector {
             flaps: flaps::FlapTable::new(),
             known_routers: HashSet::new(),
             vrrp: VrrpView::default(),
+            failovers: HashMap::new(),
             dirty: false,
             counters: NetCounters::default(),
         }
@@ -147,6 +150,14 @@ impl NetDetector {
     /// [`crate::detect::arp::ArpDetector::vrrp_view`]).
     pub fn set_vrrp(&mut self, view: VrrpView) {
         self.vrrp = view;
+    }
+
+    /// VRRP failovers that moved the MAC held for a gateway, since start.
+    pub fn failovers(&self, interface: &str, ip: IpAddr) -> u64 {
+        self.failovers
+            .get(&(interface.to_string(), ip))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Routers known from their advertisements (see [`crate::detect::arp::ArpDetector::established_routers`]).

@@ -1052,6 +1052,7 @@ fn a_failover_within_the_advertising_vrrp_group_is_information_from_netlink_too(
         (mac(3), Some("VRRP failover (group 7)"))
     );
     assert!(gw.suspect.is_none());
+    assert_eq!(d.failovers("eth0", v4("192.0.2.1")), 1);
     // And back.
     assert_eq!(
         kinds(&gateway_at(&mut d, mac(1), t(5_000))),
