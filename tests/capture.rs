@@ -1173,3 +1173,141 @@ fn a_vrrp_mac_or_a_vrrp_network_is_no_cover_for_an_attacker() {
         .wait_for("critical", WAIT, |b| b["kind"] == "gateway_mac_changed");
     assert_eq!(got.body["severity"], "critical");
 }
+
+/// A real VRRP router: Debian's keepalived (VRRP only, no virtual MAC — its
+/// default, so the master answers for the virtual address from its own MAC)
+/// in namespace `ns`, group 7 for the gateway address. SIGTERM when dropped.
+struct Keepalived {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Keepalived {
+    fn start(lab: &Lab, ns: &str, name: &str, priority: u8) -> Keepalived {
+        let dir = lab.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("keepalived.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "global_defs {{\n  router_id {name}\n}}\nvrrp_instance gw {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 7\n  priority {priority}\n  advert_int 1\n  virtual_ipaddress {{\n    {GW_IP}/24\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join("keepalived.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--vrrp",
+            ])
+            .arg("--use-file")
+            .arg(&config)
+            .arg("--pid")
+            .arg(dir.join("keepalived.pid"))
+            .arg("--vrrp_pid")
+            .arg(dir.join("vrrp.pid"))
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("keepalived (Debian package keepalived)");
+        Keepalived {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Waits until its log says it entered `state` (MASTER, BACKUP).
+    fn wait_state(&self, state: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let pattern = format!("Entering {state} STATE");
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(&pattern).count() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "keepalived not {state}:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM: a graceful stop (it resigns with priority 0 and removes the
+    /// virtual address), as at a maintenance reboot.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two real keepalived routers for the gateway address (the gateway
+/// namespace at 192.0.2.2, priority 200; the other at 192.0.2.66, 100). The
+/// master is stopped for maintenance — the backup takes over — and comes
+/// back and preempts: the gateway's MAC moves twice, each time between two
+/// routers heard advertising the group. Information, never a page; an
+/// attacker claiming the gateway in the same network still is one.
+#[test]
+fn a_keepalived_failover_and_preemption_are_information() {
+    let Some((lab, receiver, config)) = prepare("coalesce_window = \"3s\"") else {
+        return;
+    };
+    // The gateway address becomes the group's: keepalived holds it.
+    lab.ip(&lab.gw, &["addr", "del", "192.0.2.1/24", "dev", "eth0"]);
+    lab.ip(&lab.gw, &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    let mut master = Keepalived::start(&lab, &lab.gw, "r1", 200);
+    let mut backup = Keepalived::start(&lab, &lab.mitm, "r2", 100);
+    backup.wait_state("BACKUP", 1);
+    master.wait_state("MASTER", 1);
+    assert_eq!(lab.resolve_gateway(GW_IP), GW_MAC);
+    let mut agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
+    receiver.wait_kind("agent_started", WAIT, |_| true);
+    // Advertisements from the master for a few seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    master.stop();
+    backup.wait_state("MASTER", 1);
+    let d = receiver.wait_kind("gateway_failover", WAIT, |d| d["new_mac"] == MITM_MAC);
+    assert_eq!((&d["old_mac"], &d["vrid"]), (&json!(GW_MAC), &json!(7)));
+    let entry = lab.ip(&lab.host, &["neigh", "show", GW_IP]);
+    assert!(entry.contains(MITM_MAC), "{entry}");
+    // The master is back and preempts.
+    let mut master = Keepalived::start(&lab, &lab.gw, "r1-again", 200);
+    master.wait_state("MASTER", 1);
+    let d = receiver.wait_kind("gateway_failover", Duration::from_secs(15), |d| {
+        d["new_mac"] == GW_MAC
+    });
+    assert_eq!(d["old_mac"], MITM_MAC);
+    // keepalived repeats its gratuitous ARPs 5 s after taking over.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(receiver.loud(), Vec::<Value>::new());
+    // The same network, an attacker's claim: a page.
+    let evil = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x07];
+    send_frames(&lab.mitm, "eth0", vec![build::gratuitous_arp(evil, gw())]);
+    let got = receiver.wait_for("attack", WAIT, |b| {
+        b["kind"] == "gateway_mac_changed" && b["details"]["new_mac"] == "02:de:ad:be:ef:07"
+    });
+    assert_eq!(got.body["severity"], "critical");
+    master.stop();
+    backup.stop();
+    agent.stop();
+}
