@@ -1300,6 +1300,15 @@ fn a_keepalived_failover_and_preemption_are_information() {
     // keepalived repeats its gratuitous ARPs 5 s after taking over.
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(receiver.loud(), Vec::<Value>::new());
+    // `status` shows the group that made these failovers (as the agent
+    // wrote it at its last 10 s capture report).
+    let (code, out, _) = netsentry_in(&lab.host, &["status", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("eth0 group 7 (inet): 192.0.2.1 from"))
+        .unwrap_or_else(|| panic!("no VRRP group in status:\n{out}"));
+    assert!(line.contains("192.0.2.2"), "{line}");
     // The same network, an attacker's claim: a page.
     let evil = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x07];
     send_frames(&lab.mitm, "eth0", vec![build::gratuitous_arp(evil, gw())]);

@@ -399,6 +399,17 @@ pub fn write_capture_stats(
     watch: &PacketWatch,
 ) {
     let c = watch.detector.counters();
+    let groups: Vec<serde_json::Value> = watch
+        .detector
+        .vrrp_view(Utc::now())
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({"interface": g.segment, "vrid": g.vrid,
+                "family": if g.v6 { "inet6" } else { "inet" },
+                "addresses": g.vips, "routers": g.routers})
+        })
+        .collect();
     let stats = serde_json::json!({
         "updated": crate::alert::format_time(&Utc::now()),
         "interfaces": watch.watched(),
@@ -411,6 +422,9 @@ pub fn write_capture_stats(
         "arp": c.arp,
         "ndp": c.ndp,
         "malformed": c.malformed,
+        "other_vlan": c.other_vlan,
+        "vrrp": c.vrrp,
+        "vrrp_groups": groups,
         "stations": watch.detector.stations().len(),
         "stations_evicted": c.stations_evicted,
     });

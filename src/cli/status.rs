@@ -369,6 +369,36 @@ pub fn render(status: &Status) -> String {
             c["updated"].as_str().unwrap_or("?")
         )),
     }
+    if let Some(groups) = status
+        .capture
+        .as_ref()
+        .and_then(|c| c["vrrp_groups"].as_array())
+        .filter(|g| !g.is_empty())
+    {
+        // What makes a gateway's move a failover (gateway_failover).
+        s.push_str("VRRP groups advertising:\n");
+        for g in groups {
+            let list = |key: &str| {
+                g[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            s.push_str(&format!(
+                "  {} group {} ({}): {} from {}\n",
+                g["interface"].as_str().unwrap_or("?"),
+                g["vrid"],
+                g["family"].as_str().unwrap_or("?"),
+                list("addresses"),
+                list("routers")
+            ));
+        }
+    }
     if !status.inbound.is_empty() {
         s.push_str("Inbound connections per port (current window | learned baseline):\n");
         for r in &status.inbound {
