@@ -323,6 +323,32 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_group_is_its_own() {
+        // VRRPv3 for IPv6: the first virtual address is link-local.
+        let gw6: IpAddr = "fe80::1".parse().unwrap();
+        let (r1, r2): (IpAddr, IpAddr) = ("fe80::2".parse().unwrap(), "fe80::3".parse().unwrap());
+        let mut table = VrrpTable::default();
+        for (mac, ip, s) in [(M1, r1, 0), (M2, r2, 4)] {
+            let mut a = advert(mac, ip, 7);
+            (a.version, a.addresses) = (3, vec![gw6]);
+            table.observe("eth0", &a, t(s));
+        }
+        let view = table.view(t(4), no_stations);
+        assert!(view.failover("eth0", gw6, M1, M2).is_some());
+        // Its virtual MAC is 00:00:5e:00:02:07, not the IPv4 group's.
+        assert!(
+            view.failover("eth0", gw6, M1, EtherAddr::vrrp(true, 7))
+                .is_some()
+        );
+        assert!(
+            view.failover("eth0", gw6, M1, EtherAddr::vrrp(false, 7))
+                .is_none()
+        );
+        // The IPv4 gateway is not in it.
+        assert!(view.failover("eth0", VIP, M1, M2).is_none());
+    }
+
+    #[test]
     fn the_table_is_bounded() {
         let mut table = VrrpTable::default();
         for vrid in 1..=255u8 {
