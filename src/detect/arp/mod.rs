@@ -1045,6 +1045,11 @@ mod tests {
         vrrp_segment(&mut d, 0);
         let f = d.observe("eth0", &reply([0, 0, 0x5e, 0, 1, 9], GW), t(10));
         assert_eq!(kinds(&f), vec![Kind::GatewayMacChanged]);
+        // And answering in turn with the gateway is a conflict, not
+        // suppressed because one of the MACs looks like VRRP.
+        assert!(d.observe("eth0", &reply(GW_MAC, GW), t(20)).is_empty());
+        let f = d.observe("eth0", &reply([0, 0, 0x5e, 0, 1, 9], GW), t(30));
+        assert!(kinds(&f).contains(&Kind::ArpGatewayConflict), "{f:?}");
     }
 
     #[test]
