@@ -17,13 +17,16 @@ fn gw() -> Ipv4Addr {
     GW_IP.parse().unwrap()
 }
 
+/// What the agent logs when a gateway learned at first sight is confirmed.
+const CONFIRMED: &str = "answered the agent's probe first; confirmed";
+
 /// An agent running with the capture on (and a short coalescing window).
 fn running(extra: &str) -> Option<Running> {
     let r = start_agent(&format!("coalesce_window = \"3s\"\n{extra}"))?;
-    // The capture thread opens its socket before the first dump completes; give
-    // it a moment anyway so no test frame races it (the gateway's answer to
-    // the agent's first-sight probe comes within milliseconds).
-    std::thread::sleep(Duration::from_millis(200));
+    // A frame sent before the gateway answered the agent's first-sight probe
+    // is judged as a second MAC answering (arp_gateway_conflict), not as a
+    // change: wait for the answer (milliseconds, more on a loaded machine).
+    r.agent.wait_for_log(CONFIRMED, 1);
     Some(r)
 }
 
@@ -186,7 +189,8 @@ fn v6_gateway_agent() -> Option<(Lab, Receiver, Agent)> {
     let config = write_config(&lab, &receiver, "");
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", WAIT, |_| true);
-    std::thread::sleep(Duration::from_millis(200));
+    // Both gateways (v4 and v6) answered the first-sight probe.
+    agent.wait_for_log(CONFIRMED, 2);
     Some((lab, receiver, agent))
 }
 

@@ -66,6 +66,18 @@ fn diversions_that_leave_the_default_route_alone_are_reported() {
     assert_eq!(low["old_next_hop"]["ip"], GW_IP);
     assert_eq!(low["known_router"], false);
     assert_eq!(destinations(&low), vec!["64.0.0.1"]);
+    // `status` shows where the destination goes now, and why.
+    let config = r.lab.path("netsentry.toml");
+    let (code, out, _) = netsentry_in(&host, &["status", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("  64.0.0.1 via 192.0.2.66 (0.0.0.0/1 via 192.0.2.66 dev eth0 table main)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  160.0.0.1 via 192.0.2.1 (0.0.0.0/0 via 192.0.2.1 dev eth0 table main)"),
+        "{out}"
+    );
     ip(&host, "route add 128.0.0.0/1 via 192.0.2.66");
     let high = diverted(&r, |d| {
         d["route"].as_str().unwrap_or("").starts_with("128.0.0.0/1")

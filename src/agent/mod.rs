@@ -577,6 +577,9 @@ impl Agent {
                     self.detector.confirmation_failed(ip);
                 }
                 for ip in self.packets.detector.take_confirmed() {
+                    tracing::info!(
+                        "default gateway {ip}: the MAC learned at first sight answered the agent's probe first; confirmed"
+                    );
                     self.detector.confirmation_done(ip);
                 }
             }

@@ -57,6 +57,61 @@ pub struct Status {
     pub tls_checks: Option<serde_json::Value>,
     /// Inbound connections per watched port, as the running agent last wrote them.
     pub inbound: Vec<InboundRow>,
+    /// Where the kernel sends each `[route]` destination now (looked up by
+    /// this command, as the agent does).
+    pub paths: Vec<PathRow>,
+}
+
+/// One watched destination and the kernel's path for it.
+#[derive(Debug, Serialize)]
+pub struct PathRow {
+    pub destination: String,
+    /// The next hop (`null`: on the link itself, or no path).
+    pub next_hop: Option<String>,
+    pub interface: Option<String>,
+    /// The route that decided, as `ip route` says it.
+    pub route: Option<String>,
+    pub rule: Option<String>,
+    pub redirected_from: Option<String>,
+    /// Why there is no path (no route, unreachable, the lookup failed).
+    pub error: Option<String>,
+}
+
+impl PathRow {
+    /// A destination without a path, and why.
+    fn failed(destination: String, error: String) -> PathRow {
+        PathRow {
+            destination,
+            next_hop: None,
+            interface: None,
+            route: None,
+            rule: None,
+            redirected_from: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The rows of [`Status::paths`] from the kernel's answers.
+fn path_rows(lookups: &[crate::kernel::PathLookup], view: &KernelView) -> Vec<PathRow> {
+    lookups
+        .iter()
+        .map(|l| {
+            let text = |ip: Option<std::net::IpAddr>| ip.map(|i| i.to_string());
+            match &l.path {
+                Ok(p) => PathRow {
+                    destination: l.destination.to_string(),
+                    next_hop: text(p.gateway),
+                    interface: Some(view.link_name(p.ifindex)),
+                    route: Some(crate::detect::net::route_text(p, view)),
+                    rule: p.rule.clone(),
+                    redirected_from: text(p.redirected_from),
+                    error: None,
+                },
+                Err(e) => PathRow::failed(l.destination.to_string(), e.clone()),
+            }
+        })
+        .collect()
 }
 
 /// One port and family of the inbound-path detector.
@@ -200,6 +255,18 @@ pub fn collect(config: &Config) -> anyhow::Result<Status> {
         status.tls_checks = state::read_text(&config.agent.state_dir, state::TLS_CHECKS_FILE)
             .and_then(|t| serde_json::from_str(&t).ok());
     }
+    let destinations = crate::agent::setup::route_destinations(config);
+    if !destinations.is_empty() {
+        let found =
+            crate::source::route_lookup::Lookups::open().and_then(|mut l| l.paths(&destinations));
+        status.paths = match found {
+            Ok(lookups) => path_rows(&lookups, &view),
+            Err(e) => vec![PathRow::failed(
+                "*".into(),
+                format!("the kernel's routes could not be looked up: {e}"),
+            )],
+        };
+    }
     Ok(status)
 }
 
@@ -297,6 +364,7 @@ pub fn build(
         receivers: Vec::new(),
         tls_checks: None,
         inbound: Vec::new(),
+        paths: Vec::new(),
     }
 }
 
@@ -397,6 +465,31 @@ pub fn render(status: &Status) -> String {
                 list("addresses"),
                 list("routers")
             ));
+        }
+    }
+    if !status.paths.is_empty() {
+        s.push_str("Where traffic goes ([route] destinations):\n");
+        for p in &status.paths {
+            let hop = match (&p.error, &p.next_hop) {
+                (Some(e), _) => format!("no path: {e}"),
+                (None, Some(h)) => format!("via {h}"),
+                (None, None) => "on the link".to_string(),
+            };
+            let mut extra = Vec::new();
+            if let Some(r) = &p.route {
+                extra.push(r.clone());
+            }
+            if let Some(r) = &p.rule {
+                extra.push(format!("rule {r}"));
+            }
+            if let Some(r) = &p.redirected_from {
+                extra.push(format!("redirected from {r}"));
+            }
+            let extra = match extra.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", extra.join("; ")),
+            };
+            s.push_str(&format!("  {} {hop}{extra}\n", p.destination));
         }
     }
     if !status.inbound.is_empty() {

@@ -22,6 +22,7 @@ use crate::kernel::{KernelView, Neighbour, Observation, RoutePath};
 use crate::state::baseline::Baseline;
 use gateway::gateways_of;
 pub use gateway::{CONFIRM_WINDOW, GatewayProbe, UNREACHABLE_AFTER};
+pub(crate) use paths::route_text;
 
 /// Neighbour entries kept; beyond this, entries that are not gateways are ignored.
 pub const MAX_NEIGHBOURS: usize = 65_536;

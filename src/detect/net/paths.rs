@@ -48,7 +48,7 @@ fn table_name(table: u32) -> String {
 }
 
 /// `0.0.0.0/1 via 192.0.2.66 dev eth0 table main`, as `ip route` would say.
-fn route_text(p: &RoutePath, view: &KernelView) -> String {
+pub(crate) fn route_text(p: &RoutePath, view: &KernelView) -> String {
     let prefix = p
         .prefix
         .map(|(ip, len)| format!("{ip}/{len}"))
