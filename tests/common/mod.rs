@@ -708,12 +708,23 @@ pub fn prepare(extra_agent_config: &str) -> Option<(Lab, Receiver, PathBuf)> {
     Some((lab, receiver, config))
 }
 
+/// What the agent logs when a gateway learned at first sight is confirmed.
+pub const CONFIRMED: &str = "answered the agent's probe first; confirmed";
+
 /// Sets up a [`Running`] lab; `None` (test skipped) without root.
 /// `extra_agent_config` goes into the `[agent]` section.
 pub fn start_agent(extra_agent_config: &str) -> Option<Running> {
     let (lab, receiver, config) = prepare(extra_agent_config)?;
     let agent = Agent::start(&lab.host, &config, &lab.path("agent.log"));
     receiver.wait_kind("agent_started", Duration::from_secs(10), |_| true);
+    // With the capture on, a frame sent before the gateway answered the
+    // agent's first-sight probe is judged as a second MAC answering
+    // (arp_gateway_conflict), not as a change: wait for the answer
+    // (milliseconds; more on a loaded machine).
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    if !text.contains("[arp]\nenabled = false") {
+        agent.wait_for_log(CONFIRMED, 1);
+    }
     Some(Running {
         lab,
         receiver,
