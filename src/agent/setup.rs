@@ -424,6 +424,7 @@ pub fn write_capture_stats(
         "malformed": c.malformed,
         "other_vlan": c.other_vlan,
         "vrrp": c.vrrp,
+        "vrrp_dropped": c.vrrp_dropped,
         "vrrp_groups": groups,
         "stations": watch.detector.stations().len(),
         "stations_evicted": c.stations_evicted,

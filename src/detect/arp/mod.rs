@@ -78,6 +78,8 @@ pub struct ArpCounters {
     pub other_vlan: u64,
     /// VRRP advertisements (what makes a gateway's failover one).
     pub vrrp: u64,
+    /// VRRP advertisements of groups beyond the table's cap (not stored).
+    pub vrrp_dropped: u64,
 }
 
 /// What is known about one gateway on the wire.
@@ -179,6 +181,7 @@ impl ArpDetector {
     pub fn counters(&self) -> ArpCounters {
         ArpCounters {
             stations_evicted: self.stations.evicted(),
+            vrrp_dropped: self.vrrp.dropped,
             ..self.counters.clone()
         }
     }
@@ -628,7 +631,7 @@ impl ArpDetector {
         let claimers: Vec<EtherAddr> = macs.iter().copied().collect();
         if !switched_back
             || macs.len() < 2
-            || view.group_of(interface, ip, reference, &claimers).is_some()
+            || view.answering_in_turn(interface, ip, reference, &claimers)
         {
             return;
         }

@@ -15,7 +15,8 @@
 //! used that group).
 //!
 //! A change is a failover only when the old and the new MAC both belong to
-//! one group of the gateway that is advertising now. A virtual MAC alone
+//! one group of the gateway that is advertising now, and only routers heard
+//! recently make a MAC belong to it. A virtual MAC alone
 //! proves nothing (anyone can send from 00:00:5e:00:01:07), nor do
 //! advertisements that stopped: without current advertisements a change is
 //! reported as one. Someone who forges the advertisements too is a VRRP
@@ -42,6 +43,9 @@ const MAX_VIPS: usize = 16;
 /// master's last one is that old when the new master's first comes.
 const FRESH_INTERVALS: i64 = 4;
 const FRESH_SLACK_MS: i64 = 2000;
+/// Routers heard within this many seconds still explain their MACs among a
+/// gateway's recent claims (not a change: that needs a current router).
+pub const RECENT_S: i64 = 600;
 
 #[derive(Clone, Debug)]
 struct Group {
@@ -51,6 +55,13 @@ struct Group {
     speakers: Vec<(IpAddr, EtherAddr, DateTime<Utc>)>,
     last: DateTime<Utc>,
     interval_ms: i64,
+}
+
+impl Group {
+    /// An advertisement heard at `heard` still counts at `now`.
+    fn current(&self, heard: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        (now - heard).num_milliseconds() <= self.interval_ms * FRESH_INTERVALS + FRESH_SLACK_MS
+    }
 }
 
 /// The VRRP groups heard per segment (a pure table, fed with frames).
@@ -115,23 +126,26 @@ impl VrrpTable {
         let groups = self
             .groups
             .iter()
-            .filter(|(_, g)| {
-                (now - g.last).num_milliseconds()
-                    <= g.interval_ms * FRESH_INTERVALS + FRESH_SLACK_MS
-            })
+            .filter(|(_, g)| g.current(g.last, now))
             .map(|((segment, v6, vrid), g)| {
-                let mut members: BTreeSet<EtherAddr> = [EtherAddr::vrrp(*v6, *vrid)].into();
-                for (ip, mac, _) in &g.speakers {
-                    members.insert(*mac);
-                    members.extend(station(segment, *ip));
-                }
+                // Only routers advertising now (or until the failover): one
+                // forged advertisement long ago makes nobody a member.
+                let macs = |heard: &dyn Fn(DateTime<Utc>) -> bool| {
+                    let mut out: BTreeSet<EtherAddr> = [EtherAddr::vrrp(*v6, *vrid)].into();
+                    for (ip, mac, _) in g.speakers.iter().filter(|s| heard(s.2)) {
+                        out.insert(*mac);
+                        out.extend(station(segment, *ip));
+                    }
+                    out
+                };
                 GroupView {
                     segment: segment.clone(),
                     vrid: *vrid,
                     v6: *v6,
                     vips: g.vips.clone(),
                     routers: g.speakers.iter().map(|s| s.0).collect(),
-                    members,
+                    members: macs(&|heard| g.current(heard, now)),
+                    recent_members: macs(&|heard| (now - heard).num_seconds() <= RECENT_S),
                 }
             })
             .collect();
@@ -148,8 +162,11 @@ pub struct GroupView {
     pub vips: Vec<IpAddr>,
     /// The routers heard advertising (their own addresses).
     pub routers: Vec<IpAddr>,
-    /// The MACs that belong to the group.
+    /// The MACs that belong to the group now.
     pub members: BTreeSet<EtherAddr>,
+    /// Those of routers heard within [`RECENT_S`]: after a failover the old
+    /// master's answers are still among a gateway's recent claims.
+    pub recent_members: BTreeSet<EtherAddr>,
 }
 
 /// The groups advertising at one moment: handed to the netlink detector, so
@@ -160,22 +177,39 @@ pub struct VrrpView {
 }
 
 impl VrrpView {
-    /// The group within which `gateway` (on `segment`, trusted at
-    /// `trusted`) moving to or answering from each of `macs` is a failover,
-    /// if there is one (see the module's documentation).
-    pub fn group_of(
+    /// The group of `gateway` (on `segment`, trusted at `trusted`) that
+    /// advertises now and has each of `macs` (`recent`: among the routers
+    /// heard within [`RECENT_S`], else among the current ones).
+    fn group_of(
+        &self,
+        (segment, gateway, trusted): (&str, IpAddr, EtherAddr),
+        macs: &[EtherAddr],
+        recent: bool,
+    ) -> Option<&GroupView> {
+        self.groups.iter().find(|g| {
+            let members = if recent {
+                &g.recent_members
+            } else {
+                &g.members
+            };
+            crate::detect::stations::same_name(&g.segment, segment)
+                && (g.vips.contains(&gateway) || trusted == EtherAddr::vrrp(g.v6, g.vrid))
+                && members.contains(&trusted)
+                && macs.iter().all(|m| members.contains(m))
+        })
+    }
+
+    /// Every MAC that claimed `gateway` lately (`macs`) is one of its
+    /// group's recent routers: answering in turn is no conflict.
+    pub fn answering_in_turn(
         &self,
         segment: &str,
         gateway: IpAddr,
         trusted: EtherAddr,
         macs: &[EtherAddr],
-    ) -> Option<&GroupView> {
-        self.groups.iter().find(|g| {
-            crate::detect::stations::same_name(&g.segment, segment)
-                && (g.vips.contains(&gateway) || trusted == EtherAddr::vrrp(g.v6, g.vrid))
-                && g.members.contains(&trusted)
-                && macs.iter().all(|m| g.members.contains(m))
-        })
+    ) -> bool {
+        self.group_of((segment, gateway, trusted), macs, true)
+            .is_some()
     }
 
     /// A group advertising `address` on `segment` has `mac` among its MACs
@@ -189,7 +223,8 @@ impl VrrpView {
         })
     }
 
-    /// [`VrrpView::group_of`] for one change, from `old` to `new`.
+    /// The group within which `gateway` moving from `old` to `new` is a
+    /// failover, if there is one (see the module's documentation).
     pub fn failover(
         &self,
         segment: &str,
@@ -197,7 +232,7 @@ impl VrrpView {
         old: EtherAddr,
         new: EtherAddr,
     ) -> Option<&GroupView> {
-        self.group_of(segment, gateway, old, &[new])
+        self.group_of((segment, gateway, old), &[new], false)
     }
 }
 
@@ -305,6 +340,39 @@ mod tests {
                 .view(t(60), stations)
                 .failover("eth0", VIP, vmac, M1)
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_router_heard_once_long_ago_is_no_member_now() {
+        let mut table = VrrpTable::default();
+        // A forged advertisement from EVIL, then only R1 for a minute.
+        table.observe(
+            "eth0",
+            &advert(EVIL, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 7),
+            t(0),
+        );
+        for s in 1..=60 {
+            table.observe("eth0", &advert(M1, R1, 7), t(s));
+        }
+        let view = table.view(t(60), no_stations);
+        assert!(view.failover("eth0", VIP, M1, EVIL).is_none());
+        // Among the recent claims it is still explained (a former master's
+        // answers linger there after a failover): no conflict from it, but
+        // its claim above is a change.
+        assert!(view.answering_in_turn("eth0", VIP, M1, &[M1, EVIL]));
+        assert!(
+            !table
+                .view(t(700), no_stations)
+                .answering_in_turn("eth0", VIP, M1, &[M1, EVIL])
+        );
+        // A backup that just took over is current.
+        table.observe("eth0", &advert(M2, R2, 7), t(64));
+        assert!(
+            table
+                .view(t(64), no_stations)
+                .failover("eth0", VIP, M1, M2)
+                .is_some()
         );
     }
 
