@@ -1,7 +1,8 @@
 //! Packet capture: one AF_PACKET socket for all interfaces, with a classic BPF
 //! filter attached so that the kernel only hands over ARP, ICMPv6 neighbour
 //! discovery (types 133-137, also behind extension headers or in a first
-//! fragment) and IPv4 ICMP redirects, tagged (802.1Q/802.1ad) or not; and,
+//! fragment), IPv4 ICMP redirects and VRRP advertisements (IP protocol 112,
+//! IPv4 and IPv6), tagged (802.1Q/802.1ad) or not; and,
 //! when a [`SynFilter`] names ports, the headers of TCP SYNs (SYN without
 //! ACK) to them, IPv4 and IPv6, sampled in the kernel at the rate it says.
 //! Everything else — a server's real traffic — never leaves the kernel.
