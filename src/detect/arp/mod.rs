@@ -138,6 +138,15 @@ pub struct ArpDetector {
     counters: ArpCounters,
 }
 
+/// The VRRP groups advertising at `now`, with the routers' own MACs as the
+/// station table shows them.
+fn view_of(table: &vrrp::VrrpTable, stations: &StationTable, now: DateTime<Utc>) -> vrrp::VrrpView {
+    table.view(now, |segment, ip| match ip {
+        IpAddr::V4(v4) => stations.get(segment, v4).map(|s| s.mac),
+        IpAddr::V6(_) => None,
+    })
+}
+
 /// 00:00:5e:00:01:xx (VRRP for IPv4, CARP) and 00:00:5e:00:02:xx (VRRP for IPv6).
 pub fn is_vrrp_mac(mac: &EtherAddr) -> bool {
     mac.is_vrrp()
@@ -171,10 +180,7 @@ impl ArpDetector {
     /// The VRRP groups advertising at `now` (also what the netlink detector
     /// judges a gateway's new MAC with: one classification for both paths).
     pub fn vrrp_view(&self, now: DateTime<Utc>) -> vrrp::VrrpView {
-        self.vrrp.view(now, |segment, ip| match ip {
-            IpAddr::V4(v4) => self.stations.get(segment, v4).map(|s| s.mac),
-            IpAddr::V6(_) => None,
-        })
+        view_of(&self.vrrp, &self.stations, now)
     }
 
     /// The counters so far.
@@ -529,9 +535,16 @@ impl ArpDetector {
             .unwrap_or(chrono::Duration::MAX);
         // The VRRP groups advertising now (empty unless some are, or when
         // `vrrp_is_normal` is off): the same classification as netlink's.
-        let view = match self.settings.vrrp_is_normal && !self.vrrp.is_empty() {
-            true => self.vrrp_view(now),
-            false => vrrp::VrrpView::default(),
+        // Built only when a claim needs it (a change or a conflict), not for
+        // every claim of a flood.
+        let use_vrrp = self.settings.vrrp_is_normal && !self.vrrp.is_empty();
+        let built = std::cell::OnceCell::new();
+        let (table, stations) = (&self.vrrp, &self.stations);
+        let view = || {
+            built.get_or_init(|| match use_vrrp {
+                true => view_of(table, stations, now),
+                false => vrrp::VrrpView::default(),
+            })
         };
         let Some(g) = self.gateways.get_mut(&ip) else {
             return;
@@ -539,7 +552,7 @@ impl ArpDetector {
         if g.confirming
             && let Some(reference) = g.reference
             && reference != *mac
-            && view.failover(interface, ip, reference, *mac).is_some()
+            && view().failover(interface, ip, reference, *mac).is_some()
         {
             // Two routers of the gateway's VRRP group answer (one from the
             // virtual MAC, one from its own): what was learned is the group's.
@@ -601,7 +614,7 @@ impl ArpDetector {
                 .any(|(m, t)| m == mac && now - *t < window);
         g.last_claim = Some(*mac);
         if changed {
-            if let Some(group) = view.failover(interface, ip, reference, *mac) {
+            if let Some(group) = view().failover(interface, ip, reference, *mac) {
                 out.push(vrrp::failover_finding(
                     group,
                     (interface, ip),
@@ -628,10 +641,14 @@ impl ArpDetector {
         let macs: BTreeSet<EtherAddr> = g.claimers.iter().map(|(m, _)| *m).collect();
         // Routers of the gateway's VRRP group answering in turn (a router
         // with `arp_announce` 0 answers from its own MAC as well) is no conflict.
-        let claimers: Vec<EtherAddr> = macs.iter().copied().collect();
         if !switched_back
             || macs.len() < 2
-            || view.answering_in_turn(interface, ip, reference, &claimers)
+            || view().answering_in_turn(
+                interface,
+                ip,
+                reference,
+                &macs.iter().copied().collect::<Vec<_>>(),
+            )
         {
             return;
         }
